@@ -1,0 +1,273 @@
+//! Customer-interaction events: the only input that changes state.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{Span, Timestamp};
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName {
+                        kind: stringify!($name),
+                        name: s.to_owned(),
+                        expected: &[$($text),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// A way of reaching a customer.
+    Channel {
+        Email = "email",
+        Sms = "sms",
+        Call = "call",
+        Push = "push",
+        DirectMail = "direct_mail",
+        SalesMeeting = "sales_meeting",
+        SocialDm = "social_dm",
+        InApp = "in_app",
+    }
+);
+
+named_enum!(
+    /// Why an outreach is made.
+    Purpose {
+        Marketing = "marketing",
+        Sales = "sales",
+        Service = "service",
+        Transactional = "transactional",
+    }
+);
+
+named_enum!(
+    /// How a customer responded to an outreach.
+    Engagement {
+        Opened = "opened",
+        Clicked = "clicked",
+        Replied = "replied",
+        Answered = "answered",
+        Attended = "attended",
+    }
+);
+
+named_enum!(
+    /// An outreach that got no response.
+    NonResponse {
+        Ignored = "ignored",
+        Bounced = "bounced",
+    }
+);
+
+/// A name that is not one of an enum's names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{name}`; expected one of: {}", expected.join(", "))]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub name: String,
+    pub expected: &'static [&'static str],
+}
+
+impl Channel {
+    /// Bit for channel sets.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl Purpose {
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A customer's own limit on how often they are contacted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContactLimit {
+    pub max: u32,
+    pub window: Span,
+}
+
+/// One customer interaction, as recorded in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique; a second event with the same id is ignored.
+    pub event_id: String,
+    pub customer_id: String,
+    pub occurred_at: Timestamp,
+    /// The system that reported it (`web`, `crm`, `tact`, ...).
+    pub source: String,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A web page view; `category` is e.g. `pricing`, `quote`, `compare`, `blog`.
+    PageViewed { url: String, category: String },
+    ContentDownloaded { asset: String },
+    QuoteRequested { product: String },
+    /// The customer asked to be contacted on `channel`.
+    ContactRequested { channel: Channel, topic: String },
+    /// The customer wrote or called in.
+    InboundMessage { channel: Channel, topic: String },
+    OutreachSent {
+        channel: Channel,
+        purpose: Purpose,
+        campaign: String,
+        /// The tact decision that authorized it, if any: it is then not counted twice.
+        decision_id: Option<String>,
+    },
+    OutreachEngaged { channel: Channel, engagement: Engagement },
+    OutreachUnanswered { channel: Channel, outcome: NonResponse },
+    Purchase { order_id: String },
+    Complaint { channel: Option<Channel>, reason: String },
+    ConsentChanged {
+        channel: Channel,
+        purpose: Purpose,
+        granted: bool,
+        expires_at: Option<Timestamp>,
+        proof: String,
+    },
+    /// Each field that is `None` leaves that preference as it was.
+    PreferencesChanged {
+        time_zone: Option<String>,
+        /// Channels the customer accepts; an empty list clears the restriction.
+        accepted_channels: Option<Vec<Channel>>,
+        /// The customer's own frequency limit; a `max` of 0 clears it.
+        max_contacts: Option<ContactLimit>,
+    },
+    DoNotContact { reason: String, until: Option<Timestamp> },
+    /// Written by tact itself when it answers ALLOW to `Authorize`.
+    OutreachAuthorized {
+        decision_id: String,
+        channel: Channel,
+        purpose: Purpose,
+        campaign: String,
+        requested_by: String,
+    },
+}
+
+impl EventKind {
+    /// A short lowercase name, as used in logs and timelines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::PageViewed { .. } => "page_viewed",
+            EventKind::ContentDownloaded { .. } => "content_downloaded",
+            EventKind::QuoteRequested { .. } => "quote_requested",
+            EventKind::ContactRequested { .. } => "contact_requested",
+            EventKind::InboundMessage { .. } => "inbound_message",
+            EventKind::OutreachSent { .. } => "outreach_sent",
+            EventKind::OutreachEngaged { .. } => "outreach_engaged",
+            EventKind::OutreachUnanswered { .. } => "outreach_unanswered",
+            EventKind::Purchase { .. } => "purchase",
+            EventKind::Complaint { .. } => "complaint",
+            EventKind::ConsentChanged { .. } => "consent_changed",
+            EventKind::PreferencesChanged { .. } => "preferences_changed",
+            EventKind::DoNotContact { .. } => "do_not_contact",
+            EventKind::OutreachAuthorized { .. } => "outreach_authorized",
+        }
+    }
+}
+
+/// Why an event cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    #[error("event_id: must not be empty")]
+    MissingEventId,
+    #[error("event_id: at most {max} bytes (got {got})")]
+    EventIdTooLong { max: usize, got: usize },
+    #[error("customer_id: must not be empty")]
+    MissingCustomerId,
+    #[error("customer_id: at most {max} bytes (got {got})")]
+    CustomerIdTooLong { max: usize, got: usize },
+    #[error("customer_id: must be printable without spaces (got {0:?})")]
+    CustomerIdFormat(String),
+    #[error("occurred_at: must be set")]
+    MissingTime,
+    #[error("preferences_changed.time_zone: unknown IANA time zone `{0}`")]
+    UnknownTimeZone(String),
+    #[error("{field}: {why}")]
+    Field { field: &'static str, why: String },
+}
+
+pub const MAX_ID_BYTES: usize = 256;
+
+impl Event {
+    /// Checks what the type system cannot. Events that fail are dead-lettered or
+    /// rejected at the edge; they never reach `apply`.
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
+        if self.event_id.is_empty() {
+            return Err(InvalidEvent::MissingEventId);
+        }
+        if self.event_id.len() > MAX_ID_BYTES {
+            return Err(InvalidEvent::EventIdTooLong { max: MAX_ID_BYTES, got: self.event_id.len() });
+        }
+        validate_customer_id(&self.customer_id)?;
+        if self.occurred_at.0 <= 0 {
+            return Err(InvalidEvent::MissingTime);
+        }
+        match &self.kind {
+            EventKind::PreferencesChanged { time_zone: Some(tz), .. } if !tz.is_empty() => {
+                if tz.parse::<chrono_tz::Tz>().is_err() {
+                    return Err(InvalidEvent::UnknownTimeZone(tz.clone()));
+                }
+            }
+            EventKind::OutreachAuthorized { decision_id, .. } if decision_id.is_empty() => {
+                return Err(InvalidEvent::Field {
+                    field: "outreach_authorized.decision_id",
+                    why: "must not be empty".into(),
+                });
+            }
+            EventKind::PreferencesChanged { max_contacts: Some(l), .. } if l.max > 0 && l.window.0 <= 0 => {
+                return Err(InvalidEvent::Field {
+                    field: "preferences_changed.max_contacts.window",
+                    why: "must be positive".into(),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Customer ids are opaque, but printable: 1 to 256 bytes, no whitespace or control characters.
+pub fn validate_customer_id(id: &str) -> Result<(), InvalidEvent> {
+    if id.is_empty() {
+        return Err(InvalidEvent::MissingCustomerId);
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(InvalidEvent::CustomerIdTooLong { max: MAX_ID_BYTES, got: id.len() });
+    }
+    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidEvent::CustomerIdFormat(id.to_owned()));
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The pure decision core of tact.
+//!
+//! Nothing in this crate does I/O, reads a clock or knows a wire format: time is
+//! an argument, so [`apply`](state::CustomerState::apply) and [`decide`](decide::decide)
+//! are deterministic and replay gives the same answers as live traffic.
+
+pub mod decide;
+pub mod event;
+mod explain;
+pub mod policy;
+pub mod state;
+pub mod time;
+
+pub use decide::{Alternative, Decision, Detail, Effect, Proposal, Reason, Verdict, decide};
+pub use event::{
+    Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Purpose, UnknownName,
+};
+pub use policy::{Policy, PolicyError};
+pub use state::{CustomerState, Retention};
+pub use time::{DAY, HOUR, MINUTE, SECOND, Span, Timestamp};
