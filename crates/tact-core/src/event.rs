@@ -110,7 +110,7 @@ impl Purpose {
 }
 
 /// A customer's own limit on how often they are contacted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ContactLimit {
     pub max: u32,
     pub window: Span,
@@ -131,13 +131,26 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
     /// A web page view; `category` is e.g. `pricing`, `quote`, `compare`, `blog`.
-    PageViewed { url: String, category: String },
-    ContentDownloaded { asset: String },
-    QuoteRequested { product: String },
+    PageViewed {
+        url: String,
+        category: String,
+    },
+    ContentDownloaded {
+        asset: String,
+    },
+    QuoteRequested {
+        product: String,
+    },
     /// The customer asked to be contacted on `channel`.
-    ContactRequested { channel: Channel, topic: String },
+    ContactRequested {
+        channel: Channel,
+        topic: String,
+    },
     /// The customer wrote or called in.
-    InboundMessage { channel: Channel, topic: String },
+    InboundMessage {
+        channel: Channel,
+        topic: String,
+    },
     OutreachSent {
         channel: Channel,
         purpose: Purpose,
@@ -145,10 +158,21 @@ pub enum EventKind {
         /// The tact decision that authorized it, if any: it is then not counted twice.
         decision_id: Option<String>,
     },
-    OutreachEngaged { channel: Channel, engagement: Engagement },
-    OutreachUnanswered { channel: Channel, outcome: NonResponse },
-    Purchase { order_id: String },
-    Complaint { channel: Option<Channel>, reason: String },
+    OutreachEngaged {
+        channel: Channel,
+        engagement: Engagement,
+    },
+    OutreachUnanswered {
+        channel: Channel,
+        outcome: NonResponse,
+    },
+    Purchase {
+        order_id: String,
+    },
+    Complaint {
+        channel: Option<Channel>,
+        reason: String,
+    },
     ConsentChanged {
         channel: Channel,
         purpose: Purpose,
@@ -164,7 +188,10 @@ pub enum EventKind {
         /// The customer's own frequency limit; a `max` of 0 clears it.
         max_contacts: Option<ContactLimit>,
     },
-    DoNotContact { reason: String, until: Option<Timestamp> },
+    DoNotContact {
+        reason: String,
+        until: Option<Timestamp>,
+    },
     /// Written by tact itself when it answers ALLOW to `Authorize`.
     OutreachAuthorized {
         decision_id: String,
@@ -228,14 +255,19 @@ impl Event {
             return Err(InvalidEvent::MissingEventId);
         }
         if self.event_id.len() > MAX_ID_BYTES {
-            return Err(InvalidEvent::EventIdTooLong { max: MAX_ID_BYTES, got: self.event_id.len() });
+            return Err(InvalidEvent::EventIdTooLong {
+                max: MAX_ID_BYTES,
+                got: self.event_id.len(),
+            });
         }
         validate_customer_id(&self.customer_id)?;
         if self.occurred_at.0 <= 0 {
             return Err(InvalidEvent::MissingTime);
         }
         match &self.kind {
-            EventKind::PreferencesChanged { time_zone: Some(tz), .. } if !tz.is_empty() => {
+            EventKind::PreferencesChanged {
+                time_zone: Some(tz), ..
+            } if !tz.is_empty() => {
                 if tz.parse::<chrono_tz::Tz>().is_err() {
                     return Err(InvalidEvent::UnknownTimeZone(tz.clone()));
                 }
@@ -246,7 +278,10 @@ impl Event {
                     why: "must not be empty".into(),
                 });
             }
-            EventKind::PreferencesChanged { max_contacts: Some(l), .. } if l.max > 0 && l.window.0 <= 0 => {
+            EventKind::PreferencesChanged {
+                max_contacts: Some(l),
+                ..
+            } if l.max > 0 && l.window.0 <= 0 => {
                 return Err(InvalidEvent::Field {
                     field: "preferences_changed.max_contacts.window",
                     why: "must be positive".into(),
@@ -264,7 +299,10 @@ pub fn validate_customer_id(id: &str) -> Result<(), InvalidEvent> {
         return Err(InvalidEvent::MissingCustomerId);
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(InvalidEvent::CustomerIdTooLong { max: MAX_ID_BYTES, got: id.len() });
+        return Err(InvalidEvent::CustomerIdTooLong {
+            max: MAX_ID_BYTES,
+            got: id.len(),
+        });
     }
     if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(InvalidEvent::CustomerIdFormat(id.to_owned()));

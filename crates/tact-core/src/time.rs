@@ -59,7 +59,12 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_chrono().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        write!(
+            f,
+            "{}",
+            self.to_chrono()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )
     }
 }
 
@@ -112,7 +117,9 @@ impl FromStr for Span {
             "w" => 7 * DAY.0,
             _ => return Err(TimeError::Span(s.to_owned())),
         };
-        n.checked_mul(unit_ms).map(Span).ok_or_else(|| TimeError::Span(s.to_owned()))
+        n.checked_mul(unit_ms)
+            .map(Span)
+            .ok_or_else(|| TimeError::Span(s.to_owned()))
     }
 }
 

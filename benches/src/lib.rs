@@ -1,0 +1,1 @@
+//! Population generators shared by the benches.

@@ -1,0 +1,140 @@
+//! Plain-English sentences for reasons: what a sales rep reads.
+
+use crate::decide::{Detail, Reason, Signal};
+use crate::event::{Channel, Purpose};
+
+fn channel_noun(c: Channel) -> &'static str {
+    match c {
+        Channel::Email => "emails",
+        Channel::Sms => "texts",
+        Channel::Call => "calls",
+        Channel::Push => "push notifications",
+        Channel::DirectMail => "letters",
+        Channel::SalesMeeting => "sales meetings",
+        Channel::SocialDm => "social messages",
+        Channel::InApp => "in-app messages",
+    }
+}
+
+fn channel_name(c: Channel) -> &'static str {
+    match c {
+        Channel::Email => "email",
+        Channel::Sms => "SMS",
+        Channel::Call => "phone",
+        Channel::Push => "push",
+        Channel::DirectMail => "post",
+        Channel::SalesMeeting => "a meeting",
+        Channel::SocialDm => "social DM",
+        Channel::InApp => "in-app",
+    }
+}
+
+fn purpose_name(p: Purpose) -> &'static str {
+    p.as_str()
+}
+
+fn signal_text(s: Signal) -> &'static str {
+    match s {
+        Signal::PricingPage => "looked at pricing",
+        Signal::QuotePage => "looked at a quote page",
+        Signal::ComparePage => "compared prices",
+        Signal::ResearchPage => "researched",
+        Signal::QuoteRequest => "requested a quote",
+        Signal::Download => "downloaded content",
+    }
+}
+
+impl Reason {
+    /// A sentence a sales rep understands.
+    pub fn message(&self) -> String {
+        match &self.detail {
+            Detail::ConsentGranted { channel, purpose, ago } => format!(
+                "Customer gave consent to {} {} by {} {ago} ago.",
+                purpose_name(*purpose),
+                channel_noun(*channel),
+                channel_name(*channel)
+            ),
+            Detail::SoftOptIn { purchase_ago } => format!(
+                "Customer bought from us {purchase_ago} ago and never unsubscribed: marketing email is allowed (soft opt-in)."
+            ),
+            Detail::ContactRequested { channel, ago } => {
+                format!("Customer asked to be contacted by {} {ago} ago.", channel_name(*channel))
+            }
+            Detail::ConsentMissing { channel, purpose } => format!(
+                "Customer never agreed to {} {}. Do not send them.",
+                purpose_name(*purpose),
+                channel_noun(*channel)
+            ),
+            Detail::ConsentWithdrawn { channel, purpose, ago } => format!(
+                "Customer withdrew consent to {} {} {ago} ago. Do not send them.",
+                purpose_name(*purpose),
+                channel_noun(*channel)
+            ),
+            Detail::ConsentExpired { channel, purpose, ago } => format!(
+                "Customer's consent to {} {} expired {ago} ago.",
+                purpose_name(*purpose),
+                channel_noun(*channel)
+            ),
+            Detail::Transactional => {
+                "Transactional message (order, delivery, billing): no consent needed, not counted against caps."
+                    .to_owned()
+            }
+            Detail::ServiceReply { inbound_channel, ago, window } => format!(
+                "Customer contacted us by {} {ago} ago; a service reply is welcome within {window}.",
+                channel_name(*inbound_channel)
+            ),
+            Detail::UnsolicitedService => "Unsolicited service message.".to_owned(),
+            Detail::DoNotContact { ago, until } => match until {
+                Some(u) => format!("Customer asked not to be contacted {ago} ago, until {u}."),
+                None => format!("Customer asked not to be contacted {ago} ago. Do not contact them."),
+            },
+            Detail::ComplaintCoolOff { ago, until } => format!(
+                "Customer complained {ago} ago; no marketing or sales until {until}. Look after the complaint first."
+            ),
+            Detail::ResearchCooldown { signal, ago, cooldown, channel, until } => format!(
+                "Customer {} {ago} ago; {} are held for {cooldown} after research (until {until}). \
+                 An email acknowledgement is welcome now.",
+                signal_text(*signal),
+                channel_noun(*channel)
+            ),
+            Detail::MeetingRequested { ago } => format!("Customer asked for a meeting {ago} ago."),
+            Detail::MeetingEarned { engagements, window } => {
+                format!("Customer engaged {engagements} times in the last {window}: a meeting is earned.")
+            }
+            Detail::MeetingNotEarned { engagements, needed, window } => format!(
+                "Customer has not asked for a meeting and engaged {engagements} time{} in the last {window} \
+                 ({needed} needed). Share relevant content by email instead.",
+                if *engagements == 1 { "" } else { "s" }
+            ),
+            Detail::CapReached { channel, count, max, window, until } => match channel {
+                Some(c) => format!(
+                    "Customer already got {count} {} in the last {window} (limit {max}); next one from {until}.",
+                    channel_noun(*c)
+                ),
+                None => format!(
+                    "Customer already got {count} outreaches across all channels in the last {window} \
+                     (limit {max}); next one from {until}."
+                ),
+            },
+            Detail::QuietHours { channel, local, start, end, until } => format!(
+                "It is {local} for the customer; {} only {start}-{end} on open days. Next open: {until}.",
+                channel_noun(*channel)
+            ),
+            Detail::Fatigue { channel, unanswered, until } => format!(
+                "The last {unanswered} {} went unanswered; marketing there pauses until {until} or until the customer engages.",
+                channel_noun(*channel)
+            ),
+            Detail::ChannelNotAccepted { channel } => {
+                format!("Customer does not accept {}; use a channel they chose.", channel_noun(*channel))
+            }
+            Detail::CustomerLimit { count, max, window, until } => format!(
+                "Customer asked for at most {max} contacts per {window} and got {count}; next one from {until}."
+            ),
+            Detail::StaleState { lag } => format!(
+                "tact's view of this customer may be {lag} behind (event stream is stale); marketing and sales are held \
+                 until it catches up."
+            ),
+            Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
+        }
+    }
+}

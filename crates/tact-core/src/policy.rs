@@ -1,0 +1,543 @@
+//! The contact policy: rules as data, loaded from TOML and validated.
+//!
+//! Each `[[rule]]` has an `id`, a `type`, optional `channels` and `purposes` it
+//! applies to (absent: all), and the parameters of its type. Operators change
+//! numbers, channels, purposes and windows without recompiling.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Weekday;
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::decide::Signal;
+use crate::event::{Channel, Engagement, Purpose};
+use crate::state::Retention;
+use crate::time::{DAY, Span, SpanText};
+
+/// A loaded, validated policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub version: Arc<str>,
+    pub default_time_zone: Tz,
+    pub rules: Vec<Rule>,
+    retention: Retention,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub id: Arc<str>,
+    /// Bit set of channels the rule applies to (all bits: every channel).
+    pub channels: u8,
+    /// Bit set of purposes the rule applies to.
+    pub purposes: u8,
+    pub kind: RuleKind,
+}
+
+impl Rule {
+    pub fn applies(&self, channel: Channel, purpose: Purpose) -> bool {
+        self.channels & channel.bit() != 0 && self.purposes & purpose.bit() != 0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum RuleKind {
+    /// The proposal's `(channel, purpose)` needs a current grant.
+    Consent {
+        soft_opt_in: Option<SoftOptIn>,
+        contact_request: Option<ContactRequestConsent>,
+    },
+    /// A reply within `window` after an inbound message or contact request needs no
+    /// consent, is not held back by do-not-contact, and never counts against caps.
+    ServiceReply {
+        window: Span,
+    },
+    /// Transactional messages need no consent and never count against caps.
+    Transactional {
+        respect_do_not_contact: bool,
+    },
+    /// Blocks the rule's purposes while a do-not-contact is in force
+    /// (service replies to the customer's own message excepted).
+    DoNotContact,
+    ComplaintCoolOff {
+        duration: Span,
+    },
+    /// Holds back the rule's channels after research signals.
+    ResearchCooldown {
+        signals: u8,
+        cooldown: Span,
+        suggest: Option<Channel>,
+    },
+    /// A meeting needs a meeting request or enough engagements in `window`.
+    EarnedMeeting {
+        window: Span,
+        min_engagements: u32,
+        engagements: u8,
+        suggest: Option<Channel>,
+    },
+    /// At most `max` outreaches on the rule's channels (all of them together), counted
+    /// over the rule's purposes, in any sliding `window`.
+    FrequencyCap {
+        max: u32,
+        window: Span,
+    },
+    QuietHours {
+        start_minute: u32,
+        end_minute: u32,
+        closed_days: u8,
+        exempt: Vec<(Channel, Purpose)>,
+    },
+    /// After `unanswered` outreaches in a row on a channel, within `within`, with no
+    /// engagement, the channel pauses for `pause` or until the customer engages.
+    Fatigue {
+        unanswered: u32,
+        within: Span,
+        pause: Span,
+    },
+    /// The customer's accepted channels and own frequency limit.
+    CustomerPreferences {
+        max_window: Span,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct SoftOptIn {
+    pub channels: u8,
+    pub purposes: u8,
+    pub purchase_within: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct ContactRequestConsent {
+    pub purposes: u8,
+    pub valid_for: Span,
+}
+
+/// What is wrong with a policy, naming the rule and field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("policy field `{field}`: {why}")]
+    Top { field: &'static str, why: String },
+    #[error("rule #{index}: `id` is missing or empty")]
+    MissingId { index: usize },
+    #[error("rule `{id}`: duplicate id")]
+    DuplicateId { id: String },
+    #[error("rule `{id}`: field `{field}`: {why}")]
+    Rule { id: String, field: String, why: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: String,
+    default_time_zone: String,
+    #[serde(default)]
+    rule: Vec<toml::Table>,
+}
+
+fn all_bits<T: Copy>(all: &[T], bit: impl Fn(T) -> u8) -> u8 {
+    all.iter().fold(0, |m, x| m | bit(*x))
+}
+
+struct RuleReader<'a> {
+    id: String,
+    table: &'a toml::Table,
+    used: HashSet<&'static str>,
+}
+
+impl RuleReader<'_> {
+    fn err(&self, field: &str, why: impl Into<String>) -> PolicyError {
+        PolicyError::Rule {
+            id: self.id.clone(),
+            field: field.to_owned(),
+            why: why.into(),
+        }
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&mut self, field: &'static str) -> Result<Option<T>, PolicyError> {
+        self.used.insert(field);
+        match self.table.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .clone()
+                .try_into::<T>()
+                .map(Some)
+                .map_err(|e| self.err(field, e.message().to_owned())),
+        }
+    }
+
+    fn req<T: for<'de> Deserialize<'de>>(&mut self, field: &'static str) -> Result<T, PolicyError> {
+        self.get(field)?.ok_or_else(|| self.err(field, "is required"))
+    }
+
+    fn span(&mut self, field: &'static str) -> Result<Span, PolicyError> {
+        let s: SpanText = self.req(field)?;
+        if s.0.0 <= 0 {
+            return Err(self.err(field, "must be positive"));
+        }
+        Ok(s.0)
+    }
+
+    fn names<T: std::str::FromStr<Err = crate::event::UnknownName>>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<Vec<T>>, PolicyError> {
+        let Some(list) = self.get::<Vec<String>>(field)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(list.len());
+        for s in &list {
+            out.push(s.parse::<T>().map_err(|e| self.err(field, e.to_string()))?);
+        }
+        Ok(Some(out))
+    }
+
+    fn channel_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
+        Ok(self
+            .names::<Channel>(field)?
+            .map(|cs| cs.iter().fold(0, |m, c| m | c.bit())))
+    }
+
+    fn purpose_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
+        Ok(self
+            .names::<Purpose>(field)?
+            .map(|ps| ps.iter().fold(0, |m, p| m | p.bit())))
+    }
+
+    fn channel(&mut self, field: &'static str) -> Result<Option<Channel>, PolicyError> {
+        let Some(s) = self.get::<String>(field)? else {
+            return Ok(None);
+        };
+        s.parse()
+            .map(Some)
+            .map_err(|e: crate::event::UnknownName| self.err(field, e.to_string()))
+    }
+
+    fn sub(&mut self, field: &'static str) -> Result<Option<RuleReader<'_>>, PolicyError> {
+        self.used.insert(field);
+        match self.table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::Table(t)) => Ok(Some(RuleReader {
+                id: format!("{}.{field}", self.id),
+                table: t,
+                used: HashSet::new(),
+            })),
+            Some(_) => Err(self.err(field, "must be a table")),
+        }
+    }
+
+    fn finish(self) -> Result<(), PolicyError> {
+        let mut unknown: Vec<&String> = self
+            .table
+            .keys()
+            .filter(|k| !self.used.contains(k.as_str()))
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            Some(k) => Err(self.err(k, "unknown field for this rule type")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_clock(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+}
+
+fn parse_weekday(s: &str) -> Option<Weekday> {
+    s.parse::<Weekday>().ok()
+}
+
+fn weekday_bit(d: Weekday) -> u8 {
+    1 << d.num_days_from_monday()
+}
+
+fn signal_from_name(s: &str) -> Option<Signal> {
+    Some(match s {
+        "pricing_page" => Signal::PricingPage,
+        "quote_page" => Signal::QuotePage,
+        "compare_page" => Signal::ComparePage,
+        "quote_request" => Signal::QuoteRequest,
+        "download" => Signal::Download,
+        _ => return None,
+    })
+}
+
+pub(crate) fn signal_bit(s: Signal) -> u8 {
+    1 << (s as u8)
+}
+
+const SIGNAL_NAMES: &str = "pricing_page, quote_page, compare_page, quote_request, download";
+
+fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
+    r.used.insert("id");
+    let kind_name: String = r.req("type")?;
+    let channels = r
+        .channel_bits("channels")?
+        .unwrap_or(all_bits(Channel::ALL, Channel::bit));
+    let purposes = r
+        .purpose_bits("purposes")?
+        .unwrap_or(all_bits(Purpose::ALL, Purpose::bit));
+    if channels == 0 {
+        return Err(r.err("channels", "must name at least one channel (omit it for all)"));
+    }
+    if purposes == 0 {
+        return Err(r.err("purposes", "must name at least one purpose (omit it for all)"));
+    }
+    let kind = match kind_name.as_str() {
+        "consent" => {
+            let soft_opt_in = match r.sub("soft_opt_in")? {
+                None => None,
+                Some(mut s) => {
+                    let v = SoftOptIn {
+                        channels: s.channel_bits("channels")?.unwrap_or(Channel::Email.bit()),
+                        purposes: s.purpose_bits("purposes")?.unwrap_or(Purpose::Marketing.bit()),
+                        purchase_within: s.span("purchase_within")?,
+                    };
+                    s.finish()?;
+                    Some(v)
+                }
+            };
+            let contact_request = match r.sub("contact_request")? {
+                None => None,
+                Some(mut s) => {
+                    let v = ContactRequestConsent {
+                        purposes: s.purpose_bits("purposes")?.unwrap_or(Purpose::Sales.bit()),
+                        valid_for: s.span("valid_for")?,
+                    };
+                    s.finish()?;
+                    Some(v)
+                }
+            };
+            RuleKind::Consent {
+                soft_opt_in,
+                contact_request,
+            }
+        }
+        "service_reply" => RuleKind::ServiceReply {
+            window: r.span("window")?,
+        },
+        "transactional" => RuleKind::Transactional {
+            respect_do_not_contact: r.get("respect_do_not_contact")?.unwrap_or(false),
+        },
+        "do_not_contact" => RuleKind::DoNotContact,
+        "complaint_cool_off" => RuleKind::ComplaintCoolOff {
+            duration: r.span("duration")?,
+        },
+        "research_cooldown" => {
+            let names: Vec<String> = r.req("signals")?;
+            let mut signals = 0;
+            for n in &names {
+                let s = signal_from_name(n).ok_or_else(|| {
+                    r.err(
+                        "signals",
+                        format!("unknown signal `{n}`; expected one of: {SIGNAL_NAMES}"),
+                    )
+                })?;
+                signals |= signal_bit(s);
+            }
+            if signals == 0 {
+                return Err(r.err("signals", "must name at least one signal"));
+            }
+            RuleKind::ResearchCooldown {
+                signals,
+                cooldown: r.span("cooldown")?,
+                suggest: r.channel("suggest")?,
+            }
+        }
+        "earned_meeting" => {
+            let engagements = r
+                .names::<Engagement>("engagements")?
+                .unwrap_or_else(|| {
+                    vec![
+                        Engagement::Replied,
+                        Engagement::Clicked,
+                        Engagement::Answered,
+                        Engagement::Attended,
+                    ]
+                })
+                .iter()
+                .fold(0u8, |m, e| m | (1 << (*e as u8)));
+            RuleKind::EarnedMeeting {
+                window: r.span("window")?,
+                min_engagements: r.req("min_engagements")?,
+                engagements,
+                suggest: r.channel("suggest")?,
+            }
+        }
+        "frequency_cap" => {
+            let max: u32 = r.req("max")?;
+            if max == 0 {
+                return Err(r.err(
+                    "max",
+                    "must be at least 1 (use a consent or do-not-contact rule to block)",
+                ));
+            }
+            RuleKind::FrequencyCap {
+                max,
+                window: r.span("window")?,
+            }
+        }
+        "quiet_hours" => {
+            let start: String = r.req("start")?;
+            let end: String = r.req("end")?;
+            let start_minute = parse_clock(&start).ok_or_else(|| r.err("start", "write a time as HH:MM"))?;
+            let end_minute = parse_clock(&end).ok_or_else(|| r.err("end", "write a time as HH:MM"))?;
+            if start_minute >= end_minute {
+                return Err(r.err("end", "must be later than `start`"));
+            }
+            let mut closed_days = 0;
+            for d in r.get::<Vec<String>>("closed_days")?.unwrap_or_default() {
+                let wd = parse_weekday(&d).ok_or_else(|| {
+                    r.err(
+                        "closed_days",
+                        format!("`{d}` is not a weekday (mon, tue, ... sun)"),
+                    )
+                })?;
+                closed_days |= weekday_bit(wd);
+            }
+            if closed_days == 0x7f {
+                return Err(r.err("closed_days", "closes every day: nothing could ever be sent"));
+            }
+            let mut exempt = Vec::new();
+            for x in r.get::<Vec<String>>("exempt")?.unwrap_or_default() {
+                let (c, p) = x.split_once(':').ok_or_else(|| {
+                    r.err(
+                        "exempt",
+                        format!("`{x}`: write channel:purpose, e.g. sms:transactional"),
+                    )
+                })?;
+                let c = c.parse::<Channel>().map_err(|e| r.err("exempt", e.to_string()))?;
+                let p = p.parse::<Purpose>().map_err(|e| r.err("exempt", e.to_string()))?;
+                exempt.push((c, p));
+            }
+            RuleKind::QuietHours {
+                start_minute,
+                end_minute,
+                closed_days,
+                exempt,
+            }
+        }
+        "fatigue" => {
+            let unanswered: u32 = r.req("unanswered")?;
+            if unanswered == 0 {
+                return Err(r.err("unanswered", "must be at least 1"));
+            }
+            RuleKind::Fatigue {
+                unanswered,
+                within: r.span("within")?,
+                pause: r.span("pause")?,
+            }
+        }
+        "customer_preferences" => RuleKind::CustomerPreferences {
+            max_window: r.get::<SpanText>("max_window")?.map_or(Span(30 * DAY.0), |s| s.0),
+        },
+        other => {
+            return Err(r.err(
+                "type",
+                format!(
+                    "unknown rule type `{other}`; expected one of: consent, service_reply, transactional, \
+                     do_not_contact, complaint_cool_off, research_cooldown, earned_meeting, frequency_cap, \
+                     quiet_hours, fatigue, customer_preferences"
+                ),
+            ));
+        }
+    };
+    let id = Arc::from(r.id.as_str());
+    r.finish()?;
+    Ok(Rule {
+        id,
+        channels,
+        purposes,
+        kind,
+    })
+}
+
+impl Policy {
+    /// Parses and validates a policy.
+    pub fn from_toml_str(text: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        if raw.version.trim().is_empty() {
+            return Err(PolicyError::Top {
+                field: "version",
+                why: "must not be empty".into(),
+            });
+        }
+        let default_time_zone: Tz = raw.default_time_zone.parse().map_err(|_| PolicyError::Top {
+            field: "default_time_zone",
+            why: format!("unknown IANA time zone `{}`", raw.default_time_zone),
+        })?;
+        let mut seen = HashSet::new();
+        let mut rules = Vec::with_capacity(raw.rule.len());
+        for (index, table) in raw.rule.iter().enumerate() {
+            let id = match table.get("id") {
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+                _ => return Err(PolicyError::MissingId { index }),
+            };
+            if !seen.insert(id.clone()) {
+                return Err(PolicyError::DuplicateId { id });
+            }
+            rules.push(read_rule(RuleReader {
+                id,
+                table,
+                used: HashSet::new(),
+            })?);
+        }
+        let retention = Self::retention_for(&rules);
+        Ok(Policy {
+            version: Arc::from(raw.version.as_str()),
+            default_time_zone,
+            rules,
+            retention,
+        })
+    }
+
+    /// The shipped default policy (`config/policy.toml`).
+    pub fn default_policy() -> Policy {
+        Self::from_toml_str(DEFAULT_POLICY).expect("the shipped default policy is valid")
+    }
+
+    /// How much timeline history state must keep for this policy's windows.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    fn retention_for(rules: &[Rule]) -> Retention {
+        let mut window = Span(DAY.0);
+        for r in rules {
+            let w = match &r.kind {
+                RuleKind::Consent { contact_request, .. } => {
+                    contact_request.as_ref().map_or(Span(0), |c| c.valid_for)
+                }
+                RuleKind::ServiceReply { window } => *window,
+                RuleKind::ResearchCooldown { cooldown, .. } => *cooldown,
+                RuleKind::EarnedMeeting { window, .. } => *window,
+                RuleKind::FrequencyCap { window, .. } => *window,
+                RuleKind::Fatigue { within, pause, .. } => Span(within.0.saturating_add(pause.0)),
+                RuleKind::CustomerPreferences { max_window } => *max_window,
+                // Purchases and complaints are remembered beyond the timeline.
+                RuleKind::Transactional { .. }
+                | RuleKind::DoNotContact
+                | RuleKind::ComplaintCoolOff { .. }
+                | RuleKind::QuietHours { .. } => Span(0),
+            };
+            window = window.max(w);
+        }
+        Retention {
+            window,
+            ..Retention::default()
+        }
+    }
+
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| &*r.id == id)
+    }
+}
+
+/// The shipped default policy text.
+pub const DEFAULT_POLICY: &str = include_str!("../../../config/policy.toml");
