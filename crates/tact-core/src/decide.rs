@@ -263,26 +263,29 @@ fn alternatives(
     out
 }
 
-/// Newest-first touches that count, at or before `at`: an outreach sent under a
-/// decision that tact recorded as authorized counts once.
-fn touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&Entry, Channel, Purpose)> {
+/// Newest-first timeline entries at or before `at`, each with whether it is a touch
+/// that counts: an outreach sent under a decision that tact recorded as authorized
+/// counts once, as the authorization.
+fn with_touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&Entry, bool)> {
     let any_authorized = state
         .timeline
         .iter()
         .any(|e| matches!(e.mark, Mark::Touch { authorized: true, .. }) && e.at <= at);
-    state.recent(at).filter_map(move |e| match e.mark {
+    state.recent(at).map(move |e| match e.mark {
         Mark::Touch {
-            channel,
-            purpose,
-            decision,
-            authorized,
-        } => {
-            if !authorized && decision != 0 && any_authorized && was_authorized(state, decision, at) {
-                None
-            } else {
-                Some((e, channel, purpose))
-            }
-        }
+            decision, authorized, ..
+        } => (
+            e,
+            authorized || decision == 0 || !any_authorized || !was_authorized(state, decision, at),
+        ),
+        _ => (e, false),
+    })
+}
+
+/// Newest-first touches that count, at or before `at`.
+fn touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&Entry, Channel, Purpose)> {
+    with_touches(state, at).filter_map(|(e, counted)| match e.mark {
+        Mark::Touch { channel, purpose, .. } if counted => Some((e, channel, purpose)),
         _ => None,
     })
 }
@@ -537,11 +540,7 @@ fn evaluate(
                     }
                 }
             }
-            RuleKind::ResearchCooldown {
-                signals,
-                cooldown,
-                suggest: alt,
-            } => {
+            RuleKind::ResearchCooldown { signals, cooldown } => {
                 let latest = state
                     .recent(at)
                     .take_while(|e| e.at > at.saturating_sub(*cooldown))
@@ -569,8 +568,8 @@ fn evaluate(
                                 until,
                             },
                         );
-                        if let Some(c) = alt {
-                            suggest(*c, purpose, "an acknowledgement is welcome now");
+                        if let Some(c) = rule.suggest {
+                            suggest(c, purpose, "an acknowledgement is welcome now");
                         }
                     }
                 }
@@ -579,7 +578,6 @@ fn evaluate(
                 window,
                 min_engagements,
                 engagements,
-                suggest: alt,
             } => {
                 let since = at.saturating_sub(*window);
                 let mut count = 0u32;
@@ -622,9 +620,9 @@ fn evaluate(
                             window: *window,
                         },
                     );
-                    if let Some(c) = alt {
+                    if let Some(c) = rule.suggest {
                         suggest(
-                            *c,
+                            c,
                             purpose,
                             "share relevant content instead and let the customer ask for a meeting",
                         );
@@ -634,6 +632,9 @@ fn evaluate(
             RuleKind::FrequencyCap { max, window } => {
                 if let Some((count, until)) = cap(state, at, rule.channels, rule.purposes, *max, *window) {
                     ok_from = ok_from.max(until);
+                    if let Some(c) = rule.suggest {
+                        suggest(c, purpose, "a less intrusive channel that still has room");
+                    }
                     let one = (rule.channels & (rule.channels - 1)) == 0;
                     let ch = one.then_some(channel);
                     push(
@@ -675,14 +676,14 @@ fn evaluate(
             } => {
                 let mut n = 0u32;
                 let mut newest = None;
-                for e in state.recent(at) {
+                for (e, counted) in with_touches(state, at) {
                     match e.mark {
                         Mark::Engaged(c, _) if c == channel => break,
                         Mark::Touch {
                             channel: c,
                             purpose: p,
                             ..
-                        } if c == channel && rule.purposes & p.bit() != 0 => {
+                        } if counted && c == channel && rule.purposes & p.bit() != 0 => {
                             let first = *newest.get_or_insert(e.at);
                             if first.since(e.at) > *within {
                                 break;
@@ -761,6 +762,9 @@ fn evaluate(
     if let Some(q) = &quiet {
         let open = q.next_open(ok_from);
         if open > ok_from || q.next_open(at) > at {
+            if let (Some(c), Some(s)) = (q.rule.suggest, suggestions) {
+                s.add(c, purpose, "a channel that is open at this hour");
+            }
             reasons.push(Reason {
                 rule_id: q.rule.id.clone(),
                 effect: Effect::Defer,

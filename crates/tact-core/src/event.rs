@@ -267,10 +267,8 @@ impl Event {
         match &self.kind {
             EventKind::PreferencesChanged {
                 time_zone: Some(tz), ..
-            } if !tz.is_empty() => {
-                if tz.parse::<chrono_tz::Tz>().is_err() {
-                    return Err(InvalidEvent::UnknownTimeZone(tz.clone()));
-                }
+            } if !tz.is_empty() && tz.parse::<chrono_tz::Tz>().is_err() => {
+                return Err(InvalidEvent::UnknownTimeZone(tz.clone()));
             }
             EventKind::OutreachAuthorized { decision_id, .. } if decision_id.is_empty() => {
                 return Err(InvalidEvent::Field {

@@ -32,6 +32,8 @@ pub struct Rule {
     pub channels: u8,
     /// Bit set of purposes the rule applies to.
     pub purposes: u8,
+    /// When this rule holds a proposal back, suggest this channel instead.
+    pub suggest: Option<Channel>,
     pub kind: RuleKind,
 }
 
@@ -67,14 +69,12 @@ pub enum RuleKind {
     ResearchCooldown {
         signals: u8,
         cooldown: Span,
-        suggest: Option<Channel>,
     },
     /// A meeting needs a meeting request or enough engagements in `window`.
     EarnedMeeting {
         window: Span,
         min_engagements: u32,
         engagements: u8,
-        suggest: Option<Channel>,
     },
     /// At most `max` outreaches on the rule's channels (all of them together), counted
     /// over the rule's purposes, in any sliding `window`.
@@ -289,6 +289,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
     if purposes == 0 {
         return Err(r.err("purposes", "must name at least one purpose (omit it for all)"));
     }
+    let suggest = r.channel("suggest")?;
     let kind = match kind_name.as_str() {
         "consent" => {
             let soft_opt_in = match r.sub("soft_opt_in")? {
@@ -347,7 +348,6 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
             RuleKind::ResearchCooldown {
                 signals,
                 cooldown: r.span("cooldown")?,
-                suggest: r.channel("suggest")?,
             }
         }
         "earned_meeting" => {
@@ -367,7 +367,6 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
                 window: r.span("window")?,
                 min_engagements: r.req("min_engagements")?,
                 engagements,
-                suggest: r.channel("suggest")?,
             }
         }
         "frequency_cap" => {
@@ -454,6 +453,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
         id,
         channels,
         purposes,
+        suggest,
         kind,
     })
 }

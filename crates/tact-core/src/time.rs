@@ -89,7 +89,7 @@ impl fmt::Display for Span {
         } else if ms < HOUR.0 {
             let m = ms / MINUTE.0;
             write!(f, "{m} minute{}", plural(m))
-        } else if ms < 2 * DAY.0 || ms % DAY.0 != 0 && ms < 7 * DAY.0 {
+        } else if ms <= 2 * DAY.0 || ms % DAY.0 != 0 && ms < 7 * DAY.0 {
             let h = ms / HOUR.0;
             write!(f, "{h} h")
         } else {

@@ -1,0 +1,110 @@
+//! `decide` over a population of customers with realistic histories, and `apply` throughput.
+//!
+//! `TACT_BENCH_CUSTOMERS` sets the population (default 1,000,000).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tact_benches::{Rng, bench_now, customer_history};
+use tact_core::{Channel, CustomerState, Policy, Proposal, Purpose, decide};
+
+fn population_size() -> u64 {
+    std::env::var("TACT_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
+
+fn build_population(policy: &Policy, n: u64) -> Vec<CustomerState> {
+    let started = Instant::now();
+    let mut events = 0usize;
+    let states: Vec<CustomerState> = (0..n)
+        .map(|c| {
+            let mut s = CustomerState::new();
+            for e in customer_history(c, 10, 60) {
+                s.apply(&e, policy.retention());
+                events += 1;
+            }
+            s.shrink();
+            s
+        })
+        .collect();
+    let bytes: usize = states.iter().map(CustomerState::heap_bytes).sum();
+    let max = states.iter().map(CustomerState::heap_bytes).max().unwrap_or(0);
+    eprintln!(
+        "population: {n} customers, {events} events ({:.1} per customer) in {:.1?}; state {:.0} bytes per customer on average, {max} at most",
+        events as f64 / n as f64,
+        started.elapsed(),
+        bytes as f64 / n as f64,
+    );
+    states
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let policy = Policy::default_policy();
+    let states = build_population(&policy, population_size());
+    let now = bench_now();
+    let channels = [Channel::Email, Channel::Sms, Channel::Call, Channel::SalesMeeting, Channel::Push];
+    let purposes = [Purpose::Marketing, Purpose::Sales, Purpose::Service, Purpose::Transactional];
+    let proposals: Vec<Proposal> = channels
+        .iter()
+        .flat_map(|ch| {
+            purposes.iter().map(|p| Proposal {
+                customer_id: String::new(),
+                channel: *ch,
+                purpose: *p,
+                campaign_id: "autumn".into(),
+                requested_by: "bench".into(),
+            })
+        })
+        .collect();
+    let mut rng = Rng::new(7);
+    let mut verdicts = [0u64; 3];
+    for _ in 0..100_000 {
+        let s = &states[rng.below(states.len() as u64) as usize];
+        let d = decide(s, &policy, &proposals[rng.below(proposals.len() as u64) as usize], now);
+        verdicts[d.verdict as usize] += 1;
+    }
+    eprintln!("verdict mix over 100k random proposals (allow, deny, defer): {verdicts:?}");
+
+    let mut g = c.benchmark_group("decide");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(format!("random customer of {}", states.len()), |b| {
+        b.iter(|| {
+            let s = &states[rng.below(states.len() as u64) as usize];
+            let p = &proposals[rng.below(proposals.len() as u64) as usize];
+            black_box(decide(black_box(s), &policy, p, now))
+        })
+    });
+    g.bench_function("marketing email, random customer", |b| {
+        b.iter(|| {
+            let s = &states[rng.below(states.len() as u64) as usize];
+            black_box(decide(black_box(s), &policy, &proposals[0], now))
+        })
+    });
+    g.finish();
+}
+
+fn bench_apply(c: &mut Criterion) {
+    let policy = Policy::default_policy();
+    let events: Vec<(usize, tact_core::Event)> = (0..20_000u64)
+        .flat_map(|c| customer_history(c, 10, 60).into_iter().map(move |e| (c as usize, e)))
+        .collect();
+    let mut g = c.benchmark_group("apply");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.sample_size(20);
+    g.bench_function(format!("{} events, 20k customers, in log order", events.len()), |b| {
+        b.iter_batched(
+            || vec![CustomerState::new(); 20_000],
+            |mut states| {
+                for (idx, e) in &events {
+                    states[*idx].apply(e, policy.retention());
+                }
+                states
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_apply);
+criterion_main!(benches);

@@ -1,0 +1,237 @@
+//! Properties of the fold and of decide, checked on generated histories.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use tact_core::*;
+
+const CHANNELS: [Channel; 5] = [
+    Channel::Email,
+    Channel::Sms,
+    Channel::Call,
+    Channel::SalesMeeting,
+    Channel::DirectMail,
+];
+
+fn channel() -> impl Strategy<Value = Channel> {
+    prop::sample::select(CHANNELS.to_vec())
+}
+
+fn purpose() -> impl Strategy<Value = Purpose> {
+    prop::sample::select(Purpose::ALL.to_vec())
+}
+
+fn kind() -> impl Strategy<Value = EventKind> {
+    prop_oneof![
+        prop::sample::select(vec!["pricing", "compare", "blog", "quote"]).prop_map(|c| {
+            EventKind::PageViewed {
+                url: "/x".into(),
+                category: c.into(),
+            }
+        }),
+        Just(EventKind::ContentDownloaded {
+            asset: "wp.pdf".into()
+        }),
+        Just(EventKind::QuoteRequested {
+            product: "car".into()
+        }),
+        channel().prop_map(|channel| EventKind::ContactRequested {
+            channel,
+            topic: "t".into()
+        }),
+        channel().prop_map(|channel| EventKind::InboundMessage {
+            channel,
+            topic: "t".into()
+        }),
+        (channel(), purpose(), prop::option::of(0u8..4)).prop_map(|(channel, purpose, d)| {
+            EventKind::OutreachSent {
+                channel,
+                purpose,
+                campaign: "c".into(),
+                decision_id: d.map(|d| format!("d{d}")),
+            }
+        }),
+        (channel(), purpose(), 0u8..4).prop_map(|(channel, purpose, d)| EventKind::OutreachAuthorized {
+            decision_id: format!("d{d}"),
+            channel,
+            purpose,
+            campaign: "c".into(),
+            requested_by: "crm".into(),
+        }),
+        (channel(), prop::sample::select(Engagement::ALL.to_vec()))
+            .prop_map(|(channel, engagement)| EventKind::OutreachEngaged { channel, engagement }),
+        channel().prop_map(|channel| EventKind::OutreachUnanswered {
+            channel,
+            outcome: NonResponse::Ignored
+        }),
+        Just(EventKind::Purchase { order_id: "o".into() }),
+        Just(EventKind::Complaint {
+            channel: None,
+            reason: "r".into()
+        }),
+        (channel(), purpose(), any::<bool>(), prop::option::of(0i64..40)).prop_map(
+            |(channel, purpose, granted, exp)| {
+                EventKind::ConsentChanged {
+                    channel,
+                    purpose,
+                    granted,
+                    expires_at: exp.map(|d| wed_10am().saturating_sub(days(20)).saturating_add(days(d))),
+                    proof: "p".into(),
+                }
+            }
+        ),
+        (
+            prop::option::of(prop::sample::select(vec![
+                "Europe/London",
+                "America/New_York",
+                "Asia/Tokyo"
+            ])),
+            prop::option::of(prop::collection::vec(channel(), 0..3)),
+            prop::option::of((0u32..3, 1i64..20))
+        )
+            .prop_map(|(tz, acc, lim)| EventKind::PreferencesChanged {
+                time_zone: tz.map(String::from),
+                accepted_channels: acc,
+                max_contacts: lim.map(|(max, d)| ContactLimit { max, window: days(d) }),
+            }),
+        prop::option::of(0i64..30).prop_map(|u| EventKind::DoNotContact {
+            reason: "r".into(),
+            until: u.map(|d| wed_10am().saturating_sub(days(10)).saturating_add(days(d))),
+        }),
+    ]
+}
+
+/// Events spread over `span_days` before Wednesday 10:00, with unique ids.
+fn history(span_days: i64, max_len: usize) -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec((0..span_days * 24 * 60, kind()), 0..max_len).prop_map(|items| {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, (minute, kind))| Event {
+                event_id: format!("e{i}"),
+                customer_id: "c1".into(),
+                occurred_at: wed_10am().saturating_sub(mins(minute)),
+                source: "prop".into(),
+                kind,
+            })
+            .collect()
+    })
+}
+
+fn fold<'a>(events: impl IntoIterator<Item = &'a Event>, policy: &Policy) -> CustomerState {
+    let mut s = CustomerState::new();
+    for e in events {
+        s.apply(e, policy.retention());
+    }
+    s
+}
+
+fn by_time(events: &[Event]) -> Vec<Event> {
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| e.occurred_at);
+    sorted
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any arrival order, with redeliveries, folds to the state of `occurred_at` order.
+    #[test]
+    fn fold_is_order_independent(
+        events in history(120, 60),
+        seed in any::<u64>(),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+    ) {
+        let policy = Policy::default_policy();
+        let in_order = fold(&by_time(&events), &policy);
+        let mut arrival = events.clone();
+        for d in &dups {
+            if !events.is_empty() {
+                arrival.push(d.get(&events).clone());
+            }
+        }
+        // A deterministic shuffle from the seed.
+        let mut x = seed | 1;
+        for i in (1..arrival.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            arrival.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(fold(&arrival, &policy), in_order);
+    }
+
+    /// Replaying the whole log gives, for any past instant, the decision live traffic got then.
+    #[test]
+    fn replay_answers_as_live_did(
+        events in history(30, 40),
+        proposals in prop::collection::vec((channel(), purpose()), 1..4),
+    ) {
+        let policy = Policy::default_policy();
+        let sorted = by_time(&events);
+        let replayed = fold(&sorted, &policy);
+        let mut live = CustomerState::new();
+        for (i, e) in sorted.iter().enumerate() {
+            live.apply(e, policy.retention());
+            // Live traffic has seen every event of an instant once the instant is over.
+            if sorted.get(i + 1).is_some_and(|next| next.occurred_at == e.occurred_at) {
+                continue;
+            }
+            for (c, p) in &proposals {
+                let at = e.occurred_at;
+                let prop = proposal(*c, *p);
+                prop_assert_eq!(decide(&live, &policy, &prop, at), decide(&replayed, &policy, &prop, at));
+            }
+        }
+    }
+
+    /// DEFER is honest: asked again at `not_before` with no new events, the answer is not DEFER.
+    #[test]
+    fn defer_is_honest(
+        events in history(40, 40),
+        c in channel(),
+        p in purpose(),
+        at_offset in -(3 * 24 * 60i64)..(3 * 24 * 60),
+    ) {
+        let policy = Policy::default_policy();
+        let state = fold(&events, &policy);
+        // Decide at or after the latest event, so nothing unseen lies between `at` and `not_before`.
+        let at = wed_10am().saturating_add(mins(at_offset.abs()));
+        let prop = proposal(c, p);
+        let d = decide(&state, &policy, &prop, at);
+        if d.verdict == Verdict::Defer {
+            let nb = d.not_before.unwrap();
+            prop_assert!(nb > at);
+            let again = decide(&state, &policy, &prop, nb);
+            prop_assert_ne!(again.verdict, Verdict::Defer, "first: {:?}\nagain: {:?}", d, again);
+            // And it is the earliest such instant, to the minute.
+            let before = decide(&state, &policy, &prop, nb.saturating_sub(MINUTE));
+            prop_assert_ne!(before.verdict, Verdict::Allow);
+        } else {
+            prop_assert!(d.not_before.is_none());
+        }
+    }
+
+    /// State stays bounded however long the history.
+    #[test]
+    fn state_is_bounded(events in history(2000, 800)) {
+        let policy = Policy::default_policy();
+        let s = fold(&events, &policy);
+        prop_assert!(s.timeline.len() <= policy.retention().max_entries as usize);
+        let horizon = s.latest.saturating_sub(policy.retention().window);
+        prop_assert!(s.timeline.iter().all(|e| e.at >= horizon));
+    }
+}
+
+#[test]
+fn a_duplicate_event_is_ignored() {
+    let policy = Policy::default_policy();
+    let h = History::new().opted_in(wed_10am().saturating_sub(days(9))).sent(
+        wed_10am().saturating_sub(days(1)),
+        Channel::Call,
+        Purpose::Sales,
+    );
+    let once = h.state(&policy);
+    let mut twice = once.clone();
+    twice.apply(h.events.last().unwrap(), policy.retention());
+    assert_eq!(once, twice);
+}
