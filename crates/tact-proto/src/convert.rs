@@ -29,7 +29,10 @@ pub struct ConvertError {
 
 impl ConvertError {
     pub fn new(field: impl Into<String>, why: impl Into<String>) -> Self {
-        ConvertError { field: field.into(), why: why.into() }
+        ConvertError {
+            field: field.into(),
+            why: why.into(),
+        }
     }
 
     fn must_be_set(field: impl Into<String>) -> Self {
@@ -53,7 +56,9 @@ fn split_field_message(msg: &str, fallback: &str) -> ConvertError {
     match msg.split_once(": ") {
         Some((field, why))
             if !field.is_empty()
-                && field.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c)) =>
+                && field
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c)) =>
         {
             ConvertError::new(field, why)
         }
@@ -84,11 +89,16 @@ pub fn timestamp_from_pb(ts: &PbTimestamp, field: &str) -> Result<Timestamp, Con
     if !(MIN_PB_SECONDS..=MAX_PB_SECONDS).contains(&ts.seconds) {
         return Err(ConvertError::new(
             field,
-            format!("must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z (got {} s)", ts.seconds),
+            format!(
+                "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z (got {} s)",
+                ts.seconds
+            ),
         ));
     }
     // In range, so this cannot overflow.
-    Ok(Timestamp(ts.seconds * 1_000 + i64::from(ts.nanos / NANOS_PER_MILLI)))
+    Ok(Timestamp(
+        ts.seconds * 1_000 + i64::from(ts.nanos / NANOS_PER_MILLI),
+    ))
 }
 
 /// Converts an instant to a wire timestamp, clamped to the range protobuf allows.
@@ -96,12 +106,21 @@ pub fn timestamp_to_pb(t: Timestamp) -> PbTimestamp {
     let seconds = t.0.div_euclid(1_000);
     let millis = t.0.rem_euclid(1_000);
     if seconds < MIN_PB_SECONDS {
-        PbTimestamp { seconds: MIN_PB_SECONDS, nanos: 0 }
+        PbTimestamp {
+            seconds: MIN_PB_SECONDS,
+            nanos: 0,
+        }
     } else if seconds > MAX_PB_SECONDS {
-        PbTimestamp { seconds: MAX_PB_SECONDS, nanos: 999 * NANOS_PER_MILLI }
+        PbTimestamp {
+            seconds: MAX_PB_SECONDS,
+            nanos: 999 * NANOS_PER_MILLI,
+        }
     } else {
         // 0 <= millis < 1000, so the product fits.
-        PbTimestamp { seconds, nanos: millis as i32 * NANOS_PER_MILLI }
+        PbTimestamp {
+            seconds,
+            nanos: millis as i32 * NANOS_PER_MILLI,
+        }
     }
 }
 
@@ -114,12 +133,18 @@ pub fn span_from_pb(d: &PbDuration, field: &str) -> Result<Span, ConvertError> {
         ));
     }
     if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
-        return Err(ConvertError::new(field, "seconds and nanos must have the same sign"));
+        return Err(ConvertError::new(
+            field,
+            "seconds and nanos must have the same sign",
+        ));
     }
     if d.seconds.abs() > MAX_PB_DURATION_SECONDS {
         return Err(ConvertError::new(
             field,
-            format!("must be at most {MAX_PB_DURATION_SECONDS} s in magnitude (got {} s)", d.seconds),
+            format!(
+                "must be at most {MAX_PB_DURATION_SECONDS} s in magnitude (got {} s)",
+                d.seconds
+            ),
         ));
     }
     // In range, so this cannot overflow.
@@ -131,7 +156,10 @@ pub fn span_to_pb(s: Span) -> PbDuration {
     let limit = MAX_PB_DURATION_SECONDS * 1_000;
     let ms = s.0.clamp(-limit, limit);
     // Truncating division keeps seconds and nanos of the same sign; |ms % 1000| < 1000.
-    PbDuration { seconds: ms / 1_000, nanos: (ms % 1_000) as i32 * NANOS_PER_MILLI }
+    PbDuration {
+        seconds: ms / 1_000,
+        nanos: (ms % 1_000) as i32 * NANOS_PER_MILLI,
+    }
 }
 
 fn opt_timestamp_from_pb(ts: Option<&PbTimestamp>, field: &str) -> Result<Option<Timestamp>, ConvertError> {
@@ -276,7 +304,13 @@ impl TryFrom<pb::InteractionEvent> for Event {
                 ));
             }
         };
-        let event = Event { event_id: e.event_id, customer_id: e.customer_id, occurred_at, source: e.source, kind };
+        let event = Event {
+            event_id: e.event_id,
+            customer_id: e.customer_id,
+            occurred_at,
+            source: e.source,
+            kind,
+        };
         event.validate().map_err(|err| invalid_event(&err))?;
         Ok(event)
     }
@@ -284,7 +318,10 @@ impl TryFrom<pb::InteractionEvent> for Event {
 
 fn kind_from_pb(kind: Kind) -> Result<EventKind, ConvertError> {
     Ok(match kind {
-        Kind::PageViewed(m) => EventKind::PageViewed { url: m.url, category: m.category },
+        Kind::PageViewed(m) => EventKind::PageViewed {
+            url: m.url,
+            category: m.category,
+        },
         Kind::ContentDownloaded(m) => EventKind::ContentDownloaded { asset: m.asset },
         Kind::QuoteRequested(m) => EventKind::QuoteRequested { product: m.product },
         Kind::ContactRequested(m) => EventKind::ContactRequested {
@@ -333,7 +370,10 @@ fn kind_from_pb(kind: Kind) -> Result<EventKind, ConvertError> {
                         .iter()
                         .enumerate()
                         .map(|(i, &c)| {
-                            channel_from_wire(c, &format!("preferences_changed.accepted_channels.channels[{i}]"))
+                            channel_from_wire(
+                                c,
+                                &format!("preferences_changed.accepted_channels.channels[{i}]"),
+                            )
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
@@ -351,10 +391,17 @@ fn kind_from_pb(kind: Kind) -> Result<EventKind, ConvertError> {
                             ));
                         }
                     };
-                    Some(ContactLimit { max: limit.max, window })
+                    Some(ContactLimit {
+                        max: limit.max,
+                        window,
+                    })
                 }
             };
-            EventKind::PreferencesChanged { time_zone: m.time_zone, accepted_channels, max_contacts }
+            EventKind::PreferencesChanged {
+                time_zone: m.time_zone,
+                accepted_channels,
+                max_contacts,
+            }
         }
         Kind::DoNotContact(m) => EventKind::DoNotContact {
             reason: m.reason,
@@ -384,15 +431,16 @@ impl From<&Event> for pb::InteractionEvent {
 
 fn kind_to_pb(kind: &EventKind) -> Kind {
     match kind {
-        EventKind::PageViewed { url, category } => {
-            Kind::PageViewed(pb::PageViewed { url: url.clone(), category: category.clone() })
-        }
+        EventKind::PageViewed { url, category } => Kind::PageViewed(pb::PageViewed {
+            url: url.clone(),
+            category: category.clone(),
+        }),
         EventKind::ContentDownloaded { asset } => {
             Kind::ContentDownloaded(pb::ContentDownloaded { asset: asset.clone() })
         }
-        EventKind::QuoteRequested { product } => {
-            Kind::QuoteRequested(pb::QuoteRequested { product: product.clone() })
-        }
+        EventKind::QuoteRequested { product } => Kind::QuoteRequested(pb::QuoteRequested {
+            product: product.clone(),
+        }),
         EventKind::ContactRequested { channel, topic } => Kind::ContactRequested(pb::ContactRequested {
             channel: channel_to_wire(*channel),
             topic: topic.clone(),
@@ -401,14 +449,17 @@ fn kind_to_pb(kind: &EventKind) -> Kind {
             channel: channel_to_wire(*channel),
             topic: topic.clone(),
         }),
-        EventKind::OutreachSent { channel, purpose, campaign, decision_id } => {
-            Kind::OutreachSent(pb::OutreachSent {
-                channel: channel_to_wire(*channel),
-                purpose: purpose_to_wire(*purpose),
-                campaign: campaign.clone(),
-                decision_id: decision_id.clone(),
-            })
-        }
+        EventKind::OutreachSent {
+            channel,
+            purpose,
+            campaign,
+            decision_id,
+        } => Kind::OutreachSent(pb::OutreachSent {
+            channel: channel_to_wire(*channel),
+            purpose: purpose_to_wire(*purpose),
+            campaign: campaign.clone(),
+            decision_id: decision_id.clone(),
+        }),
         EventKind::OutreachEngaged { channel, engagement } => Kind::OutreachEngaged(pb::OutreachEngaged {
             channel: channel_to_wire(*channel),
             engagement: pb::Engagement::from(*engagement) as i32,
@@ -419,43 +470,57 @@ fn kind_to_pb(kind: &EventKind) -> Kind {
                 outcome: pb::NonResponse::from(*outcome) as i32,
             })
         }
-        EventKind::Purchase { order_id } => Kind::Purchase(pb::Purchase { order_id: order_id.clone() }),
+        EventKind::Purchase { order_id } => Kind::Purchase(pb::Purchase {
+            order_id: order_id.clone(),
+        }),
         EventKind::Complaint { channel, reason } => Kind::Complaint(pb::Complaint {
             channel: channel.map(channel_to_wire),
             reason: reason.clone(),
         }),
-        EventKind::ConsentChanged { channel, purpose, granted, expires_at, proof } => {
-            Kind::ConsentChanged(pb::ConsentChanged {
-                channel: channel_to_wire(*channel),
-                purpose: purpose_to_wire(*purpose),
-                granted: *granted,
-                expires_at: expires_at.map(timestamp_to_pb),
-                proof: proof.clone(),
-            })
-        }
-        EventKind::PreferencesChanged { time_zone, accepted_channels, max_contacts } => {
-            Kind::PreferencesChanged(pb::PreferencesChanged {
-                time_zone: time_zone.clone(),
-                accepted_channels: accepted_channels.as_ref().map(|cs| pb::ChannelList {
-                    channels: cs.iter().map(|&c| channel_to_wire(c)).collect(),
-                }),
-                max_contacts: max_contacts
-                    .map(|l| pb::ContactLimit { max: l.max, window: Some(span_to_pb(l.window)) }),
-            })
-        }
+        EventKind::ConsentChanged {
+            channel,
+            purpose,
+            granted,
+            expires_at,
+            proof,
+        } => Kind::ConsentChanged(pb::ConsentChanged {
+            channel: channel_to_wire(*channel),
+            purpose: purpose_to_wire(*purpose),
+            granted: *granted,
+            expires_at: expires_at.map(timestamp_to_pb),
+            proof: proof.clone(),
+        }),
+        EventKind::PreferencesChanged {
+            time_zone,
+            accepted_channels,
+            max_contacts,
+        } => Kind::PreferencesChanged(pb::PreferencesChanged {
+            time_zone: time_zone.clone(),
+            accepted_channels: accepted_channels.as_ref().map(|cs| pb::ChannelList {
+                channels: cs.iter().map(|&c| channel_to_wire(c)).collect(),
+            }),
+            max_contacts: max_contacts.map(|l| pb::ContactLimit {
+                max: l.max,
+                window: Some(span_to_pb(l.window)),
+            }),
+        }),
         EventKind::DoNotContact { reason, until } => Kind::DoNotContact(pb::DoNotContact {
             reason: reason.clone(),
             until: until.map(timestamp_to_pb),
         }),
-        EventKind::OutreachAuthorized { decision_id, channel, purpose, campaign, requested_by } => {
-            Kind::OutreachAuthorized(pb::OutreachAuthorized {
-                decision_id: decision_id.clone(),
-                channel: channel_to_wire(*channel),
-                purpose: purpose_to_wire(*purpose),
-                campaign: campaign.clone(),
-                requested_by: requested_by.clone(),
-            })
-        }
+        EventKind::OutreachAuthorized {
+            decision_id,
+            channel,
+            purpose,
+            campaign,
+            requested_by,
+        } => Kind::OutreachAuthorized(pb::OutreachAuthorized {
+            decision_id: decision_id.clone(),
+            channel: channel_to_wire(*channel),
+            purpose: purpose_to_wire(*purpose),
+            campaign: campaign.clone(),
+            requested_by: requested_by.clone(),
+        }),
     }
 }
 
@@ -507,7 +572,7 @@ pub fn decision_to_pb(
                 channel: channel_to_wire(a.channel),
                 purpose: purpose_to_wire(a.purpose),
                 not_before: a.not_before.map(timestamp_to_pb),
-                note: a.note.to_owned(),
+                note: a.note.to_string(),
             })
             .collect(),
         decision_id: decision_id.to_owned(),
@@ -520,8 +585,10 @@ pub fn decision_to_pb(
 /// Checks and converts a decide request: the proposal, and the instant to decide at
 /// (`None`: now, as the caller's clock says).
 pub fn proposal_from_pb(req: &pb::DecideRequest) -> Result<(Proposal, Option<Timestamp>), ConvertError> {
-    validate_customer_id(&req.customer_id)
-        .map_err(|e| ConvertError { field: "customer_id".to_owned(), why: invalid_event(&e).why })?;
+    validate_customer_id(&req.customer_id).map_err(|e| ConvertError {
+        field: "customer_id".to_owned(),
+        why: invalid_event(&e).why,
+    })?;
     let proposal = Proposal {
         customer_id: req.customer_id.clone(),
         channel: channel_from_wire(req.channel, "channel")?,
