@@ -283,7 +283,10 @@ fn with_touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&
 }
 
 /// Newest-first touches that count, at or before `at`.
-fn touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&Entry, Channel, Purpose)> {
+pub(crate) fn touches(
+    state: &CustomerState,
+    at: Timestamp,
+) -> impl Iterator<Item = (&Entry, Channel, Purpose)> {
     with_touches(state, at).filter_map(|(e, counted)| match e.mark {
         Mark::Touch { channel, purpose, .. } if counted => Some((e, channel, purpose)),
         _ => None,

@@ -10,6 +10,7 @@ mod explain;
 pub mod policy;
 pub mod state;
 pub mod time;
+pub mod view;
 
 pub use decide::{Alternative, Decision, Detail, Effect, Proposal, Reason, Verdict, decide};
 pub use event::{
@@ -18,3 +19,4 @@ pub use event::{
 pub use policy::{Policy, PolicyError};
 pub use state::{CustomerState, Retention};
 pub use time::{DAY, HOUR, MINUTE, SECOND, Span, Timestamp};
+pub use view::{CustomerView, customer_view};
