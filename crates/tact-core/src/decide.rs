@@ -207,6 +207,8 @@ pub fn decide(state: &CustomerState, policy: &Policy, proposal: &Proposal, at: T
     decision
 }
 
+const MAX_ALTERNATIVES: usize = 2;
+
 /// Alternatives a rule proposed: `(channel, purpose, note)`.
 #[derive(Default)]
 struct Suggestions {
@@ -230,10 +232,9 @@ fn alternatives(
     suggestions: &Suggestions,
 ) -> Vec<Alternative> {
     let mut out = Vec::new();
-    for &(channel, purpose, note) in &suggestions.items {
-        if channel == proposal.channel && purpose == proposal.purpose {
-            continue;
-        }
+    let candidates = suggestions.items.iter().filter(|(c, p, _)| *c != proposal.channel || *p != proposal.purpose);
+    // Each candidate costs a full evaluation: a couple of good ones are enough.
+    for &(channel, purpose, note) in candidates.take(MAX_ALTERNATIVES) {
         // Only suggest what tact would itself accept.
         let d = evaluate(state, policy, channel, purpose, at, None);
         match d.verdict {
@@ -267,17 +268,11 @@ fn alternatives(
 /// that counts: an outreach sent under a decision that tact recorded as authorized
 /// counts once, as the authorization.
 fn with_touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&Entry, bool)> {
-    let any_authorized = state
-        .timeline
-        .iter()
-        .any(|e| matches!(e.mark, Mark::Touch { authorized: true, .. }) && e.at <= at);
+    let any_authorized = state.authorized > 0;
     state.recent(at).map(move |e| match e.mark {
-        Mark::Touch {
-            decision, authorized, ..
-        } => (
-            e,
-            authorized || decision == 0 || !any_authorized || !was_authorized(state, decision, at),
-        ),
+        Mark::Touch { decision, authorized, .. } => {
+            (e, authorized || decision == 0 || !any_authorized || !was_authorized(state, decision, at))
+        }
         _ => (e, false),
     })
 }
@@ -366,6 +361,8 @@ fn evaluate(
     mut suggestions: Option<&mut Suggestions>,
 ) -> Decision {
     let mut reasons: Vec<Reason> = Vec::new();
+    // Alternatives are evaluated for their verdict only: no reasons to build.
+    let explain = suggestions.is_some();
     let mut denied = false;
     // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
     // stays satisfied with no new events. So the earliest instant satisfying all of
@@ -380,6 +377,9 @@ fn evaluate(
         }
     };
     let push = |reasons: &mut Vec<Reason>, rule: &Rule, effect: Effect, detail: Detail| {
+        if !explain {
+            return;
+        }
         reasons.push(Reason {
             rule_id: rule.id.clone(),
             effect,
@@ -764,7 +764,8 @@ fn evaluate(
     }
     if let Some(q) = &quiet {
         let open = q.next_open(ok_from);
-        if open > ok_from || q.next_open(at) > at {
+        let closed_now = if ok_from == at { open > at } else { q.next_open(at) > at };
+        if explain && (open > ok_from || closed_now) {
             if let (Some(c), Some(s)) = (q.rule.suggest, suggestions) {
                 s.add(c, purpose, "a channel that is open at this hour");
             }

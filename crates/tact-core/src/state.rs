@@ -49,6 +49,12 @@ pub struct Entry {
     pub mark: Mark,
 }
 
+impl Entry {
+    fn is_authorized_touch(&self) -> bool {
+        matches!(self.mark, Mark::Touch { authorized: true, .. })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Mark {
     Research(Signal),
@@ -137,6 +143,9 @@ pub struct CustomerState {
     pub latest: Timestamp,
     /// Sorted by `(at, id, mark)`.
     pub timeline: Vec<Entry>,
+    /// How many timeline entries are touches authorized by tact (a fast path for
+    /// de-duplicating "sent" reports of authorized outreach).
+    pub authorized: u32,
     /// The latest purchase / complaint that fell out of the timeline.
     pub purchase_floor: Option<Timestamp>,
     pub complaint_floor: Option<Timestamp>,
@@ -275,8 +284,8 @@ impl CustomerState {
     fn remember(&mut self, entry: Entry, retention: Retention) {
         if entry.at < self.boundary(retention) {
             self.forget(&entry);
-        } else {
-            insert_sorted(&mut self.timeline, entry);
+        } else if insert_sorted(&mut self.timeline, entry) && entry.is_authorized_touch() {
+            self.authorized += 1;
         }
     }
 
@@ -300,6 +309,9 @@ impl CustomerState {
         if cut > 0 {
             for i in 0..cut {
                 let e = self.timeline[i];
+                if e.is_authorized_touch() {
+                    self.authorized -= 1;
+                }
                 self.forget(&e);
             }
             self.timeline.drain(..cut);

@@ -1,0 +1,17 @@
+use tact_log::LogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("cannot open the data directory {path}: {why}")]
+    DataDir { path: String, why: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(String),
+    #[error("internal task failed: {0}")]
+    Join(String),
+}

@@ -1,0 +1,151 @@
+//! `Options -> run -> Handle`: the gRPC server with health and reflection, over the
+//! engine, with graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tact_core::Policy;
+use tact_log::{GroupCommit, MemoryStorage, SledStorage, Storage};
+use tact_proto::pb::contact_policy_server::ContactPolicyServer;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::{Engine, EngineOptions};
+use crate::error::ServerError;
+use crate::service::{ContactPolicyService, Limits};
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    /// `None`: in-memory storage (nothing survives a restart).
+    pub data_dir: Option<PathBuf>,
+    pub policy: Policy,
+    pub group_commit: GroupCommit,
+    pub limits: Limits,
+    /// Write a snapshot of the projection on clean shutdown, so the next start
+    /// replays only what came after it.
+    pub snapshot_on_shutdown: bool,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServerOptions {
+    pub fn new(listen: SocketAddr, data_dir: Option<PathBuf>, policy: Policy) -> Self {
+        ServerOptions {
+            listen,
+            data_dir,
+            policy,
+            group_commit: GroupCommit::default(),
+            limits: Limits::default(),
+            snapshot_on_shutdown: true,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Opens the sled log under `data_dir` (created if missing).
+pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, ServerError> {
+    let err = |why: String| ServerError::DataDir { path: data_dir.display().to_string(), why };
+    std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
+    let storage = SledStorage::open(data_dir.join("log")).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("lock") || msg.contains("WouldBlock") || msg.contains("temporarily unavailable") {
+            err(format!("{msg} (is another tact process using it?)"))
+        } else {
+            err(msg)
+        }
+    })?;
+    Ok(Arc::new(storage))
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    engine: Arc<Engine>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Resolves once shutdown has finished: health went NOT_SERVING, in-flight calls
+    /// completed, the log was flushed and (if configured) a snapshot written.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.task.await.map_err(|e| ServerError::Join(e.to_string()))?
+    }
+}
+
+/// Rebuilds state, binds, and serves until `shutdown` resolves.
+pub async fn run(
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServerHandle, ServerError> {
+    let storage: Arc<dyn Storage> = match &opts.data_dir {
+        Some(dir) => open_storage(dir)?,
+        None => Arc::new(MemoryStorage::new()),
+    };
+    let policy_version = opts.policy.version.clone();
+    let (engine, stats) = Engine::open(
+        storage,
+        opts.policy,
+        EngineOptions { group_commit: opts.group_commit, clock: opts.clock },
+    )
+    .await?;
+    tracing::info!(
+        events = stats.events,
+        customers = stats.customers,
+        snapshot = ?stats.snapshot,
+        elapsed_ms = stats.elapsed.as_millis() as u64,
+        "state rebuilt from the log"
+    );
+    let engine = Arc::new(engine);
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ContactPolicyServer<ContactPolicyService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tact_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let limits = opts.limits;
+    let api = ContactPolicyServer::new(ContactPolicyService::new(Arc::clone(&engine), limits))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(usize::MAX);
+    tracing::info!(addr = %local_addr, policy_version = %policy_version, "serving tact.v1.ContactPolicy");
+
+    let snapshot = opts.snapshot_on_shutdown;
+    let task_engine = Arc::clone(&engine);
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: health not serving, finishing in-flight calls");
+            health.set_not_serving::<ContactPolicyServer<ContactPolicyService>>().await;
+        };
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(api)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
+            .await;
+        // Whatever happened to the transport, make the log durable before leaving.
+        let closed = task_engine.shutdown(snapshot).await;
+        served?;
+        closed?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(ServerHandle { local_addr, engine, task })
+}

@@ -1,0 +1,273 @@
+//! The `tact.v1.ContactPolicy` gRPC service: wire types in, core types to the
+//! engine, wire types out. Every bad request gets `INVALID_ARGUMENT` naming the field.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tact_core::view::ConsentVia;
+use tact_core::{Event, Proposal, Timestamp};
+use tact_log::{Appended, LogError};
+use tact_proto::convert::{self, ConvertError, span_to_pb, timestamp_to_pb};
+use tact_proto::pb;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{Decided, Engine};
+
+/// Request limits of the gRPC API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Proposals in one `DecideBatch`.
+    pub max_batch: usize,
+    /// Events in one `RecordEvents`.
+    pub max_events_per_request: usize,
+    /// Encoded size of one request message.
+    pub max_request_bytes: usize,
+    /// Timeline entries in a `GetCustomer` answer.
+    pub timeline_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch: 10_000,
+            max_events_per_request: 10_000,
+            max_request_bytes: 16 << 20,
+            timeline_len: 50,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ContactPolicyService {
+    engine: Arc<Engine>,
+    limits: Limits,
+}
+
+impl ContactPolicyService {
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
+        ContactPolicyService { engine, limits }
+    }
+
+    fn to_pb(&self, decided: &Decided, customer_id: &str) -> pb::Decision {
+        convert::decision_to_pb(
+            &decided.decision,
+            &decided.decision_id,
+            &self.engine.policy().version,
+            decided.log_position,
+            customer_id,
+        )
+    }
+
+    fn decide_one(&self, req: &pb::DecideRequest, field: &str) -> Result<pb::Decision, Status> {
+        let (proposal, at) = proposal(req, field)?;
+        let decided = self.engine.decide(&proposal, at);
+        Ok(self.to_pb(&decided, &proposal.customer_id))
+    }
+}
+
+fn proposal(req: &pb::DecideRequest, prefix: &str) -> Result<(Proposal, Option<Timestamp>), Status> {
+    convert::proposal_from_pb(req).map_err(|e| {
+        let field = if prefix.is_empty() { e.field } else { format!("{prefix}.{}", e.field) };
+        Status::from(ConvertError::new(field, e.why))
+    })
+}
+
+fn log_status(e: LogError) -> Status {
+    tracing::error!(error = %e, "event log failed");
+    Status::unavailable(format!("event log unavailable: {e}"))
+}
+
+fn too_many(field: &str, max: usize, got: usize) -> Status {
+    Status::invalid_argument(format!("{field}: at most {max} per request (got {got})"))
+}
+
+type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
+    async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
+        self.decide_one(request.get_ref(), "").map(Response::new)
+    }
+
+    async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
+        let (proposal, at) = proposal(request.get_ref(), "")?;
+        if at.is_some() {
+            return Err(Status::invalid_argument(
+                "at: Authorize always decides now (use Decide to ask about another time)",
+            ));
+        }
+        let decided = self.engine.authorize(&proposal).await.map_err(log_status)?;
+        Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
+    }
+
+    async fn decide_batch(
+        &self,
+        request: Request<pb::DecideBatchRequest>,
+    ) -> Result<Response<pb::DecideBatchResponse>, Status> {
+        let requests = &request.get_ref().requests;
+        if requests.len() > self.limits.max_batch {
+            return Err(too_many("requests", self.limits.max_batch, requests.len()));
+        }
+        let decisions = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.decide_one(r, &format!("requests[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::DecideBatchResponse { decisions }))
+    }
+
+    type DecideStreamStream = DecisionStream;
+
+    async fn decide_stream(
+        &self,
+        request: Request<Streaming<pb::DecideRequest>>,
+    ) -> Result<Response<Self::DecideStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let this = self.clone();
+        let output = async_stream(move |tx| async move {
+            let mut n = 0usize;
+            while let Some(item) = inbound.next().await {
+                let answer = item.and_then(|r| this.decide_one(&r, &format!("request[{n}]")));
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+                n += 1;
+            }
+        });
+        Ok(Response::new(output))
+    }
+
+    async fn record_events(
+        &self,
+        request: Request<pb::RecordEventsRequest>,
+    ) -> Result<Response<pb::RecordEventsResponse>, Status> {
+        let events = request.into_inner().events;
+        if events.len() > self.limits.max_events_per_request {
+            return Err(too_many("events", self.limits.max_events_per_request, events.len()));
+        }
+        let mut results: Vec<pb::EventResult> = Vec::with_capacity(events.len());
+        let mut valid: Vec<Event> = Vec::with_capacity(events.len());
+        let mut slots: Vec<usize> = Vec::with_capacity(events.len());
+        for (i, wire) in events.into_iter().enumerate() {
+            let event_id = wire.event_id.clone();
+            match Event::try_from(wire) {
+                Ok(event) => {
+                    slots.push(i);
+                    valid.push(event);
+                    results.push(pb::EventResult { event_id, ..Default::default() });
+                }
+                Err(e) => results.push(pb::EventResult {
+                    event_id,
+                    status: pb::RecordStatus::Rejected as i32,
+                    reason: format!("events[{i}].{e}"),
+                    log_position: 0,
+                }),
+            }
+        }
+        if !valid.is_empty() {
+            let appended = self.engine.record(valid).await.map_err(log_status)?;
+            for (slot, a) in slots.into_iter().zip(appended) {
+                let r = &mut results[slot];
+                match a {
+                    Appended::Recorded { seq } => {
+                        r.status = pb::RecordStatus::Recorded as i32;
+                        r.log_position = seq;
+                    }
+                    Appended::Duplicate { existing_seq } => {
+                        r.status = pb::RecordStatus::Duplicate as i32;
+                        r.log_position = existing_seq;
+                    }
+                }
+            }
+        }
+        Ok(Response::new(pb::RecordEventsResponse { results }))
+    }
+
+    async fn get_customer(
+        &self,
+        request: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::CustomerView>, Status> {
+        let req = request.get_ref();
+        tact_core::event::validate_customer_id(&req.customer_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let at = req.at.as_ref().map(|t| convert::timestamp_from_pb(t, "at")).transpose()?;
+        let (view, position) = self.engine.customer(&req.customer_id, at, self.limits.timeline_len);
+        Ok(Response::new(view_to_pb(&req.customer_id, view, &self.engine.policy().version, position)))
+    }
+}
+
+/// Runs `produce` as a task feeding a bounded channel, returned as a stream.
+fn async_stream<F, Fut>(produce: F) -> DecisionStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Decision, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn view_to_pb(customer_id: &str, v: tact_core::CustomerView, policy_version: &str, position: u64) -> pb::CustomerView {
+    let channel = |c: tact_core::Channel| pb::Channel::from(c) as i32;
+    pb::CustomerView {
+        customer_id: customer_id.to_owned(),
+        consents: v
+            .consents
+            .into_iter()
+            .map(|c| pb::ConsentView {
+                channel: channel(c.channel),
+                purpose: pb::Purpose::from(c.purpose) as i32,
+                granted: c.granted,
+                since: c.since.map(timestamp_to_pb),
+                expires_at: c.expires_at.map(timestamp_to_pb),
+                via: match c.via {
+                    ConsentVia::Consent => "consent",
+                    ConsentVia::SoftOptIn => "soft_opt_in",
+                    ConsentVia::ContactRequest => "contact_request",
+                }
+                .to_owned(),
+            })
+            .collect(),
+        caps: v
+            .caps
+            .into_iter()
+            .map(|c| pb::CapView {
+                rule_id: c.rule_id,
+                channel: c.channel.map(channel),
+                count: c.count,
+                max: c.max,
+                window: Some(span_to_pb(c.window)),
+            })
+            .collect(),
+        cooldowns: v
+            .cooldowns
+            .into_iter()
+            .map(|c| pb::CooldownView { rule_id: c.rule_id, until: c.until.map(timestamp_to_pb), message: c.message })
+            .collect(),
+        open_inbound: v
+            .open_inbound
+            .into_iter()
+            .map(|i| pb::OpenInbound {
+                channel: channel(i.channel),
+                since: Some(timestamp_to_pb(i.since)),
+                topic: String::new(),
+            })
+            .collect(),
+        timeline: v
+            .timeline
+            .into_iter()
+            .map(|t| pb::TimelineEntry {
+                occurred_at: Some(timestamp_to_pb(t.at)),
+                kind: t.kind.to_owned(),
+                summary: t.summary,
+            })
+            .collect(),
+        time_zone: v.time_zone,
+        accepted_channels: v.accepted_channels.into_iter().map(channel).collect(),
+        policy_version: policy_version.to_owned(),
+        log_position: position,
+        freshness: Some(pb::Freshness { lag: Some(span_to_pb(tact_core::Span(0))), stale: false }),
+    }
+}
