@@ -37,6 +37,9 @@ pub enum LogError {
 
 impl LogError {
     pub(crate) fn corrupt(seq: u64, reason: impl Into<String>) -> Self {
-        LogError::Corrupt { seq, reason: reason.into() }
+        LogError::Corrupt {
+            seq,
+            reason: reason.into(),
+        }
     }
 }

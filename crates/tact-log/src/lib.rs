@@ -1,0 +1,21 @@
+//! The append-only event log of tact.
+//!
+//! - [`Storage`]: the log itself, sync and object-safe, on sled ([`SledStorage`]) or in
+//!   memory ([`MemoryStorage`]); records are versioned and checksummed ([`codec`]).
+//! - [`Log`]: the async front end that group-commits concurrent appends and answers
+//!   only when they are durable, after handing them to a hook (the live projection).
+//! - [`Projection`]: every customer's [`tact_core::CustomerState`], rebuilt by replay,
+//!   optionally from a snapshot ([`save_snapshot`], [`Projection::load`]).
+
+pub mod codec;
+mod error;
+mod log;
+mod projection;
+pub mod snapshot;
+mod storage;
+
+pub use error::LogError;
+pub use log::{DurableHook, GroupCommit, Log, LogStats};
+pub use projection::{Projection, ReplayStats};
+pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
+pub use storage::{Appended, EventIter, MemoryStorage, MetaEntry, RawVisitor, SledStorage, Storage};

@@ -1,0 +1,485 @@
+//! [`Log`]: the async, group-committing front end of a [`Storage`].
+//!
+//! Appenders send their batches to a two-stage pipeline of tokio tasks:
+//!
+//! 1. the *writer* gathers every batch that is waiting (up to
+//!    [`GroupCommit::max_batch_events`], waiting at most [`GroupCommit::max_wait`] for
+//!    more) and writes them with one [`Storage::append`];
+//! 2. the *syncer* takes every group written so far, makes them durable with one
+//!    [`Storage::flush`], calls the `on_durable` hook with the new events in seq order,
+//!    and only then answers the appenders.
+//!
+//! The writer writes group N+1 while the syncer flushes group N, so disk syncs overlap
+//! with encoding and indexing. Blocking storage calls run on tokio's blocking pool.
+//!
+//! Any storage failure poisons the log: the durability of what was written is unknown,
+//! so every later append fails with [`LogError::Poisoned`] until the storage is reopened
+//! (and the projection rebuilt from what is really there).
+
+use std::fmt;
+use std::mem;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tact_core::Event;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::LogError;
+use crate::storage::{Appended, MetaEntry, Storage};
+
+/// Called by the syncer with the newly recorded events and their seqs, in seq order,
+/// after they are durable and before their appenders are answered. Duplicates are not
+/// passed. It runs on tokio's blocking pool, one call at a time; while it runs no
+/// append is acknowledged, so keep it short (fold into a projection, bump a metric).
+pub type DurableHook = Box<dyn FnMut(&[(u64, &Event)]) + Send + 'static>;
+
+/// How appends are grouped into storage writes and flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// A group stops gathering once it holds this many events (one request is never
+    /// split, so a group may exceed it by one request).
+    pub max_batch_events: usize,
+    /// How long the writer waits for more requests once it has one. Zero (the default)
+    /// takes only what is already queued: under load, requests queue up while the
+    /// previous group is written, which batches them without adding latency.
+    pub max_wait: Duration,
+    /// Appends that may wait in the queue before `append` itself waits (backpressure).
+    pub queue_depth: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            max_batch_events: 16_384,
+            max_wait: Duration::ZERO,
+            queue_depth: 8_192,
+        }
+    }
+}
+
+/// Counters of a [`Log`], for metrics and benches.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Storage writes (groups).
+    pub groups: AtomicU64,
+    /// Storage flushes.
+    pub flushes: AtomicU64,
+    /// Events recorded (not counting duplicates).
+    pub recorded: AtomicU64,
+    /// Duplicates reported.
+    pub duplicates: AtomicU64,
+    /// The last seq that is durable and was passed to the hook.
+    pub durable_seq: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Appended>, LogError>>;
+
+struct Request {
+    events: Vec<Event>,
+    meta: Vec<MetaEntry>,
+    reply: Reply,
+}
+
+enum Msg {
+    Append(Request),
+    Shutdown(oneshot::Sender<Result<(), LogError>>),
+}
+
+/// A group that the writer wrote and the syncer must make durable.
+struct Written {
+    events: Vec<Event>,
+    results: Vec<Appended>,
+    /// Each appender's reply and how many events it sent, in order.
+    replies: Vec<(Reply, usize)>,
+}
+
+enum Synced {
+    Group(Written),
+    Shutdown(oneshot::Sender<Result<(), LogError>>),
+}
+
+#[derive(Clone, Default)]
+struct Poison(Arc<OnceLock<Arc<LogError>>>);
+
+impl Poison {
+    fn get(&self) -> Option<LogError> {
+        self.0.get().map(|e| LogError::Poisoned(Arc::clone(e)))
+    }
+
+    fn set(&self, err: LogError) -> Arc<LogError> {
+        let err = Arc::new(err);
+        if self.0.set(Arc::clone(&err)).is_ok() {
+            tracing::error!(error = %err, "log poisoned: refusing further appends");
+        }
+        err
+    }
+}
+
+/// The log as the service uses it: concurrent `append`s, group-committed, acknowledged
+/// only when durable. Must be opened inside a tokio runtime.
+pub struct Log {
+    tx: mpsc::Sender<Msg>,
+    storage: Arc<dyn Storage>,
+    stats: Arc<LogStats>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("storage", &self.storage)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Log {
+    /// Starts the writer and syncer tasks over `storage`. `on_durable` is called with
+    /// every group of newly recorded events once they are durable and before their
+    /// appenders hear back (see [`DurableHook`]); pass `|_| {}` if nothing needs it.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn open<F>(storage: Arc<dyn Storage>, opts: GroupCommit, on_durable: F) -> Log
+    where
+        F: FnMut(&[(u64, &Event)]) + Send + 'static,
+    {
+        let opts = GroupCommit {
+            max_batch_events: opts.max_batch_events.max(1),
+            queue_depth: opts.queue_depth.max(1),
+            ..opts
+        };
+        let (tx, rx) = mpsc::channel(opts.queue_depth);
+        let (synced_tx, synced_rx) = mpsc::channel(4);
+        let stats = Arc::new(LogStats::default());
+        if let Ok(seq) = storage.last_seq() {
+            stats.durable_seq.store(seq, Ordering::Release);
+        }
+        let poison = Poison::default();
+        let writer = tokio::spawn(writer(
+            Arc::clone(&storage),
+            opts,
+            rx,
+            synced_tx,
+            poison.clone(),
+            Arc::clone(&stats),
+        ));
+        let syncer = tokio::spawn(syncer(
+            Arc::clone(&storage),
+            synced_rx,
+            Box::new(on_durable),
+            poison,
+            Arc::clone(&stats),
+        ));
+        tracing::info!(
+            max_batch_events = opts.max_batch_events,
+            max_wait_us = opts.max_wait.as_micros() as u64,
+            "log opened"
+        );
+        Log {
+            tx,
+            storage,
+            stats,
+            tasks: Mutex::new(vec![writer, syncer]),
+        }
+    }
+
+    /// Appends `events` and writes `meta` atomically with them, and returns once they
+    /// are durable and the hook has seen them: one [`Appended`] per event, in order.
+    /// Concurrent calls are grouped into one storage write and one flush; one call's
+    /// events get consecutive seqs.
+    pub async fn append(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<Vec<Appended>, LogError> {
+        if events.is_empty() && meta.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Append(Request { events, meta, reply }))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The storage under the log, for reads.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    /// The last seq that is durable and was passed to the hook.
+    pub fn durable_seq(&self) -> u64 {
+        self.stats.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Finishes the appends already queued, flushes, and stops the tasks. Later appends
+    /// fail with [`LogError::Closed`]. Calling it again is a no-op.
+    pub async fn shutdown(&self) -> Result<(), LogError> {
+        let (ack, done) = oneshot::channel();
+        let result = match self.tx.send(Msg::Shutdown(ack)).await {
+            Ok(()) => done.await.unwrap_or(Ok(())),
+            Err(_) => Ok(()),
+        };
+        let tasks = mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "log task failed");
+            }
+        }
+        tracing::info!(durable_seq = self.durable_seq(), "log shut down");
+        result
+    }
+}
+
+async fn writer(
+    storage: Arc<dyn Storage>,
+    opts: GroupCommit,
+    mut rx: mpsc::Receiver<Msg>,
+    synced: mpsc::Sender<Synced>,
+    poison: Poison,
+    stats: Arc<LogStats>,
+) {
+    let mut shutdown = None;
+    while shutdown.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let mut group: Vec<Request> = Vec::new();
+        let mut n = 0;
+        let mut take = |msg: Msg, group: &mut Vec<Request>, shutdown: &mut Option<_>| match msg {
+            Msg::Append(req) => {
+                n += req.events.len();
+                group.push(req);
+                n
+            }
+            Msg::Shutdown(ack) => {
+                *shutdown = Some(ack);
+                usize::MAX
+            }
+        };
+        let mut full = take(first, &mut group, &mut shutdown) >= opts.max_batch_events;
+        let deadline = tokio::time::Instant::now() + opts.max_wait;
+        while !full {
+            let msg = match rx.try_recv() {
+                Ok(msg) => msg,
+                Err(mpsc::error::TryRecvError::Empty) if !opts.max_wait.is_zero() => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(msg)) => msg,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            full = take(msg, &mut group, &mut shutdown) >= opts.max_batch_events;
+        }
+        if group.is_empty() {
+            continue;
+        }
+        if let Some(err) = poison.get() {
+            for req in group {
+                let _ = req.reply.send(Err(poisoned(&err)));
+            }
+            continue;
+        }
+
+        let mut events = Vec::with_capacity(n);
+        let mut meta = Vec::new();
+        let mut replies = Vec::with_capacity(group.len());
+        for req in group {
+            replies.push((req.reply, req.events.len()));
+            events.extend(req.events);
+            meta.extend(req.meta);
+        }
+        let store = Arc::clone(&storage);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = store.append(&events, &meta);
+            (events, result)
+        })
+        .await;
+        let (events, results) = match outcome {
+            Ok((events, Ok(results))) => (events, results),
+            Ok((_, Err(e))) => {
+                fail(replies, poison.set(e));
+                continue;
+            }
+            Err(join) => {
+                fail(
+                    replies,
+                    poison.set(LogError::Writer(format!("storage write: {join}"))),
+                );
+                continue;
+            }
+        };
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(events = events.len(), appenders = replies.len(), "group written");
+        if let Err(mpsc::error::SendError(Synced::Group(w))) = synced
+            .send(Synced::Group(Written {
+                events,
+                results,
+                replies,
+            }))
+            .await
+        {
+            fail(w.replies, Arc::new(LogError::Closed));
+        }
+    }
+    // Refuse whatever is still queued behind a shutdown.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Msg::Append(req) => {
+                let _ = req.reply.send(Err(LogError::Closed));
+            }
+            Msg::Shutdown(ack) => {
+                let _ = ack.send(Ok(()));
+            }
+        }
+    }
+    if let Some(ack) = shutdown
+        && let Err(mpsc::error::SendError(Synced::Shutdown(ack))) = synced.send(Synced::Shutdown(ack)).await
+    {
+        let _ = ack.send(Err(LogError::Closed));
+    }
+    tracing::debug!("log writer stopped");
+}
+
+async fn syncer(
+    storage: Arc<dyn Storage>,
+    mut rx: mpsc::Receiver<Synced>,
+    hook: DurableHook,
+    poison: Poison,
+    stats: Arc<LogStats>,
+) {
+    let mut hook = Some(hook);
+    let mut shutdown = None;
+    while shutdown.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let mut groups = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Synced::Group(w) => groups.push(w),
+                Synced::Shutdown(ack) => {
+                    shutdown = Some(ack);
+                    break;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if groups.is_empty() {
+            continue;
+        }
+        if let Some(err) = poison.get() {
+            // An earlier flush failed: these groups may be partly on disk; do not claim them.
+            for w in groups {
+                for (reply, _) in w.replies {
+                    let _ = reply.send(Err(poisoned(&err)));
+                }
+            }
+            continue;
+        }
+        let Some(mut h) = hook.take() else {
+            for w in groups {
+                fail(
+                    w.replies,
+                    Arc::new(LogError::Writer("durability hook was lost".into())),
+                );
+            }
+            continue;
+        };
+        let store = Arc::clone(&storage);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let flushed = store.flush();
+            if flushed.is_ok() {
+                let durable: Vec<(u64, &Event)> = groups
+                    .iter()
+                    .flat_map(|w| w.results.iter().zip(&w.events))
+                    .filter_map(|(r, e)| match r {
+                        Appended::Recorded { seq } => Some((*seq, e)),
+                        Appended::Duplicate { .. } => None,
+                    })
+                    .collect();
+                if !durable.is_empty() {
+                    h(&durable);
+                }
+            }
+            (groups, h, flushed)
+        })
+        .await;
+        match outcome {
+            Ok((groups, h, Ok(()))) => {
+                hook = Some(h);
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
+                for w in groups {
+                    answer(w, &stats);
+                }
+            }
+            Ok((groups, h, Err(e))) => {
+                hook = Some(h);
+                let err = poison.set(e);
+                for w in groups {
+                    fail(w.replies, Arc::clone(&err));
+                }
+            }
+            Err(join) => {
+                // The hook panicked (or the task was cancelled): the projection may be
+                // half-updated, so stop accepting appends.
+                poison.set(LogError::Writer(format!("durability hook: {join}")));
+            }
+        }
+    }
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Synced::Group(w) => fail(w.replies, Arc::new(LogError::Closed)),
+            Synced::Shutdown(ack) => {
+                let _ = ack.send(Ok(()));
+            }
+        }
+    }
+    if let Some(ack) = shutdown {
+        let store = Arc::clone(&storage);
+        let flushed = match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(r) => r,
+            Err(join) => Err(LogError::Writer(format!("final flush: {join}"))),
+        };
+        let _ = ack.send(flushed);
+    }
+    tracing::debug!("log syncer stopped");
+}
+
+/// Splits a durable group's results among its appenders.
+fn answer(w: Written, stats: &LogStats) {
+    let mut results = w.results.into_iter();
+    let mut recorded = 0u64;
+    let mut max_seq = 0;
+    for (reply, count) in w.replies {
+        let mine: Vec<Appended> = results.by_ref().take(count).collect();
+        for a in &mine {
+            if let Appended::Recorded { seq } = a {
+                recorded += 1;
+                max_seq = max_seq.max(*seq);
+            }
+        }
+        let _ = reply.send(Ok(mine));
+    }
+    let total = w.events.len() as u64;
+    stats.recorded.fetch_add(recorded, Ordering::Relaxed);
+    stats.duplicates.fetch_add(total - recorded, Ordering::Relaxed);
+    stats.durable_seq.fetch_max(max_seq, Ordering::AcqRel);
+}
+
+fn fail(replies: Vec<(Reply, usize)>, err: Arc<LogError>) {
+    for (reply, _) in replies {
+        let _ = reply.send(Err(LogError::Commit(Arc::clone(&err))));
+    }
+}
+
+fn poisoned(err: &LogError) -> LogError {
+    match err {
+        LogError::Poisoned(cause) => LogError::Poisoned(Arc::clone(cause)),
+        other => LogError::Writer(other.to_string()),
+    }
+}

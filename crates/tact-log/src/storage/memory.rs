@@ -1,0 +1,174 @@
+//! The in-memory backend: the same records and indexes as sled, in `BTreeMap`s.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tact_core::Event;
+
+use super::{Appended, MetaEntry, RawVisitor, Storage, plan_batch};
+use crate::codec;
+use crate::error::LogError;
+
+/// How many records [`MemoryStorage::scan_raw`] copies out per read lock.
+const SCAN_CHUNK: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Inner {
+    events: BTreeMap<u64, Arc<[u8]>>,
+    ids: BTreeMap<String, u64>,
+    customers: BTreeMap<Vec<u8>, ()>,
+    meta: BTreeMap<Vec<u8>, Vec<u8>>,
+    snapshot: Option<Vec<u8>>,
+}
+
+/// A log that lives in memory: for tests and for running without a disk. Writes are
+/// "durable" as soon as they are made. Records are encoded exactly as on sled, so
+/// replay costs and corruption checks are the same.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    inner: RwLock<Inner>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the raw record at `seq` (tests of corruption handling).
+    #[doc(hidden)]
+    pub fn put_raw_record(&self, seq: u64, record: &[u8]) {
+        self.write().events.insert(seq, record.into());
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
+        let mut inner = self.write();
+        let last = inner.events.last_key_value().map_or(0, |(k, _)| *k);
+        let results = plan_batch(events, last, |id| Ok::<_, LogError>(inner.ids.get(id).copied()))?;
+        // Encode everything first: a failure leaves the log untouched.
+        let mut records = Vec::with_capacity(events.len());
+        for (event, result) in events.iter().zip(&results) {
+            if let Appended::Recorded { seq } = *result {
+                records.push((seq, event, Arc::<[u8]>::from(codec::encode_event(event)?)));
+            }
+        }
+        for (seq, event, record) in records {
+            inner.events.insert(seq, record);
+            inner.ids.insert(event.event_id.clone(), seq);
+            inner
+                .customers
+                .insert(codec::customer_key(&event.customer_id, seq), ());
+        }
+        for (k, v) in meta {
+            inner.meta.insert(k.clone(), v.clone());
+        }
+        Ok(results)
+    }
+
+    fn flush(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    fn last_seq(&self) -> Result<u64, LogError> {
+        Ok(self.read().events.last_key_value().map_or(0, |(k, _)| *k))
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<Event>, LogError> {
+        let raw = self.read().events.get(&seq).cloned();
+        raw.map(|raw| codec::decode_event(seq, &raw)).transpose()
+    }
+
+    fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
+        let mut next = from;
+        let mut chunk: Vec<(u64, Arc<[u8]>)> = Vec::with_capacity(SCAN_CHUNK);
+        loop {
+            chunk.clear();
+            {
+                let inner = self.read();
+                chunk.extend(
+                    inner
+                        .events
+                        .range(next..)
+                        .take(SCAN_CHUNK)
+                        .map(|(k, v)| (*k, Arc::clone(v))),
+                );
+            }
+            for (seq, raw) in &chunk {
+                if !visit(*seq, raw)? {
+                    return Ok(());
+                }
+            }
+            match chunk.last() {
+                Some((last, _)) if chunk.len() == SCAN_CHUNK => next = last + 1,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
+        let prefix = codec::customer_prefix(customer_id);
+        let raws: Vec<(u64, Option<Arc<[u8]>>)> = {
+            let inner = self.read();
+            inner
+                .customers
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter_map(|(k, _)| codec::customer_key_seq(k, prefix.len()))
+                .map(|seq| (seq, inner.events.get(&seq).cloned()))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(raws.len());
+        for (seq, raw) in raws {
+            let raw = raw.ok_or_else(|| LogError::CorruptKey {
+                tree: "customers",
+                reason: format!("index names seq {seq}, which is not in the log"),
+            })?;
+            let event = codec::decode_event(seq, &raw)?;
+            if event.customer_id == customer_id {
+                out.push((seq, event));
+            }
+        }
+        Ok(out)
+    }
+
+    fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
+        Ok(self.read().ids.get(event_id).copied())
+    }
+
+    fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        self.write().meta.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.read().meta.get(key).cloned())
+    }
+
+    fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError> {
+        Ok(self
+            .read()
+            .meta
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError> {
+        self.write().snapshot = Some(bytes.to_vec());
+        Ok(())
+    }
+
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.read().snapshot.clone())
+    }
+}

@@ -1,0 +1,206 @@
+//! The append-only log's storage: a sync, object-safe [`Storage`] trait with a sled
+//! backend ([`SledStorage`]) and an in-memory one ([`MemoryStorage`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use tact_core::Event;
+
+use crate::codec;
+use crate::error::LogError;
+
+mod memory;
+mod sled_store;
+
+pub use self::memory::MemoryStorage;
+pub use self::sled_store::SledStorage;
+
+/// The visitor of [`Storage::scan_raw`]: gets each record's seq and raw bytes, returns
+/// whether to go on.
+pub type RawVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, LogError> + 'a;
+
+/// A meta key/value pair written with [`Storage::append`] (e.g. a Kafka offset).
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
+
+/// The outcome of appending one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Appended {
+    /// The event is new and now lives at `seq`.
+    Recorded { seq: u64 },
+    /// An event with the same `event_id` was already in the log (or earlier in the same
+    /// batch) at `existing_seq`; nothing was written for this one.
+    Duplicate { existing_seq: u64 },
+}
+
+impl Appended {
+    /// The seq of the event in the log, whether it was recorded now or before.
+    pub fn seq(self) -> u64 {
+        match self {
+            Appended::Recorded { seq } => seq,
+            Appended::Duplicate { existing_seq } => existing_seq,
+        }
+    }
+
+    pub fn is_recorded(self) -> bool {
+        matches!(self, Appended::Recorded { .. })
+    }
+}
+
+/// An append-only event log with an idempotency index, a per-customer index, a meta
+/// key/value store and one projection snapshot slot.
+///
+/// Sequence numbers start at 1 and are consecutive; 0 means "before the first event".
+/// Implementations serialize appends internally, so any number of threads may call
+/// [`append`](Storage::append), but [`crate::Log`] is the intended single writer.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Appends `events` and writes `meta` in one atomic step: after a crash either all
+    /// of it is there or none. New events get consecutive seqs in batch order; an event
+    /// whose `event_id` is already in the log, or earlier in `events`, is reported as
+    /// [`Appended::Duplicate`] and not written. The result has one entry per event.
+    ///
+    /// The write is visible to readers on return but durable only after
+    /// [`flush`](Storage::flush).
+    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError>;
+
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<(), LogError>;
+
+    /// The seq of the last event, 0 if the log is empty.
+    fn last_seq(&self) -> Result<u64, LogError>;
+
+    /// The event at `seq`.
+    fn get(&self, seq: u64) -> Result<Option<Event>, LogError>;
+
+    /// Visits the raw records (see [`codec`]) with seq >= `from`, in order, until
+    /// `visit` returns `Ok(false)` or an error (which is passed on).
+    fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError>;
+
+    /// Up to `limit` events with seq >= `from`, in order.
+    fn read_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>, LogError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_raw(from, &mut |seq, raw| {
+            out.push((seq, codec::decode_event(seq, raw)?));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// One customer's events in log order, found through the customer index.
+    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError>;
+
+    /// The seq of the event with this id, if it is in the log.
+    fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError>;
+
+    /// Writes one meta value outside any append; durable after [`flush`](Storage::flush).
+    fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), LogError>;
+
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError>;
+
+    /// All meta entries whose key starts with `prefix`, in key order (e.g. every
+    /// partition's offset under `kafka/offset/<topic>/`).
+    fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError>;
+
+    /// Replaces the stored projection snapshot (opaque bytes, see [`crate::snapshot`]) and
+    /// makes it durable.
+    fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError>;
+
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError>;
+}
+
+impl dyn Storage + '_ {
+    /// An iterator over the events with seq >= `from`, in order, read in pages so that no
+    /// lock or sled iterator is held between calls.
+    pub fn events_from(&self, from: u64) -> EventIter<'_> {
+        EventIter::new(self, from)
+    }
+}
+
+/// Iterator over decoded events, in log order; see [`Storage::read_from`].
+pub struct EventIter<'a> {
+    storage: &'a dyn Storage,
+    next: u64,
+    page: VecDeque<(u64, Event)>,
+    page_size: usize,
+    done: bool,
+}
+
+impl fmt::Debug for EventIter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventIter")
+            .field("next", &self.next)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<'a> EventIter<'a> {
+    pub const DEFAULT_PAGE: usize = 1024;
+
+    pub fn new(storage: &'a dyn Storage, from: u64) -> Self {
+        EventIter {
+            storage,
+            next: from,
+            page: VecDeque::new(),
+            page_size: Self::DEFAULT_PAGE,
+            done: false,
+        }
+    }
+
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = Result<(u64, Event), LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty() && !self.done {
+            match self.storage.read_from(self.next, self.page_size) {
+                Ok(page) => {
+                    if page.len() < self.page_size {
+                        self.done = true;
+                    }
+                    if let Some((last, _)) = page.last() {
+                        self.next = last + 1;
+                    }
+                    self.page = page.into();
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.page.pop_front().map(Ok)
+    }
+}
+
+/// Assigns seqs to a batch: `lookup` finds an id already in the log. Seqs of new events
+/// start at `last_seq + 1`, in batch order.
+pub(crate) fn plan_batch<E>(
+    events: &[Event],
+    last_seq: u64,
+    mut lookup: impl FnMut(&str) -> Result<Option<u64>, E>,
+) -> Result<Vec<Appended>, E> {
+    let mut out = Vec::with_capacity(events.len());
+    let mut in_batch: HashMap<&str, u64> = HashMap::new();
+    let mut next = last_seq + 1;
+    for event in events {
+        let id = event.event_id.as_str();
+        if let Some(&existing_seq) = in_batch.get(id) {
+            out.push(Appended::Duplicate { existing_seq });
+        } else if let Some(existing_seq) = lookup(id)? {
+            out.push(Appended::Duplicate { existing_seq });
+        } else {
+            in_batch.insert(id, next);
+            out.push(Appended::Recorded { seq: next });
+            next += 1;
+        }
+    }
+    Ok(out)
+}
