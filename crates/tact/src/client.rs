@@ -1,0 +1,230 @@
+//! The commands that talk to a running server: `import`, `check`, `customer`.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use tact_core::{Channel, Purpose, Timestamp};
+use tact_proto::convert::timestamp_to_pb;
+use tact_proto::pb;
+use tact_proto::pb::contact_policy_client::ContactPolicyClient;
+use tonic::transport::Channel as Transport;
+
+use crate::render;
+
+/// Events per RecordEvents call of `tact import`.
+pub const IMPORT_BATCH: usize = 1000;
+
+pub type Client = ContactPolicyClient<Transport>;
+
+/// Connects to the server at `url`.
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid server URL `{url}`"))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to tact at {url} (is `tact serve` running?)"))?;
+    Ok(ContactPolicyClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// The wall clock, for rendering "in 3 h" next to instants.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp(ms)
+}
+
+fn status(call: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{call} failed: {} ({:?})", s.message(), s.code())
+}
+
+/// Counts of an import.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub recorded: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+}
+
+/// `tact import FILE`: JSON lines of events, in batches; a bad line does not stop the others.
+pub async fn import(server: &str, file: &Path) -> anyhow::Result<ExitCode> {
+    let reader: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut client = connect(server).await?;
+    let mut summary = ImportSummary::default();
+    let mut batch: Vec<(usize, pb::InteractionEvent)> = Vec::with_capacity(IMPORT_BATCH);
+    for (index, raw) in reader.split(b'\n').enumerate() {
+        let line_no = index + 1;
+        let raw = raw.with_context(|| format!("reading {} at line {line_no}", file.display()))?;
+        let line = match std::str::from_utf8(&raw) {
+            Ok(s) => s.trim(),
+            Err(e) => {
+                summary.rejected += 1;
+                eprintln!("line {line_no}: not valid UTF-8 ({e})");
+                continue;
+            }
+        };
+        if line.is_empty() {
+            continue;
+        }
+        match tact_proto::event_from_json(line) {
+            Ok(event) => batch.push((line_no, pb::InteractionEvent::from(&event))),
+            Err(e) => {
+                summary.rejected += 1;
+                eprintln!("line {line_no}: {e}");
+            }
+        }
+        if batch.len() >= IMPORT_BATCH {
+            send(&mut client, &mut batch, &mut summary).await?;
+        }
+    }
+    if !batch.is_empty() {
+        send(&mut client, &mut batch, &mut summary).await?;
+    }
+    tracing::info!(
+        recorded = summary.recorded,
+        duplicate = summary.duplicate,
+        rejected = summary.rejected,
+        "import finished"
+    );
+    println!(
+        "recorded {}, duplicate {}, rejected {}",
+        summary.recorded, summary.duplicate, summary.rejected
+    );
+    Ok(if summary.rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn send(
+    client: &mut Client,
+    batch: &mut Vec<(usize, pb::InteractionEvent)>,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    let (lines, events): (Vec<usize>, Vec<pb::InteractionEvent>) = std::mem::take(batch).into_iter().unzip();
+    let first = lines.first().copied().unwrap_or(0);
+    let response = client
+        .record_events(pb::RecordEventsRequest { events })
+        .await
+        .map_err(|s| status("RecordEvents", s))
+        .with_context(|| {
+            format!(
+                "lines from {first} on were not recorded (recorded {}, duplicate {}, rejected {} before)",
+                summary.recorded, summary.duplicate, summary.rejected
+            )
+        })?
+        .into_inner();
+    if response.results.len() != lines.len() {
+        bail!(
+            "the server answered {} results for {} events",
+            response.results.len(),
+            lines.len()
+        );
+    }
+    for (line, r) in lines.iter().zip(&response.results) {
+        match pb::RecordStatus::try_from(r.status) {
+            Ok(pb::RecordStatus::Recorded) => summary.recorded += 1,
+            Ok(pb::RecordStatus::Duplicate) => summary.duplicate += 1,
+            _ => {
+                summary.rejected += 1;
+                // The server names the field as `events[i].field`; the line number says more here.
+                let reason = r
+                    .reason
+                    .split_once("].")
+                    .filter(|(head, _)| head.starts_with("events["))
+                    .map_or(r.reason.as_str(), |(_, rest)| rest);
+                eprintln!("line {line}: event `{}` rejected: {reason}", r.event_id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `tact check` asks.
+#[derive(Debug, Clone)]
+pub struct CheckArgs {
+    pub customer: String,
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub campaign: String,
+    pub requested_by: String,
+    pub at: Option<Timestamp>,
+    pub authorize: bool,
+    pub json: bool,
+}
+
+pub fn decide_request(a: &CheckArgs) -> pb::DecideRequest {
+    pb::DecideRequest {
+        customer_id: a.customer.clone(),
+        channel: pb::Channel::from(a.channel) as i32,
+        purpose: pb::Purpose::from(a.purpose) as i32,
+        campaign_id: a.campaign.clone(),
+        requested_by: a.requested_by.clone(),
+        at: a.at.map(timestamp_to_pb),
+    }
+}
+
+/// `tact check`: Decide (or Authorize) one proposal and print the answer.
+pub async fn check(server: &str, a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if a.authorize && a.at.is_some() {
+        bail!("--authorize always decides now; drop --at (or drop --authorize to ask about another time)");
+    }
+    let mut client = connect(server).await?;
+    let req = decide_request(a);
+    let decision = if a.authorize {
+        client.authorize(req).await.map_err(|s| status("Authorize", s))?
+    } else {
+        client.decide(req).await.map_err(|s| status("Decide", s))?
+    }
+    .into_inner();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&decision)?);
+    } else {
+        println!(
+            "{} {} for {} to {}{}",
+            if a.authorize { "authorize" } else { "decide" },
+            a.channel,
+            a.purpose,
+            a.customer,
+            a.at.map(|t| format!(" at {t}")).unwrap_or_default()
+        );
+        print!("{}", render::decision(&decision, a.at.unwrap_or_else(now), ""));
+        if a.authorize && render::verdict_name(decision.verdict) == "ALLOW" {
+            println!(
+                "authorization recorded: quote decision_id {} in outreach_sent",
+                decision.decision_id
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tact customer`: GetCustomer, printed.
+pub async fn customer(server: &str, id: &str, at: Option<Timestamp>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let view = client
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: id.to_owned(),
+            at: at.map(timestamp_to_pb),
+        })
+        .await
+        .map_err(|s| status("GetCustomer", s))?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render::customer(&view, at.unwrap_or_else(now)));
+    }
+    Ok(ExitCode::SUCCESS)
+}

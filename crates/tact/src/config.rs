@@ -1,0 +1,281 @@
+//! Settings: built-in defaults < the TOML config file < `TACT_*` environment variables < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use tact_core::Policy;
+
+/// Where the config file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "config/tact.toml";
+
+/// Every setting, after layering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where `tact serve` keeps its event log (`<data_dir>/log`) and snapshot.
+    pub data_dir: PathBuf,
+    /// The address `tact serve` listens on for gRPC.
+    pub listen: SocketAddr,
+    /// The contact policy (TOML).
+    pub policy: PathBuf,
+    /// The URL of the tact server that `import`, `check` and `customer` talk to.
+    pub server: String,
+    /// Events per group commit (one storage write and flush).
+    pub group_commit_max_batch: usize,
+    /// How long a group commit waits for more appends once it has one (0: only what is queued).
+    pub group_commit_max_wait_ms: u64,
+    /// Proposals in one `DecideBatch` request.
+    pub max_batch: usize,
+    /// Events in one `RecordEvents` request.
+    pub max_events_per_request: usize,
+    /// Encoded size of one gRPC request.
+    pub max_request_bytes: usize,
+    /// Write a snapshot of the state on clean shutdown (faster restarts).
+    pub snapshot_on_shutdown: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            policy: PathBuf::from("config/policy.toml"),
+            server: "http://127.0.0.1:50051".to_owned(),
+            group_commit_max_batch: 16_384,
+            group_commit_max_wait_ms: 0,
+            max_batch: 10_000,
+            max_events_per_request: 10_000,
+            max_request_bytes: 16 << 20,
+            snapshot_on_shutdown: true,
+        }
+    }
+}
+
+/// The keys read from `TACT_*` environment variables (`TACT_DATA_DIR`, ...).
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "policy",
+    "server",
+    "group_commit_max_batch",
+    "group_commit_max_wait_ms",
+    "max_batch",
+    "max_events_per_request",
+    "max_request_bytes",
+    "snapshot_on_shutdown",
+];
+
+/// The settings given as flags; unset flags do not override anything.
+#[derive(Clone, Debug, Default, Args, Serialize)]
+pub struct SettingsArgs {
+    /// Data directory of the event log [default: ./data]
+    #[arg(long, global = true, env = "TACT_DATA_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address for `serve` [default: 127.0.0.1:50051]
+    #[arg(long, global = true, env = "TACT_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Contact policy file [default: config/policy.toml]
+    #[arg(long, global = true, env = "TACT_POLICY", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
+    /// URL of the tact server for import/check/customer [default: http://127.0.0.1:50051]
+    #[arg(long, global = true, env = "TACT_SERVER", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Events per group commit [default: 16384]
+    #[arg(long, global = true, env = "TACT_GROUP_COMMIT_MAX_BATCH", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_commit_max_batch: Option<usize>,
+    /// Milliseconds a group commit waits for more appends [default: 0]
+    #[arg(long, global = true, env = "TACT_GROUP_COMMIT_MAX_WAIT_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_commit_max_wait_ms: Option<u64>,
+    /// Proposals per DecideBatch request [default: 10000]
+    #[arg(long, global = true, env = "TACT_MAX_BATCH", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
+    /// Events per RecordEvents request [default: 10000]
+    #[arg(long, global = true, env = "TACT_MAX_EVENTS_PER_REQUEST", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_events_per_request: Option<usize>,
+    /// Bytes per gRPC request [default: 16777216]
+    #[arg(long, global = true, env = "TACT_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<usize>,
+    /// Snapshot the state on clean shutdown [default: true]
+    #[arg(long, global = true, env = "TACT_SNAPSHOT_ON_SHUTDOWN", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_on_shutdown: Option<bool>,
+}
+
+/// Layers the settings. `config` is the `--config` flag: a file named there must exist;
+/// the default file may be missing.
+pub fn load(config: Option<&Path>, flags: &SettingsArgs) -> anyhow::Result<Settings> {
+    figment(config, flags)?
+        .extract::<Settings>()
+        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))
+}
+
+fn figment(config: Option<&Path>, flags: &SettingsArgs) -> anyhow::Result<Figment> {
+    let file = match config {
+        Some(path) => {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            path.to_path_buf()
+        }
+        None => PathBuf::from(DEFAULT_CONFIG),
+    };
+    Ok(Figment::from(Serialized::defaults(Settings::default()))
+        .merge(Toml::file(file))
+        .merge(Env::prefixed("TACT_").only(ENV_KEYS))
+        .merge(Serialized::defaults(flags)))
+}
+
+impl Settings {
+    pub fn group_commit(&self) -> tact_log::GroupCommit {
+        tact_log::GroupCommit {
+            max_batch_events: self.group_commit_max_batch.max(1),
+            max_wait: Duration::from_millis(self.group_commit_max_wait_ms),
+            ..tact_log::GroupCommit::default()
+        }
+    }
+
+    pub fn limits(&self) -> tact_server::Limits {
+        tact_server::Limits {
+            max_batch: self.max_batch,
+            max_events_per_request: self.max_events_per_request,
+            max_request_bytes: self.max_request_bytes,
+            ..tact_server::Limits::default()
+        }
+    }
+
+    /// Loads and checks the policy file.
+    pub fn load_policy(&self) -> anyhow::Result<Policy> {
+        load_policy(&self.policy)
+    }
+}
+
+/// Reads a policy file; errors name the file and (from the policy checker) the rule and field.
+pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy file {}", path.display()))?;
+    Policy::from_toml_str(&text).map_err(|e| anyhow::anyhow!("invalid policy file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+// figment::Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    fn flags() -> SettingsArgs {
+        SettingsArgs::default()
+    }
+
+    #[test]
+    fn defaults_without_file_env_or_flags() {
+        figment::Jail::expect_with(|_jail| {
+            let s = load(None, &flags()).map_err(|e| e.to_string())?;
+            assert_eq!(s, Settings::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/tact.toml",
+                "listen = \"127.0.0.1:7000\"\nmax_batch = 5\nserver = \"http://file:1\"\n",
+            )?;
+            let s = load(None, &flags()).map_err(|e| e.to_string())?;
+            assert_eq!(s.listen.port(), 7000);
+            assert_eq!(s.max_batch, 5);
+
+            jail.set_env("TACT_MAX_BATCH", "6");
+            jail.set_env("TACT_SNAPSHOT_ON_SHUTDOWN", "false");
+            jail.set_env("TACT_LOG_LEVEL", "debug"); // not a setting: ignored
+            let s = load(None, &flags()).map_err(|e| e.to_string())?;
+            assert_eq!(s.max_batch, 6);
+            assert!(!s.snapshot_on_shutdown);
+            assert_eq!(s.server, "http://file:1");
+
+            let f = SettingsArgs {
+                max_batch: Some(7),
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                ..flags()
+            };
+            let s = load(None, &f).map_err(|e| e.to_string())?;
+            assert_eq!(s.max_batch, 7);
+            assert_eq!(s.listen.port(), 0);
+            assert_eq!(s.server, "http://file:1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_missing_config_is_an_error() {
+        figment::Jail::expect_with(|_jail| {
+            let err = load(Some(Path::new("nope.toml")), &flags()).unwrap_err();
+            assert!(err.to_string().contains("nope.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "lisen = \"127.0.0.1:1\"\n")?;
+            let err = load(Some(Path::new("t.toml")), &flags()).unwrap_err();
+            assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn shipped_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/tact.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(&text))
+            .extract()
+            .unwrap();
+        assert_eq!(s, Settings::default());
+        // Every setting is written out.
+        for key in ENV_KEYS {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "config/tact.toml lacks {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn shipped_policy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/policy.toml");
+        load_policy(&path).unwrap();
+    }
+
+    #[test]
+    fn policy_errors_name_file_and_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "version = \"v\"\ndefault_time_zone = \"UTC\"\n[[rule]]\nid = \"cap-x\"\ntype = \"frequency_cap\"\nmax = 1\nwindow = \"7 days\"\n",
+        )
+        .unwrap();
+        let err = load_policy(&path).unwrap_err().to_string();
+        assert!(err.contains("p.toml") && err.contains("cap-x"), "{err}");
+    }
+}

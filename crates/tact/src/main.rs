@@ -1,0 +1,262 @@
+//! `tact`: the contact-policy engine's command line.
+//!
+//! `tact serve` runs the engine and its gRPC API; `import`, `check` and `customer` talk
+//! to a running server; `replay` rebuilds state from a stopped server's log; `demo`
+//! plays a few stories against a throw-away server.
+
+mod client;
+mod config;
+mod demo;
+mod render;
+mod serve;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tact_core::{Channel, Purpose, Timestamp};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::SettingsArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tact",
+    version,
+    about = "tact: may I contact this customer now, on this channel, for this purpose?"
+)]
+struct Cli {
+    /// Config file (TOML) [default: config/tact.toml, which may be missing]
+    #[arg(long, global = true, env = "TACT_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format (logs go to stderr)
+    #[arg(long, global = true, env = "TACT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Log level or filter, e.g. `debug` or `info,tact_log=debug` [default: RUST_LOG, else info]
+    #[arg(long, global = true, env = "TACT_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine and its gRPC API (tact.v1.ContactPolicy) until SIGTERM or SIGINT.
+    Serve,
+    /// Record events from a JSON-lines file (canonical protobuf JSON, one InteractionEvent a line).
+    Import {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Ask whether a customer may be contacted now (Decide, or Authorize with --authorize).
+    Check {
+        /// The customer's id.
+        #[arg(long)]
+        customer: String,
+        /// email, sms, call, push, direct_mail, sales_meeting, social_dm, in_app
+        #[arg(long, value_parser = parse_channel)]
+        channel: Channel,
+        /// marketing, sales, service, transactional
+        #[arg(long, value_parser = parse_purpose)]
+        purpose: Purpose,
+        /// The campaign the outreach belongs to.
+        #[arg(long, default_value = "")]
+        campaign: String,
+        /// Who is asking, for the audit log.
+        #[arg(long, default_value = "tact-cli")]
+        requested_by: String,
+        /// Decide as of this RFC 3339 instant instead of now, e.g. 2026-11-20T09:00:00Z.
+        #[arg(long, value_parser = parse_instant, conflicts_with = "authorize")]
+        at: Option<Timestamp>,
+        /// Authorize: an ALLOW is recorded and counts against caps right away.
+        #[arg(long)]
+        authorize: bool,
+        /// Print the decision as canonical protobuf JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what tact knows about a customer.
+    Customer {
+        /// The customer's id.
+        customer: String,
+        /// Show the state as of this RFC 3339 instant instead of now.
+        #[arg(long, value_parser = parse_instant)]
+        at: Option<Timestamp>,
+        /// Print the view as canonical protobuf JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild every customer's state from the log, offline (the server must be stopped).
+    Replay {
+        /// Fold in only events that occurred until this RFC 3339 instant.
+        #[arg(long, value_parser = parse_instant)]
+        until: Option<Timestamp>,
+    },
+    /// Play a few stories against a throw-away server and show tact's answers.
+    Demo,
+}
+
+fn parse_channel(s: &str) -> Result<Channel, String> {
+    s.parse().map_err(|e: tact_core::UnknownName| e.to_string())
+}
+
+fn parse_purpose(s: &str) -> Result<Purpose, String> {
+    s.parse().map_err(|e: tact_core::UnknownName| e.to_string())
+}
+
+fn parse_instant(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s).map_err(|e| e.to_string())
+}
+
+fn init_tracing(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("invalid --log-level `{l}`: {e}"))?,
+        None => match std::env::var("RUST_LOG") {
+            Ok(l) if !l.trim().is_empty() => {
+                EnvFilter::try_new(&l).map_err(|e| anyhow::anyhow!("invalid RUST_LOG `{l}`: {e}"))?
+            }
+            _ => EnvFilter::new("info"),
+        },
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_tracing(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = config::load(cli.config.as_deref(), &cli.settings)?;
+    tracing::debug!(?settings, "settings");
+    match cli.command {
+        Command::Serve => serve::serve(&settings).await,
+        Command::Import { file } => client::import(&settings.server, &file).await,
+        Command::Check {
+            customer,
+            channel,
+            purpose,
+            campaign,
+            requested_by,
+            at,
+            authorize,
+            json,
+        } => {
+            let args = client::CheckArgs {
+                customer,
+                channel,
+                purpose,
+                campaign,
+                requested_by,
+                at,
+                authorize,
+                json,
+            };
+            client::check(&settings.server, &args).await
+        }
+        Command::Customer { customer, at, json } => {
+            client::customer(&settings.server, &customer, at, json).await
+        }
+        Command::Replay { until } => serve::replay(&settings, until),
+        Command::Demo => demo::run(&settings).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tact",
+            "check",
+            "--customer",
+            "c1",
+            "--channel",
+            "sales_meeting",
+            "--purpose",
+            "sales",
+            "--at",
+            "2026-11-20T09:00:00Z",
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.settings.server.as_deref(), Some("http://127.0.0.1:1"));
+        match cli.command {
+            Command::Check {
+                channel, purpose, at, ..
+            } => {
+                assert_eq!(channel, Channel::SalesMeeting);
+                assert_eq!(purpose, Purpose::Sales);
+                assert!(at.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Cli::try_parse_from([
+            "tact",
+            "check",
+            "--customer",
+            "c",
+            "--channel",
+            "fax",
+            "--purpose",
+            "sales",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sales_meeting"), "{err}");
+        let cli = Cli::try_parse_from([
+            "tact",
+            "serve",
+            "--snapshot-on-shutdown",
+            "false",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(cli.settings.snapshot_on_shutdown, Some(false));
+    }
+}

@@ -1,0 +1,136 @@
+//! `tact serve` and `tact replay`: the commands that own the data directory.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tact_core::Timestamp;
+use tact_log::{Projection, Storage};
+use tact_server::{ServerError, ServerOptions};
+
+use crate::config::Settings;
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "sigterm",
+        _ = int.recv() => "sigint",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}
+
+/// `tact serve`: the engine and its gRPC API until SIGTERM or SIGINT.
+pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let policy = settings.load_policy()?;
+    let policy_version = policy.version.clone();
+    let mut opts = ServerOptions::new(settings.listen, Some(settings.data_dir.clone()), policy);
+    opts.group_commit = settings.group_commit();
+    opts.limits = settings.limits();
+    opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
+
+    // Installed before the (possibly long) replay, so an early SIGTERM is not lost.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(());
+    });
+    let shutdown = async move {
+        let _ = rx.await;
+    };
+
+    let handle = tact_server::run(opts, shutdown)
+        .await
+        .map_err(|e| data_dir_error(e, &settings.data_dir))
+        .context("cannot start the server")?;
+    let addr = handle.local_addr();
+    tracing::info!(
+        addr = %addr,
+        data_dir = %settings.data_dir.display(),
+        policy_version = %policy_version,
+        "listening"
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+    }
+    handle.wait().await.context("the server failed")?;
+    tracing::info!("server stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A lock on the data directory means another process (a running `tact serve`) has it.
+fn data_dir_error(e: ServerError, dir: &Path) -> anyhow::Error {
+    let text = e.to_string();
+    let locked = text.contains("lock")
+        || text.contains("WouldBlock")
+        || text.contains("temporarily unavailable")
+        || text.contains("another tact process");
+    if matches!(e, ServerError::DataDir { .. }) && locked {
+        anyhow::anyhow!(
+            "the data directory {} is locked: a running `tact serve` holds it \
+             (stop it first, or ask it with `tact customer` / `tact check`) [{text}]",
+            dir.display()
+        )
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+/// Opens the data directory of a stopped server.
+pub fn open_existing(dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
+    if !dir.join("log").is_dir() {
+        bail!(
+            "no tact event log in {} (expected {})",
+            dir.display(),
+            dir.join("log").display()
+        );
+    }
+    tact_server::open_storage(dir).map_err(|e| data_dir_error(e, dir))
+}
+
+/// `tact replay`: rebuilds every customer's state from the log, offline, and reports.
+pub fn replay(settings: &Settings, until: Option<Timestamp>) -> anyhow::Result<ExitCode> {
+    let policy = settings.load_policy()?;
+    let storage = open_existing(&settings.data_dir)?;
+    let last_seq = storage.last_seq()?;
+    let retention = policy.retention();
+    let (projection, stats) = match until {
+        None => Projection::rebuild(&*storage, retention),
+        Some(t) => Projection::rebuild_until(&*storage, retention, t),
+    }
+    .with_context(|| format!("replaying the log in {}", settings.data_dir.display()))?;
+    match until {
+        None => println!(
+            "replayed {} events ({} customers) from {} in {:.3} s ({:.0} events/s)",
+            stats.events,
+            stats.customers,
+            settings.data_dir.display(),
+            stats.elapsed.as_secs_f64(),
+            stats.events_per_sec()
+        ),
+        Some(t) => println!(
+            "replayed {} events that occurred until {t} ({} customers; {} events in the log) from {} \
+             in {:.3} s ({:.0} events/s)",
+            stats.events,
+            stats.customers,
+            last_seq,
+            settings.data_dir.display(),
+            stats.elapsed.as_secs_f64(),
+            stats.events_per_sec()
+        ),
+    }
+    println!("log position {}, policy {}", projection.position, policy.version);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,313 @@
+//! The `tact` binary end to end: demo, serve + import + check + customer + replay, bad
+//! configuration.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::{Server, run, tact, text};
+
+#[test]
+fn demo_tells_every_story() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(tact(cwd.path()).arg("demo"));
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    for verdict in ["verdict: DEFER", "verdict: DENY", "verdict: ALLOW"] {
+        assert!(stdout.contains(verdict), "no {verdict} in:\n{stdout}");
+    }
+    // The stories are decided by the rules they are about.
+    for rule in [
+        "[research-cooldown] DEFER",
+        "[earned-meeting] DENY",
+        "[cap-all-channels] DEFER",
+        "[quiet-hours] DEFER",
+    ] {
+        assert!(stdout.contains(rule), "no {rule} in:\n{stdout}");
+    }
+    assert!(stdout.contains("-> Authorize"), "{stdout}");
+    assert!(
+        stdout.contains("every story got the answer it expects"),
+        "{stdout}"
+    );
+}
+
+const EVENTS: &str = r#"{"eventId":"e1","customerId":"c1","occurredAt":"2025-03-02T09:00:00Z","source":"crm","consentChanged":{"channel":"CHANNEL_CALL","purpose":"PURPOSE_SALES","granted":true,"proof":"form-1"}}
+
+{"eventId":"e2","customerId":"c1","occurredAt":"2026-03-02T09:00:00Z","source":"web","pageViewed":{"url":"/car/compare","category":"compare"}}
+{"eventId":"e3","customerId":"c1","source":"web","pageViewed":{"url":"/blog","category":"blog"}}
+{"eventId":"e4","customerId":"c2","occurredAt":"2026-03-01T09:00:00Z","source":"crm","consentChanged":{"channel":"CHANNEL_EMAIL","purpose":"PURPOSE_MARKETING","granted":true}}
+this is not json
+"#;
+
+#[test]
+fn serve_import_check_customer_replay() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let server = Server::start(cwd.path(), &data);
+    let url = server.url();
+    let events = cwd.path().join("events.jsonl");
+    std::fs::write(&events, EVENTS).unwrap();
+
+    // A bad line is reported with its number and reason and does not stop the others.
+    let out = run(tact(cwd.path()).args(["import", "--server", &url]).arg(&events));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "import with bad lines must fail");
+    assert!(
+        stdout.contains("recorded 3, duplicate 0, rejected 2"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("line 4: occurred_at: must be set"), "{stderr}");
+    assert!(stderr.contains("line 6: json:"), "{stderr}");
+
+    // Again, from stdin: everything good is now a duplicate.
+    let mut child = tact(cwd.path())
+        .args(["import", "-", "--server", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(EVENTS.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        text(&out.stdout).contains("recorded 0, duplicate 3, rejected 2"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Only good lines: exit 0.
+    let good: String = EVENTS
+        .lines()
+        .filter(|l| l.contains("occurredAt"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&events, good).unwrap();
+    let out = run(tact(cwd.path()).args(["import", "--server", &url]).arg(&events));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("recorded 0, duplicate 3, rejected 0"));
+
+    let check = |args: &[&str]| {
+        let out = run(tact(cwd.path()).args(["check", "--server", &url]).args(args));
+        assert!(out.status.success(), "check {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let at = ["--at", "2026-03-02T10:00:00Z"];
+    // Price research an hour ago: the call waits 48 h.
+    let out = check(
+        &[
+            &["--customer", "c1", "--channel", "call", "--purpose", "sales"][..],
+            &at[..],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("verdict: DEFER until 2026-03-04T09:00:00Z"), "{out}");
+    assert!(out.contains("- [research-cooldown] DEFER: "), "{out}");
+    assert!(out.contains("- [consent] ALLOW: "), "{out}");
+    // No consent for marketing email.
+    let out = check(
+        &[
+            &["--customer", "c1", "--channel", "email", "--purpose", "marketing"][..],
+            &at[..],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("verdict: DENY"), "{out}");
+    assert!(out.contains("- [consent] DENY: "), "{out}");
+    // JSON, for machines.
+    let out = check(
+        &[
+            &[
+                "--customer",
+                "c2",
+                "--channel",
+                "email",
+                "--purpose",
+                "marketing",
+                "--json",
+            ][..],
+            &at[..],
+        ]
+        .concat(),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(json["verdict"], "VERDICT_ALLOW", "{out}");
+    assert_eq!(json["customerId"], "c2", "{out}");
+    // Authorize records the authorization.
+    let out = check(&[
+        "--customer",
+        "c2",
+        "--channel",
+        "email",
+        "--purpose",
+        "transactional",
+        "--authorize",
+    ]);
+    assert!(
+        out.contains("verdict: ALLOW") && out.contains("authorization recorded"),
+        "{out}"
+    );
+
+    // Unknown channel names are refused with the list of known ones.
+    let out = run(tact(cwd.path()).args([
+        "check",
+        "--customer",
+        "c1",
+        "--channel",
+        "fax",
+        "--purpose",
+        "sales",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("sales_meeting"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(tact(cwd.path())
+        .args(["customer", "c1", "--server", &url])
+        .args(at));
+    let view = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(view.contains("customer c1"), "{view}");
+    assert!(view.contains("call for sales: granted via consent"), "{view}");
+    assert!(view.contains("[research-cooldown]"), "{view}");
+    let out = run(tact(cwd.path()).args(["customer", "c2", "--json", "--server", &url]));
+    let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(json["customerId"], "c2");
+
+    // Replay refuses while the server holds the data directory.
+    let out = run(tact(cwd.path())
+        .args(["replay", "--data-dir"])
+        .arg(&data)
+        .arg("--policy")
+        .arg(common::policy_path()));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("a running `tact serve` holds it"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // SIGTERM: a clean exit.
+    let status = server.terminate();
+    assert!(status.success(), "serve exited with {status}");
+
+    let out = run(tact(cwd.path())
+        .args(["replay", "--data-dir"])
+        .arg(&data)
+        .arg("--policy")
+        .arg(common::policy_path()));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // 3 imported events and one authorization.
+    assert!(stdout.contains("replayed 4 events (2 customers)"), "{stdout}");
+    let out = run(tact(cwd.path())
+        .args(["replay", "--until", "2026-03-01T12:00:00Z", "--data-dir"])
+        .arg(&data)
+        .arg("--policy")
+        .arg(common::policy_path()));
+    assert!(
+        text(&out.stdout).contains("replayed 2 events that occurred until"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_policy_stops_serve_naming_the_rule() {
+    let cwd = tempfile::tempdir().unwrap();
+    let policy = cwd.path().join("broken-policy.toml");
+    std::fs::write(
+        &policy,
+        r#"version = "broken"
+default_time_zone = "Europe/London"
+
+[[rule]]
+id = "cap-broken"
+type = "frequency_cap"
+max = 3
+window = "7 days"
+"#,
+    )
+    .unwrap();
+    let out = run(tact(cwd.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(cwd.path().join("data"))
+        .arg("--policy")
+        .arg(&policy));
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cap-broken"), "{stderr}");
+    assert!(stderr.contains("window"), "{stderr}");
+    assert!(stderr.contains("broken-policy.toml"), "{stderr}");
+}
+
+#[test]
+fn config_file_and_env_feed_settings() {
+    let cwd = tempfile::tempdir().unwrap();
+    // An explicit config file must exist.
+    let out = run(tact(cwd.path()).args(["--config", "missing.toml", "replay"]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("missing.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The file's policy setting is used, and the environment beats the file.
+    let conf = cwd.path().join("tact.toml");
+    std::fs::write(
+        &conf,
+        "policy = \"nowhere/policy.toml\"\ndata_dir = \"from-file\"\n",
+    )
+    .unwrap();
+    let out = run(tact(cwd.path()).args(["--config"]).arg(&conf).arg("replay"));
+    assert!(
+        text(&out.stderr).contains("nowhere/policy.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(tact(cwd.path())
+        .args(["--config"])
+        .arg(&conf)
+        .arg("replay")
+        .env("TACT_POLICY", common::policy_path()));
+    assert!(
+        text(&out.stderr).contains("no tact event log in from-file"),
+        "{}",
+        text(&out.stderr)
+    );
+    // And flags beat the environment.
+    let out = run(tact(cwd.path())
+        .args(["--config"])
+        .arg(&conf)
+        .args(["replay", "--data-dir", "from-flag"])
+        .env("TACT_POLICY", common::policy_path())
+        .env("TACT_DATA_DIR", "from-env"));
+    assert!(
+        text(&out.stderr).contains("no tact event log in from-flag"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --help names the environment variables.
+    let out = run(tact(cwd.path()).args(["serve", "--help"]));
+    let help = text(&out.stdout);
+    for var in [
+        "TACT_LISTEN",
+        "TACT_DATA_DIR",
+        "TACT_POLICY",
+        "TACT_CONFIG",
+        "TACT_SNAPSHOT_ON_SHUTDOWN",
+    ] {
+        assert!(help.contains(var), "{var} not in --help:\n{help}");
+    }
+}
