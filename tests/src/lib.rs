@@ -1,1 +1,152 @@
-//! Shared helpers for tact's end-to-end tests (the tests live in `tests/tests/`).
+//! Shared helpers for tact's end-to-end tests (the tests live in `tests/tests/`):
+//! an in-process server on `127.0.0.1:0`, a client, and event builders.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tact_core::{Channel, Event, EventKind, Policy, Purpose, Timestamp};
+use tact_proto::pb;
+use tact_proto::pb::contact_policy_client::ContactPolicyClient;
+use tact_server::{ManualClock, ServerHandle, ServerOptions};
+use tokio::sync::oneshot;
+use tonic::transport::Channel as GrpcChannel;
+
+pub type Client = ContactPolicyClient<GrpcChannel>;
+
+/// A server running in this process, stopped by [`TestServer::stop`].
+#[derive(Debug)]
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub clock: ManualClock,
+    stop: oneshot::Sender<()>,
+}
+
+impl TestServer {
+    /// Starts on `127.0.0.1:0` with the default policy, a manual clock at `now`, and
+    /// sled under `data_dir` (`None`: in memory).
+    pub async fn start(data_dir: Option<PathBuf>, now: Timestamp) -> TestServer {
+        Self::start_with(data_dir, now, |_| {}).await
+    }
+
+    pub async fn start_with(
+        data_dir: Option<PathBuf>,
+        now: Timestamp,
+        configure: impl FnOnce(&mut ServerOptions),
+    ) -> TestServer {
+        let clock = ManualClock::new(now);
+        let mut opts = ServerOptions::new("127.0.0.1:0".parse().unwrap(), data_dir, Policy::default_policy());
+        opts.clock = Arc::new(clock.clone());
+        configure(&mut opts);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tact_server::run(opts, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server starts");
+        TestServer { handle, clock, stop }
+    }
+
+    pub async fn client(&self) -> Client {
+        ContactPolicyClient::connect(format!("http://{}", self.handle.local_addr()))
+            .await
+            .expect("connects")
+    }
+
+    /// Graceful shutdown; waits until the log is flushed (and the snapshot written).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.handle.wait().await.expect("clean shutdown");
+    }
+}
+
+/// Wednesday 2026-11-18 10:00 UTC.
+pub fn wed_10am() -> Timestamp {
+    Timestamp::parse_rfc3339("2026-11-18T10:00:00Z").unwrap()
+}
+
+pub fn minutes(n: i64) -> tact_core::Span {
+    tact_core::Span(n * tact_core::MINUTE.0)
+}
+
+pub fn hours(n: i64) -> tact_core::Span {
+    tact_core::Span(n * tact_core::HOUR.0)
+}
+
+pub fn days(n: i64) -> tact_core::Span {
+    tact_core::Span(n * tact_core::DAY.0)
+}
+
+/// A wire event (what a CRM would send).
+pub fn event(id: &str, customer: &str, at: Timestamp, kind: EventKind) -> pb::InteractionEvent {
+    pb::InteractionEvent::from(&Event {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        occurred_at: at,
+        source: "test".into(),
+        kind,
+    })
+}
+
+pub fn consent(channel: Channel, purpose: Purpose, granted: bool) -> EventKind {
+    EventKind::ConsentChanged {
+        channel,
+        purpose,
+        granted,
+        expires_at: None,
+        proof: "signup form".into(),
+    }
+}
+
+/// Consent events for marketing and sales on email, SMS, call and meetings.
+pub fn opted_in(customer: &str, at: Timestamp) -> Vec<pb::InteractionEvent> {
+    let mut out = Vec::new();
+    for c in [Channel::Email, Channel::Sms, Channel::Call, Channel::SalesMeeting] {
+        for p in [Purpose::Marketing, Purpose::Sales] {
+            out.push(event(
+                &format!("{customer}-optin-{c}-{p}"),
+                customer,
+                at,
+                consent(c, p, true),
+            ));
+        }
+    }
+    out
+}
+
+pub fn request(customer: &str, channel: Channel, purpose: Purpose) -> pb::DecideRequest {
+    pb::DecideRequest {
+        customer_id: customer.into(),
+        channel: pb::Channel::from(channel) as i32,
+        purpose: pb::Purpose::from(purpose) as i32,
+        campaign_id: "autumn".into(),
+        requested_by: "crm".into(),
+        at: None,
+    }
+}
+
+/// Records events and asserts each was recorded (or was a duplicate).
+pub async fn record(client: &mut Client, events: Vec<pb::InteractionEvent>) -> pb::RecordEventsResponse {
+    let resp = client
+        .record_events(pb::RecordEventsRequest { events })
+        .await
+        .expect("record_events")
+        .into_inner();
+    for r in &resp.results {
+        assert_ne!(
+            r.status,
+            pb::RecordStatus::Rejected as i32,
+            "rejected: {} {}",
+            r.event_id,
+            r.reason
+        );
+    }
+    resp
+}
+
+pub fn verdict(d: &pb::Decision) -> pb::Verdict {
+    pb::Verdict::try_from(d.verdict).unwrap_or(pb::Verdict::Unspecified)
+}
+
+pub fn rules(d: &pb::Decision) -> Vec<&str> {
+    d.reasons.iter().map(|r| r.rule_id.as_str()).collect()
+}

@@ -12,7 +12,9 @@ use std::sync::{Arc, RwLock};
 
 use tact_core::state::id_hash;
 use tact_core::view::{CustomerView, customer_view};
-use tact_core::{CustomerState, Decision, Event, EventKind, Policy, Proposal, Retention, Timestamp, Verdict, decide};
+use tact_core::{
+    CustomerState, Decision, Event, EventKind, Policy, Proposal, Retention, Timestamp, Verdict, decide,
+};
 use tact_log::{Appended, GroupCommit, Log, LogError, Projection, ReplayStats, Storage, save_snapshot};
 
 use crate::clock::Clock;
@@ -31,11 +33,15 @@ impl Shards {
         for (id, state) in customers {
             maps[shard_of(&id)].insert(id, state);
         }
-        Shards { maps: maps.into_iter().map(RwLock::new).collect() }
+        Shards {
+            maps: maps.into_iter().map(RwLock::new).collect(),
+        }
     }
 
     fn apply(&self, event: &Event, retention: Retention) {
-        let mut map = self.maps[shard_of(&event.customer_id)].write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.maps[shard_of(&event.customer_id)]
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         match map.get_mut(event.customer_id.as_str()) {
             Some(state) => state.apply(event, retention),
             None => {
@@ -47,7 +53,9 @@ impl Shards {
     }
 
     fn with<R>(&self, customer_id: &str, f: impl FnOnce(&CustomerState) -> R) -> R {
-        let map = self.maps[shard_of(customer_id)].read().unwrap_or_else(|p| p.into_inner());
+        let map = self.maps[shard_of(customer_id)]
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         match map.get(customer_id) {
             Some(state) => f(state),
             None => f(&CustomerState::new()),
@@ -55,7 +63,10 @@ impl Shards {
     }
 
     fn len(&self) -> usize {
-        self.maps.iter().map(|m| m.read().unwrap_or_else(|p| p.into_inner()).len()).sum()
+        self.maps
+            .iter()
+            .map(|m| m.read().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     fn to_map(&self) -> HashMap<String, CustomerState> {
@@ -90,7 +101,10 @@ struct DecisionIds {
 
 impl DecisionIds {
     fn new(now: Timestamp) -> Self {
-        DecisionIds { prefix: format!("d{:x}{:x}", now.0, std::process::id()), next: AtomicU64::new(1) }
+        DecisionIds {
+            prefix: format!("d{:x}{:x}", now.0, std::process::id()),
+            next: AtomicU64::new(1),
+        }
     }
 
     fn next(&self) -> String {
@@ -184,8 +198,15 @@ impl Engine {
     pub fn decide(&self, proposal: &Proposal, at: Option<Timestamp>) -> Decided {
         let at = at.unwrap_or_else(|| self.clock.now());
         let log_position = self.position();
-        let decision = self.shards.with(&proposal.customer_id, |s| decide(s, &self.policy, proposal, at));
-        Decided { decision, decision_id: self.ids.next(), at, log_position }
+        let decision = self
+            .shards
+            .with(&proposal.customer_id, |s| decide(s, &self.policy, proposal, at));
+        Decided {
+            decision,
+            decision_id: self.ids.next(),
+            at,
+            log_position,
+        }
     }
 
     /// Decides now and, on ALLOW, records an outreach-authorized event before
@@ -222,10 +243,17 @@ impl Engine {
     }
 
     /// What tact knows about a customer, as of `at` (default: now).
-    pub fn customer(&self, customer_id: &str, at: Option<Timestamp>, timeline_len: usize) -> (CustomerView, u64) {
+    pub fn customer(
+        &self,
+        customer_id: &str,
+        at: Option<Timestamp>,
+        timeline_len: usize,
+    ) -> (CustomerView, u64) {
         let at = at.unwrap_or_else(|| self.clock.now());
         let position = self.position();
-        let view = self.shards.with(customer_id, |s| customer_view(s, &self.policy, at, timeline_len));
+        let view = self
+            .shards
+            .with(customer_id, |s| customer_view(s, &self.policy, at, timeline_len));
         (view, position)
     }
 

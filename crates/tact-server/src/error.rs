@@ -7,7 +7,10 @@ pub enum ServerError {
     #[error("cannot open the data directory {path}: {why}")]
     DataDir { path: String, why: String },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tact_core::Policy;
-use tact_log::{GroupCommit, MemoryStorage, SledStorage, Storage};
+use tact_log::{GroupCommit, MemoryStorage, ReplayStats, SledStorage, Storage};
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
 use tokio::task::JoinHandle;
 
@@ -46,7 +46,10 @@ impl ServerOptions {
 
 /// Opens the sled log under `data_dir` (created if missing).
 pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, ServerError> {
-    let err = |why: String| ServerError::DataDir { path: data_dir.display().to_string(), why };
+    let err = |why: String| ServerError::DataDir {
+        path: data_dir.display().to_string(),
+        why,
+    };
     std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
     let storage = SledStorage::open(data_dir.join("log")).map_err(|e| {
         let msg = e.to_string();
@@ -64,6 +67,7 @@ pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, ServerError> {
 pub struct ServerHandle {
     local_addr: SocketAddr,
     engine: Arc<Engine>,
+    replay: ReplayStats,
     task: JoinHandle<Result<(), ServerError>>,
 }
 
@@ -74,6 +78,11 @@ impl ServerHandle {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// How state was rebuilt at start (events replayed, snapshot used).
+    pub fn replay_stats(&self) -> ReplayStats {
+        self.replay
     }
 
     /// Resolves once shutdown has finished: health went NOT_SERVING, in-flight calls
@@ -96,7 +105,10 @@ pub async fn run(
     let (engine, stats) = Engine::open(
         storage,
         opts.policy,
-        EngineOptions { group_commit: opts.group_commit, clock: opts.clock },
+        EngineOptions {
+            group_commit: opts.group_commit,
+            clock: opts.clock,
+        },
     )
     .await?;
     tracing::info!(
@@ -110,11 +122,19 @@ pub async fn run(
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
-        .map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
-    let local_addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
+        .map_err(|source| ServerError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Listen {
+        addr: opts.listen,
+        source,
+    })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ContactPolicyServer<ContactPolicyService>>().await;
+    health
+        .set_serving::<ContactPolicyServer<ContactPolicyService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tact_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -132,7 +152,9 @@ pub async fn run(
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: health not serving, finishing in-flight calls");
-            health.set_not_serving::<ContactPolicyServer<ContactPolicyService>>().await;
+            health
+                .set_not_serving::<ContactPolicyServer<ContactPolicyService>>()
+                .await;
         };
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
@@ -147,5 +169,10 @@ pub async fn run(
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(ServerHandle { local_addr, engine, task })
+    Ok(ServerHandle {
+        local_addr,
+        engine,
+        replay: stats,
+        task,
+    })
 }

@@ -68,7 +68,11 @@ impl ContactPolicyService {
 
 fn proposal(req: &pb::DecideRequest, prefix: &str) -> Result<(Proposal, Option<Timestamp>), Status> {
     convert::proposal_from_pb(req).map_err(|e| {
-        let field = if prefix.is_empty() { e.field } else { format!("{prefix}.{}", e.field) };
+        let field = if prefix.is_empty() {
+            e.field
+        } else {
+            format!("{prefix}.{}", e.field)
+        };
         Status::from(ConvertError::new(field, e.why))
     })
 }
@@ -145,7 +149,11 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     ) -> Result<Response<pb::RecordEventsResponse>, Status> {
         let events = request.into_inner().events;
         if events.len() > self.limits.max_events_per_request {
-            return Err(too_many("events", self.limits.max_events_per_request, events.len()));
+            return Err(too_many(
+                "events",
+                self.limits.max_events_per_request,
+                events.len(),
+            ));
         }
         let mut results: Vec<pb::EventResult> = Vec::with_capacity(events.len());
         let mut valid: Vec<Event> = Vec::with_capacity(events.len());
@@ -156,7 +164,10 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 Ok(event) => {
                     slots.push(i);
                     valid.push(event);
-                    results.push(pb::EventResult { event_id, ..Default::default() });
+                    results.push(pb::EventResult {
+                        event_id,
+                        ..Default::default()
+                    });
                 }
                 Err(e) => results.push(pb::EventResult {
                     event_id,
@@ -192,9 +203,20 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let req = request.get_ref();
         tact_core::event::validate_customer_id(&req.customer_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let at = req.at.as_ref().map(|t| convert::timestamp_from_pb(t, "at")).transpose()?;
-        let (view, position) = self.engine.customer(&req.customer_id, at, self.limits.timeline_len);
-        Ok(Response::new(view_to_pb(&req.customer_id, view, &self.engine.policy().version, position)))
+        let at = req
+            .at
+            .as_ref()
+            .map(|t| convert::timestamp_from_pb(t, "at"))
+            .transpose()?;
+        let (view, position) = self
+            .engine
+            .customer(&req.customer_id, at, self.limits.timeline_len);
+        Ok(Response::new(view_to_pb(
+            &req.customer_id,
+            view,
+            &self.engine.policy().version,
+            position,
+        )))
     }
 }
 
@@ -209,7 +231,12 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-fn view_to_pb(customer_id: &str, v: tact_core::CustomerView, policy_version: &str, position: u64) -> pb::CustomerView {
+fn view_to_pb(
+    customer_id: &str,
+    v: tact_core::CustomerView,
+    policy_version: &str,
+    position: u64,
+) -> pb::CustomerView {
     let channel = |c: tact_core::Channel| pb::Channel::from(c) as i32;
     pb::CustomerView {
         customer_id: customer_id.to_owned(),
@@ -244,7 +271,11 @@ fn view_to_pb(customer_id: &str, v: tact_core::CustomerView, policy_version: &st
         cooldowns: v
             .cooldowns
             .into_iter()
-            .map(|c| pb::CooldownView { rule_id: c.rule_id, until: c.until.map(timestamp_to_pb), message: c.message })
+            .map(|c| pb::CooldownView {
+                rule_id: c.rule_id,
+                until: c.until.map(timestamp_to_pb),
+                message: c.message,
+            })
             .collect(),
         open_inbound: v
             .open_inbound
@@ -268,6 +299,9 @@ fn view_to_pb(customer_id: &str, v: tact_core::CustomerView, policy_version: &st
         accepted_channels: v.accepted_channels.into_iter().map(channel).collect(),
         policy_version: policy_version.to_owned(),
         log_position: position,
-        freshness: Some(pb::Freshness { lag: Some(span_to_pb(tact_core::Span(0))), stale: false }),
+        freshness: Some(pb::Freshness {
+            lag: Some(span_to_pb(tact_core::Span(0))),
+            stale: false,
+        }),
     }
 }
