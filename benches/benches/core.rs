@@ -10,7 +10,10 @@ use tact_benches::{Rng, bench_now, customer_history};
 use tact_core::{Channel, CustomerState, Policy, Proposal, Purpose, decide};
 
 fn population_size() -> u64 {
-    std::env::var("TACT_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+    std::env::var("TACT_BENCH_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
 }
 
 fn build_population(policy: &Policy, n: u64) -> Vec<CustomerState> {
@@ -42,8 +45,19 @@ fn bench_decide(c: &mut Criterion) {
     let policy = Policy::default_policy();
     let states = build_population(&policy, population_size());
     let now = bench_now();
-    let channels = [Channel::Email, Channel::Sms, Channel::Call, Channel::SalesMeeting, Channel::Push];
-    let purposes = [Purpose::Marketing, Purpose::Sales, Purpose::Service, Purpose::Transactional];
+    let channels = [
+        Channel::Email,
+        Channel::Sms,
+        Channel::Call,
+        Channel::SalesMeeting,
+        Channel::Push,
+    ];
+    let purposes = [
+        Purpose::Marketing,
+        Purpose::Sales,
+        Purpose::Service,
+        Purpose::Transactional,
+    ];
     let proposals: Vec<Proposal> = channels
         .iter()
         .flat_map(|ch| {
@@ -60,7 +74,12 @@ fn bench_decide(c: &mut Criterion) {
     let mut verdicts = [0u64; 3];
     for _ in 0..100_000 {
         let s = &states[rng.below(states.len() as u64) as usize];
-        let d = decide(s, &policy, &proposals[rng.below(proposals.len() as u64) as usize], now);
+        let d = decide(
+            s,
+            &policy,
+            &proposals[rng.below(proposals.len() as u64) as usize],
+            now,
+        );
         verdicts[d.verdict as usize] += 1;
     }
     eprintln!("verdict mix over 100k random proposals (allow, deny, defer): {verdicts:?}");
@@ -86,23 +105,30 @@ fn bench_decide(c: &mut Criterion) {
 fn bench_apply(c: &mut Criterion) {
     let policy = Policy::default_policy();
     let events: Vec<(usize, tact_core::Event)> = (0..20_000u64)
-        .flat_map(|c| customer_history(c, 10, 60).into_iter().map(move |e| (c as usize, e)))
+        .flat_map(|c| {
+            customer_history(c, 10, 60)
+                .into_iter()
+                .map(move |e| (c as usize, e))
+        })
         .collect();
     let mut g = c.benchmark_group("apply");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.sample_size(20);
-    g.bench_function(format!("{} events, 20k customers, in log order", events.len()), |b| {
-        b.iter_batched(
-            || vec![CustomerState::new(); 20_000],
-            |mut states| {
-                for (idx, e) in &events {
-                    states[*idx].apply(e, policy.retention());
-                }
-                states
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    g.bench_function(
+        format!("{} events, 20k customers, in log order", events.len()),
+        |b| {
+            b.iter_batched(
+                || vec![CustomerState::new(); 20_000],
+                |mut states| {
+                    for (idx, e) in &events {
+                        states[*idx].apply(e, policy.retention());
+                    }
+                    states
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
     g.finish();
 }
 

@@ -3,7 +3,9 @@
 //! Histories are generated from a seed with a small xorshift generator, so every
 //! run measures the same population.
 
-use tact_core::{Channel, ContactLimit, DAY, Engagement, Event, EventKind, HOUR, MINUTE, Purpose, Span, Timestamp};
+use tact_core::{
+    Channel, ContactLimit, DAY, Engagement, Event, EventKind, HOUR, MINUTE, Purpose, Span, Timestamp,
+};
 
 /// A deterministic xorshift64* generator.
 #[derive(Debug, Clone)]
@@ -41,8 +43,19 @@ pub fn bench_now() -> Timestamp {
     Timestamp::parse_rfc3339("2026-11-18T10:00:00Z").expect("valid instant")
 }
 
-const CHANNELS: [Channel; 5] = [Channel::Email, Channel::Email, Channel::Sms, Channel::Call, Channel::SalesMeeting];
-const PURPOSES: [Purpose; 4] = [Purpose::Marketing, Purpose::Marketing, Purpose::Sales, Purpose::Service];
+const CHANNELS: [Channel; 5] = [
+    Channel::Email,
+    Channel::Email,
+    Channel::Sms,
+    Channel::Call,
+    Channel::SalesMeeting,
+];
+const PURPOSES: [Purpose; 4] = [
+    Purpose::Marketing,
+    Purpose::Marketing,
+    Purpose::Sales,
+    Purpose::Service,
+];
 
 /// One customer's history over the 90 days before `bench_now()`, in time order:
 /// consents, browsing, downloads, marketing sends and engagement, the odd purchase,
@@ -67,10 +80,16 @@ pub fn customer_history(customer: u64, min: u64, max: u64) -> Vec<Event> {
             },
             8..=29 => EventKind::PageViewed {
                 url: "/p".into(),
-                category: rng.pick(&["pricing", "blog", "compare", "product", "support"]).into(),
+                category: rng
+                    .pick(&["pricing", "blog", "compare", "product", "support"])
+                    .into(),
             },
-            30..=34 => EventKind::ContentDownloaded { asset: "white-paper.pdf".into() },
-            35..=37 => EventKind::QuoteRequested { product: "car".into() },
+            30..=34 => EventKind::ContentDownloaded {
+                asset: "white-paper.pdf".into(),
+            },
+            35..=37 => EventKind::QuoteRequested {
+                product: "car".into(),
+            },
             38..=62 => EventKind::OutreachSent {
                 channel,
                 purpose: rng.pick(&PURPOSES),
@@ -81,15 +100,35 @@ pub fn customer_history(customer: u64, min: u64, max: u64) -> Vec<Event> {
                 channel,
                 engagement: rng.pick(&[Engagement::Opened, Engagement::Clicked, Engagement::Replied]),
             },
-            78..=83 => EventKind::OutreachUnanswered { channel, outcome: tact_core::NonResponse::Ignored },
-            84..=87 => EventKind::InboundMessage { channel: Channel::Email, topic: "question".into() },
-            88..=90 => EventKind::ContactRequested { channel: rng.pick(&[Channel::Call, Channel::SalesMeeting]), topic: "demo".into() },
-            91..=94 => EventKind::Purchase { order_id: format!("o{i}") },
-            95 => EventKind::Complaint { channel: Some(channel), reason: "too many calls".into() },
+            78..=83 => EventKind::OutreachUnanswered {
+                channel,
+                outcome: tact_core::NonResponse::Ignored,
+            },
+            84..=87 => EventKind::InboundMessage {
+                channel: Channel::Email,
+                topic: "question".into(),
+            },
+            88..=90 => EventKind::ContactRequested {
+                channel: rng.pick(&[Channel::Call, Channel::SalesMeeting]),
+                topic: "demo".into(),
+            },
+            91..=94 => EventKind::Purchase {
+                order_id: format!("o{i}"),
+            },
+            95 => EventKind::Complaint {
+                channel: Some(channel),
+                reason: "too many calls".into(),
+            },
             96..=97 => EventKind::PreferencesChanged {
-                time_zone: Some(rng.pick(&["Europe/London", "America/New_York", "Europe/Berlin"]).into()),
+                time_zone: Some(
+                    rng.pick(&["Europe/London", "America/New_York", "Europe/Berlin"])
+                        .into(),
+                ),
                 accepted_channels: None,
-                max_contacts: rng.chance(30).then_some(ContactLimit { max: 4, window: Span(30 * DAY.0) }),
+                max_contacts: rng.chance(30).then_some(ContactLimit {
+                    max: 4,
+                    window: Span(30 * DAY.0),
+                }),
             },
             _ => EventKind::DoNotContact {
                 reason: "asked".into(),

@@ -232,7 +232,10 @@ fn alternatives(
     suggestions: &Suggestions,
 ) -> Vec<Alternative> {
     let mut out = Vec::new();
-    let candidates = suggestions.items.iter().filter(|(c, p, _)| *c != proposal.channel || *p != proposal.purpose);
+    let candidates = suggestions
+        .items
+        .iter()
+        .filter(|(c, p, _)| *c != proposal.channel || *p != proposal.purpose);
     // Each candidate costs a full evaluation: a couple of good ones are enough.
     for &(channel, purpose, note) in candidates.take(MAX_ALTERNATIVES) {
         // Only suggest what tact would itself accept.
@@ -270,9 +273,12 @@ fn alternatives(
 fn with_touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&Entry, bool)> {
     let any_authorized = state.authorized > 0;
     state.recent(at).map(move |e| match e.mark {
-        Mark::Touch { decision, authorized, .. } => {
-            (e, authorized || decision == 0 || !any_authorized || !was_authorized(state, decision, at))
-        }
+        Mark::Touch {
+            decision, authorized, ..
+        } => (
+            e,
+            authorized || decision == 0 || !any_authorized || !was_authorized(state, decision, at),
+        ),
         _ => (e, false),
     })
 }
@@ -764,7 +770,11 @@ fn evaluate(
     }
     if let Some(q) = &quiet {
         let open = q.next_open(ok_from);
-        let closed_now = if ok_from == at { open > at } else { q.next_open(at) > at };
+        let closed_now = if ok_from == at {
+            open > at
+        } else {
+            q.next_open(at) > at
+        };
         if explain && (open > ok_from || closed_now) {
             if let (Some(c), Some(s)) = (q.rule.suggest, suggestions) {
                 s.add(c, purpose, "a channel that is open at this hour");
