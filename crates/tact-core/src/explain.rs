@@ -29,11 +29,16 @@ fn channel_name(c: Channel) -> &'static str {
     }
 }
 
-fn purpose_name(p: Purpose) -> &'static str {
-    p.as_str()
+/// "marketing emails", "sales calls", "sales meetings" (not "sales sales meetings").
+fn consent_subject(channel: Channel, purpose: Purpose) -> String {
+    match (channel, purpose) {
+        (Channel::SalesMeeting, Purpose::Sales) => "sales meetings".to_owned(),
+        (Channel::SalesMeeting, p) => format!("meetings for {}", p.as_str()),
+        (c, p) => format!("{} {}", p.as_str(), channel_noun(c)),
+    }
 }
 
-fn signal_text(s: Signal) -> &'static str {
+pub(crate) fn signal_text(s: Signal) -> &'static str {
     match s {
         Signal::PricingPage => "looked at pricing",
         Signal::QuotePage => "looked at a quote page",
@@ -48,12 +53,9 @@ impl Reason {
     /// A sentence a sales rep understands.
     pub fn message(&self) -> String {
         match &self.detail {
-            Detail::ConsentGranted { channel, purpose, ago } => format!(
-                "Customer gave consent to {} {} by {} {ago} ago.",
-                purpose_name(*purpose),
-                channel_noun(*channel),
-                channel_name(*channel)
-            ),
+            Detail::ConsentGranted { channel, purpose, ago } => {
+                format!("Customer gave consent to {} {ago} ago.", consent_subject(*channel, *purpose))
+            }
             Detail::SoftOptIn { purchase_ago } => format!(
                 "Customer bought from us {purchase_ago} ago and never unsubscribed: marketing email is allowed (soft opt-in)."
             ),
@@ -61,19 +63,16 @@ impl Reason {
                 format!("Customer asked to be contacted by {} {ago} ago.", channel_name(*channel))
             }
             Detail::ConsentMissing { channel, purpose } => format!(
-                "Customer never agreed to {} {}. Do not send them.",
-                purpose_name(*purpose),
-                channel_noun(*channel)
+                "Customer never agreed to {}. Do not send them.",
+                consent_subject(*channel, *purpose)
             ),
             Detail::ConsentWithdrawn { channel, purpose, ago } => format!(
-                "Customer withdrew consent to {} {} {ago} ago. Do not send them.",
-                purpose_name(*purpose),
-                channel_noun(*channel)
+                "Customer withdrew consent to {} {ago} ago. Do not send them.",
+                consent_subject(*channel, *purpose)
             ),
             Detail::ConsentExpired { channel, purpose, ago } => format!(
-                "Customer's consent to {} {} expired {ago} ago.",
-                purpose_name(*purpose),
-                channel_noun(*channel)
+                "Customer's consent to {} expired {ago} ago.",
+                consent_subject(*channel, *purpose)
             ),
             Detail::Transactional => {
                 "Transactional message (order, delivery, billing): no consent needed, not counted against caps."

@@ -195,7 +195,7 @@ pub fn customer_view(
 
 fn describe(mark: Mark) -> (&'static str, String) {
     match mark {
-        Mark::Research(s) => ("research", format!("{s:?}")),
+        Mark::Research(s) => ("research", crate::explain::signal_text(s).to_owned()),
         Mark::ContactRequest(c) => ("contact_requested", format!("asked to be contacted by {c}")),
         Mark::Inbound(c) => ("inbound_message", format!("wrote or called in by {c}")),
         Mark::Touch {
