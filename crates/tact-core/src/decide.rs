@@ -294,7 +294,7 @@ pub(crate) fn touches(
     })
 }
 
-fn was_authorized(state: &CustomerState, decision: u64, at: Timestamp) -> bool {
+fn was_authorized(state: &CustomerState, decision: u32, at: Timestamp) -> bool {
     state
         .recent(at)
         .any(|e| matches!(e.mark, Mark::Touch { decision: d, authorized: true, .. } if d == decision))

@@ -41,6 +41,12 @@ pub fn id_hash(s: &str) -> u64 {
     h | 1 // never 0: 0 means "no decision id"
 }
 
+/// A 32-bit, never-zero hash of a decision id: enough to match a "sent" report to
+/// its authorization within one customer's timeline, and keeps entries at 24 bytes.
+pub fn decision_hash(decision_id: &str) -> u32 {
+    ((id_hash(decision_id) >> 32) as u32) | 1
+}
+
 /// One remembered interaction in the timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Entry {
@@ -65,7 +71,7 @@ pub enum Mark {
     Touch {
         channel: Channel,
         purpose: Purpose,
-        decision: u64,
+        decision: u32,
         authorized: bool,
     },
     Engaged(Channel, Engagement),
@@ -146,6 +152,8 @@ pub struct CustomerState {
     /// How many timeline entries are touches authorized by tact (a fast path for
     /// de-duplicating "sent" reports of authorized outreach).
     pub authorized: u32,
+    /// Kinds of event ever seen (purchase, complaint): skips scans for most customers.
+    pub seen: u8,
     /// The latest purchase / complaint that fell out of the timeline.
     pub purchase_floor: Option<Timestamp>,
     pub complaint_floor: Option<Timestamp>,
@@ -164,6 +172,17 @@ pub fn research_category(category: &str) -> Option<Signal> {
         _ => None,
     }
 }
+
+/// How many items of a time-sorted slice happened at or before `at` (most often all).
+fn upto<T>(items: &[T], at: Timestamp, time: impl Fn(&T) -> Timestamp) -> usize {
+    match items.last() {
+        Some(last) if time(last) > at => items.partition_point(|x| time(x) <= at),
+        _ => items.len(),
+    }
+}
+
+const SEEN_PURCHASE: u8 = 1;
+const SEEN_COMPLAINT: u8 = 2;
 
 fn insert_sorted<T: Ord>(v: &mut Vec<T>, item: T) -> bool {
     match v.binary_search(&item) {
@@ -201,7 +220,7 @@ impl CustomerState {
                 decision: decision_id
                     .as_deref()
                     .filter(|d| !d.is_empty())
-                    .map_or(0, id_hash),
+                    .map_or(0, decision_hash),
                 authorized: false,
             }),
             EventKind::OutreachAuthorized {
@@ -212,7 +231,7 @@ impl CustomerState {
             } => Some(Mark::Touch {
                 channel: *channel,
                 purpose: *purpose,
-                decision: id_hash(decision_id),
+                decision: decision_hash(decision_id),
                 authorized: true,
             }),
             EventKind::OutreachEngaged { channel, engagement } => Some(Mark::Engaged(*channel, *engagement)),
@@ -271,6 +290,11 @@ impl CustomerState {
         if at > self.latest {
             self.latest = at;
         }
+        match mark {
+            Some(Mark::Purchase) => self.seen |= SEEN_PURCHASE,
+            Some(Mark::Complaint) => self.seen |= SEEN_COMPLAINT,
+            _ => {}
+        }
         if let Some(mark) = mark {
             self.remember(Entry { at, id, mark }, retention);
         }
@@ -320,8 +344,7 @@ impl CustomerState {
 
     /// Timeline entries that had happened by `at`, newest first.
     pub fn recent(&self, at: Timestamp) -> impl Iterator<Item = &Entry> {
-        let end = self.timeline.partition_point(|e| e.at <= at);
-        self.timeline[..end].iter().rev()
+        self.timeline[..upto(&self.timeline, at, |e| e.at)].iter().rev()
     }
 
     /// The latest purchase at or before `at`.
@@ -335,6 +358,14 @@ impl CustomerState {
     }
 
     fn last_mark(&self, at: Timestamp, mark: Mark, floor: Option<Timestamp>) -> Option<Timestamp> {
+        let bit = if mark == Mark::Purchase {
+            SEEN_PURCHASE
+        } else {
+            SEEN_COMPLAINT
+        };
+        if self.seen & bit == 0 {
+            return None;
+        }
         self.recent(at)
             .find(|e| e.mark == mark)
             .map(|e| e.at)
@@ -343,8 +374,7 @@ impl CustomerState {
 
     /// The consent record in force for `(channel, purpose)` at `at`, if any.
     pub fn consent(&self, channel: Channel, purpose: Purpose, at: Timestamp) -> Option<&ConsentRecord> {
-        let end = self.consents.partition_point(|c| c.at <= at);
-        self.consents[..end]
+        self.consents[..upto(&self.consents, at, |c| c.at)]
             .iter()
             .rev()
             .find(|c| c.channel == channel && c.purpose == purpose)
@@ -360,8 +390,9 @@ impl CustomerState {
 
     /// The do-not-contact record in force at `at`, if any.
     pub fn do_not_contact(&self, at: Timestamp) -> Option<&DncRecord> {
-        let end = self.dnc.partition_point(|d| d.at <= at);
-        self.dnc[..end].last().filter(|d| d.until.is_none_or(|u| u > at))
+        self.dnc[..upto(&self.dnc, at, |d| d.at)]
+            .last()
+            .filter(|d| d.until.is_none_or(|u| u > at))
     }
 
     /// The customer's preferences in force at `at`.
@@ -396,5 +427,15 @@ impl CustomerState {
         self.consents.shrink_to_fit();
         self.dnc.shrink_to_fit();
         self.prefs.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
     }
 }
