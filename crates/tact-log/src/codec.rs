@@ -76,6 +76,57 @@ pub fn check_record(seq: u64, record: &[u8]) -> Result<&[u8], LogError> {
     Ok(payload)
 }
 
+/// The current index journal entry format.
+pub const INDEX_VERSION: u8 = 1;
+
+/// Encodes the index journal entry of one append: the `(event_id, customer_id)` of each
+/// recorded event, in seq order (the entry's key is the first seq; the rest follow
+/// consecutively). Layout as an event record: `[version][crc32 of payload][payload]`,
+/// the payload being bincode 2 of the pairs.
+pub fn encode_index_entry(pairs: &[(&str, &str)]) -> Result<Vec<u8>, LogError> {
+    let mut buf = Vec::with_capacity(RECORD_HEADER + pairs.len() * 40);
+    buf.extend_from_slice(&[INDEX_VERSION, 0, 0, 0, 0]);
+    bincode::serde::encode_into_std_write(pairs, &mut buf, bincode_config()).map_err(|e| {
+        LogError::Encode {
+            event_id: pairs.first().map(|p| p.0.to_owned()).unwrap_or_default(),
+            reason: e.to_string(),
+        }
+    })?;
+    let crc = crc32fast::hash(&buf[RECORD_HEADER..]);
+    buf[1..RECORD_HEADER].copy_from_slice(&crc.to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes an index journal entry; any defect is a [`LogError::CorruptKey`] of the
+/// `index` tree naming `first_seq`.
+pub fn decode_index_entry(first_seq: u64, entry: &[u8]) -> Result<Vec<(String, String)>, LogError> {
+    let corrupt = |reason: String| LogError::CorruptKey {
+        tree: "index",
+        reason: format!("entry at seq {first_seq}: {reason}"),
+    };
+    if entry.len() < RECORD_HEADER {
+        return Err(corrupt(format!("{} bytes, shorter than its header", entry.len())));
+    }
+    if entry[0] != INDEX_VERSION {
+        return Err(corrupt(format!("unknown format version {}", entry[0])));
+    }
+    let stored = u32::from_be_bytes([entry[1], entry[2], entry[3], entry[4]]);
+    let payload = &entry[RECORD_HEADER..];
+    let actual = crc32fast::hash(payload);
+    if stored != actual {
+        return Err(corrupt(format!(
+            "crc mismatch: stored {stored:08x}, computed {actual:08x}"
+        )));
+    }
+    let (pairs, read) =
+        bincode::serde::decode_from_slice::<Vec<(String, String)>, _>(payload, bincode_config())
+            .map_err(|e| corrupt(format!("payload does not decode: {e}")))?;
+    if read != payload.len() {
+        return Err(corrupt(format!("{} trailing bytes", payload.len() - read)));
+    }
+    Ok(pairs)
+}
+
 /// The `events` tree key of a sequence number: big-endian, so keys sort in log order.
 pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
@@ -182,6 +233,28 @@ mod tests {
             decode_event(5, &rec),
             Err(LogError::Corrupt { seq: 5, .. })
         ));
+    }
+
+    #[test]
+    fn index_entries_round_trip_and_check_their_crc() {
+        let entry = encode_index_entry(&[("e-1", "c-1"), ("e-2", "c-2")]).unwrap();
+        assert_eq!(
+            decode_index_entry(1, &entry).unwrap(),
+            vec![
+                ("e-1".to_owned(), "c-1".to_owned()),
+                ("e-2".to_owned(), "c-2".to_owned())
+            ]
+        );
+        let mut bad = entry.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(
+            decode_index_entry(7, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("seq 7")
+        );
+        assert!(decode_index_entry(7, &entry[..3]).is_err());
     }
 
     #[test]

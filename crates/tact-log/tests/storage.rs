@@ -251,3 +251,61 @@ fn a_corrupt_memory_record_is_an_error_naming_its_seq() {
     assert_corrupt_at(s.get(4).unwrap_err(), 4);
     assert_corrupt_at(s.customer_events(&stream(4, 2)[3].customer_id).unwrap_err(), 4);
 }
+
+#[test]
+fn sled_reads_the_per_event_indexes_of_older_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = stream(6, 2);
+    {
+        // The layout before the index journal: `ids` and `customers` trees per event.
+        let db = sled::open(dir.path()).unwrap();
+        let (tree, ids, customers) = (
+            db.open_tree("events").unwrap(),
+            db.open_tree("ids").unwrap(),
+            db.open_tree("customers").unwrap(),
+        );
+        for (i, e) in events.iter().enumerate() {
+            let seq = i as u64 + 1;
+            tree.insert(codec::seq_key(seq), codec::encode_event(e).unwrap())
+                .unwrap();
+            ids.insert(e.event_id.as_bytes(), &codec::seq_key(seq)).unwrap();
+            customers
+                .insert(codec::customer_key(&e.customer_id, seq), &[])
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let customer = events[0].customer_id.clone();
+    let later = ev("later", &customer, T0);
+    {
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert_eq!(s.last_seq().unwrap(), 6);
+        assert_eq!(s.seq_of(&events[4].event_id).unwrap(), Some(5));
+        let r = s.append(&[events[2].clone(), later.clone()], &[]).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                Appended::Duplicate { existing_seq: 3 },
+                Appended::Recorded { seq: 7 }
+            ]
+        );
+        s.flush().unwrap();
+    }
+    let s = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(s.seq_of("later").unwrap(), Some(7));
+    assert_eq!(s.seq_of(&events[0].event_id).unwrap(), Some(1));
+    let mine: Vec<u64> = s
+        .customer_events(&customer)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    let expected: Vec<u64> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.customer_id == customer)
+        .map(|(i, _)| i as u64 + 1)
+        .chain([7])
+        .collect();
+    assert_eq!(mine, expected);
+}

@@ -1,15 +1,28 @@
 //! The sled backend.
 //!
-//! Trees: `events` (big-endian seq -> record), `ids` (event_id -> big-endian seq),
-//! `customers` (customer_id, 0x00, big-endian seq -> empty), `meta` (caller's keys) and
-//! `snapshots` (one projection snapshot under `projection`).
+//! Trees: `events` (big-endian seq -> record), `index` (big-endian first seq of an
+//! append -> index journal entry: the event and customer ids of the events it recorded,
+//! see [`codec::encode_index_entry`]), `meta` (caller's keys) and `snapshots` (one
+//! projection snapshot under `projection`).
+//!
+//! An append is one sled transaction of inserts only: its records, one index journal
+//! entry and its meta entries. The idempotency index (event id -> seq) and the customer
+//! index (customer id -> seqs) live in memory: they are loaded from the journal at open
+//! and updated under the append lock once the transaction has committed. Sled costs
+//! about the same per insert whatever its size, so this writes one key per event and one
+//! per append instead of three per event.
+//!
+//! Databases written before the journal have per-event `ids` (event_id -> big-endian
+//! seq) and `customers` (customer_id, 0x00, big-endian seq -> empty) trees; they are
+//! read at open too and never written again.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use sled::{Db, IVec, Tree};
+use sled::{Db, Tree};
 use tact_core::Event;
 
 use super::{Appended, MetaEntry, RawVisitor, Storage, plan_batch};
@@ -18,19 +31,48 @@ use crate::error::LogError;
 
 const SNAPSHOT_KEY: &[u8] = b"projection";
 
+/// The in-memory indexes of the log.
+#[derive(Default)]
+struct Index {
+    ids: HashMap<Box<str>, u64>,
+    /// Each customer's seqs, ascending.
+    customers: HashMap<Box<str>, Vec<u64>>,
+}
+
+impl Index {
+    fn add(&mut self, event_id: &str, customer_id: &str, seq: u64) {
+        self.ids.insert(event_id.into(), seq);
+        match self.customers.get_mut(customer_id) {
+            Some(seqs) => seqs.push(seq),
+            None => {
+                self.customers.insert(customer_id.into(), vec![seq]);
+            }
+        }
+    }
+}
+
 /// The log in a sled database. Cheap to share behind an `Arc`.
-#[derive(Debug)]
 pub struct SledStorage {
     db: Db,
     events: Tree,
-    ids: Tree,
-    customers: Tree,
+    journal: Tree,
     meta: Tree,
     snapshots: Tree,
-    /// Serializes appends: seq assignment and the duplicate check read outside the
-    /// transaction, which is safe because only appends write `events` and `ids`.
+    /// Serializes appends: seq assignment and the duplicate check happen outside the
+    /// transaction, which is safe because only appends write `events` and `index`.
     append_lock: Mutex<()>,
     last_seq: AtomicU64,
+    /// Changed only under `append_lock`, after the transaction committed.
+    index: RwLock<Index>,
+}
+
+impl std::fmt::Debug for SledStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStorage")
+            .field("db", &self.db)
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SledStorage {
@@ -51,16 +93,18 @@ impl SledStorage {
             Some((k, _)) => codec::parse_seq("events", &k)?,
             None => 0,
         };
-        tracing::debug!(last_seq, "opened sled log");
+        let journal = db.open_tree("index")?;
+        let index = load_index(&db, &journal)?;
+        tracing::debug!(last_seq, ids = index.ids.len(), "opened sled log");
         Ok(SledStorage {
-            ids: db.open_tree("ids")?,
-            customers: db.open_tree("customers")?,
             meta: db.open_tree("meta")?,
             snapshots: db.open_tree("snapshots")?,
             events,
+            journal,
             db,
             append_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
+            index: RwLock::new(index),
         })
     }
 
@@ -75,6 +119,10 @@ impl SledStorage {
         Ok(self.db.size_on_disk()?)
     }
 
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Flushes asynchronously (sled's `flush_async`), for callers outside [`crate::Log`].
     pub async fn flush_async(&self) -> Result<(), LogError> {
         self.db.flush_async().await?;
@@ -86,42 +134,51 @@ impl Storage for SledStorage {
     fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
         let last = self.last_seq.load(Ordering::Acquire);
-        // Everything happens inside the transaction: the duplicate lookups in `ids` land
-        // in its read cache, where the insert of a new id finds them again for free.
-        let outcome = (&self.events, &self.ids, &self.customers, &self.meta).transaction(|(e, i, c, m)| {
-            let results = plan_batch(events, last, |id| match i.get(id.as_bytes())? {
-                Some(v) => codec::parse_seq("ids", &v)
-                    .map(Some)
-                    .map_err(ConflictableTransactionError::Abort),
-                None => Ok(None),
-            })?;
-            let mut record = Vec::with_capacity(256);
-            for (event, result) in events.iter().zip(&results) {
-                if let Appended::Recorded { seq } = *result {
-                    record.clear();
-                    codec::encode_event_into(event, &mut record)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    let key = codec::seq_key(seq);
-                    e.insert(&key, record.as_slice())?;
-                    i.insert(event.event_id.as_bytes(), &key)?;
-                    c.insert(codec::customer_key(&event.customer_id, seq), IVec::default())?;
-                }
+        let results = {
+            let index = self.read_index();
+            plan_batch(events, last, |id| Ok::<_, LogError>(index.ids.get(id).copied()))?
+        };
+        // Encode everything first: the transaction only inserts (and may be retried).
+        let mut records = Vec::new();
+        let mut pairs = Vec::new();
+        for (event, result) in events.iter().zip(&results) {
+            if let Appended::Recorded { seq } = *result {
+                records.push((codec::seq_key(seq), codec::encode_event(event)?));
+                pairs.push((event.event_id.as_str(), event.customer_id.as_str()));
+            }
+        }
+        let entry = if pairs.is_empty() {
+            None
+        } else {
+            Some((codec::seq_key(last + 1), codec::encode_index_entry(&pairs)?))
+        };
+        if records.is_empty() && meta.is_empty() {
+            return Ok(results);
+        }
+        let outcome = (&self.events, &self.journal, &self.meta).transaction(|(e, j, m)| {
+            for (key, record) in &records {
+                e.insert(key, record.as_slice())?;
+            }
+            if let Some((key, entry)) = &entry {
+                j.insert(key, entry.as_slice())?;
             }
             for (k, v) in meta {
                 m.insert(k.as_slice(), v.as_slice())?;
             }
-            Ok(results)
+            Ok::<_, ConflictableTransactionError<LogError>>(())
         });
-        let results = outcome.map_err(|e| match e {
+        outcome.map_err(|e| match e {
             TransactionError::Storage(e) => LogError::Sled(e),
             TransactionError::Abort(e) => e,
         })?;
-        if let Some(seq) = results.iter().rev().find_map(|r| match r {
-            Appended::Recorded { seq } => Some(*seq),
-            Appended::Duplicate { .. } => None,
-        }) {
-            self.last_seq.store(seq, Ordering::Release);
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let mut seq = last;
+        for (event_id, customer_id) in pairs {
+            seq += 1;
+            index.add(event_id, customer_id, seq);
         }
+        drop(index);
+        self.last_seq.store(seq, Ordering::Release);
         Ok(results)
     }
 
@@ -152,18 +209,19 @@ impl Storage for SledStorage {
     }
 
     fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
-        let prefix = codec::customer_prefix(customer_id);
-        let mut out = Vec::new();
-        for item in self.customers.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            let Some(seq) = codec::customer_key_seq(&k, prefix.len()) else {
-                continue;
-            };
+        let seqs = self
+            .read_index()
+            .customers
+            .get(customer_id)
+            .cloned()
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
             let raw = self
                 .events
                 .get(codec::seq_key(seq))?
                 .ok_or_else(|| LogError::CorruptKey {
-                    tree: "customers",
+                    tree: "index",
                     reason: format!("index names seq {seq}, which is not in the log"),
                 })?;
             let event = codec::decode_event(seq, &raw)?;
@@ -175,10 +233,7 @@ impl Storage for SledStorage {
     }
 
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
-        self.ids
-            .get(event_id.as_bytes())?
-            .map(|v| codec::parse_seq("ids", &v))
-            .transpose()
+        Ok(self.read_index().ids.get(event_id).copied())
     }
 
     fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
@@ -209,4 +264,56 @@ impl Storage for SledStorage {
     fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError> {
         Ok(self.snapshots.get(SNAPSHOT_KEY)?.map(|v| v.to_vec()))
     }
+}
+
+/// Loads the in-memory indexes: the per-event trees of older databases, then the
+/// index journal.
+fn load_index(db: &Db, journal: &Tree) -> Result<Index, LogError> {
+    let mut index = Index::default();
+    let names = db.tree_names();
+    let legacy = names
+        .iter()
+        .any(|n| n.as_ref() == b"ids" || n.as_ref() == b"customers");
+    if legacy {
+        for item in db.open_tree("ids")?.iter() {
+            let (k, v) = item?;
+            let id = std::str::from_utf8(&k).map_err(|e| LogError::CorruptKey {
+                tree: "ids",
+                reason: format!("event id is not UTF-8: {e}"),
+            })?;
+            index.ids.insert(id.into(), codec::parse_seq("ids", &v)?);
+        }
+        for item in db.open_tree("customers")?.iter() {
+            let (k, _) = item?;
+            let bad = |reason: String| LogError::CorruptKey {
+                tree: "customers",
+                reason,
+            };
+            if k.len() < 9 || k[k.len() - 9] != 0 {
+                return Err(bad(format!(
+                    "key of {} bytes has no 0x00 separator before its seq",
+                    k.len()
+                )));
+            }
+            let (customer, seq) = k.split_at(k.len() - 9);
+            let customer =
+                std::str::from_utf8(customer).map_err(|e| bad(format!("customer id is not UTF-8: {e}")))?;
+            let seq = codec::parse_seq("customers", &seq[1..])?;
+            index.customers.entry(customer.into()).or_default().push(seq);
+        }
+    }
+    for item in journal.iter() {
+        let (k, v) = item?;
+        let first = codec::parse_seq("index", &k)?;
+        for (i, (event_id, customer_id)) in codec::decode_index_entry(first, &v)?.into_iter().enumerate() {
+            index.add(&event_id, &customer_id, first + i as u64);
+        }
+    }
+    if legacy {
+        for seqs in index.customers.values_mut() {
+            seqs.sort_unstable();
+            seqs.dedup();
+        }
+    }
+    Ok(index)
 }
