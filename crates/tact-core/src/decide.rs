@@ -394,6 +394,10 @@ fn evaluate(
     };
 
     for rule in &policy.rules {
+        // Only the verdict is wanted and it is settled: DENY wins over everything.
+        if denied && !explain {
+            break;
+        }
         let applies = rule.applies(channel, purpose);
         match &rule.kind {
             RuleKind::DoNotContact => {

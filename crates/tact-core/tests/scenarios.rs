@@ -730,3 +730,26 @@ fn messages_read_like_sentences() {
     );
     assert!(msg.contains("An email acknowledgement is welcome now."), "{msg}");
 }
+
+#[test]
+fn alternatives_are_only_what_tact_would_accept() {
+    // Research holds the call back and suggests email, but without email consent the
+    // suggestion would be denied, so it is not made.
+    let h = History::new()
+        .consent(ago(days(400)), Call, Sales, true)
+        .page(ago(mins(5)), "compare");
+    let d = check(&h, Call, Sales, now());
+    assert_eq!(d.verdict, Verdict::Defer);
+    assert!(
+        d.alternatives.iter().all(|a| a.channel == Call),
+        "{:?}",
+        d.alternatives
+    );
+    let h = h.consent(ago(days(400)), Email, Sales, true);
+    let d = check(&h, Call, Sales, now());
+    assert!(
+        d.alternatives
+            .iter()
+            .any(|a| a.channel == Email && a.not_before.is_none())
+    );
+}
