@@ -51,6 +51,9 @@ impl Index {
     }
 }
 
+/// How long [`SledStorage::open`] waits for a lock another handle is releasing.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The log in a sled database. Cheap to share behind an `Arc`.
 pub struct SledStorage {
     db: Db,
@@ -77,8 +80,25 @@ impl std::fmt::Debug for SledStorage {
 
 impl SledStorage {
     /// Opens (or creates) the database in directory `path` with sled's defaults.
+    ///
+    /// sled releases its file lock from a background thread shortly after the last
+    /// handle is dropped, so a reopen in the same process (a restart in tests, a
+    /// `replay` right after `serve`) briefly retries a held lock before giving up.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
-        Self::from_db(sled::Config::new().path(path).open()?)
+        let config = sled::Config::new().path(path);
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        loop {
+            match config.open() {
+                Ok(db) => return Self::from_db(db),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Opens a database from an explicit sled configuration (cache size, temporary, ...).
