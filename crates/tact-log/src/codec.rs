@@ -165,6 +165,22 @@ pub fn customer_key_seq(key: &[u8], prefix_len: usize) -> Option<u64> {
     key[prefix_len..].try_into().ok().map(u64::from_be_bytes)
 }
 
+/// Decodes the record that a customer index (`tree`) names at `seq`: an error if the
+/// record is missing or corrupt, `None` if it belongs to another customer.
+pub fn decode_indexed(
+    tree: &'static str,
+    customer_id: &str,
+    seq: u64,
+    record: Option<&[u8]>,
+) -> Result<Option<Event>, LogError> {
+    let record = record.ok_or_else(|| LogError::CorruptKey {
+        tree,
+        reason: format!("index names seq {seq}, which is not in the log"),
+    })?;
+    let event = decode_event(seq, record)?;
+    Ok((event.customer_id == customer_id).then_some(event))
+}
+
 #[cfg(test)]
 mod tests {
     use tact_core::{Channel, EventKind, Purpose, Timestamp};

@@ -128,12 +128,7 @@ impl Storage for MemoryStorage {
         };
         let mut out = Vec::with_capacity(raws.len());
         for (seq, raw) in raws {
-            let raw = raw.ok_or_else(|| LogError::CorruptKey {
-                tree: "customers",
-                reason: format!("index names seq {seq}, which is not in the log"),
-            })?;
-            let event = codec::decode_event(seq, &raw)?;
-            if event.customer_id == customer_id {
+            if let Some(event) = codec::decode_indexed("customers", customer_id, seq, raw.as_deref())? {
                 out.push((seq, event));
             }
         }

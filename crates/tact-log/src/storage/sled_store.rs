@@ -237,15 +237,8 @@ impl Storage for SledStorage {
             .unwrap_or_default();
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            let raw = self
-                .events
-                .get(codec::seq_key(seq))?
-                .ok_or_else(|| LogError::CorruptKey {
-                    tree: "index",
-                    reason: format!("index names seq {seq}, which is not in the log"),
-                })?;
-            let event = codec::decode_event(seq, &raw)?;
-            if event.customer_id == customer_id {
+            let raw = self.events.get(codec::seq_key(seq))?;
+            if let Some(event) = codec::decode_indexed("index", customer_id, seq, raw.as_deref())? {
                 out.push((seq, event));
             }
         }
