@@ -152,15 +152,31 @@ async fn send(
 }
 
 /// What `tact check` asks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
+    /// The customer's id.
+    #[arg(long)]
     pub customer: String,
+    /// email, sms, call, push, direct_mail, sales_meeting, social_dm, in_app
+    #[arg(long, value_parser = crate::parse_channel)]
     pub channel: Channel,
+    /// marketing, sales, service, transactional
+    #[arg(long, value_parser = crate::parse_purpose)]
     pub purpose: Purpose,
+    /// The campaign the outreach belongs to.
+    #[arg(long, default_value = "")]
     pub campaign: String,
+    /// Who is asking, for the audit log.
+    #[arg(long, default_value = "tact-cli")]
     pub requested_by: String,
+    /// Decide as of this RFC 3339 instant instead of now, e.g. 2026-11-20T09:00:00Z.
+    #[arg(long, value_parser = crate::parse_instant, conflicts_with = "authorize")]
     pub at: Option<Timestamp>,
+    /// Authorize: an ALLOW is recorded and counts against caps right away.
+    #[arg(long)]
     pub authorize: bool,
+    /// Print the decision as canonical protobuf JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -58,32 +58,7 @@ enum Command {
         file: PathBuf,
     },
     /// Ask whether a customer may be contacted now (Decide, or Authorize with --authorize).
-    Check {
-        /// The customer's id.
-        #[arg(long)]
-        customer: String,
-        /// email, sms, call, push, direct_mail, sales_meeting, social_dm, in_app
-        #[arg(long, value_parser = parse_channel)]
-        channel: Channel,
-        /// marketing, sales, service, transactional
-        #[arg(long, value_parser = parse_purpose)]
-        purpose: Purpose,
-        /// The campaign the outreach belongs to.
-        #[arg(long, default_value = "")]
-        campaign: String,
-        /// Who is asking, for the audit log.
-        #[arg(long, default_value = "tact-cli")]
-        requested_by: String,
-        /// Decide as of this RFC 3339 instant instead of now, e.g. 2026-11-20T09:00:00Z.
-        #[arg(long, value_parser = parse_instant, conflicts_with = "authorize")]
-        at: Option<Timestamp>,
-        /// Authorize: an ALLOW is recorded and counts against caps right away.
-        #[arg(long)]
-        authorize: bool,
-        /// Print the decision as canonical protobuf JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Check(client::CheckArgs),
     /// Show what tact knows about a customer.
     Customer {
         /// The customer's id.
@@ -166,28 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => serve::serve(&settings).await,
         Command::Import { file } => client::import(&settings.server, &file).await,
-        Command::Check {
-            customer,
-            channel,
-            purpose,
-            campaign,
-            requested_by,
-            at,
-            authorize,
-            json,
-        } => {
-            let args = client::CheckArgs {
-                customer,
-                channel,
-                purpose,
-                campaign,
-                requested_by,
-                at,
-                authorize,
-                json,
-            };
-            client::check(&settings.server, &args).await
-        }
+        Command::Check(args) => client::check(&settings.server, &args).await,
         Command::Customer { customer, at, json } => {
             client::customer(&settings.server, &customer, at, json).await
         }
@@ -226,12 +180,10 @@ mod tests {
         .unwrap();
         assert_eq!(cli.settings.server.as_deref(), Some("http://127.0.0.1:1"));
         match cli.command {
-            Command::Check {
-                channel, purpose, at, ..
-            } => {
-                assert_eq!(channel, Channel::SalesMeeting);
-                assert_eq!(purpose, Purpose::Sales);
-                assert!(at.is_some());
+            Command::Check(args) => {
+                assert_eq!(args.channel, Channel::SalesMeeting);
+                assert_eq!(args.purpose, Purpose::Sales);
+                assert!(args.at.is_some());
             }
             other => panic!("{other:?}"),
         }
