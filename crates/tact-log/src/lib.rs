@@ -16,6 +16,6 @@ mod storage;
 
 pub use error::LogError;
 pub use log::{DurableHook, GroupCommit, Log, LogStats};
-pub use projection::{Projection, ReplayStats};
+pub use projection::{Projection, ReplayStats, fold};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{Appended, EventIter, MemoryStorage, MetaEntry, RawVisitor, SledStorage, Storage};

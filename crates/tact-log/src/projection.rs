@@ -40,6 +40,19 @@ impl Chunk {
     }
 }
 
+/// Folds `event` into its customer's state in `customers`, creating the state for a
+/// customer seen for the first time.
+pub fn fold(customers: &mut HashMap<String, CustomerState>, event: &Event, retention: Retention) {
+    match customers.get_mut(event.customer_id.as_str()) {
+        Some(state) => state.apply(event, retention),
+        None => {
+            let mut state = CustomerState::default();
+            state.apply(event, retention);
+            customers.insert(event.customer_id.clone(), state);
+        }
+    }
+}
+
 /// What a replay did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -99,43 +112,20 @@ impl Projection {
     /// are ignored, so feeding the same event twice is harmless. Returns whether it was
     /// folded.
     pub fn apply(&mut self, seq: u64, event: &Event) -> bool {
-        if seq <= self.position {
+        if !self.admit(seq, event) {
             return false;
         }
-        self.position = seq;
-        if self.until.is_some_and(|until| event.occurred_at > until) {
-            return false;
-        }
-        match self.customers.get_mut(event.customer_id.as_str()) {
-            Some(state) => state.apply(event, self.retention),
-            None => {
-                let mut state = CustomerState::default();
-                state.apply(event, self.retention);
-                self.customers.insert(event.customer_id.clone(), state);
-            }
-        }
+        fold(&mut self.customers, event, self.retention);
         true
     }
 
-    /// [`apply`](Projection::apply) for an owned event: a new customer's id is moved in
-    /// rather than copied.
-    pub fn apply_owned(&mut self, seq: u64, event: Event) -> bool {
+    /// Moves the position to `seq`; whether the event there is still to be folded.
+    fn admit(&mut self, seq: u64, event: &Event) -> bool {
         if seq <= self.position {
             return false;
         }
         self.position = seq;
-        if self.until.is_some_and(|until| event.occurred_at > until) {
-            return false;
-        }
-        match self.customers.get_mut(event.customer_id.as_str()) {
-            Some(state) => state.apply(&event, self.retention),
-            None => {
-                let mut state = CustomerState::default();
-                state.apply(&event, self.retention);
-                self.customers.insert(event.customer_id, state);
-            }
-        }
-        true
+        self.until.is_none_or(|until| event.occurred_at <= until)
     }
 
     /// Folds in every event after `position`, to the end of the log.
@@ -164,7 +154,7 @@ impl Projection {
         let mut events = 0u64;
         storage.scan_raw(from, &mut |seq, raw| {
             let event = codec::decode_event(seq, raw)?;
-            events += u64::from(self.apply_owned(seq, event));
+            events += u64::from(self.apply(seq, &event));
             Ok(true)
         })?;
         Ok(events)
@@ -222,11 +212,11 @@ impl Projection {
                 let mut chunk = msg?;
                 queued.fetch_sub(1, Ordering::AcqRel);
                 for (seq, event) in chunk.decoded.drain(..) {
-                    events += u64::from(self.apply_owned(seq, event));
+                    events += u64::from(self.apply(seq, &event));
                 }
                 for &(seq, start, end) in &chunk.raw {
                     let event = codec::decode_event(seq, &chunk.bytes[start..end])?;
-                    events += u64::from(self.apply_owned(seq, event));
+                    events += u64::from(self.apply(seq, &event));
                 }
                 chunk.raw.clear();
                 chunk.bytes.clear();

@@ -42,14 +42,7 @@ impl Shards {
         let mut map = self.maps[shard_of(&event.customer_id)]
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(event.customer_id.as_str()) {
-            Some(state) => state.apply(event, retention),
-            None => {
-                let mut state = CustomerState::new();
-                state.apply(event, retention);
-                map.insert(event.customer_id.clone(), state);
-            }
-        }
+        tact_log::fold(&mut map, event, retention);
     }
 
     fn with<R>(&self, customer_id: &str, f: impl FnOnce(&CustomerState) -> R) -> R {
