@@ -479,7 +479,7 @@ async fn health_and_reflection_are_served() {
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let resp = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "tact.v1.ContactPolicy".into(),
@@ -491,5 +491,35 @@ async fn health_and_reflection_are_served() {
         resp.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+
+    // Reflection lists the API, so grpcurl works without the proto files.
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(stream_once(ask))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer: {answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"tact.v1.ContactPolicy"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
     server.stop().await;
+}
+
+/// A request stream of one message.
+fn stream_once<T: Send + 'static>(item: T) -> ReceiverStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let _ = tx.try_send(item);
+    ReceiverStream(rx)
 }
