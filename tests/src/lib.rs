@@ -1,6 +1,8 @@
 //! Shared helpers for tact's end-to-end tests (the tests live in `tests/tests/`):
 //! an in-process server on `127.0.0.1:0`, a client, and event builders.
 
+pub mod kafka;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -191,15 +191,24 @@ impl Log {
     /// Concurrent calls are grouped into one storage write and one flush; one call's
     /// events get consecutive seqs.
     pub async fn append(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<Vec<Appended>, LogError> {
+        self.submit(events, meta).await?.await
+    }
+
+    /// Queues an append and returns as soon as it is queued (waiting only for queue
+    /// space), with a [`PendingAppend`] that resolves like [`append`](Log::append) once
+    /// the append is durable. Appends are written in the order they were submitted, so a
+    /// caller may keep many in flight: the meta of a later submit (e.g. a Kafka offset)
+    /// is never overwritten by an earlier one.
+    pub async fn submit(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<PendingAppend, LogError> {
         if events.is_empty() && meta.is_empty() {
-            return Ok(Vec::new());
+            return Ok(PendingAppend { answer: None });
         }
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Append(Request { events, meta, reply }))
             .await
             .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+        Ok(PendingAppend { answer: Some(answer) })
     }
 
     /// The storage under the log, for reads.
@@ -232,6 +241,30 @@ impl Log {
         }
         tracing::info!(durable_seq = self.durable_seq(), "log shut down");
         result
+    }
+}
+
+/// An append that was queued by [`Log::submit`]; resolves once it is durable.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only through its PendingAppend"]
+pub struct PendingAppend {
+    /// `None`: nothing to append.
+    answer: Option<oneshot::Receiver<Result<Vec<Appended>, LogError>>>,
+}
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<Vec<Appended>, LogError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.answer.as_mut() {
+            None => std::task::Poll::Ready(Ok(Vec::new())),
+            Some(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(LogError::Closed))),
+        }
     }
 }
 

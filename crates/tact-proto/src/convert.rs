@@ -542,6 +542,76 @@ pub fn event_to_json(e: &Event) -> String {
         .expect("tact.v1.InteractionEvent built from a core Event always serializes")
 }
 
+/// How an event is encoded on a stream (e.g. a Kafka message value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    /// `tact.v1.InteractionEvent` in binary protobuf.
+    Protobuf,
+    /// The canonical protobuf JSON mapping of the same message.
+    Json,
+}
+
+impl WireFormat {
+    /// The format named by a `content-type` header (`application/json`,
+    /// `application/x-protobuf`, `application/protobuf`, `application/vnd.google.protobuf`,
+    /// parameters such as `; charset=utf-8` ignored), if it names one.
+    pub fn from_content_type(content_type: &str) -> Option<WireFormat> {
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" | "text/json" => Some(WireFormat::Json),
+            "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => {
+                Some(WireFormat::Protobuf)
+            }
+            _ => None,
+        }
+    }
+
+    /// Guesses the format from the bytes: JSON starts with `{` (after whitespace), which
+    /// no `InteractionEvent` in protobuf can (it would be field 15 as a deprecated group).
+    pub fn detect(bytes: &[u8]) -> WireFormat {
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => WireFormat::Json,
+            _ => WireFormat::Protobuf,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            WireFormat::Protobuf => "application/x-protobuf",
+            WireFormat::Json => "application/json",
+        }
+    }
+}
+
+/// Decodes and checks one event from a stream message's value, in `format` or, when
+/// `None`, the detected one. Undecodable input fails with field `protobuf` or `json`.
+pub fn event_from_bytes(bytes: &[u8], format: Option<WireFormat>) -> Result<Event, ConvertError> {
+    match format.unwrap_or_else(|| WireFormat::detect(bytes)) {
+        WireFormat::Protobuf => {
+            let wire = <pb::InteractionEvent as prost::Message>::decode(bytes)
+                .map_err(|e| ConvertError::new("protobuf", e.to_string()))?;
+            Event::try_from(wire)
+        }
+        WireFormat::Json => {
+            let text = std::str::from_utf8(bytes).map_err(|e| ConvertError::new("json", e.to_string()))?;
+            event_from_json(text)
+        }
+    }
+}
+
+/// Encodes an event for a stream message's value.
+pub fn event_to_bytes(e: &Event, format: WireFormat) -> Vec<u8> {
+    match format {
+        WireFormat::Protobuf => prost::Message::encode_to_vec(&pb::InteractionEvent::from(e)),
+        WireFormat::Json => event_to_json(e).into_bytes(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Decisions
 

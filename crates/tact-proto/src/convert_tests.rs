@@ -953,3 +953,57 @@ proptest! {
         let _ = event_from_json(&s);
     }
 }
+
+#[test]
+fn every_kind_round_trips_through_stream_bytes_in_both_formats() {
+    use crate::convert::{WireFormat, event_from_bytes, event_to_bytes};
+    for e in samples() {
+        for format in [WireFormat::Protobuf, WireFormat::Json] {
+            let bytes = event_to_bytes(&e, format);
+            assert_eq!(WireFormat::detect(&bytes), format, "{}", e.kind.name());
+            assert_eq!(event_from_bytes(&bytes, None).unwrap(), e, "{format:?} detected");
+            assert_eq!(
+                event_from_bytes(&bytes, Some(format)).unwrap(),
+                e,
+                "{format:?} named"
+            );
+        }
+    }
+}
+
+#[test]
+fn stream_bytes_that_do_not_decode_name_the_format() {
+    use crate::convert::{WireFormat, event_from_bytes};
+    let err = event_from_bytes(b"\xff\xff\xff", None).unwrap_err();
+    assert_eq!(err.field, "protobuf");
+    let err = event_from_bytes(b" {\"eventId\": 1", None).unwrap_err();
+    assert_eq!(err.field, "json");
+    // A header that says JSON wins over detection.
+    let err = event_from_bytes(b"\x0a\x02e1", Some(WireFormat::Json)).unwrap_err();
+    assert_eq!(err.field, "json");
+    // Valid protobuf with a missing required field names that field.
+    let wire = pb::InteractionEvent {
+        event_id: "e1".into(),
+        ..Default::default()
+    };
+    let err = event_from_bytes(&prost::Message::encode_to_vec(&wire), None).unwrap_err();
+    assert_ne!(err.field, "protobuf", "{err}");
+}
+
+#[test]
+fn content_types_name_formats() {
+    use crate::convert::WireFormat;
+    assert_eq!(
+        WireFormat::from_content_type("application/json; charset=utf-8"),
+        Some(WireFormat::Json)
+    );
+    assert_eq!(
+        WireFormat::from_content_type("application/x-protobuf"),
+        Some(WireFormat::Protobuf)
+    );
+    assert_eq!(
+        WireFormat::from_content_type("Application/Protobuf"),
+        Some(WireFormat::Protobuf)
+    );
+    assert_eq!(WireFormat::from_content_type("text/plain"), None);
+}

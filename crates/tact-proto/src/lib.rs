@@ -17,7 +17,10 @@ pub mod pb {
 /// The encoded `FileDescriptorSet` of `tact.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tact_descriptor.bin"));
 
-pub use convert::{ConvertError, decision_to_pb, event_from_json, event_to_json, proposal_from_pb};
+pub use convert::{
+    ConvertError, WireFormat, decision_to_pb, event_from_bytes, event_from_json, event_to_bytes,
+    event_to_json, proposal_from_pb,
+};
 
 #[cfg(test)]
 mod convert_tests;

@@ -13,12 +13,14 @@ use std::sync::{Arc, RwLock};
 use tact_core::state::id_hash;
 use tact_core::view::{CustomerView, customer_view};
 use tact_core::{
-    CustomerState, Decision, Event, EventKind, Policy, Proposal, Retention, Timestamp, Verdict, decide,
+    CustomerState, Decision, Detail, Effect, Event, EventKind, Policy, Proposal, Purpose, Reason, Retention,
+    Span, Timestamp, Verdict, decide,
 };
 use tact_log::{Appended, GroupCommit, Log, LogError, Projection, ReplayStats, Storage, save_snapshot};
 
 use crate::clock::Clock;
 use crate::error::ServerError;
+use crate::feed::{Access, DeadLetter, Feed, FeedError};
 
 const SHARDS: usize = 64;
 
@@ -109,7 +111,37 @@ impl DecisionIds {
 pub struct EngineOptions {
     pub group_commit: GroupCommit,
     pub clock: Arc<dyn Clock>,
+    /// The external event stream, if any (Kafka mode): it decides who answers for a
+    /// customer and how fresh their state is, and hears of what tact records itself.
+    pub feed: Option<Arc<dyn Feed>>,
 }
+
+/// Why the engine will not answer for a customer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The customer's partition belongs to another instance.
+    #[error(
+        "not-owner: customer {customer_id} is on partition {partition}, which another tact instance owns"
+    )]
+    NotOwner { customer_id: String, partition: i32 },
+    /// This instance has not caught up with the customer's partition yet.
+    #[error("not-ready: {why}")]
+    NotReady { why: String },
+}
+
+/// Why `authorize` or `record` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+}
+
+/// The rule id of the fail-closed DENY on stale state.
+pub const STALE_STATE_RULE: &str = "stale-state";
 
 pub struct Engine {
     policy: Arc<Policy>,
@@ -121,6 +153,7 @@ pub struct Engine {
     authorize_locks: Box<[tokio::sync::Mutex<()>]>,
     clock: Arc<dyn Clock>,
     ids: DecisionIds,
+    feed: Option<Arc<dyn Feed>>,
 }
 
 impl fmt::Debug for Engine {
@@ -166,6 +199,7 @@ impl Engine {
             authorize_locks: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
             ids: DecisionIds::new(opts.clock.now()),
             clock: opts.clock,
+            feed: opts.feed,
         };
         Ok((engine, stats))
     }
@@ -187,13 +221,101 @@ impl Engine {
         self.shards.len()
     }
 
-    /// A read-only decision, as of `at` (default: now).
-    pub fn decide(&self, proposal: &Proposal, at: Option<Timestamp>) -> Decided {
-        let at = at.unwrap_or_else(|| self.clock.now());
+    /// The log, for feeds that append with their own meta (e.g. Kafka offsets).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn feed(&self) -> Option<&Arc<dyn Feed>> {
+        self.feed.as_ref()
+    }
+
+    /// Who answers for this customer (always this instance without a feed).
+    pub fn access(&self, customer_id: &str) -> Access {
+        match &self.feed {
+            Some(feed) => feed.access(customer_id),
+            None => Access::Owned {
+                partition: 0,
+                lag: std::time::Duration::ZERO,
+                stale: false,
+            },
+        }
+    }
+
+    /// A read-only decision, as of `at` (default: now). With a feed, a customer of
+    /// another instance is refused, and marketing or sales on stale state is denied.
+    pub fn decide(&self, proposal: &Proposal, at: Option<Timestamp>) -> Result<Decided, Refused> {
+        let access = self.check_access(&proposal.customer_id)?;
+        Ok(self.decide_with(proposal, at, &access))
+    }
+
+    /// Like [`decide`](Engine::decide), but a refusal becomes a DENY (for batches,
+    /// where one customer of another instance must not fail the others).
+    pub fn decide_or_deny(&self, proposal: &Proposal, at: Option<Timestamp>) -> Decided {
+        match self.decide(proposal, at) {
+            Ok(d) => d,
+            Err(refused) => {
+                let at = at.unwrap_or_else(|| self.clock.now());
+                let (rule_id, detail) = match &refused {
+                    Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
+                    Refused::NotReady { .. } => (STALE_STATE_RULE, Detail::StaleState { lag: Span(0) }),
+                };
+                Decided {
+                    decision: Decision {
+                        verdict: Verdict::Deny,
+                        not_before: None,
+                        reasons: vec![Reason {
+                            rule_id: rule_id.into(),
+                            effect: Effect::Deny,
+                            detail,
+                        }],
+                        alternatives: Vec::new(),
+                    },
+                    decision_id: self.ids.next(),
+                    at,
+                    log_position: self.position(),
+                }
+            }
+        }
+    }
+
+    fn check_access(&self, customer_id: &str) -> Result<Access, Refused> {
+        match self.access(customer_id) {
+            Access::NotOwner { partition } => Err(Refused::NotOwner {
+                customer_id: customer_id.to_owned(),
+                partition,
+            }),
+            Access::NotReady { why, .. } => Err(Refused::NotReady { why }),
+            owned => Ok(owned),
+        }
+    }
+
+    fn decide_with(&self, proposal: &Proposal, at: Option<Timestamp>, access: &Access) -> Decided {
+        let now = self.clock.now();
+        let at = at.unwrap_or(now);
         let log_position = self.position();
-        let decision = self
+        let mut decision = self
             .shards
             .with(&proposal.customer_id, |s| decide(s, &self.policy, proposal, at));
+        if let Access::Owned { lag, stale: true, .. } = access {
+            let lag = Span(lag.as_millis().min(i64::MAX as u128) as i64);
+            // Fail closed: the state may miss events from the last `lag`, which matters
+            // for any decision about a moment inside that window.
+            let held = matches!(proposal.purpose, Purpose::Marketing | Purpose::Sales);
+            if held && at.0 >= now.0.saturating_sub(lag.0) {
+                decision.verdict = Verdict::Deny;
+                decision.not_before = None;
+                decision.alternatives.clear();
+                decision.reasons.insert(
+                    0,
+                    Reason {
+                        rule_id: STALE_STATE_RULE.into(),
+                        effect: Effect::Deny,
+                        detail: Detail::StaleState { lag },
+                    },
+                );
+            }
+        }
         Decided {
             decision,
             decision_id: self.ids.next(),
@@ -203,10 +325,13 @@ impl Engine {
     }
 
     /// Decides now and, on ALLOW, records an outreach-authorized event before
-    /// answering: the authorization counts against caps from that moment.
-    pub async fn authorize(&self, proposal: &Proposal) -> Result<Decided, LogError> {
+    /// answering: the authorization counts against caps from that moment. With a
+    /// feed, the event is published to the stream first (and recognised as a
+    /// duplicate when it comes back).
+    pub async fn authorize(&self, proposal: &Proposal) -> Result<Decided, WriteError> {
+        let access = self.check_access(&proposal.customer_id)?;
         let _turn = self.authorize_locks[shard_of(&proposal.customer_id)].lock().await;
-        let mut decided = self.decide(proposal, None);
+        let mut decided = self.decide_with(proposal, None, &access);
         if decided.decision.verdict == Verdict::Allow {
             let event = Event {
                 event_id: format!("tact-{}", decided.decision_id),
@@ -221,7 +346,7 @@ impl Engine {
                     requested_by: proposal.requested_by.clone(),
                 },
             };
-            let appended = self.log.append(vec![event], Vec::new()).await?;
+            let appended = self.record(vec![event]).await?;
             if let Some(a) = appended.first() {
                 decided.log_position = a.seq();
             }
@@ -230,24 +355,54 @@ impl Engine {
         Ok(decided)
     }
 
-    /// Appends validated events; answers once they are durable and visible.
-    pub async fn record(&self, events: Vec<Event>) -> Result<Vec<Appended>, LogError> {
-        self.log.append(events, Vec::new()).await
+    /// Appends validated events; answers once they are durable and visible. With a
+    /// feed, they are published to the stream first, so every instance (and a rebuild
+    /// from the stream) sees them.
+    pub async fn record(&self, events: Vec<Event>) -> Result<Vec<Appended>, WriteError> {
+        if let Some(feed) = &self.feed {
+            feed.publish(&events).await?;
+        }
+        Ok(self.log.append(events, Vec::new()).await?)
     }
 
-    /// What tact knows about a customer, as of `at` (default: now).
+    /// What tact knows about a customer, as of `at` (default: now), with the log
+    /// position it reflects and how fresh it is.
     pub fn customer(
         &self,
         customer_id: &str,
         at: Option<Timestamp>,
         timeline_len: usize,
-    ) -> (CustomerView, u64) {
+    ) -> (CustomerView, u64, Access) {
         let at = at.unwrap_or_else(|| self.clock.now());
         let position = self.position();
+        let access = self.access(customer_id);
         let view = self
             .shards
             .with(customer_id, |s| customer_view(s, &self.policy, at, timeline_len));
-        (view, position)
+        (view, position, access)
+    }
+
+    /// Dead letters from the feed, oldest first (by partition and offset), at most `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
+        let entries = self
+            .log
+            .storage()
+            .meta_with_prefix(tact_log::DEAD_LETTER_PREFIX)?;
+        Ok(entries
+            .iter()
+            .take(limit)
+            .map(|(key, value)| {
+                DeadLetter::decode(value).unwrap_or_else(|e| DeadLetter {
+                    topic: String::new(),
+                    partition: -1,
+                    offset: -1,
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: format!("unreadable dead-letter record: {e}"),
+                    payload: value.clone(),
+                    recorded_at: 0,
+                })
+            })
+            .collect())
     }
 
     /// The projection as it stands (a copy).
@@ -260,8 +415,12 @@ impl Engine {
         p
     }
 
-    /// Stops appends, flushes the log and, if asked, writes a snapshot of the projection.
+    /// Stops the feed and appends, flushes the log and, if asked, writes a snapshot of
+    /// the projection.
     pub async fn shutdown(&self, snapshot: bool) -> Result<(), ServerError> {
+        if let Some(feed) = &self.feed {
+            feed.stop().await;
+        }
         self.log.shutdown().await?;
         if snapshot {
             let projection = self.projection();

@@ -15,6 +15,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Feed(#[from] crate::feed::FeedError),
     #[error("internal task failed: {0}")]
     Join(String),
 }

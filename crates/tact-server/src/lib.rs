@@ -4,11 +4,13 @@
 pub mod clock;
 pub mod engine;
 mod error;
+pub mod feed;
 pub mod server;
 pub mod service;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Decided, Engine, EngineOptions};
+pub use engine::{Decided, Engine, EngineOptions, Refused, STALE_STATE_RULE, WriteError};
 pub use error::ServerError;
-pub use server::{ServerHandle, ServerOptions, open_storage, run};
+pub use feed::{Access, BoxFeedFuture, DeadLetter, Feed, FeedError, FeedStatus, PartitionStatus};
+pub use server::{INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_storage, run};
 pub use service::{ContactPolicyService, Limits};

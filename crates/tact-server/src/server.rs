@@ -14,7 +14,11 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::ServerError;
+use crate::feed::Feed;
 use crate::service::{ContactPolicyService, Limits};
+
+/// The health-check service name that reports the Kafka feed's freshness.
+pub const INGEST_HEALTH_SERVICE: &str = "tact.v1.Ingest";
 
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -28,6 +32,8 @@ pub struct ServerOptions {
     /// replays only what came after it.
     pub snapshot_on_shutdown: bool,
     pub clock: Arc<dyn Clock>,
+    /// An external event stream (Kafka) to consume, started once state is rebuilt.
+    pub feed: Option<Arc<dyn Feed>>,
 }
 
 impl ServerOptions {
@@ -40,6 +46,7 @@ impl ServerOptions {
             limits: Limits::default(),
             snapshot_on_shutdown: true,
             clock: Arc::new(SystemClock),
+            feed: None,
         }
     }
 }
@@ -108,6 +115,7 @@ pub async fn run(
         EngineOptions {
             group_commit: opts.group_commit,
             clock: opts.clock,
+            feed: opts.feed.clone(),
         },
     )
     .await?;
@@ -119,6 +127,9 @@ pub async fn run(
         "state rebuilt from the log"
     );
     let engine = Arc::new(engine);
+    if let Some(feed) = &opts.feed {
+        feed.start(Arc::clone(&engine))?;
+    }
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -135,6 +146,27 @@ pub async fn run(
     health
         .set_serving::<ContactPolicyServer<ContactPolicyService>>()
         .await;
+    // With a feed, `tact.v1.Ingest` reports whether every owned partition is caught up
+    // and fresh (the API stays SERVING: it fails closed per decision instead).
+    let freshness_task = opts.feed.clone().map(|feed| {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let healthy = feed.status().healthy;
+                if last != Some(healthy) {
+                    let status = if healthy {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health.set_service_status(INGEST_HEALTH_SERVICE, status).await;
+                    last = Some(healthy);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tact_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -155,6 +187,12 @@ pub async fn run(
             health
                 .set_not_serving::<ContactPolicyServer<ContactPolicyService>>()
                 .await;
+            if let Some(task) = freshness_task {
+                task.abort();
+                health
+                    .set_service_status(INGEST_HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
         };
         let served = tonic::transport::Server::builder()
             .add_service(health_service)

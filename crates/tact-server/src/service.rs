@@ -12,7 +12,8 @@ use tact_proto::pb;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Decided, Engine};
+use crate::engine::{Decided, Engine, Refused, WriteError};
+use crate::feed::Access;
 
 /// Request limits of the gRPC API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,9 +60,11 @@ impl ContactPolicyService {
         )
     }
 
+    /// One decision of a batch or stream: a customer this instance cannot answer for
+    /// gets a DENY saying why, not an error that would fail the others.
     fn decide_one(&self, req: &pb::DecideRequest, field: &str) -> Result<pb::Decision, Status> {
         let (proposal, at) = proposal(req, field)?;
-        let decided = self.engine.decide(&proposal, at);
+        let decided = self.engine.decide_or_deny(&proposal, at);
         Ok(self.to_pb(&decided, &proposal.customer_id))
     }
 }
@@ -82,6 +85,30 @@ fn log_status(e: LogError) -> Status {
     Status::unavailable(format!("event log unavailable: {e}"))
 }
 
+/// `not-owner` is FAILED_PRECONDITION (ask the owner); `not-ready` is UNAVAILABLE (retry
+/// here soon). The reason is also in the `tact-reason` metadata entry.
+fn refused_status(r: Refused) -> Status {
+    let (mut status, reason) = match &r {
+        Refused::NotOwner { .. } => (Status::failed_precondition(r.to_string()), "not-owner"),
+        Refused::NotReady { .. } => (Status::unavailable(r.to_string()), "not-ready"),
+    };
+    status
+        .metadata_mut()
+        .insert("tact-reason", tonic::metadata::MetadataValue::from_static(reason));
+    status
+}
+
+fn write_status(e: WriteError) -> Status {
+    match e {
+        WriteError::Refused(r) => refused_status(r),
+        WriteError::Log(e) => log_status(e),
+        WriteError::Feed(e) => {
+            tracing::warn!(error = %e, "event stream unavailable");
+            Status::unavailable(e.to_string())
+        }
+    }
+}
+
 fn too_many(field: &str, max: usize, got: usize) -> Status {
     Status::invalid_argument(format!("{field}: at most {max} per request (got {got})"))
 }
@@ -91,7 +118,9 @@ type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + 
 #[tonic::async_trait]
 impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        self.decide_one(request.get_ref(), "").map(Response::new)
+        let (proposal, at) = proposal(request.get_ref(), "")?;
+        let decided = self.engine.decide(&proposal, at).map_err(refused_status)?;
+        Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
     }
 
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
@@ -101,7 +130,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 "at: Authorize always decides now (use Decide to ask about another time)",
             ));
         }
-        let decided = self.engine.authorize(&proposal).await.map_err(log_status)?;
+        let decided = self.engine.authorize(&proposal).await.map_err(write_status)?;
         Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
     }
 
@@ -178,7 +207,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             }
         }
         if !valid.is_empty() {
-            let appended = self.engine.record(valid).await.map_err(log_status)?;
+            let appended = self.engine.record(valid).await.map_err(write_status)?;
             for (slot, a) in slots.into_iter().zip(appended) {
                 let r = &mut results[slot];
                 match a {
@@ -208,15 +237,97 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             .as_ref()
             .map(|t| convert::timestamp_from_pb(t, "at"))
             .transpose()?;
-        let (view, position) = self
+        let (view, position, access) = self
             .engine
             .customer(&req.customer_id, at, self.limits.timeline_len);
+        let freshness = match access {
+            Access::NotOwner { partition } => {
+                return Err(refused_status(Refused::NotOwner {
+                    customer_id: req.customer_id.clone(),
+                    partition,
+                }));
+            }
+            Access::NotReady { why, .. } => return Err(refused_status(Refused::NotReady { why })),
+            Access::Owned { lag, stale, .. } => pb::Freshness {
+                lag: Some(span_to_pb(tact_core::Span(
+                    lag.as_millis().min(i64::MAX as u128) as i64
+                ))),
+                stale,
+            },
+        };
         Ok(Response::new(view_to_pb(
             &req.customer_id,
             view,
             &self.engine.policy().version,
             position,
+            freshness,
         )))
+    }
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::ServiceStatus>, Status> {
+        let engine = &self.engine;
+        let mut status = pb::ServiceStatus {
+            log_position: engine.position(),
+            customers: engine.customers() as u64,
+            policy_version: engine.policy().version.to_string(),
+            healthy: true,
+            ..Default::default()
+        };
+        if let Some(feed) = engine.feed() {
+            let f = feed.status();
+            let duration = |d: std::time::Duration| {
+                span_to_pb(tact_core::Span(d.as_millis().min(i64::MAX as u128) as i64))
+            };
+            status.kafka = true;
+            status.topic = f.topic;
+            status.partitions_total = f.partitions_total;
+            status.partitions = f
+                .assigned
+                .into_iter()
+                .map(|p| pb::PartitionStatus {
+                    partition: p.partition,
+                    position: p.position,
+                    high_watermark: p.high_watermark,
+                    lag_messages: p.lag_messages,
+                    lag: Some(duration(p.lag)),
+                    ready: p.ready,
+                    stale: p.stale,
+                })
+                .collect();
+            status.since_broker_heard = f.since_broker_heard.map(duration);
+            status.max_staleness = Some(duration(f.max_staleness));
+            status.dead_letters = f.dead_letters;
+            status.healthy = f.healthy;
+        }
+        Ok(Response::new(status))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let limit = match request.get_ref().limit {
+            0 => 1000,
+            n => n as usize,
+        };
+        let dead_letters = self
+            .engine
+            .dead_letters(limit)
+            .map_err(log_status)?
+            .into_iter()
+            .map(|d| pb::DeadLetter {
+                topic: d.topic,
+                partition: d.partition,
+                offset: d.offset,
+                key: d.key,
+                reason: d.reason,
+                payload: d.payload,
+                recorded_at: Some(timestamp_to_pb(Timestamp(d.recorded_at))),
+            })
+            .collect();
+        Ok(Response::new(pb::ListDeadLettersResponse { dead_letters }))
     }
 }
 
@@ -236,6 +347,7 @@ fn view_to_pb(
     v: tact_core::CustomerView,
     policy_version: &str,
     position: u64,
+    freshness: pb::Freshness,
 ) -> pb::CustomerView {
     let channel = |c: tact_core::Channel| pb::Channel::from(c) as i32;
     pb::CustomerView {
@@ -299,9 +411,6 @@ fn view_to_pb(
         accepted_channels: v.accepted_channels.into_iter().map(channel).collect(),
         policy_version: policy_version.to_owned(),
         log_position: position,
-        freshness: Some(pb::Freshness {
-            lag: Some(span_to_pb(tact_core::Span(0))),
-            stale: false,
-        }),
+        freshness: Some(freshness),
     }
 }

@@ -244,3 +244,93 @@ pub async fn customer(server: &str, id: &str, at: Option<Timestamp>, json: bool)
     }
     Ok(ExitCode::SUCCESS)
 }
+
+fn millis(d: Option<&pbjson_types::Duration>) -> i64 {
+    d.map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+}
+
+/// `tact status`: the server's log, and with Kafka each owned partition's lag.
+pub async fn status_cmd(server: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let s = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .map_err(|s| status("GetStatus", s))?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "log position {}, {} customers, policy {}",
+        s.log_position, s.customers, s.policy_version
+    );
+    if !s.kafka {
+        println!("no Kafka: events come in through RecordEvents");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "kafka topic {} ({} partitions), {}; broker last heard {}; max staleness {} ms; {} dead letters",
+        s.topic,
+        s.partitions_total,
+        if s.healthy {
+            "fresh"
+        } else {
+            "STALE or catching up"
+        },
+        s.since_broker_heard
+            .as_ref()
+            .map_or("never".to_owned(), |d| format!("{} ms ago", millis(Some(d)))),
+        millis(s.max_staleness.as_ref()),
+        s.dead_letters
+    );
+    for p in &s.partitions {
+        println!(
+            "  partition {:>3}: position {:>10} of {:>10} (lag {} messages, {} ms){}{}",
+            p.partition,
+            p.position,
+            p.high_watermark,
+            p.lag_messages,
+            millis(p.lag.as_ref()),
+            if p.ready { "" } else { ", catching up" },
+            if p.stale { ", STALE" } else { "" }
+        );
+    }
+    Ok(if s.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `tact deadletters`: messages from the stream that could not be used, and why.
+pub async fn dead_letters(server: &str, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let list = client
+        .list_dead_letters(pb::ListDeadLettersRequest { limit })
+        .await
+        .map_err(|s| status("ListDeadLetters", s))?
+        .into_inner();
+    if json {
+        for d in &list.dead_letters {
+            println!("{}", serde_json::to_string(d)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.dead_letters.is_empty() {
+        println!("no dead letters");
+    }
+    let now = now();
+    for d in &list.dead_letters {
+        println!(
+            "{} partition {} offset {} key {:?} ({}): {}",
+            d.topic,
+            d.partition,
+            d.offset,
+            d.key,
+            render::instant(d.recorded_at.as_ref(), now),
+            d.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

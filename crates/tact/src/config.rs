@@ -38,6 +38,20 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// Write a snapshot of the state on clean shutdown (faster restarts).
     pub snapshot_on_shutdown: bool,
+    /// Kafka bootstrap servers (`HOST:PORT,...`); unset: the embedded default, no Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+    /// The topic of interaction events.
+    pub kafka_topic: String,
+    /// The consumer group; instances in one group split the topic's partitions.
+    pub kafka_group: String,
+    /// Where bad messages are also sent (they are always kept in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_dead_letter_topic: Option<String>,
+    /// Beyond this lag (ms), marketing and sales decisions are denied as stale.
+    pub max_staleness_ms: u64,
+    /// The consumer group session timeout (ms).
+    pub kafka_session_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -53,6 +67,12 @@ impl Default for Settings {
             max_events_per_request: 10_000,
             max_request_bytes: 16 << 20,
             snapshot_on_shutdown: true,
+            kafka_brokers: None,
+            kafka_topic: tact_ingest::KafkaOptions::DEFAULT_TOPIC.to_owned(),
+            kafka_group: tact_ingest::KafkaOptions::DEFAULT_GROUP.to_owned(),
+            kafka_dead_letter_topic: None,
+            max_staleness_ms: 5_000,
+            kafka_session_timeout_ms: 10_000,
         }
     }
 }
@@ -69,6 +89,12 @@ const ENV_KEYS: &[&str] = &[
     "max_events_per_request",
     "max_request_bytes",
     "snapshot_on_shutdown",
+    "kafka_brokers",
+    "kafka_topic",
+    "kafka_group",
+    "kafka_dead_letter_topic",
+    "max_staleness_ms",
+    "kafka_session_timeout_ms",
 ];
 
 /// The settings given as flags; unset flags do not override anything.
@@ -114,6 +140,35 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "TACT_SNAPSHOT_ON_SHUTDOWN", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_on_shutdown: Option<bool>,
+    /// Kafka bootstrap servers, HOST:PORT[,...]; unset: no Kafka [default: unset]
+    #[arg(long, global = true, env = "TACT_KAFKA_BROKERS", value_name = "HOSTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+    /// Topic of interaction events [default: tact.interactions]
+    #[arg(long, global = true, env = "TACT_KAFKA_TOPIC", value_name = "TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_topic: Option<String>,
+    /// Kafka consumer group [default: tact]
+    #[arg(long, global = true, env = "TACT_KAFKA_GROUP", value_name = "GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_group: Option<String>,
+    /// Topic that also receives bad messages [default: unset]
+    #[arg(
+        long,
+        global = true,
+        env = "TACT_KAFKA_DEAD_LETTER_TOPIC",
+        value_name = "TOPIC"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_dead_letter_topic: Option<String>,
+    /// Lag in ms beyond which marketing and sales are denied as stale [default: 5000]
+    #[arg(long, global = true, env = "TACT_MAX_STALENESS_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_staleness_ms: Option<u64>,
+    /// Kafka consumer group session timeout in ms [default: 10000]
+    #[arg(long, global = true, env = "TACT_KAFKA_SESSION_TIMEOUT_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_session_timeout_ms: Option<u64>,
 }
 
 /// Layers the settings. `config` is the `--config` flag: a file named there must exist;
@@ -155,6 +210,28 @@ impl Settings {
             max_events_per_request: self.max_events_per_request,
             max_request_bytes: self.max_request_bytes,
             ..tact_server::Limits::default()
+        }
+    }
+
+    /// The Kafka options, if Kafka is configured.
+    pub fn kafka(&self) -> Option<tact_ingest::KafkaOptions> {
+        let brokers = self.kafka_brokers.as_deref().filter(|b| !b.trim().is_empty())?;
+        let mut o = tact_ingest::KafkaOptions::new(brokers)
+            .with_max_staleness(Duration::from_millis(self.max_staleness_ms.max(1)));
+        o.topic = self.kafka_topic.clone();
+        o.group = self.kafka_group.clone();
+        o.dead_letter_topic = self.kafka_dead_letter_topic.clone().filter(|t| !t.is_empty());
+        o.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms.max(1));
+        Some(o)
+    }
+
+    /// The Kafka options, or an error saying how to configure them.
+    pub fn require_kafka(&self) -> anyhow::Result<tact_ingest::KafkaOptions> {
+        match self.kafka() {
+            Some(o) => Ok(o),
+            None => bail!(
+                "no Kafka configured: pass --kafka-brokers HOST:PORT (or TACT_KAFKA_BROKERS, or kafka_brokers in the config file)"
+            ),
         }
     }
 
@@ -251,10 +328,10 @@ mod tests {
             .extract()
             .unwrap();
         assert_eq!(s, Settings::default());
-        // Every setting is written out.
+        // Every setting is written out (optional ones, unset by default, commented out).
         for key in ENV_KEYS {
             assert!(
-                text.contains(&format!("\n{key} = ")),
+                text.contains(&format!("\n{key} = ")) || text.contains(&format!("\n# {key} = ")),
                 "config/tact.toml lacks {key}"
             );
         }

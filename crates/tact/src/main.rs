@@ -7,6 +7,7 @@
 mod client;
 mod config;
 mod demo;
+mod produce;
 mod render;
 mod serve;
 
@@ -43,6 +44,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProduceFormat {
+    Protobuf,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Human,
     Json,
@@ -75,6 +82,32 @@ enum Command {
         /// Fold in only events that occurred until this RFC 3339 instant.
         #[arg(long, value_parser = parse_instant)]
         until: Option<Timestamp>,
+        /// First refill the log from the Kafka topic's beginning (a new node, a lost disk).
+        #[arg(long)]
+        from_kafka: bool,
+    },
+    /// Publish JSON-lines events (canonical protobuf JSON) to the Kafka topic, keyed by customer.
+    Produce {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+        /// The message format.
+        #[arg(long, value_enum, default_value_t = ProduceFormat::Protobuf)]
+        format: ProduceFormat,
+    },
+    /// List the messages from Kafka that could not be used, and why.
+    Deadletters {
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// One canonical protobuf JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the server's log position and, with Kafka, each owned partition's lag.
+    Status {
+        /// Print canonical protobuf JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Play a few stories against a throw-away server and show tact's answers.
     Demo,
@@ -145,7 +178,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Customer { customer, at, json } => {
             client::customer(&settings.server, &customer, at, json).await
         }
-        Command::Replay { until } => serve::replay(&settings, until),
+        Command::Replay { until, from_kafka } => serve::replay(&settings, until, from_kafka).await,
+        Command::Produce { file, format } => {
+            let mut opts = settings.require_kafka()?;
+            opts.format = match format {
+                ProduceFormat::Protobuf => tact_ingest::WireFormat::Protobuf,
+                ProduceFormat::Json => tact_ingest::WireFormat::Json,
+            };
+            produce::produce(opts, &file).await
+        }
+        Command::Deadletters { limit, json } => client::dead_letters(&settings.server, limit, json).await,
+        Command::Status { json } => client::status_cmd(&settings.server, json).await,
         Command::Demo => demo::run(&settings).await,
     }
 }

@@ -38,6 +38,11 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.group_commit = settings.group_commit();
     opts.limits = settings.limits();
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
+    if let Some(kafka) = settings.kafka() {
+        tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, group = %kafka.group, "kafka mode");
+        let feed = tact_ingest::KafkaFeed::new(kafka).context("cannot set up the Kafka client")?;
+        opts.feed = Some(Arc::new(feed));
+    }
 
     // Installed before the (possibly long) replay, so an early SIGTERM is not lost.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -101,15 +106,49 @@ pub fn open_existing(dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
 }
 
 /// `tact replay`: rebuilds every customer's state from the log, offline, and reports.
-pub fn replay(settings: &Settings, until: Option<Timestamp>) -> anyhow::Result<ExitCode> {
+/// With `from_kafka`, first refills the log from the topic's beginning.
+pub async fn replay(
+    settings: &Settings,
+    until: Option<Timestamp>,
+    from_kafka: bool,
+) -> anyhow::Result<ExitCode> {
     let policy = settings.load_policy()?;
-    let storage = open_existing(&settings.data_dir)?;
+    let storage = if from_kafka {
+        let kafka = settings.require_kafka()?;
+        let storage = tact_server::open_storage(&settings.data_dir)
+            .map_err(|e| data_dir_error(e, &settings.data_dir))?;
+        let log = tact_log::Log::open(Arc::clone(&storage), settings.group_commit(), |_| {});
+        let runtime = tokio::runtime::Handle::current();
+        let (log, stats) = tokio::task::spawn_blocking(move || {
+            let stats = tact_ingest::rebuild_from_topic(&kafka, &log, &runtime);
+            (log, stats)
+        })
+        .await?;
+        let stats = stats.context("rebuilding the log from Kafka")?;
+        log.shutdown().await?;
+        println!(
+            "read {} messages from {} partitions of {} in {:.3} s ({:.0} messages/s): {} events recorded, \
+             {} already in the log, {} dead letters",
+            stats.messages,
+            stats.partitions,
+            settings.kafka_topic,
+            stats.elapsed.as_secs_f64(),
+            stats.messages_per_sec(),
+            stats.recorded,
+            stats.duplicates,
+            stats.dead_letters
+        );
+        storage
+    } else {
+        open_existing(&settings.data_dir)?
+    };
     let last_seq = storage.last_seq()?;
     let retention = policy.retention();
-    let (projection, stats) = match until {
+    let (projection, stats) = tokio::task::spawn_blocking(move || match until {
         None => Projection::rebuild(&*storage, retention),
         Some(t) => Projection::rebuild_until(&*storage, retention, t),
-    }
+    })
+    .await?
     .with_context(|| format!("replaying the log in {}", settings.data_dir.display()))?;
     match until {
         None => println!(
@@ -132,5 +171,29 @@ pub fn replay(settings: &Settings, until: Option<Timestamp>) -> anyhow::Result<E
         ),
     }
     println!("log position {}, policy {}", projection.position, policy.version);
+    println!("state digest {:016x}", state_digest(&projection)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A digest of every customer's state (FNV-1a over the customers in id order and their
+/// encoded state): equal digests mean equal state, whatever order the events came in.
+pub fn state_digest(projection: &Projection) -> anyhow::Result<u64> {
+    let mut ids: Vec<&String> = projection.customers.keys().collect();
+    ids.sort_unstable();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for id in ids {
+        feed(id.as_bytes());
+        feed(&[0]);
+        let state = &projection.customers[id];
+        let encoded = bincode::serde::encode_to_vec(state, bincode::config::standard())
+            .context("encoding a customer's state")?;
+        feed(&encoded);
+    }
+    Ok(h)
 }

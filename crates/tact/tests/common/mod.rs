@@ -53,8 +53,14 @@ impl Server {
     /// Starts `tact serve` on an ephemeral port over `data_dir` and waits for its
     /// `listening on ADDR` line.
     pub fn start(cwd: &Path, data_dir: &Path) -> Server {
+        Self::start_with(cwd, data_dir, &[])
+    }
+
+    /// Like [`Server::start`], with extra `serve` flags.
+    pub fn start_with(cwd: &Path, data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = tact(cwd)
             .arg("serve")
+            .args(extra)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--policy")

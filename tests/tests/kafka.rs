@@ -1,0 +1,481 @@
+//! tact against a real Kafka-compatible broker (tansu): events produced to the topic
+//! change decisions, Authorize publishes and is not counted twice, bad messages become
+//! dead letters without stopping the partition, restarts resume from the offsets in the
+//! log, a silent broker turns marketing and sales to `stale-state` DENY and recovers, and
+//! two instances split the partitions and refuse each other's customers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tact_core::{Channel, Event, EventKind, Purpose, Timestamp};
+use tact_ingest::partitioner::partition_for;
+use tact_proto::pb;
+use tact_server::Feed;
+use tact_tests::kafka::{Broker, KafkaServer, decide_until, now, produce};
+use tact_tests::{request, rules, verdict};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ev(id: &str, customer: &str, at: Timestamp, kind: EventKind) -> Event {
+    Event {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        occurred_at: at,
+        source: "kafka-test".into(),
+        kind,
+    }
+}
+
+fn consent(channel: Channel, purpose: Purpose, granted: bool) -> EventKind {
+    EventKind::ConsentChanged {
+        channel,
+        purpose,
+        granted,
+        expires_at: None,
+        proof: "form".into(),
+    }
+}
+
+fn is_verdict(v: pb::Verdict) -> impl FnMut(&Result<pb::Decision, tonic::Status>) -> bool {
+    move |r| matches!(r, Ok(d) if verdict(d) == v)
+}
+
+fn topic(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_from_kafka_change_decisions_and_authorize_counts_once() {
+    let broker = Broker::start();
+    let t = topic("decisions");
+    broker.create_topic(&t, 4);
+    let opts = broker.options(&t);
+    let server = KafkaServer::start(opts.clone(), None).await;
+    server.wait_healthy(WAIT).await;
+    let mut client = server.client().await;
+    let email = request("k1", Channel::Email, Purpose::Marketing);
+
+    // No consent yet: DENY. Consent produced to Kafka: ALLOW.
+    let r = client.decide(email.clone()).await.unwrap().into_inner();
+    assert_eq!(verdict(&r), pb::Verdict::Deny);
+    let t0 = Timestamp(now().0 - 60_000);
+    produce(
+        &opts,
+        vec![ev(
+            "k1-optin",
+            "k1",
+            t0,
+            consent(Channel::Email, Purpose::Marketing, true),
+        )],
+    )
+    .await;
+    decide_until(&mut client, &email, WAIT, is_verdict(pb::Verdict::Allow)).await;
+
+    // Authorize publishes the authorization to the topic and records it; when it comes
+    // back through the consumer it is a duplicate, so the cap counts it once.
+    let auth = client.authorize(email.clone()).await.unwrap().into_inner();
+    assert_eq!(verdict(&auth), pb::Verdict::Allow, "{auth:?}");
+    // A marker after it: once the marker is applied, the echo has been consumed.
+    produce(
+        &opts,
+        vec![ev(
+            "k1-marker",
+            "k1",
+            t0,
+            EventKind::Purchase {
+                order_id: "o1".into(),
+            },
+        )],
+    )
+    .await;
+    let view = loop {
+        let v = client
+            .get_customer(pb::GetCustomerRequest {
+                customer_id: "k1".into(),
+                at: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if v.timeline.iter().any(|e| e.kind == "purchase") {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let email_caps: Vec<_> = view
+        .caps
+        .iter()
+        .filter(|c| c.channel == Some(pb::Channel::Email as i32) || c.channel.is_none())
+        .filter(|c| c.count > 0)
+        .collect();
+    assert!(!email_caps.is_empty(), "{view:?}");
+    for c in email_caps {
+        assert_eq!(c.count, 1, "authorization counted once: {c:?}");
+    }
+    let freshness = view.freshness.expect("freshness");
+    assert!(!freshness.stale);
+    let authorized = view
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "outreach_authorized")
+        .count();
+    assert_eq!(authorized, 1, "{:?}", view.timeline);
+
+    // Withdrawal produced to Kafka: DENY.
+    produce(
+        &opts,
+        vec![ev(
+            "k1-optout",
+            "k1",
+            now(),
+            consent(Channel::Email, Purpose::Marketing, false),
+        )],
+    )
+    .await;
+    decide_until(&mut client, &email, WAIT, is_verdict(pb::Verdict::Deny)).await;
+
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.kafka && status.healthy, "{status:?}");
+    assert_eq!(status.partitions_total, 4);
+    assert_eq!(status.partitions.len(), 4);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_messages_become_dead_letters_and_the_partition_goes_on() {
+    let broker = Broker::start();
+    let t = topic("dead");
+    broker.create_topic(&t, 1);
+    let opts = broker.options(&t);
+    let server = KafkaServer::start(opts.clone(), None).await;
+    server.wait_healthy(WAIT).await;
+    let mut client = server.client().await;
+
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    let good = tact_proto::event_to_bytes(
+        &ev(
+            "d-ok",
+            "d1",
+            now(),
+            consent(Channel::Email, Purpose::Marketing, true),
+        ),
+        tact_proto::WireFormat::Json,
+    );
+    let bad_json =
+        br#"{"eventId":"d-bad","customerId":"d1","occurredAt":"yesterday","purchase":{}}"#.to_vec();
+    let messages: Vec<(Option<&str>, Vec<u8>)> = vec![
+        (Some("d1"), b"\xff\x00garbage".to_vec()),
+        (Some("d1"), bad_json),
+        (Some("someone-else"), good.clone()),
+        (Some("d1"), good),
+    ];
+    for (key, value) in &messages {
+        let mut record = FutureRecord::to(&t).payload(value.as_slice());
+        if let Some(k) = key {
+            record = record.key(k.as_bytes());
+        }
+        producer.send(record, Duration::from_secs(5)).await.unwrap();
+    }
+    // The good message after three bad ones is applied.
+    decide_until(
+        &mut client,
+        &request("d1", Channel::Email, Purpose::Marketing),
+        WAIT,
+        is_verdict(pb::Verdict::Allow),
+    )
+    .await;
+    let dead = client
+        .list_dead_letters(pb::ListDeadLettersRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    assert_eq!(dead.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(dead[0].reason.starts_with("protobuf:"), "{}", dead[0].reason);
+    assert!(dead[1].reason.starts_with("occurred_at"), "{}", dead[1].reason);
+    assert!(dead[2].reason.starts_with("key:"), "{}", dead[2].reason);
+    assert_eq!(dead[0].payload, b"\xff\x00garbage");
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.dead_letters, 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_resumes_from_the_offsets_in_the_log_exactly_once() {
+    let broker = Broker::start();
+    let t = topic("restart");
+    broker.create_topic(&t, 4);
+    let opts = broker.options(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let at = Timestamp(now().0 - 3_600_000);
+    let batch = |from: usize, to: usize| -> Vec<Event> {
+        (from..to)
+            .map(|i| {
+                ev(
+                    &format!("r-{i}"),
+                    &format!("r{}", i % 50),
+                    Timestamp(at.0 + i as i64),
+                    EventKind::PageViewed {
+                        url: "/blog".into(),
+                        category: "blog".into(),
+                    },
+                )
+            })
+            .collect()
+    };
+    produce(&opts, batch(0, 2_000)).await;
+    let server = KafkaServer::start(opts.clone(), Some(dir.path().to_path_buf())).await;
+    server.wait_healthy(WAIT).await;
+    assert_eq!(server.handle.engine().position(), 2_000);
+    server.stop().await;
+
+    // While tact is down: 1,000 new events, and 500 old ones produced again (a producer
+    // retrying without idempotence).
+    let mut more = batch(2_000, 3_000);
+    more.extend(batch(0, 500));
+    produce(&opts, more).await;
+    let server = KafkaServer::start(opts.clone(), Some(dir.path().to_path_buf())).await;
+    server.wait_healthy(WAIT).await;
+    assert_eq!(
+        server.handle.engine().position(),
+        3_000,
+        "each event once in the log"
+    );
+    let status = tact_server::Feed::status(&*server.feed);
+    let total: i64 = status.assigned.iter().map(|p| p.position).sum();
+    assert_eq!(total, 3_500, "every message's offset is stored: {status:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_broker_turns_marketing_stale_and_it_recovers_by_itself() {
+    let broker = Broker::start();
+    let t = topic("stale");
+    broker.create_topic(&t, 2);
+    let opts = broker.options(&t); // max_staleness 1 s
+    let server = KafkaServer::start(opts.clone(), None).await;
+    server.wait_healthy(WAIT).await;
+    let mut client = server.client().await;
+    let email = request("s1", Channel::Email, Purpose::Marketing);
+    produce(
+        &opts,
+        vec![ev(
+            "s1-optin",
+            "s1",
+            now(),
+            consent(Channel::Email, Purpose::Marketing, true),
+        )],
+    )
+    .await;
+    decide_until(&mut client, &email, WAIT, is_verdict(pb::Verdict::Allow)).await;
+
+    broker.pause();
+    let took = decide_until(&mut client, &email, WAIT, is_verdict(pb::Verdict::Deny)).await;
+    let d = client.decide(email.clone()).await.unwrap().into_inner();
+    assert_eq!(rules(&d)[0], "stale-state", "{d:?}");
+    // Within max_staleness (1 s) plus one probe round.
+    assert!(took < Duration::from_millis(2_500), "stale after {took:?}");
+    // Transactional messages stay allowed.
+    let tx = client
+        .decide(request("s1", Channel::Email, Purpose::Transactional))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&tx), pb::Verdict::Allow, "{tx:?}");
+    let view = client
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: "s1".into(),
+            at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(view.freshness.unwrap().stale);
+
+    broker.resume();
+    decide_until(&mut client, &email, WAIT, is_verdict(pb::Verdict::Allow)).await;
+    server.stop().await;
+}
+
+/// The partition a message lands on when produced by tact's publisher (librdkafka's
+/// murmur2) is the one tact computes for ownership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ownership_uses_the_partition_kafka_puts_the_key_on() {
+    let broker = Broker::start();
+    let t = topic("partitioner");
+    broker.create_topic(&t, 4);
+    let opts = broker.options(&t);
+    let events: Vec<Event> = (0..200)
+        .map(|i| {
+            ev(
+                &format!("p-{i}"),
+                &format!("cust-{i}"),
+                now(),
+                EventKind::Purchase { order_id: "o".into() },
+            )
+        })
+        .collect();
+    produce(&opts, events).await;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "partitioner-check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&t]).unwrap();
+    let mut seen = BTreeMap::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while seen.len() < 200 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            seen.insert(key, m.partition());
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    let used: BTreeSet<i32> = seen.values().copied().collect();
+    assert_eq!(used.len(), 4, "keys spread over every partition");
+    for (key, partition) in seen {
+        assert_eq!(partition_for(key.as_bytes(), 4), partition, "{key}");
+    }
+}
+
+fn code_and_reason(r: &Result<pb::Decision, tonic::Status>) -> Option<(tonic::Code, String)> {
+    r.as_ref().err().map(|s| {
+        let reason = s
+            .metadata()
+            .get("tact-reason")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (s.code(), reason)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_split_partitions_refuse_each_others_customers_and_take_over() {
+    let broker = Broker::start();
+    let t = topic("split");
+    broker.create_topic(&t, 4);
+    let opts = broker.options(&t);
+    let a = KafkaServer::start(opts.clone(), None).await;
+    let b = KafkaServer::start(opts.clone(), None).await;
+    // Wait until the group has settled with both members: 4 partitions, split, all fresh.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (sa, sb) = (a.feed.status(), b.feed.status());
+        let pa: BTreeSet<i32> = sa.assigned.iter().map(|p| p.partition).collect();
+        let pb_: BTreeSet<i32> = sb.assigned.iter().map(|p| p.partition).collect();
+        if pa.len() + pb_.len() == 4
+            && pa.is_disjoint(&pb_)
+            && !pa.is_empty()
+            && !pb_.is_empty()
+            && sa.healthy
+            && sb.healthy
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group did not settle: {sa:?} {sb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let customers: Vec<String> = (0..40).map(|i| format!("split-{i}")).collect();
+    let at = Timestamp(now().0 - 60_000);
+    produce(
+        &opts,
+        customers
+            .iter()
+            .map(|c| {
+                ev(
+                    &format!("{c}-optin"),
+                    c,
+                    at,
+                    consent(Channel::Email, Purpose::Marketing, true),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let mut ca = a.client().await;
+    let mut cb = b.client().await;
+    let owned_by_a: BTreeSet<i32> = a.feed.status().assigned.iter().map(|p| p.partition).collect();
+    for c in &customers {
+        let req = request(c, Channel::Email, Purpose::Marketing);
+        let p = partition_for(c.as_bytes(), 4);
+        let (owner, other) = if owned_by_a.contains(&p) {
+            (&mut ca, &mut cb)
+        } else {
+            (&mut cb, &mut ca)
+        };
+        decide_until(owner, &req, WAIT, is_verdict(pb::Verdict::Allow)).await;
+        let refused = other.decide(req.clone()).await.map(|r| r.into_inner());
+        assert_eq!(
+            code_and_reason(&refused),
+            Some((tonic::Code::FailedPrecondition, "not-owner".to_owned())),
+            "{c} on partition {p}: {refused:?}"
+        );
+        let refused = other.authorize(req.clone()).await.map(|r| r.into_inner());
+        assert_eq!(
+            code_and_reason(&refused).map(|c| c.0),
+            Some(tonic::Code::FailedPrecondition)
+        );
+        // In a batch, the other instance's customer is a DENY, never an ALLOW.
+        let batch = other
+            .decide_batch(pb::DecideBatchRequest { requests: vec![req] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(verdict(&batch.decisions[0]), pb::Verdict::Deny);
+        assert_eq!(rules(&batch.decisions[0]), vec!["not-owner"]);
+    }
+
+    // B leaves: A takes over its partitions, rebuilds those customers from the topic,
+    // and answers for everyone (and sees a withdrawal produced after the takeover).
+    b.stop().await;
+    for c in &customers {
+        let req = request(c, Channel::Email, Purpose::Marketing);
+        decide_until(
+            &mut ca,
+            &req,
+            Duration::from_secs(60),
+            is_verdict(pb::Verdict::Allow),
+        )
+        .await;
+    }
+    assert_eq!(a.feed.status().assigned.len(), 4);
+    let last = customers.last().unwrap();
+    produce(
+        &opts,
+        vec![ev(
+            "split-optout",
+            last,
+            now(),
+            consent(Channel::Email, Purpose::Marketing, false),
+        )],
+    )
+    .await;
+    decide_until(
+        &mut ca,
+        &request(last, Channel::Email, Purpose::Marketing),
+        WAIT,
+        is_verdict(pb::Verdict::Deny),
+    )
+    .await;
+    a.stop().await;
+}
