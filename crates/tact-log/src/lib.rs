@@ -15,7 +15,9 @@ pub mod snapshot;
 mod storage;
 
 pub use error::LogError;
-pub use log::{DurableHook, GroupCommit, Log, LogStats};
+pub use log::{DurableHook, GroupCommit, Log, LogStats, PendingAppend};
 pub use projection::{Projection, ReplayStats, fold};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
-pub use storage::{Appended, EventIter, MemoryStorage, MetaEntry, RawVisitor, SledStorage, Storage};
+pub use storage::{
+    Appended, DEAD_LETTER_PREFIX, EventIter, MemoryStorage, MetaEntry, RawVisitor, SledStorage, Storage,
+};

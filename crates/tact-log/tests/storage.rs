@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{T0, backends, ev, stream};
-use tact_log::{Appended, LogError, MemoryStorage, SledStorage, Storage, codec};
+use tact_log::{Appended, DEAD_LETTER_PREFIX, LogError, MemoryStorage, SledStorage, Storage, codec};
 
 #[test]
 fn appends_get_consecutive_seqs_and_read_back_in_order() {
@@ -208,28 +208,51 @@ fn assert_corrupt_at(err: LogError, seq: u64) {
     assert!(err.to_string().contains(&format!("seq {seq}")), "{err}");
 }
 
+/// The raw value of the chunk under `first` and the byte range of `seq`'s record in it.
+fn record_in_chunk(s: &SledStorage, first: u64, seq: u64) -> (Vec<u8>, std::ops::Range<usize>) {
+    let tree = s.db().open_tree("events").unwrap();
+    let value = tree.get(codec::seq_key(first)).unwrap().unwrap().to_vec();
+    let record = codec::encode_event(&s.get(seq).unwrap().unwrap()).unwrap();
+    let at = value
+        .windows(record.len())
+        .position(|w| w == record.as_slice())
+        .expect("the record is in the chunk");
+    (value, at..at + record.len())
+}
+
+fn put_raw(s: &SledStorage, first: u64, value: Vec<u8>) {
+    let tree = s.db().open_tree("events").unwrap();
+    tree.insert(codec::seq_key(first), value).unwrap();
+}
+
 #[test]
 fn a_corrupt_sled_record_is_an_error_naming_its_seq() {
     let dir = tempfile::tempdir().unwrap();
     let s = SledStorage::open(dir.path()).unwrap();
     s.append(&stream(5, 2), &[]).unwrap();
-    let events = s.db().open_tree("events").unwrap();
-    let mut raw = events.get(codec::seq_key(3)).unwrap().unwrap().to_vec();
-    let last = raw.len() - 1;
-    raw[last] ^= 0xff;
-    events.insert(codec::seq_key(3), raw).unwrap();
+    // The five records are one chunk under seq 1; spoil the last byte of seq 3's.
+    let (mut raw, range) = record_in_chunk(&s, 1, 3);
+    raw[range.end - 1] ^= 0xff;
+    put_raw(&s, 1, raw);
 
     assert_corrupt_at(s.get(3).unwrap_err(), 3);
     assert!(s.get(2).unwrap().is_some());
+    assert!(s.get(4).unwrap().is_some(), "the rest of the chunk still reads");
     assert_corrupt_at(s.read_from(1, 10).unwrap_err(), 3);
+    assert_eq!(s.read_from(4, 10).unwrap().len(), 2);
+    let customer = stream(5, 2)[2].customer_id.clone();
+    assert_corrupt_at(s.customer_events(&customer).unwrap_err(), 3);
     let storage: Arc<dyn Storage> = Arc::new(s);
     let seen: Vec<_> = storage.events_from(1).collect();
     assert_eq!(seen.len(), 1, "the page with the bad record fails as a whole");
     assert_corrupt_at(seen.into_iter().next().unwrap().unwrap_err(), 3);
     let err = tact_log::Projection::rebuild(storage.as_ref(), Default::default()).unwrap_err();
     assert_corrupt_at(err, 3);
+    drop(storage);
+    // Reopening rebuilds the indexes from the records: the bad one stops it, by name.
+    assert_corrupt_at(SledStorage::open(dir.path()).unwrap_err(), 3);
 
-    // A record of an unknown format version.
+    // A value of an unknown format version.
     let dir = tempfile::tempdir().unwrap();
     let events = SledStorage::open(dir.path()).unwrap();
     events.append(&stream(1, 1), &[]).unwrap();
@@ -239,6 +262,133 @@ fn a_corrupt_sled_record_is_an_error_naming_its_seq() {
     tree.insert(codec::seq_key(1), raw).unwrap();
     let err = events.get(1).unwrap_err();
     assert_corrupt_at(err, 1);
+}
+
+#[test]
+fn a_corrupt_or_truncated_chunk_table_is_an_error_naming_the_chunk_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStorage::open(dir.path()).unwrap();
+    s.append(&stream(3, 2), &[]).unwrap();
+    s.append(&stream(8, 2)[3..], &[]).unwrap(); // seqs 4..=8, a chunk under 4
+    let tree = s.db().open_tree("events").unwrap();
+    let good = tree.get(codec::seq_key(4)).unwrap().unwrap().to_vec();
+
+    // A flipped bit in the count or the offset table.
+    for at in [8, codec::CHUNK_HEADER + 1, codec::CHUNK_HEADER + 10] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x01;
+        put_raw(&s, 4, bad);
+        for seq in [4, 6, 8] {
+            let err = s.get(seq).unwrap_err();
+            assert_corrupt_at(err, 4);
+        }
+        assert!(s.get(2).unwrap().is_some(), "other chunks still read");
+        assert_corrupt_at(s.read_from(1, 100).unwrap_err(), 4);
+        assert_corrupt_at(s.read_from(6, 100).unwrap_err(), 4);
+    }
+    // Cut short anywhere.
+    for len in [
+        0,
+        1,
+        5,
+        codec::CHUNK_HEADER,
+        codec::CHUNK_HEADER + 7,
+        good.len() - 1,
+    ] {
+        put_raw(&s, 4, good[..len].to_vec());
+        let err = s.get(5).unwrap_err();
+        assert!(matches!(err, LogError::Corrupt { seq: 4, .. }), "{len}: {err}");
+        assert!(err.to_string().contains("seq 4"), "{err}");
+    }
+    put_raw(&s, 4, good);
+    assert_eq!(s.read_from(1, 100).unwrap().len(), 8);
+}
+
+#[test]
+fn sled_chunks_read_back_at_every_seq_across_boundaries_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = stream(2600, 13);
+    // Appends of 1, 3 and 7 events, then one big enough to be split into several chunks.
+    let sizes = [1usize, 3, 7, 2589];
+    let check = |s: &SledStorage| {
+        assert_eq!(s.last_seq().unwrap(), 2600);
+        for (i, e) in all.iter().enumerate() {
+            let seq = i as u64 + 1;
+            assert_eq!(s.get(seq).unwrap().as_ref(), Some(e), "seq {seq}");
+            assert_eq!(s.seq_of(&e.event_id).unwrap(), Some(seq));
+        }
+        assert!(s.get(0).unwrap().is_none());
+        assert!(s.get(2601).unwrap().is_none());
+        // Scans starting at each chunk's first seq, inside a chunk, and at its last.
+        for from in [1, 2, 3, 4, 5, 11, 12, 13, 500, 1035, 1036, 1037, 2060, 2600, 2601] {
+            let read = s.read_from(from, 3000).unwrap();
+            assert_eq!(read.len() as u64, 2601 - from, "from {from}");
+            assert!(
+                read.iter().all(|(seq, e)| *e == all[*seq as usize - 1]),
+                "from {from}"
+            );
+            let page = s.read_from(from, 2).unwrap();
+            let seqs: Vec<u64> = page.iter().map(|(q, _)| *q).collect();
+            let expected: Vec<u64> = (from..=2600).take(2).collect();
+            assert_eq!(seqs, expected, "from {from}");
+        }
+        let storage: &dyn Storage = s;
+        let paged: Vec<u64> = storage
+            .events_from(6)
+            .with_page_size(5)
+            .map(|r| r.unwrap().0)
+            .collect::<Vec<_>>();
+        assert_eq!(paged, (6..=2600).collect::<Vec<_>>());
+        for c in 0..13 {
+            let customer = format!("cust-{c}");
+            let mine = s.customer_events(&customer).unwrap();
+            let expected: Vec<(u64, tact_core::Event)> = all
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.customer_id == customer)
+                .map(|(i, e)| (i as u64 + 1, e.clone()))
+                .collect();
+            assert_eq!(mine, expected, "{customer}");
+        }
+    };
+    {
+        let s = SledStorage::open(dir.path()).unwrap();
+        let mut at = 0;
+        for n in sizes {
+            s.append(&all[at..at + n], &[]).unwrap();
+            at += n;
+        }
+        s.flush().unwrap();
+        let tree = s.db().open_tree("events").unwrap();
+        let keys: Vec<u64> = tree
+            .iter()
+            .keys()
+            .map(|k| codec::parse_seq("events", &k.unwrap()).unwrap())
+            .collect();
+        assert_eq!(keys[..4], [1, 2, 5, 12], "one chunk per append");
+        let first_byte = |seq: u64| tree.get(codec::seq_key(seq)).unwrap().unwrap()[0];
+        assert_eq!(
+            first_byte(1),
+            codec::RECORD_VERSION,
+            "a lone event is a bare record"
+        );
+        assert_eq!(first_byte(2), codec::CHUNK_VERSION);
+        assert!(keys.len() > 4, "the big append is split: {keys:?}");
+        assert!(keys.len() < 10, "{keys:?}");
+        check(&s);
+    }
+    let s = SledStorage::open(dir.path()).unwrap();
+    check(&s);
+    let r = s
+        .append(&[all[7].clone(), ev("next", "cust-1", T0)], &[])
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![
+            Appended::Duplicate { existing_seq: 8 },
+            Appended::Recorded { seq: 2601 }
+        ]
+    );
 }
 
 #[test]
@@ -253,11 +403,12 @@ fn a_corrupt_memory_record_is_an_error_naming_its_seq() {
 }
 
 #[test]
-fn sled_reads_the_per_event_indexes_of_older_databases() {
+fn sled_reads_databases_of_the_one_record_per_key_layout() {
     let dir = tempfile::tempdir().unwrap();
     let events = stream(6, 2);
     {
-        // The layout before the index journal: `ids` and `customers` trees per event.
+        // The layout before chunks and before the index journal: one record per key in
+        // `events`, and `ids` and `customers` trees per event.
         let db = sled::open(dir.path()).unwrap();
         let (tree, ids, customers) = (
             db.open_tree("events").unwrap(),
@@ -292,6 +443,15 @@ fn sled_reads_the_per_event_indexes_of_older_databases() {
         s.flush().unwrap();
     }
     let s = SledStorage::open(dir.path()).unwrap();
+    // Old one-record keys and a new chunk, read as one log.
+    let more: Vec<tact_core::Event> = (0..3).map(|i| ev(&format!("more-{i}"), "m", T0 + i)).collect();
+    s.append(&more, &[]).unwrap();
+    assert_eq!(s.last_seq().unwrap(), 10);
+    let seqs: Vec<u64> = s.read_from(5, 100).unwrap().iter().map(|(q, _)| *q).collect();
+    assert_eq!(seqs, (5..=10).collect::<Vec<_>>());
+    assert_eq!(s.get(6).unwrap().as_ref(), Some(&events[5]));
+    assert_eq!(s.get(7).unwrap().unwrap().event_id, "later");
+    assert_eq!(s.get(9).unwrap().as_ref(), Some(&more[1]));
     assert_eq!(s.seq_of("later").unwrap(), Some(7));
     assert_eq!(s.seq_of(&events[0].event_id).unwrap(), Some(1));
     let mine: Vec<u64> = s
@@ -308,4 +468,135 @@ fn sled_reads_the_per_event_indexes_of_older_databases() {
         .chain([7])
         .collect();
     assert_eq!(mine, expected);
+}
+
+#[test]
+fn sled_reads_databases_of_the_index_journal_layout() {
+    // One record per key, plus an `index` journal of ids per append, which is no longer
+    // read: the indexes are rebuilt from the records.
+    let dir = tempfile::tempdir().unwrap();
+    let events = stream(9, 3);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        for (i, e) in events.iter().enumerate() {
+            tree.insert(codec::seq_key(i as u64 + 1), codec::encode_event(e).unwrap())
+                .unwrap();
+        }
+        db.open_tree("index")
+            .unwrap()
+            .insert(codec::seq_key(1), &b"an old journal entry"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(s.last_seq().unwrap(), 9);
+    assert_eq!(s.seq_of(&events[8].event_id).unwrap(), Some(9));
+    assert_eq!(s.customer_events("cust-1").unwrap().len(), 3);
+    let r = s
+        .append(&[events[0].clone(), ev("new", "cust-1", T0)], &[])
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![
+            Appended::Duplicate { existing_seq: 1 },
+            Appended::Recorded { seq: 10 }
+        ]
+    );
+    let all: Vec<u64> = s.read_from(1, 100).unwrap().iter().map(|(q, _)| *q).collect();
+    assert_eq!(all, (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn dead_letters_are_meta_written_with_the_append() {
+    for b in backends() {
+        let s = &b.storage;
+        let dead = |k: &str| [DEAD_LETTER_PREFIX, k.as_bytes()].concat();
+        let offset = b"kafka/offset/t/0".to_vec();
+        // A bad message skipped: its dead letter and the offset past it, no events.
+        s.append(
+            &[],
+            &[
+                (dead("t/0/41"), b"does not decode".to_vec()),
+                (offset.clone(), 42u64.to_be_bytes().to_vec()),
+            ],
+        )
+        .unwrap();
+        s.append(
+            &[ev("a", "c", T0)],
+            &[
+                (dead("t/0/43"), b"bad customer".to_vec()),
+                (offset.clone(), 44u64.to_be_bytes().to_vec()),
+            ],
+        )
+        .unwrap();
+        s.put_meta(&dead("t/1/7"), b"by hand").unwrap();
+        s.put_meta(b"dead-end", b"not a dead letter").unwrap();
+        assert_eq!(
+            s.get_meta(&dead("t/0/41")).unwrap(),
+            Some(b"does not decode".to_vec()),
+            "{}",
+            b.name
+        );
+        assert_eq!(s.get_meta(&dead("t/0/99")).unwrap(), None);
+        assert_eq!(s.get_meta(&offset).unwrap(), Some(44u64.to_be_bytes().to_vec()));
+        let letters = s.meta_with_prefix(DEAD_LETTER_PREFIX).unwrap();
+        assert_eq!(
+            letters,
+            vec![
+                (dead("t/0/41"), b"does not decode".to_vec()),
+                (dead("t/0/43"), b"bad customer".to_vec()),
+                (dead("t/1/7"), b"by hand".to_vec()),
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(s.meta_with_prefix(&dead("t/0/")).unwrap().len(), 2);
+        assert_eq!(s.meta_with_prefix(&dead("t/1/")).unwrap().len(), 1);
+        assert_eq!(s.meta_with_prefix(b"kafka/").unwrap().len(), 1, "{}", b.name);
+        // A prefix shorter than the dead-letter prefix covers both, in key order.
+        let keys: Vec<Vec<u8>> = s
+            .meta_with_prefix(b"dead")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                b"dead-end".to_vec(),
+                dead("t/0/41"),
+                dead("t/0/43"),
+                dead("t/1/7")
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(s.meta_with_prefix(b"").unwrap().len(), 5, "{}", b.name);
+        assert_eq!(s.last_seq().unwrap(), 1);
+    }
+}
+
+#[test]
+fn sled_keeps_dead_letters_in_their_own_tree_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStorage::open(dir.path()).unwrap();
+        s.append(
+            &[ev("a", "c", T0)],
+            &[
+                (b"dead-letter/t/0/5".to_vec(), b"bad".to_vec()),
+                (b"kafka/offset/t/0".to_vec(), b"6".to_vec()),
+            ],
+        )
+        .unwrap();
+        s.flush().unwrap();
+        let tree = s.db().open_tree("dead_letters").unwrap();
+        assert_eq!(tree.get(b"t/0/5").unwrap().as_deref(), Some(&b"bad"[..]));
+        let meta = s.db().open_tree("meta").unwrap();
+        assert_eq!(meta.len(), 1, "only the offset is in `meta`");
+    }
+    let s = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(s.get_meta(b"dead-letter/t/0/5").unwrap(), Some(b"bad".to_vec()));
+    assert_eq!(s.get_meta(b"kafka/offset/t/0").unwrap(), Some(b"6".to_vec()));
 }

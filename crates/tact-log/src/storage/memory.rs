@@ -23,7 +23,8 @@ struct Inner {
 
 /// A log that lives in memory: for tests and for running without a disk. Writes are
 /// "durable" as soon as they are made. Records are encoded exactly as on sled, so
-/// replay costs and corruption checks are the same.
+/// replay costs and corruption checks are the same (one record per seq: no chunks).
+/// Dead letters ([`super::DEAD_LETTER_PREFIX`]) are kept with the rest of the meta.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     inner: RwLock<Inner>,

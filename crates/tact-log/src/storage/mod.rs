@@ -22,6 +22,13 @@ pub type RawVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, LogError> + 'a;
 /// A meta key/value pair written with [`Storage::append`] (e.g. a Kafka offset).
 pub type MetaEntry = (Vec<u8>, Vec<u8>);
 
+/// Meta keys starting with this are dead letters: records of input that could not be
+/// logged (e.g. a Kafka message that does not decode), written in the same atomic
+/// [`Storage::append`] as the consumer offset that skips it. They read and write like
+/// any meta entry; [`SledStorage`] keeps them in a tree of their own (`dead_letters`,
+/// keys without the prefix) so that scanning ordinary meta never wades through them.
+pub const DEAD_LETTER_PREFIX: &[u8] = b"dead-letter/";
+
 /// The outcome of appending one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Appended {
@@ -57,6 +64,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// of it is there or none. New events get consecutive seqs in batch order; an event
     /// whose `event_id` is already in the log, or earlier in `events`, is reported as
     /// [`Appended::Duplicate`] and not written. The result has one entry per event.
+    ///
+    /// `meta` is written even if every event is a duplicate (a redelivered message's
+    /// offset still advances). Its entries are applied in order, so a later one for the
+    /// same key wins. Keys under [`DEAD_LETTER_PREFIX`] are dead letters.
     ///
     /// The write is visible to readers on return but durable only after
     /// [`flush`](Storage::flush).
@@ -100,7 +111,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError>;
 
     /// All meta entries whose key starts with `prefix`, in key order (e.g. every
-    /// partition's offset under `kafka/offset/<topic>/`).
+    /// partition's offset under `kafka/offset/<topic>/`, or every dead letter under
+    /// [`DEAD_LETTER_PREFIX`]).
     fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError>;
 
     /// Replaces the stored projection snapshot (opaque bytes, see [`crate::snapshot`]) and

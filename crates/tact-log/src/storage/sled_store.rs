@@ -1,20 +1,28 @@
 //! The sled backend.
 //!
-//! Trees: `events` (big-endian seq -> record), `index` (big-endian first seq of an
-//! append -> index journal entry: the event and customer ids of the events it recorded,
-//! see [`codec::encode_index_entry`]), `meta` (caller's keys) and `snapshots` (one
-//! projection snapshot under `projection`).
+//! Trees: `events` (big-endian seq of an append's first event -> a chunk holding the
+//! records of every event that append recorded, see [`codec::encode_chunk`]; a lone
+//! event's bare record, as in the layout before chunks; an append of more than
+//! [`CHUNK_MAX_EVENTS`] events is split into several chunks), `meta`
+//! (caller's keys), `dead_letters` (meta keys under [`DEAD_LETTER_PREFIX`], stored
+//! without it) and `snapshots` (one projection snapshot under `projection`).
 //!
-//! An append is one sled transaction of inserts only: its records, one index journal
-//! entry and its meta entries. The idempotency index (event id -> seq) and the customer
-//! index (customer id -> seqs) live in memory: they are loaded from the journal at open
-//! and updated under the append lock once the transaction has committed. Sled costs
-//! about the same per insert whatever its size, so this writes one key per event and one
-//! per append instead of three per event.
+//! An append is one insert of its chunk, or, when it carries meta entries, one sled
+//! transaction of inserts over `events`, `meta` and `dead_letters`. Sled costs about the
+//! same per insert whatever its size, and each key costs it space, so one key per append
+//! (not per event) is what makes durable appends cheap and the database small. The
+//! record of seq `s` is found in the chunk under the greatest key `<= s`.
 //!
-//! Databases written before the journal have per-event `ids` (event_id -> big-endian
-//! seq) and `customers` (customer_id, 0x00, big-endian seq -> empty) trees; they are
-//! read at open too and never written again.
+//! The idempotency index (event id -> seq) and the customer index (customer id -> seqs)
+//! live in memory: they are rebuilt at open from the records themselves (their ids are
+//! the first two fields of each record, decoded without the rest) and updated under the
+//! append lock once an append has committed.
+//!
+//! Older databases hold one record per key (a value starting with the record version
+//! instead of the chunk version) and, beside them, either per-event `ids` / `customers`
+//! trees or an `index` journal of ids per append. Their records read as chunks of one,
+//! the indexes are rebuilt from the records like any other, and the old index trees are
+//! left alone (never read nor written again).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,14 +30,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use sled::{Db, Tree};
+use sled::{Db, IVec, Tree};
 use tact_core::Event;
 
-use super::{Appended, MetaEntry, RawVisitor, Storage, plan_batch};
+use super::{Appended, DEAD_LETTER_PREFIX, MetaEntry, RawVisitor, Storage, plan_batch};
 use crate::codec;
 use crate::error::LogError;
 
 const SNAPSHOT_KEY: &[u8] = b"projection";
+
+/// The most events one chunk holds: a bigger append is stored as several chunks (in
+/// the same atomic write). Keeps sled's nodes and page rewrites of a reasonable size.
+const CHUNK_MAX_EVENTS: usize = 1024;
 
 /// The in-memory indexes of the log.
 #[derive(Default)]
@@ -58,14 +70,14 @@ const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct SledStorage {
     db: Db,
     events: Tree,
-    journal: Tree,
     meta: Tree,
+    dead_letters: Tree,
     snapshots: Tree,
     /// Serializes appends: seq assignment and the duplicate check happen outside the
-    /// transaction, which is safe because only appends write `events` and `index`.
+    /// write, which is safe because only appends write `events`.
     append_lock: Mutex<()>,
     last_seq: AtomicU64,
-    /// Changed only under `append_lock`, after the transaction committed.
+    /// Changed only under `append_lock`, after the write committed.
     index: RwLock<Index>,
 }
 
@@ -109,18 +121,13 @@ impl SledStorage {
     /// Uses an already opened database.
     pub fn from_db(db: Db) -> Result<Self, LogError> {
         let events = db.open_tree("events")?;
-        let last_seq = match events.last()? {
-            Some((k, _)) => codec::parse_seq("events", &k)?,
-            None => 0,
-        };
-        let journal = db.open_tree("index")?;
-        let index = load_index(&db, &journal)?;
+        let (index, last_seq) = load_index(&events)?;
         tracing::debug!(last_seq, ids = index.ids.len(), "opened sled log");
         Ok(SledStorage {
             meta: db.open_tree("meta")?,
+            dead_letters: db.open_tree("dead_letters")?,
             snapshots: db.open_tree("snapshots")?,
             events,
-            journal,
             db,
             append_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
@@ -148,6 +155,37 @@ impl SledStorage {
         self.db.flush_async().await?;
         Ok(())
     }
+
+    /// The key and value of the chunk that would hold `seq`: the one under the greatest
+    /// key `<= seq` (which may end before `seq`).
+    fn chunk_at_or_before(&self, seq: u64) -> Result<Option<(u64, IVec)>, LogError> {
+        match self.events.range(..=codec::seq_key(seq)).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(Some((codec::parse_seq("events", &k)?, v)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The tree a meta key lives in, and the key in that tree.
+    fn meta_tree<'k>(&self, key: &'k [u8]) -> (&Tree, &'k [u8]) {
+        match key.strip_prefix(DEAD_LETTER_PREFIX) {
+            Some(rest) => (&self.dead_letters, rest),
+            None => (&self.meta, key),
+        }
+    }
+}
+
+/// Visits the records of `chunk` with seq >= `from`; whether to go on.
+fn visit_chunk(chunk: &codec::Chunk<'_>, from: u64, visit: &mut RawVisitor<'_>) -> Result<bool, LogError> {
+    for record in chunk.records_from(from) {
+        let (seq, raw) = record?;
+        if !visit(seq, raw)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 impl Storage for SledStorage {
@@ -158,44 +196,61 @@ impl Storage for SledStorage {
             let index = self.read_index();
             plan_batch(events, last, |id| Ok::<_, LogError>(index.ids.get(id).copied()))?
         };
-        // Encode everything first: the transaction only inserts (and may be retried).
-        let mut records = Vec::new();
-        let mut pairs = Vec::new();
-        for (event, result) in events.iter().zip(&results) {
-            if let Appended::Recorded { seq } = *result {
-                records.push((codec::seq_key(seq), codec::encode_event(event)?));
-                pairs.push((event.event_id.as_str(), event.customer_id.as_str()));
-            }
+        // Encode everything first: the write only inserts (and a transaction may be retried).
+        let recorded: Vec<&Event> = events
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_recorded())
+            .map(|(e, _)| e)
+            .collect();
+        let mut chunks = Vec::with_capacity(recorded.len().div_ceil(CHUNK_MAX_EVENTS));
+        let mut first = last + 1;
+        for part in recorded.chunks(CHUNK_MAX_EVENTS) {
+            // A lone event is stored as its bare record (a chunk of one, 13 bytes shorter).
+            let value = match part {
+                [event] => codec::encode_event(event)?,
+                _ => codec::encode_chunk(part.iter().copied())?,
+            };
+            chunks.push((codec::seq_key(first), value));
+            first += part.len() as u64;
         }
-        let entry = if pairs.is_empty() {
-            None
+        if meta.is_empty() {
+            match chunks.as_slice() {
+                [] => return Ok(results),
+                [(key, chunk)] => {
+                    self.events.insert(key, chunk.as_slice())?;
+                }
+                _ => {
+                    let mut batch = sled::Batch::default();
+                    for (key, chunk) in &chunks {
+                        batch.insert(key, chunk.as_slice());
+                    }
+                    self.events.apply_batch(batch)?;
+                }
+            }
         } else {
-            Some((codec::seq_key(last + 1), codec::encode_index_entry(&pairs)?))
-        };
-        if records.is_empty() && meta.is_empty() {
-            return Ok(results);
+            let outcome = (&self.events, &self.meta, &self.dead_letters).transaction(|(e, m, d)| {
+                for (key, chunk) in &chunks {
+                    e.insert(key, chunk.as_slice())?;
+                }
+                for (k, v) in meta {
+                    match k.strip_prefix(DEAD_LETTER_PREFIX) {
+                        Some(rest) => d.insert(rest, v.as_slice())?,
+                        None => m.insert(k.as_slice(), v.as_slice())?,
+                    };
+                }
+                Ok::<_, ConflictableTransactionError<LogError>>(())
+            });
+            outcome.map_err(|e| match e {
+                TransactionError::Storage(e) => LogError::Sled(e),
+                TransactionError::Abort(e) => e,
+            })?;
         }
-        let outcome = (&self.events, &self.journal, &self.meta).transaction(|(e, j, m)| {
-            for (key, record) in &records {
-                e.insert(key, record.as_slice())?;
-            }
-            if let Some((key, entry)) = &entry {
-                j.insert(key, entry.as_slice())?;
-            }
-            for (k, v) in meta {
-                m.insert(k.as_slice(), v.as_slice())?;
-            }
-            Ok::<_, ConflictableTransactionError<LogError>>(())
-        });
-        outcome.map_err(|e| match e {
-            TransactionError::Storage(e) => LogError::Sled(e),
-            TransactionError::Abort(e) => e,
-        })?;
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let mut seq = last;
-        for (event_id, customer_id) in pairs {
+        for event in recorded {
             seq += 1;
-            index.add(event_id, customer_id, seq);
+            index.add(&event.event_id, &event.customer_id, seq);
         }
         drop(index);
         self.last_seq.store(seq, Ordering::Release);
@@ -212,16 +267,27 @@ impl Storage for SledStorage {
     }
 
     fn get(&self, seq: u64) -> Result<Option<Event>, LogError> {
-        self.events
-            .get(codec::seq_key(seq))?
-            .map(|raw| codec::decode_event(seq, &raw))
-            .transpose()
+        let Some((first, value)) = self.chunk_at_or_before(seq)? else {
+            return Ok(None);
+        };
+        match codec::parse_chunk(first, &value)?.record(seq)? {
+            Some(raw) => codec::decode_event(seq, raw).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
+        // The chunk holding `from` may start before it.
+        if let Some((first, value)) = self.chunk_at_or_before(from)?
+            && first < from
+            && !visit_chunk(&codec::parse_chunk(first, &value)?, from, visit)?
+        {
+            return Ok(());
+        }
         for item in self.events.range(codec::seq_key(from)..) {
             let (k, v) = item?;
-            if !visit(codec::parse_seq("events", &k)?, &v)? {
+            let first = codec::parse_seq("events", &k)?;
+            if !visit_chunk(&codec::parse_chunk(first, &v)?, first, visit)? {
                 break;
             }
         }
@@ -236,10 +302,27 @@ impl Storage for SledStorage {
             .cloned()
             .unwrap_or_default();
         let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let raw = self.events.get(codec::seq_key(seq))?;
-            if let Some(event) = codec::decode_indexed("index", customer_id, seq, raw.as_deref())? {
-                out.push((seq, event));
+        // A customer's events often share a chunk: read each chunk once for all of them.
+        let mut i = 0;
+        while i < seqs.len() {
+            let value = self.chunk_at_or_before(seqs[i])?;
+            let chunk = value
+                .as_ref()
+                .map(|(first, value)| codec::parse_chunk(*first, value))
+                .transpose()?;
+            loop {
+                let seq = seqs[i];
+                let raw = match &chunk {
+                    Some(chunk) => chunk.record(seq)?,
+                    None => None,
+                };
+                if let Some(event) = codec::decode_indexed("index", customer_id, seq, raw)? {
+                    out.push((seq, event));
+                }
+                i += 1;
+                if i == seqs.len() || !chunk.as_ref().is_some_and(|c| c.contains(seqs[i])) {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -250,22 +333,43 @@ impl Storage for SledStorage {
     }
 
     fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
-        self.meta.insert(key, value)?;
+        let (tree, key) = self.meta_tree(key);
+        tree.insert(key, value)?;
         Ok(())
     }
 
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+        let (tree, key) = self.meta_tree(key);
+        Ok(tree.get(key)?.map(|v| v.to_vec()))
     }
 
     fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError> {
-        self.meta
+        let dead_letters = |rest: &[u8]| -> Result<Vec<MetaEntry>, LogError> {
+            self.dead_letters
+                .scan_prefix(rest)
+                .map(|item| {
+                    let (k, v) = item?;
+                    Ok(([DEAD_LETTER_PREFIX, &k].concat(), v.to_vec()))
+                })
+                .collect()
+        };
+        if let Some(rest) = prefix.strip_prefix(DEAD_LETTER_PREFIX) {
+            return dead_letters(rest);
+        }
+        let mut out: Vec<MetaEntry> = self
+            .meta
             .scan_prefix(prefix)
             .map(|item| {
                 item.map(|(k, v)| (k.to_vec(), v.to_vec()))
                     .map_err(LogError::from)
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        if DEAD_LETTER_PREFIX.starts_with(prefix) {
+            // A shorter prefix (`b""`, `b"dead"`) covers the dead letters too.
+            out.extend(dead_letters(b"")?);
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(out)
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError> {
@@ -279,54 +383,33 @@ impl Storage for SledStorage {
     }
 }
 
-/// Loads the in-memory indexes: the per-event trees of older databases, then the
-/// index journal.
-fn load_index(db: &Db, journal: &Tree) -> Result<Index, LogError> {
+/// Rebuilds the in-memory indexes from the records (checking each one's crc), and
+/// finds the last seq.
+fn load_index(events: &Tree) -> Result<(Index, u64), LogError> {
     let mut index = Index::default();
-    let names = db.tree_names();
-    let legacy = names
-        .iter()
-        .any(|n| n.as_ref() == b"ids" || n.as_ref() == b"customers");
-    if legacy {
-        for item in db.open_tree("ids")?.iter() {
-            let (k, v) = item?;
-            let id = std::str::from_utf8(&k).map_err(|e| LogError::CorruptKey {
-                tree: "ids",
-                reason: format!("event id is not UTF-8: {e}"),
-            })?;
-            index.ids.insert(id.into(), codec::parse_seq("ids", &v)?);
-        }
-        for item in db.open_tree("customers")?.iter() {
-            let (k, _) = item?;
-            let bad = |reason: String| LogError::CorruptKey {
-                tree: "customers",
-                reason,
-            };
-            if k.len() < 9 || k[k.len() - 9] != 0 {
-                return Err(bad(format!(
-                    "key of {} bytes has no 0x00 separator before its seq",
-                    k.len()
-                )));
-            }
-            let (customer, seq) = k.split_at(k.len() - 9);
-            let customer =
-                std::str::from_utf8(customer).map_err(|e| bad(format!("customer id is not UTF-8: {e}")))?;
-            let seq = codec::parse_seq("customers", &seq[1..])?;
-            index.customers.entry(customer.into()).or_default().push(seq);
-        }
+    // Size the id index once instead of growing it by rehashing.
+    if let Some((k, v)) = events.last()? {
+        let first = codec::parse_seq("events", &k)?;
+        let expected = codec::parse_chunk(first, &v)?.last_seq();
+        index.ids.reserve(usize::try_from(expected).unwrap_or(0));
     }
-    for item in journal.iter() {
+    let mut last = 0;
+    for item in events.iter() {
         let (k, v) = item?;
-        let first = codec::parse_seq("index", &k)?;
-        for (i, (event_id, customer_id)) in codec::decode_index_entry(first, &v)?.into_iter().enumerate() {
-            index.add(&event_id, &customer_id, first + i as u64);
+        let first = codec::parse_seq("events", &k)?;
+        let chunk = codec::parse_chunk(first, &v)?;
+        if first <= last {
+            return Err(LogError::corrupt(
+                first,
+                format!("the chunk starting here overlaps the one before it, which ends at seq {last}"),
+            ));
         }
-    }
-    if legacy {
-        for seqs in index.customers.values_mut() {
-            seqs.sort_unstable();
-            seqs.dedup();
+        for record in chunk.records_from(first) {
+            let (seq, raw) = record?;
+            let (event_id, customer_id) = codec::decode_ids(seq, raw)?;
+            index.add(event_id, customer_id, seq);
         }
+        last = chunk.last_seq();
     }
-    Ok(index)
+    Ok((index, last))
 }
