@@ -17,9 +17,12 @@
 //! (and the projection rebuilt from what is really there).
 
 use std::fmt;
+use std::future::Future;
 use std::mem;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tact_core::Event;
@@ -194,11 +197,16 @@ impl Log {
         self.submit(events, meta).await?.await
     }
 
-    /// Queues an append and returns as soon as it is queued (waiting only for queue
-    /// space), with a [`PendingAppend`] that resolves like [`append`](Log::append) once
-    /// the append is durable. Appends are written in the order they were submitted, so a
-    /// caller may keep many in flight: the meta of a later submit (e.g. a Kafka offset)
-    /// is never overwritten by an earlier one.
+    /// Queues an append and returns once it is queued (waiting only for queue space),
+    /// with a [`PendingAppend`] that resolves exactly like [`append`](Log::append) once
+    /// the append is durable.
+    ///
+    /// The writer takes appends in the order they were queued and writes them in that
+    /// order (a group's meta entries are applied in queue order too), so a caller may
+    /// keep many submits in flight: seqs follow the order of its `submit` calls, and the
+    /// meta of a later submit (e.g. a Kafka offset) is never overwritten by an earlier
+    /// one. Dropping the [`PendingAppend`] does not cancel the append, it only gives up
+    /// hearing about it.
     pub async fn submit(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<PendingAppend, LogError> {
         if events.is_empty() && meta.is_empty() {
             return Ok(PendingAppend { answer: None });
@@ -244,7 +252,9 @@ impl Log {
     }
 }
 
-/// An append that was queued by [`Log::submit`]; resolves once it is durable.
+/// An append queued by [`Log::submit`]: a future that resolves, like [`Log::append`],
+/// to one [`Appended`] per event once the append is durable and the hook has seen it
+/// (or to the error that stopped it; [`LogError::Closed`] if the log shut down first).
 #[derive(Debug)]
 #[must_use = "an append is acknowledged only through its PendingAppend"]
 pub struct PendingAppend {
@@ -252,18 +262,13 @@ pub struct PendingAppend {
     answer: Option<oneshot::Receiver<Result<Vec<Appended>, LogError>>>,
 }
 
-impl std::future::Future for PendingAppend {
+impl Future for PendingAppend {
     type Output = Result<Vec<Appended>, LogError>;
 
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.answer.as_mut() {
-            None => std::task::Poll::Ready(Ok(Vec::new())),
-            Some(rx) => std::pin::Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(LogError::Closed))),
+            None => Poll::Ready(Ok(Vec::new())),
+            Some(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(LogError::Closed))),
         }
     }
 }

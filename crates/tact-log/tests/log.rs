@@ -242,3 +242,142 @@ async fn a_failed_flush_poisons_the_log_and_skips_the_hook() {
     assert_eq!(ids, HashSet::from(["ok".to_string()]));
     log.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_in_flight_are_written_in_order_and_later_meta_wins() {
+    const SUBMITS: u64 = 300;
+    for b in backends() {
+        let log = Log::open(
+            Arc::clone(&b.storage),
+            GroupCommit {
+                max_batch_events: 7,
+                ..GroupCommit::default()
+            },
+            |_: &[(u64, &Event)]| {},
+        );
+        let offset = b"kafka/offset/events/0".to_vec();
+        let mut pending = Vec::new();
+        for i in 0..SUBMITS {
+            // Every other submit repeats an event (a redelivery): its offset still counts.
+            let events = if i % 2 == 1 {
+                vec![ev(&format!("e{}", i - 1), "c", T0)]
+            } else {
+                vec![ev(&format!("e{i}"), "c", T0)]
+            };
+            let meta = vec![(offset.clone(), i.to_be_bytes().to_vec())];
+            let p = log.submit(events, meta).await.unwrap();
+            if i == 0 {
+                assert!(format!("{p:?}").contains("PendingAppend"));
+            }
+            pending.push(p);
+        }
+        let mut seqs = Vec::new();
+        for (i, p) in pending.into_iter().enumerate() {
+            let r = p.await.unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].is_recorded(), i % 2 == 0, "{}: submit {i}", b.name);
+            seqs.push(r[0].seq());
+        }
+        // Seqs follow the order of the submits; a redelivery points at the original.
+        let expected: Vec<u64> = (0..SUBMITS).map(|i| i / 2 + 1).collect();
+        assert_eq!(seqs, expected, "{}", b.name);
+        assert_eq!(
+            b.storage.get_meta(&offset).unwrap(),
+            Some((SUBMITS - 1).to_be_bytes().to_vec()),
+            "{}: the last submit's offset stands",
+            b.name
+        );
+        assert!(log.stats().groups.load(std::sync::atomic::Ordering::Relaxed) > 1);
+        log.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_append_of_only_duplicates_still_writes_its_meta() {
+    for b in backends() {
+        let (seen, hook) = recording_hook();
+        let log = Log::open(Arc::clone(&b.storage), GroupCommit::default(), hook);
+        let key = b"kafka/offset/events/2".to_vec();
+        log.append(
+            vec![ev("a", "c", T0), ev("b", "c", T0)],
+            vec![(key.clone(), b"10".to_vec())],
+        )
+        .await
+        .unwrap();
+        // The same messages redelivered at later offsets, and a dead letter beside them.
+        let r = log
+            .append(
+                vec![ev("b", "c", T0), ev("a", "c", T0)],
+                vec![
+                    (key.clone(), b"12".to_vec()),
+                    (
+                        [tact_log::DEAD_LETTER_PREFIX, b"events/2/11"].concat(),
+                        b"bad".to_vec(),
+                    ),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            vec![
+                Appended::Duplicate { existing_seq: 2 },
+                Appended::Duplicate { existing_seq: 1 }
+            ]
+        );
+        assert_eq!(
+            b.storage.get_meta(&key).unwrap(),
+            Some(b"12".to_vec()),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.storage
+                .meta_with_prefix(tact_log::DEAD_LETTER_PREFIX)
+                .unwrap()
+                .len(),
+            1,
+            "{}",
+            b.name
+        );
+        // Meta alone goes through too.
+        log.submit(vec![], vec![(key.clone(), b"13".to_vec())])
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(b.storage.get_meta(&key).unwrap(), Some(b"13".to_vec()));
+        assert_eq!(b.storage.last_seq().unwrap(), 2);
+        assert_eq!(seen.lock().unwrap().len(), 2, "the hook saw no duplicate");
+        log.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_pending_append_is_still_written() {
+    for b in backends() {
+        let log = Log::open(
+            Arc::clone(&b.storage),
+            GroupCommit::default(),
+            |_: &[(u64, &Event)]| {},
+        );
+        drop(log.submit(vec![ev("x", "c", T0)], vec![]).await.unwrap());
+        let r = log.append(vec![ev("y", "c", T0)], vec![]).await.unwrap();
+        assert_eq!(r, vec![Appended::Recorded { seq: 2 }], "{}", b.name);
+        assert_eq!(b.storage.seq_of("x").unwrap(), Some(1));
+        // An empty submit resolves at once.
+        assert!(
+            log.submit(vec![], vec![])
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        log.shutdown().await.unwrap();
+        assert!(matches!(
+            log.submit(vec![ev("z", "c", T0)], vec![]).await,
+            Err(LogError::Closed)
+        ));
+    }
+}
