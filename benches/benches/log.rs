@@ -2,11 +2,14 @@
 //! in-memory backend as the same-run baseline.
 //!
 //! - `log_append/<backend>`: `TASKS` concurrent appenders, each appending `ROUNDS`
-//!   batches of 1-10 events through [`Log`] (acknowledged only once durable).
+//!   batches of 1-10 events through [`Log`] (acknowledged only once durable); the sled
+//!   database's disk use after all of them is printed too.
 //! - `log_replay/<backend>`: [`Projection::rebuild`] of a log of `TACT_BENCH_LOG_EVENTS`
 //!   events (default 500,000).
 //! - disk use: printed after the sled replay log is written and flushed, as
 //!   `size_on_disk / raw bytes` where raw bytes is the sum of the events' bincode payloads.
+//! - open: printed after it, the time to reopen that sled log (which rebuilds the
+//!   in-memory id and customer indexes from the records).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -50,15 +53,25 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The bincode payload bytes of `events` (a record without its header).
+fn raw_bytes(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .map(|e| (codec::encode_event(e).expect("encode").len() - codec::RECORD_HEADER) as u64)
+        .sum()
+}
+
 /// Each iteration's batches, per task; `next_customer` keeps event ids unique across
-/// iterations (a customer's events are one batch).
-fn iteration_batches(next_customer: &AtomicU64) -> Vec<Vec<Vec<Event>>> {
+/// iterations (a customer's events are one batch); `raw` adds up their payload bytes.
+fn iteration_batches(next_customer: &AtomicU64, raw: &AtomicU64) -> Vec<Vec<Vec<Event>>> {
     (0..TASKS)
         .map(|t| {
             (0..ROUNDS)
                 .map(|r| {
                     let n = batch_size(t, r);
-                    customer_history(next_customer.fetch_add(1, Ordering::Relaxed), n, n)
+                    let batch = customer_history(next_customer.fetch_add(1, Ordering::Relaxed), n, n);
+                    raw.fetch_add(raw_bytes(&batch), Ordering::Relaxed);
+                    batch
                 })
                 .collect()
         })
@@ -75,12 +88,10 @@ fn bench_append(c: &mut Criterion) {
     group.throughput(Throughput::Elements(per_iter));
 
     let dir = tempfile::tempdir().expect("tempdir");
+    let sled = Arc::new(SledStorage::open(dir.path().join("append")).expect("open sled"));
     let backends: Vec<(&str, Arc<dyn Storage>)> = vec![
         ("memory", Arc::new(MemoryStorage::new())),
-        (
-            "sled",
-            Arc::new(SledStorage::open(dir.path().join("append")).expect("open sled")),
-        ),
+        ("sled", Arc::clone(&sled) as Arc<dyn Storage>),
     ];
     for (name, storage) in backends {
         let log = Arc::new({
@@ -88,9 +99,12 @@ fn bench_append(c: &mut Criterion) {
             Log::open(Arc::clone(&storage), GroupCommit::default(), |_| {})
         });
         let next_customer = AtomicU64::new(0);
+        let raw = AtomicU64::new(0);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let work: Vec<_> = (0..iters).map(|_| iteration_batches(&next_customer)).collect();
+                let work: Vec<_> = (0..iters)
+                    .map(|_| iteration_batches(&next_customer, &raw))
+                    .collect();
                 let started = Instant::now();
                 rt.block_on(async {
                     for batches in work {
@@ -124,6 +138,14 @@ fn bench_append(c: &mut Criterion) {
             recorded as f64 / groups.max(1) as f64,
             recorded as f64 / flushes.max(1) as f64,
         );
+        if name == "sled" {
+            let disk = sled.size_on_disk().expect("size on disk");
+            let raw = raw.load(Ordering::Relaxed);
+            eprintln!(
+                "log_disk/sled (group-committed appends): raw bincode payloads {raw} bytes, size_on_disk {disk} bytes = {:.2}x raw",
+                disk as f64 / raw.max(1) as f64
+            );
+        }
     }
     group.finish();
 }
@@ -140,7 +162,7 @@ fn fill(storage: &dyn Storage, n: u64) -> (u64, u64) {
             if events == n {
                 break;
             }
-            raw += (codec::encode_event(&e).expect("encode").len() - codec::RECORD_HEADER) as u64;
+            raw += raw_bytes(std::slice::from_ref(&e));
             batch.push(e);
             events += 1;
         }
@@ -177,6 +199,15 @@ fn bench_replay(c: &mut Criterion) {
         disk as f64 / events as f64,
         disk as f64 / raw as f64,
         events as f64 / written.as_secs_f64(),
+    );
+
+    drop(sled);
+    let started = Instant::now();
+    let sled = SledStorage::open(dir.path().join("replay")).expect("reopen sled");
+    let opened = started.elapsed();
+    eprintln!(
+        "log_open/sled: reopened {events} events in {opened:.1?} ({:.0} events/s)",
+        events as f64 / opened.as_secs_f64()
     );
 
     let backends: [(&str, &dyn Storage); 2] = [("memory", &memory), ("sled", &sled)];
