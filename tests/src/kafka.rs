@@ -152,6 +152,7 @@ pub struct KafkaServer {
     pub handle: tact_server::ServerHandle,
     pub feed: Arc<KafkaFeed>,
     stop: oneshot::Sender<()>,
+    _guard: StopOnDrop,
 }
 
 impl KafkaServer {
@@ -167,7 +168,12 @@ impl KafkaServer {
         })
         .await
         .expect("server starts");
-        KafkaServer { handle, feed, stop }
+        KafkaServer {
+            handle,
+            _guard: StopOnDrop(Arc::clone(&feed)),
+            feed,
+            stop,
+        }
     }
 
     pub async fn client(&self) -> Client {
@@ -192,6 +198,16 @@ impl KafkaServer {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.handle.wait().await.expect("clean shutdown");
+    }
+}
+
+/// Stops the feed's threads when dropped, so a test that panics ends instead of hanging.
+#[derive(Debug)]
+struct StopOnDrop(Arc<KafkaFeed>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.request_stop();
     }
 }
 

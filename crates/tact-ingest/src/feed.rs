@@ -75,6 +75,12 @@ impl KafkaFeed {
         &self.shared.opts
     }
 
+    /// Asks the consumer and watchdog threads to stop, without waiting (for drops and
+    /// panics; [`Feed::stop`] also waits for them).
+    pub fn request_stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+
     /// Events applied from the topic (not counting duplicates' skipped work).
     pub fn events_consumed(&self) -> u64 {
         self.shared.counters.events.load(Ordering::Relaxed)
