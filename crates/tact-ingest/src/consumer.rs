@@ -446,7 +446,7 @@ fn consumer_config(shared: &Shared) -> rdkafka::ClientConfig {
             "heartbeat.interval.ms",
             (o.session_timeout.as_millis() / 4).max(100).to_string(),
         )
-        .set("fetch.wait.max.ms", "50");
+        .set("fetch.wait.max.ms", o.fetch_wait.as_millis().max(1).to_string());
     for (k, v) in &o.extra {
         c.set(k, v);
     }

@@ -58,6 +58,10 @@ pub struct KafkaOptions {
     pub publish_timeout: Duration,
     /// The consumer group session timeout (how fast a dead instance's partitions move).
     pub session_timeout: Duration,
+    /// How long the broker may hold a fetch while it has nothing new (`fetch.wait.max.ms`).
+    /// Some brokers hold it this long even when new data arrives, so it bounds how late
+    /// a consent withdrawal can be seen; keep it small.
+    pub fetch_wait: Duration,
     pub client_id: String,
     /// The format tact produces in.
     pub format: WireFormat,
@@ -83,6 +87,7 @@ impl KafkaOptions {
             stall_after: max_staleness * 2,
             publish_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(5),
             client_id: "tact".into(),
             format: WireFormat::Protobuf,
             extra: BTreeMap::new(),

@@ -68,8 +68,10 @@ impl Publisher {
         &self.producer
     }
 
-    /// Queues one event; waits while librdkafka's queue is full.
-    async fn enqueue(&self, event: &Event) -> Result<DeliveryFuture, IngestError> {
+    /// Queues one event (waiting while librdkafka's queue is full) and returns its
+    /// delivery, which resolves once the broker has acknowledged it. Dropping the
+    /// delivery does not cancel the message.
+    pub async fn enqueue(&self, event: &Event) -> Result<DeliveryFuture, IngestError> {
         let payload = event_to_bytes(event, self.format);
         let headers = OwnedHeaders::new().insert(Header {
             key: "content-type",
