@@ -214,6 +214,7 @@ impl IngestContext {
                     .counters
                     .events
                     .fetch_add(events as u64, Ordering::Relaxed);
+                metrics::counter!("tact_ingest_events_total").increment(events as u64);
             }
             Err(e) => {
                 // The log is poisoned: nothing more can be made durable. Stop consuming;
@@ -330,6 +331,7 @@ pub(crate) fn run(shared: Arc<Shared>, engine: Arc<Engine>, runtime: Handle) {
             .revoke_all();
         if shared.restart.swap(false, Ordering::AcqRel) && !shared.stopping() {
             shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tact_ingest_consumer_restarts_total").increment(1);
             tracing::warn!("consumer restarted by the watchdog");
         }
     }
@@ -392,6 +394,7 @@ fn submit(ctx: &IngestContext, shared: &Shared, batch: Batch) {
             .counters
             .dead_letters
             .fetch_add(batch.dead.len() as u64, Ordering::Relaxed);
+        metrics::counter!("tact_ingest_dead_letters_total").increment(batch.dead.len() as u64);
         for d in &batch.dead {
             tracing::warn!(partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
             meta.push((d.key(), d.encode()));

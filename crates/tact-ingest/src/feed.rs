@@ -290,11 +290,19 @@ fn watchdog(shared: &Shared, watch: &BaseConsumer) {
         let now = Instant::now();
         let (stale, stalled) = {
             let t = shared.tracker.read().unwrap_or_else(|p| p.into_inner());
+            for p in t.status(now) {
+                let partition = p.partition.to_string();
+                metrics::gauge!("tact_ingest_lag_messages", "partition" => partition.clone())
+                    .set((p.high_watermark - p.position).max(0) as f64);
+                metrics::gauge!("tact_ingest_lag_seconds", "partition" => partition).set(p.lag.as_secs_f64());
+            }
+            metrics::gauge!("tact_ingest_partitions_owned").set(t.assigned().len() as f64);
             (
                 !t.assigned().is_empty() && !t.healthy(now),
                 t.stalled(opts.stall_after, now),
             )
         };
+        metrics::gauge!("tact_ingest_stale").set(if stale { 1.0 } else { 0.0 });
         if stale != was_stale {
             if stale {
                 tracing::warn!(

@@ -52,6 +52,9 @@ pub struct Settings {
     pub max_staleness_ms: u64,
     /// The consumer group session timeout (ms).
     pub kafka_session_timeout_ms: u64,
+    /// Where `tact serve` serves Prometheus metrics (`GET /metrics`); unset: nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -73,6 +76,7 @@ impl Default for Settings {
             kafka_dead_letter_topic: None,
             max_staleness_ms: 5_000,
             kafka_session_timeout_ms: 10_000,
+            metrics_listen: None,
         }
     }
 }
@@ -95,6 +99,7 @@ const ENV_KEYS: &[&str] = &[
     "kafka_dead_letter_topic",
     "max_staleness_ms",
     "kafka_session_timeout_ms",
+    "metrics_listen",
 ];
 
 /// The settings given as flags; unset flags do not override anything.
@@ -169,6 +174,10 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "TACT_KAFKA_SESSION_TIMEOUT_MS", value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_session_timeout_ms: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: unset]
+    #[arg(long, global = true, env = "TACT_METRICS_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Layers the settings. `config` is the `--config` flag: a file named there must exist;

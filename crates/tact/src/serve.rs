@@ -38,6 +38,13 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.group_commit = settings.group_commit();
     opts.limits = settings.limits();
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
+    if let Some(addr) = settings.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(addr = %addr, "serving prometheus metrics at /metrics");
+    }
     if let Some(kafka) = settings.kafka() {
         tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, group = %kafka.group, "kafka mode");
         let feed = tact_ingest::KafkaFeed::new(kafka).context("cannot set up the Kafka client")?;

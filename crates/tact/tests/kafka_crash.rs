@@ -176,3 +176,87 @@ async fn sigkill_while_consuming_applies_every_event_exactly_once() {
     assert_eq!(n2, EVENTS as u64);
     assert_eq!(d1, d2, "state after crashes equals a clean rebuild");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `tact serve --kafka-brokers`: a bad message is a dead letter that `tact deadletters`
+/// lists and the Prometheus metric counts, and `tact status` shows the partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_kafka_lists_dead_letters_and_exports_metrics() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = Broker::start();
+    let topic = format!("cli-{}", std::process::id());
+    broker.create_topic(&topic, 2);
+    let cwd = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let server = Server::start_with(
+        cwd.path(),
+        &cwd.path().join("data"),
+        &[
+            "--kafka-brokers",
+            &broker.addr(),
+            "--kafka-topic",
+            &topic,
+            "--metrics-listen",
+            &metrics_addr,
+        ],
+    );
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topic).key("c1").payload("{\"eventId\": 7}"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let url = server.url();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let out = run(tact(cwd.path()).args(["deadletters", "--server", &url]));
+        let listed = text(&out.stdout);
+        if listed.contains("offset 0") {
+            break listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter listed: {listed}{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(listed.contains("key \"c1\""), "{listed}");
+    assert!(listed.contains("json:"), "{listed}");
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.contains("tact_ingest_dead_letters_total 1"), "{metrics}");
+    let status = run(tact(cwd.path()).args(["status", "--server", &url]));
+    let shown = text(&status.stdout);
+    assert!(
+        shown.contains(&format!("kafka topic {topic} (2 partitions)")),
+        "{shown}"
+    );
+    assert!(shown.contains("1 dead letters"), "{shown}");
+    assert!(server.terminate().success());
+}
