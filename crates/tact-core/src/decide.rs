@@ -3,14 +3,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate, TimeZone, Timelike};
+use chrono::{Datelike, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Channel, Purpose};
-use crate::policy::{Policy, Rule, RuleKind, signal_bit};
-use crate::state::{CustomerState, Entry, Mark};
-use crate::time::{MINUTE, Span, Timestamp};
+use crate::policy::{Policy, Rule, RuleKind, rules_to_visit, signal_bit};
+use crate::state::{AsOf, CustomerState, Entry, Mark, Prefs};
+use crate::time::{DAY, MINUTE, Span, Timestamp};
 
 /// "May I contact this customer on this channel, for this purpose?"
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,68 +192,71 @@ impl Decision {
 /// rule is satisfied together, assuming no new events: asked again then, the answer
 /// is not DEFER.
 pub fn decide(state: &CustomerState, policy: &Policy, proposal: &Proposal, at: Timestamp) -> Decision {
+    let mut facts = Facts::new(state.as_of(at));
     let mut suggestions = Suggestions::default();
     let mut decision = evaluate(
-        state,
+        &mut facts,
         policy,
         proposal.channel,
         proposal.purpose,
-        at,
         Some(&mut suggestions),
     );
     if decision.verdict != Verdict::Allow {
-        decision.alternatives = alternatives(state, policy, proposal, at, &decision, &suggestions);
+        decision.alternatives = alternatives(&mut facts, policy, proposal, &decision, &suggestions);
     }
     decision
 }
 
 const MAX_ALTERNATIVES: usize = 2;
 
-/// Alternatives a rule proposed: `(channel, purpose, note)`.
+/// Alternatives the rules proposed, in the order they were proposed: `(channel, note)`.
+/// Every rule suggests for the purpose being evaluated, so one per channel at most.
 #[derive(Default)]
 struct Suggestions {
-    items: Vec<(Channel, Purpose, &'static str)>,
+    items: [Option<(Channel, &'static str)>; 8],
 }
 
 impl Suggestions {
-    fn add(&mut self, channel: Channel, purpose: Purpose, note: &'static str) {
-        if !self.items.iter().any(|(c, p, _)| *c == channel && *p == purpose) {
-            self.items.push((channel, purpose, note));
+    fn add(&mut self, channel: Channel, note: &'static str) {
+        for slot in &mut self.items {
+            match slot {
+                Some((c, _)) if *c == channel => return,
+                Some(_) => {}
+                None => {
+                    *slot = Some((channel, note));
+                    return;
+                }
+            }
         }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Channel, &'static str)> + '_ {
+        self.items.iter().map_while(|s| *s)
     }
 }
 
 fn alternatives(
-    state: &CustomerState,
+    facts: &mut Facts<'_>,
     policy: &Policy,
     proposal: &Proposal,
-    at: Timestamp,
     decision: &Decision,
     suggestions: &Suggestions,
 ) -> Vec<Alternative> {
     let mut out = Vec::new();
-    let candidates = suggestions
-        .items
-        .iter()
-        .filter(|(c, p, _)| *c != proposal.channel || *p != proposal.purpose);
-    // Each candidate costs a full evaluation: a couple of good ones are enough.
-    for &(channel, purpose, note) in candidates.take(MAX_ALTERNATIVES) {
+    // Every suggestion is for the proposal's purpose: only the channel can differ.
+    let candidates = suggestions.iter().filter(|(c, _)| *c != proposal.channel);
+    // Each candidate costs an evaluation (cheaper than the first: the facts that do
+    // not depend on the channel are known by now). A couple of good ones are enough.
+    for (channel, note) in candidates.take(MAX_ALTERNATIVES) {
         // Only suggest what tact would itself accept.
-        let d = evaluate(state, policy, channel, purpose, at, None);
-        match d.verdict {
-            Verdict::Allow => out.push(Alternative {
+        let d = evaluate(facts, policy, channel, proposal.purpose, None);
+        if d.verdict != Verdict::Deny {
+            out.push(Alternative {
                 channel,
-                purpose,
-                not_before: None,
-                note: note.into(),
-            }),
-            Verdict::Defer => out.push(Alternative {
-                channel,
-                purpose,
+                purpose: proposal.purpose,
                 not_before: d.not_before,
                 note: note.into(),
-            }),
-            Verdict::Deny => {}
+            });
         }
     }
     if decision.verdict == Verdict::Defer {
@@ -267,36 +270,87 @@ fn alternatives(
     out
 }
 
-/// Newest-first timeline entries at or before `at`, each with whether it is a touch
-/// that counts: an outreach sent under a decision that tact recorded as authorized
-/// counts once, as the authorization.
-fn with_touches(state: &CustomerState, at: Timestamp) -> impl Iterator<Item = (&Entry, bool)> {
-    let any_authorized = state.authorized > 0;
-    state.recent(at).map(move |e| match e.mark {
-        Mark::Touch {
-            decision, authorized, ..
-        } => (
-            e,
-            authorized || decision == 0 || !any_authorized || !was_authorized(state, decision, at),
-        ),
-        _ => (e, false),
-    })
+/// A frequency cap's count and when it has room again, if it is reached.
+type CapReached = Option<(u32, Timestamp)>;
+
+/// What one decision has learnt about the customer that does not depend on the
+/// channel, shared by the evaluation of the proposal and of its alternatives.
+struct Facts<'a> {
+    v: AsOf<'a>,
+    prefs: Option<Prefs>,
+    /// Frequency caps counted so far: `(rule index, result)`.
+    caps: [Option<(usize, CapReached)>; 4],
+    /// The last `QuietHours::next_open` answers: `(rule index, zone, from, open)`.
+    opens: [Option<(usize, Tz, Timestamp, Timestamp)>; 2],
+}
+
+impl<'a> Facts<'a> {
+    fn new(v: AsOf<'a>) -> Self {
+        Facts {
+            v,
+            prefs: None,
+            caps: [None; 4],
+            opens: [None; 2],
+        }
+    }
+
+    fn prefs(&mut self) -> Prefs {
+        *self.prefs.get_or_insert_with(|| self.v.prefs())
+    }
+
+    /// [`cap`], remembered by rule: a cap's count does not depend on the proposal.
+    fn cap(
+        &mut self,
+        index: usize,
+        channels: u8,
+        purposes: u8,
+        max: u32,
+        window: Span,
+    ) -> Option<(u32, Timestamp)> {
+        if let Some((_, known)) = self.caps.iter().flatten().find(|(i, _)| *i == index) {
+            return *known;
+        }
+        let known = cap(&self.v, channels, purposes, max, window);
+        if let Some(free) = self.caps.iter_mut().find(|c| c.is_none()) {
+            *free = Some((index, known));
+        }
+        known
+    }
+
+    fn next_open(&mut self, index: usize, q: &QuietHours<'_>, from: Timestamp) -> Timestamp {
+        let hit = |o: &&(usize, Tz, Timestamp, Timestamp)| o.0 == index && o.1 == q.tz && o.2 == from;
+        if let Some((.., open)) = self.opens.iter().flatten().find(hit) {
+            return *open;
+        }
+        let open = q.next_open(from);
+        self.opens[1] = self.opens[0];
+        self.opens[0] = Some((index, q.tz, from, open));
+        open
+    }
+}
+
+/// Whether a touch counts: an outreach sent under a decision that tact recorded as
+/// authorized counts once, as the authorization.
+fn counts(v: &AsOf<'_>, decision: u32, authorized: bool) -> bool {
+    authorized || decision == 0 || v.authorized == 0 || !was_authorized(v, decision)
 }
 
 /// Newest-first touches that count, at or before `at`.
-pub(crate) fn touches(
-    state: &CustomerState,
-    at: Timestamp,
-) -> impl Iterator<Item = (&Entry, Channel, Purpose)> {
-    with_touches(state, at).filter_map(|(e, counted)| match e.mark {
-        Mark::Touch { channel, purpose, .. } if counted => Some((e, channel, purpose)),
+pub(crate) fn touches<'a>(v: &AsOf<'a>) -> impl Iterator<Item = (&'a Entry, Channel, Purpose)> {
+    let v = *v;
+    v.recent().filter_map(move |e| match e.mark {
+        Mark::Touch {
+            channel,
+            purpose,
+            decision,
+            authorized,
+        } if counts(&v, decision, authorized) => Some((e, channel, purpose)),
         _ => None,
     })
 }
 
-fn was_authorized(state: &CustomerState, decision: u32, at: Timestamp) -> bool {
-    state
-        .recent(at)
+fn was_authorized(v: &AsOf<'_>, decision: u32) -> bool {
+    v.recent()
         .any(|e| matches!(e.mark, Mark::Touch { decision: d, authorized: true, .. } if d == decision))
 }
 
@@ -308,29 +362,68 @@ struct QuietHours<'a> {
     closed_days: u8,
 }
 
+/// A local clock reading: days since 1970-01-01 (local) and minute of the day.
+#[derive(Clone, Copy)]
+struct Local {
+    day: i64,
+    minute: u32,
+}
+
+impl Local {
+    /// Monday = 0 (1970-01-01 was a Thursday).
+    fn weekday(&self) -> u32 {
+        (self.day + 3).rem_euclid(7) as u32
+    }
+}
+
 impl QuietHours<'_> {
-    fn day_open(&self, d: NaiveDate) -> bool {
-        self.closed_days & (1 << d.weekday().num_days_from_monday()) == 0
+    fn day_open(&self, weekday: u32) -> bool {
+        self.closed_days & (1 << weekday) == 0
+    }
+
+    /// The local clock at `t`, if chrono can represent `t`.
+    fn local(&self, t: Timestamp) -> Option<Local> {
+        let utc = chrono::DateTime::from_timestamp_millis(t.0)?;
+        let offset = i64::from(
+            self.tz
+                .offset_from_utc_datetime(&utc.naive_utc())
+                .fix()
+                .local_minus_utc(),
+        ) * 1000;
+        let local = t.0 + offset;
+        Some(Local {
+            day: local.div_euclid(DAY.0),
+            minute: (local.rem_euclid(DAY.0) / MINUTE.0) as u32,
+        })
     }
 
     /// The first instant at or after `t` when contact is open.
     fn next_open(&self, t: Timestamp) -> Timestamp {
-        let local = t.to_chrono().with_timezone(&self.tz);
-        let date = local.date_naive();
-        let minute = local.hour() * 60 + local.minute();
-        if self.day_open(date) && minute >= self.start_minute && minute < self.end_minute {
+        let Some(local) = self.local(t) else {
+            return self.next_open_chrono(t);
+        };
+        let weekday = local.weekday();
+        if self.day_open(weekday) && local.minute >= self.start_minute && local.minute < self.end_minute {
             return t;
         }
-        let mut day = date;
-        if !(self.day_open(date) && minute < self.start_minute) {
+        let mut day = local.day;
+        if !(self.day_open(weekday) && local.minute < self.start_minute) {
             day = (1..=7)
-                .map(|i| date + chrono::Days::new(i))
-                .find(|d| self.day_open(*d))
-                .unwrap_or(date + chrono::Days::new(1));
+                .map(|i| local.day + i)
+                .find(|d| self.day_open((d + 3).rem_euclid(7) as u32))
+                .unwrap_or(local.day + 1);
         }
-        let open =
-            day.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(self.start_minute));
-        // A DST gap at opening time: the first valid local instant after it.
+        let Some(open) =
+            chrono::DateTime::from_timestamp_millis(day * DAY.0 + i64::from(self.start_minute) * MINUTE.0)
+        else {
+            return self.next_open_chrono(t);
+        };
+        self.first_instant(open.naive_utc(), t)
+    }
+
+    /// The earliest instant whose local time is `open`, or the first valid local time
+    /// after it if `open` falls in a DST gap; not before `t`.
+    fn first_instant(&self, open: chrono::NaiveDateTime, t: Timestamp) -> Timestamp {
         let mut candidate = open;
         for _ in 0..4 {
             if let Some(utc) = self.tz.from_local_datetime(&candidate).earliest() {
@@ -341,45 +434,107 @@ impl QuietHours<'_> {
         t.saturating_add(MINUTE)
     }
 
-    fn local_clock(&self, t: Timestamp) -> String {
+    /// [`QuietHours::next_open`] for instants chrono cannot represent (they read as
+    /// chrono's earliest instant).
+    fn next_open_chrono(&self, t: Timestamp) -> Timestamp {
         let local = t.to_chrono().with_timezone(&self.tz);
-        format!(
-            "{} {:02}:{:02} ({})",
-            local.weekday(),
-            local.hour(),
-            local.minute(),
-            self.tz.name()
-        )
+        let date = local.date_naive();
+        let weekday = date.weekday().num_days_from_monday();
+        let minute = local.hour() * 60 + local.minute();
+        if self.day_open(weekday) && minute >= self.start_minute && minute < self.end_minute {
+            return t;
+        }
+        let mut day = date;
+        if !(self.day_open(weekday) && minute < self.start_minute) {
+            day = (1..=7)
+                .map(|i| date + chrono::Days::new(i))
+                .find(|d| self.day_open(d.weekday().num_days_from_monday()))
+                .unwrap_or(date + chrono::Days::new(1));
+        }
+        let open =
+            day.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(self.start_minute));
+        self.first_instant(open, t)
+    }
+
+    /// "Wed 05:00 (America/New_York)".
+    fn local_clock(&self, t: Timestamp) -> String {
+        let (weekday, minute) = match self.local(t) {
+            Some(l) => (l.weekday(), l.minute),
+            None => {
+                let local = t.to_chrono().with_timezone(&self.tz);
+                (
+                    local.weekday().num_days_from_monday(),
+                    local.hour() * 60 + local.minute(),
+                )
+            }
+        };
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let name = self.tz.name();
+        let mut s = String::with_capacity(13 + name.len());
+        s.push_str(DAYS[weekday as usize]);
+        s.push(' ');
+        push_clock(&mut s, minute);
+        s.push_str(" (");
+        s.push_str(name);
+        s.push(')');
+        s
     }
 }
 
+fn push_clock(s: &mut String, minute: u32) {
+    let (h, m) = (minute / 60, minute % 60);
+    if h >= 100 {
+        s.push_str(&h.to_string());
+    } else {
+        s.push(char::from(b'0' + (h / 10) as u8));
+        s.push(char::from(b'0' + (h % 10) as u8));
+    }
+    s.push(':');
+    s.push(char::from(b'0' + (m / 10) as u8));
+    s.push(char::from(b'0' + (m % 10) as u8));
+}
+
+/// "08:00".
 fn clock(minute: u32) -> String {
-    format!("{:02}:{:02}", minute / 60, minute % 60)
+    let mut s = String::with_capacity(5);
+    push_clock(&mut s, minute);
+    s
 }
 
 /// Evaluates every rule. `suggestions` is `None` when evaluating an alternative.
 fn evaluate(
-    state: &CustomerState,
+    facts: &mut Facts<'_>,
     policy: &Policy,
     channel: Channel,
     purpose: Purpose,
-    at: Timestamp,
     mut suggestions: Option<&mut Suggestions>,
 ) -> Decision {
-    let mut reasons: Vec<Reason> = Vec::new();
+    let v = facts.v;
+    let at = v.at;
     // Alternatives are evaluated for their verdict only: no reasons to build.
     let explain = suggestions.is_some();
+    let rules = &policy.rules;
+    let mut base = 0;
+    let mut todo = match policy.rule_set(channel, purpose) {
+        Some(set) => set,
+        None => rules_to_visit(rules, 0, channel, purpose),
+    };
+    // Room for a reason from each rule visited, and quiet hours.
+    let mut reasons: Vec<Reason> = if explain {
+        Vec::with_capacity(todo.count_ones() as usize + 1)
+    } else {
+        Vec::new()
+    };
     let mut denied = false;
     // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
     // stays satisfied with no new events. So the earliest instant satisfying all of
     // them is the latest of their thresholds, moved to the next open minute.
     let mut ok_from = at;
-    let mut quiet: Option<QuietHours<'_>> = None;
+    let mut quiet: Option<(usize, QuietHours<'_>)> = None;
     let mut service_reply = false;
-    let mut prefs = None;
-    let mut suggest = |c: Channel, p: Purpose, note: &'static str| {
+    let mut suggest = |c: Channel, note: &'static str| {
         if let Some(s) = suggestions.as_deref_mut() {
-            s.add(c, p, note);
+            s.add(c, note);
         }
     };
     let push = |reasons: &mut Vec<Reason>, rule: &Rule, effect: Effect, detail: Detail| {
@@ -392,181 +547,190 @@ fn evaluate(
             detail,
         });
     };
-
-    for rule in &policy.rules {
-        // Only the verdict is wanted and it is settled: DENY wins over everything.
-        if denied && !explain {
-            break;
-        }
-        let applies = rule.applies(channel, purpose);
-        match &rule.kind {
-            RuleKind::DoNotContact => {
-                let transactional_too = purpose == Purpose::Transactional
-                    && policy.rules.iter().any(|r| {
-                        matches!(
-                            r.kind,
-                            RuleKind::Transactional {
-                                respect_do_not_contact: true
-                            }
-                        ) && r.applies(channel, purpose)
-                    });
-                if !(applies || transactional_too) || service_reply {
-                    continue;
-                }
-                if let Some(d) = state.do_not_contact(at) {
-                    denied = true;
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Deny,
-                        Detail::DoNotContact {
-                            ago: at.since(d.at),
-                            until: d.until,
-                        },
-                    );
-                }
-                continue;
+    // The rules in file order, skipping those that do not apply; 64 at a time.
+    loop {
+        if todo == 0 {
+            base += 64;
+            if base >= rules.len() {
+                break;
             }
-            _ if !applies => continue,
-            _ => {}
+            todo = rules_to_visit(rules, base, channel, purpose);
+            continue;
         }
-        match &rule.kind {
-            RuleKind::DoNotContact => {}
-            RuleKind::Transactional { .. } => push(&mut reasons, rule, Effect::Allow, Detail::Transactional),
-            RuleKind::ServiceReply { window } => {
-                let inbound = state
-                    .recent(at)
-                    .take_while(|e| e.at > at.saturating_sub(*window))
-                    .find_map(|e| match e.mark {
-                        Mark::Inbound(c) | Mark::ContactRequest(c) => Some((c, e.at)),
-                        _ => None,
-                    });
-                if let Some((c, when)) = inbound {
-                    service_reply = true;
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Allow,
-                        Detail::ServiceReply {
-                            inbound_channel: c,
-                            ago: at.since(when),
-                            window: *window,
-                        },
-                    );
-                }
+        {
+            // Only the verdict is wanted and it is settled: DENY wins over everything.
+            if denied && !explain {
+                break;
             }
-            RuleKind::Consent {
-                soft_opt_in,
-                contact_request,
-            } => {
-                let record = state.consent(channel, purpose, at);
-                if let Some(r) = record.filter(|r| !r.withdrawn && r.expires_at.is_none_or(|x| x > at)) {
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Allow,
-                        Detail::ConsentGranted {
-                            channel,
-                            purpose,
-                            ago: at.since(r.at),
-                        },
-                    );
-                    continue;
-                }
-                if let Some(so) = soft_opt_in
-                    && so.channels & channel.bit() != 0
-                    && so.purposes & purpose.bit() != 0
-                    && !state.ever_withdrawn(channel, purpose, at)
-                    && let Some(bought) = state.last_purchase(at)
-                    && at.since(bought) < so.purchase_within
-                {
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Allow,
-                        Detail::SoftOptIn {
-                            purchase_ago: at.since(bought),
-                        },
-                    );
-                    continue;
-                }
-                if let Some(cr) = contact_request
-                    && cr.purposes & purpose.bit() != 0
-                {
-                    let after = record.map_or(Timestamp::MIN, |r| r.at);
-                    let asked = state
-                        .recent(at)
-                        .take_while(|e| e.at > at.saturating_sub(cr.valid_for) && e.at > after)
-                        .find(|e| e.mark == Mark::ContactRequest(channel));
-                    if let Some(e) = asked {
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Allow,
-                            Detail::ContactRequested {
-                                channel,
-                                ago: at.since(e.at),
-                            },
-                        );
+            let index = base + todo.trailing_zeros() as usize;
+            todo &= todo - 1;
+            let rule = &policy.rules[index];
+            match &rule.kind {
+                RuleKind::DoNotContact => {
+                    if service_reply {
                         continue;
                     }
-                }
-                denied = true;
-                let detail = match record {
-                    Some(r) if r.withdrawn => Detail::ConsentWithdrawn {
-                        channel,
-                        purpose,
-                        ago: at.since(r.at),
-                    },
-                    Some(r) => Detail::ConsentExpired {
-                        channel,
-                        purpose,
-                        ago: at.since(r.expires_at.unwrap_or(r.at)),
-                    },
-                    None => Detail::ConsentMissing { channel, purpose },
-                };
-                push(&mut reasons, rule, Effect::Deny, detail);
-                for c in Channel::ALL {
-                    if *c != channel
-                        && state
-                            .consent(*c, purpose, at)
-                            .is_some_and(|r| !r.withdrawn && r.expires_at.is_none_or(|x| x > at))
-                    {
-                        suggest(*c, purpose, "the customer has given consent on this channel");
-                    }
-                }
-            }
-            RuleKind::ComplaintCoolOff { duration } => {
-                if let Some(when) = state.last_complaint(at) {
-                    let until = when.saturating_add(*duration);
-                    if until > at {
+                    if let Some(d) = v.do_not_contact() {
                         denied = true;
                         push(
                             &mut reasons,
                             rule,
                             Effect::Deny,
-                            Detail::ComplaintCoolOff {
-                                ago: at.since(when),
-                                until,
+                            Detail::DoNotContact {
+                                ago: at.since(d.at),
+                                until: d.until,
                             },
                         );
                     }
                 }
-            }
-            RuleKind::ResearchCooldown { signals, cooldown } => {
-                let latest = state
-                    .recent(at)
-                    .take_while(|e| e.at > at.saturating_sub(*cooldown))
-                    .find_map(|e| match e.mark {
-                        Mark::Research(s) if signals & signal_bit(s) != 0 => Some((s, e.at)),
-                        _ => None,
-                    });
-                if let Some((signal, when)) = latest {
-                    let asked_since = state
-                        .recent(at)
-                        .take_while(|e| e.at > when)
-                        .any(|e| e.mark == Mark::ContactRequest(channel));
-                    if !asked_since {
+                RuleKind::Transactional { .. } => {
+                    push(&mut reasons, rule, Effect::Allow, Detail::Transactional)
+                }
+                RuleKind::ServiceReply { window } => {
+                    let since = at.saturating_sub(*window);
+                    let inbound = v
+                        .recent()
+                        .take_while(|e| e.at > since)
+                        .find_map(|e| match e.mark {
+                            Mark::Inbound(c) | Mark::ContactRequest(c) => Some((c, e.at)),
+                            _ => None,
+                        });
+                    if let Some((c, when)) = inbound {
+                        service_reply = true;
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Allow,
+                            Detail::ServiceReply {
+                                inbound_channel: c,
+                                ago: at.since(when),
+                                window: *window,
+                            },
+                        );
+                    }
+                }
+                RuleKind::Consent {
+                    soft_opt_in,
+                    contact_request,
+                } => {
+                    let record = v.consent(channel, purpose);
+                    if let Some(r) = record.filter(|r| r.live(at)) {
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Allow,
+                            Detail::ConsentGranted {
+                                channel,
+                                purpose,
+                                ago: at.since(r.at),
+                            },
+                        );
+                        continue;
+                    }
+                    if let Some(so) = soft_opt_in
+                        && so.channels & channel.bit() != 0
+                        && so.purposes & purpose.bit() != 0
+                        && !v.ever_withdrawn(channel, purpose)
+                        && let Some(bought) = v.last_purchase()
+                        && at.since(bought) < so.purchase_within
+                    {
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Allow,
+                            Detail::SoftOptIn {
+                                purchase_ago: at.since(bought),
+                            },
+                        );
+                        continue;
+                    }
+                    if let Some(cr) = contact_request
+                        && cr.purposes & purpose.bit() != 0
+                    {
+                        let since = at
+                            .saturating_sub(cr.valid_for)
+                            .max(record.map_or(Timestamp::MIN, |r| r.at));
+                        let asked = v
+                            .recent()
+                            .take_while(|e| e.at > since)
+                            .find(|e| e.mark == Mark::ContactRequest(channel));
+                        if let Some(e) = asked {
+                            push(
+                                &mut reasons,
+                                rule,
+                                Effect::Allow,
+                                Detail::ContactRequested {
+                                    channel,
+                                    ago: at.since(e.at),
+                                },
+                            );
+                            continue;
+                        }
+                    }
+                    denied = true;
+                    if !explain {
+                        continue;
+                    }
+                    let detail = match record {
+                        Some(r) if r.withdrawn => Detail::ConsentWithdrawn {
+                            channel,
+                            purpose,
+                            ago: at.since(r.at),
+                        },
+                        Some(r) => Detail::ConsentExpired {
+                            channel,
+                            purpose,
+                            ago: at.since(r.expires_at.unwrap_or(r.at)),
+                        },
+                        None => Detail::ConsentMissing { channel, purpose },
+                    };
+                    push(&mut reasons, rule, Effect::Deny, detail);
+                    let consented = v.consented_channels(purpose);
+                    for c in Channel::ALL {
+                        if *c != channel && consented & c.bit() != 0 {
+                            suggest(*c, "the customer has given consent on this channel");
+                        }
+                    }
+                }
+                RuleKind::ComplaintCoolOff { duration } => {
+                    if let Some(when) = v.last_complaint() {
+                        let until = when.saturating_add(*duration);
+                        if until > at {
+                            denied = true;
+                            push(
+                                &mut reasons,
+                                rule,
+                                Effect::Deny,
+                                Detail::ComplaintCoolOff {
+                                    ago: at.since(when),
+                                    until,
+                                },
+                            );
+                        }
+                    }
+                }
+                RuleKind::ResearchCooldown { signals, cooldown } => {
+                    // The newest research signal within the cool-down, and whether the
+                    // customer asked for contact on this channel after it.
+                    let since = at.saturating_sub(*cooldown);
+                    let mut asked: Option<Timestamp> = None;
+                    let mut latest = None;
+                    for e in v.recent() {
+                        if e.at <= since {
+                            break;
+                        }
+                        match e.mark {
+                            Mark::Research(s) if signals & signal_bit(s) != 0 => {
+                                latest = Some((s, e.at));
+                                break;
+                            }
+                            Mark::ContactRequest(c) if c == channel && asked.is_none() => asked = Some(e.at),
+                            _ => {}
+                        }
+                    }
+                    if let Some((signal, when)) = latest
+                        && asked.is_none_or(|a| a <= when)
+                    {
                         let until = when.saturating_add(*cooldown);
                         ok_from = ok_from.max(until);
                         push(
@@ -582,182 +746,191 @@ fn evaluate(
                             },
                         );
                         if let Some(c) = rule.suggest {
-                            suggest(c, purpose, "an acknowledgement is welcome now");
+                            suggest(c, "an acknowledgement is welcome now");
                         }
                     }
                 }
-            }
-            RuleKind::EarnedMeeting {
-                window,
-                min_engagements,
-                engagements,
-            } => {
-                let since = at.saturating_sub(*window);
-                let mut count = 0u32;
-                let mut requested = None;
-                for e in state.recent(at).take_while(|e| e.at > since) {
-                    match e.mark {
-                        Mark::ContactRequest(Channel::SalesMeeting) if requested.is_none() => {
-                            requested = Some(e.at)
-                        }
-                        Mark::Engaged(_, kind) if engagements & (1 << (kind as u8)) != 0 => count += 1,
-                        _ => {}
-                    }
-                }
-                if let Some(when) = requested {
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Allow,
-                        Detail::MeetingRequested { ago: at.since(when) },
-                    );
-                } else if count >= *min_engagements {
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Allow,
-                        Detail::MeetingEarned {
-                            engagements: count,
-                            window: *window,
-                        },
-                    );
-                } else {
-                    denied = true;
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Deny,
-                        Detail::MeetingNotEarned {
-                            engagements: count,
-                            needed: *min_engagements,
-                            window: *window,
-                        },
-                    );
-                    if let Some(c) = rule.suggest {
-                        suggest(
-                            c,
-                            purpose,
-                            "share relevant content instead and let the customer ask for a meeting",
-                        );
-                    }
-                }
-            }
-            RuleKind::FrequencyCap { max, window } => {
-                if let Some((count, until)) = cap(state, at, rule.channels, rule.purposes, *max, *window) {
-                    ok_from = ok_from.max(until);
-                    if let Some(c) = rule.suggest {
-                        suggest(c, purpose, "a less intrusive channel that still has room");
-                    }
-                    let one = (rule.channels & (rule.channels - 1)) == 0;
-                    let ch = one.then_some(channel);
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Defer,
-                        Detail::CapReached {
-                            channel: ch,
-                            count,
-                            max: *max,
-                            window: *window,
-                            until,
-                        },
-                    );
-                }
-            }
-            RuleKind::QuietHours {
-                start_minute,
-                end_minute,
-                closed_days,
-                exempt,
-            } => {
-                if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
-                    continue;
-                }
-                let tz = *prefs.get_or_insert_with(|| state.prefs(at));
-                quiet = Some(QuietHours {
-                    rule,
-                    tz: tz.time_zone.unwrap_or(policy.default_time_zone),
-                    start_minute: *start_minute,
-                    end_minute: *end_minute,
-                    closed_days: *closed_days,
-                });
-            }
-            RuleKind::Fatigue {
-                unanswered,
-                within,
-                pause,
-            } => {
-                let mut n = 0u32;
-                let mut newest = None;
-                for (e, counted) in with_touches(state, at) {
-                    match e.mark {
-                        Mark::Engaged(c, _) if c == channel => break,
-                        Mark::Touch {
-                            channel: c,
-                            purpose: p,
-                            ..
-                        } if counted && c == channel && rule.purposes & p.bit() != 0 => {
-                            let first = *newest.get_or_insert(e.at);
-                            if first.since(e.at) > *within {
-                                break;
+                RuleKind::EarnedMeeting {
+                    window,
+                    min_engagements,
+                    engagements,
+                } => {
+                    let since = at.saturating_sub(*window);
+                    let mut count = 0u32;
+                    let mut requested = None;
+                    for e in v.recent().take_while(|e| e.at > since) {
+                        match e.mark {
+                            Mark::ContactRequest(Channel::SalesMeeting) if requested.is_none() => {
+                                requested = Some(e.at)
                             }
-                            n += 1;
-                            if n >= *unanswered {
-                                break;
-                            }
+                            Mark::Engaged(_, kind) if engagements & (1 << (kind as u8)) != 0 => count += 1,
+                            _ => {}
                         }
-                        _ => {}
                     }
-                }
-                if let Some(first) = newest
-                    && n >= *unanswered
-                {
-                    let until = first.saturating_add(*pause);
-                    if until > at {
-                        ok_from = ok_from.max(until);
+                    if let Some(when) = requested {
                         push(
                             &mut reasons,
                             rule,
-                            Effect::Defer,
-                            Detail::Fatigue {
-                                channel,
-                                unanswered: n,
-                                until,
+                            Effect::Allow,
+                            Detail::MeetingRequested { ago: at.since(when) },
+                        );
+                    } else if count >= *min_engagements {
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Allow,
+                            Detail::MeetingEarned {
+                                engagements: count,
+                                window: *window,
                             },
                         );
+                    } else {
+                        denied = true;
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Deny,
+                            Detail::MeetingNotEarned {
+                                engagements: count,
+                                needed: *min_engagements,
+                                window: *window,
+                            },
+                        );
+                        if let Some(c) = rule.suggest {
+                            suggest(
+                                c,
+                                "share relevant content instead and let the customer ask for a meeting",
+                            );
+                        }
                     }
                 }
-            }
-            RuleKind::CustomerPreferences { max_window } => {
-                let p = *prefs.get_or_insert_with(|| state.prefs(at));
-                if p.accepted != 0 && p.accepted & channel.bit() == 0 {
-                    denied = true;
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Deny,
-                        Detail::ChannelNotAccepted { channel },
-                    );
-                    for c in Channel::ALL.iter().filter(|c| p.accepted & c.bit() != 0) {
-                        suggest(*c, purpose, "a channel the customer accepts");
-                    }
-                }
-                if let Some(limit) = p.limit {
-                    let window = limit.window.min(*max_window);
-                    let counted = rule.purposes & !Purpose::Transactional.bit();
-                    if let Some((count, until)) = cap(state, at, u8::MAX, counted, limit.max, window) {
+                RuleKind::FrequencyCap { max, window } => {
+                    if let Some((count, until)) =
+                        facts.cap(index, rule.channels, rule.purposes, *max, *window)
+                    {
                         ok_from = ok_from.max(until);
+                        if let Some(c) = rule.suggest {
+                            suggest(c, "a less intrusive channel that still has room");
+                        }
+                        let one = (rule.channels & (rule.channels - 1)) == 0;
+                        let ch = one.then_some(channel);
                         push(
                             &mut reasons,
                             rule,
                             Effect::Defer,
-                            Detail::CustomerLimit {
+                            Detail::CapReached {
+                                channel: ch,
                                 count,
-                                max: limit.max,
-                                window,
+                                max: *max,
+                                window: *window,
                                 until,
                             },
                         );
+                    }
+                }
+                RuleKind::QuietHours {
+                    start_minute,
+                    end_minute,
+                    closed_days,
+                    exempt,
+                } => {
+                    if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
+                        continue;
+                    }
+                    let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone);
+                    quiet = Some((
+                        index,
+                        QuietHours {
+                            rule,
+                            tz,
+                            start_minute: *start_minute,
+                            end_minute: *end_minute,
+                            closed_days: *closed_days,
+                        },
+                    ));
+                }
+                RuleKind::Fatigue {
+                    unanswered,
+                    within,
+                    pause,
+                } => {
+                    let mut n = 0u32;
+                    let mut newest = None;
+                    for e in v.recent() {
+                        match e.mark {
+                            Mark::Engaged(c, _) if c == channel => break,
+                            Mark::Touch {
+                                channel: c,
+                                purpose: p,
+                                decision,
+                                authorized,
+                            } if c == channel
+                                && rule.purposes & p.bit() != 0
+                                && counts(&v, decision, authorized) =>
+                            {
+                                let first = *newest.get_or_insert(e.at);
+                                if first.since(e.at) > *within {
+                                    break;
+                                }
+                                n += 1;
+                                if n >= *unanswered {
+                                    break;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(first) = newest
+                        && n >= *unanswered
+                    {
+                        let until = first.saturating_add(*pause);
+                        if until > at {
+                            ok_from = ok_from.max(until);
+                            push(
+                                &mut reasons,
+                                rule,
+                                Effect::Defer,
+                                Detail::Fatigue {
+                                    channel,
+                                    unanswered: n,
+                                    until,
+                                },
+                            );
+                        }
+                    }
+                }
+                RuleKind::CustomerPreferences { max_window } => {
+                    let p = facts.prefs();
+                    if p.accepted != 0 && p.accepted & channel.bit() == 0 {
+                        denied = true;
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Deny,
+                            Detail::ChannelNotAccepted { channel },
+                        );
+                        for c in Channel::ALL.iter().filter(|c| p.accepted & c.bit() != 0) {
+                            suggest(*c, "a channel the customer accepts");
+                        }
+                    }
+                    if let Some(limit) = p.limit {
+                        let window = limit.window.min(*max_window);
+                        // Transactional messages never count.
+                        let counted = rule.purposes & !Purpose::Transactional.bit();
+                        if let Some((count, until)) = facts.cap(index, u8::MAX, counted, limit.max, window) {
+                            ok_from = ok_from.max(until);
+                            push(
+                                &mut reasons,
+                                rule,
+                                Effect::Defer,
+                                Detail::CustomerLimit {
+                                    count,
+                                    max: limit.max,
+                                    window,
+                                    until,
+                                },
+                            );
+                        }
                     }
                 }
             }
@@ -772,16 +945,12 @@ fn evaluate(
             alternatives: Vec::new(),
         };
     }
-    if let Some(q) = &quiet {
-        let open = q.next_open(ok_from);
-        let closed_now = if ok_from == at {
-            open > at
-        } else {
-            q.next_open(at) > at
-        };
-        if explain && (open > ok_from || closed_now) {
+    if let Some((index, q)) = &quiet {
+        let open = facts.next_open(*index, q, ok_from);
+        // Reported if closed now, or if the other rules' threshold falls in closed hours.
+        if explain && (open > ok_from || (ok_from != at && facts.next_open(*index, q, at) > at)) {
             if let (Some(c), Some(s)) = (q.rule.suggest, suggestions) {
-                s.add(c, purpose, "a channel that is open at this hour");
+                s.add(c, "a channel that is open at this hour");
             }
             reasons.push(Reason {
                 rule_id: q.rule.id.clone(),
@@ -797,42 +966,40 @@ fn evaluate(
         }
         ok_from = open;
     }
-    if ok_from > at {
-        Decision {
-            verdict: Verdict::Defer,
-            not_before: Some(ok_from),
-            reasons,
-            alternatives: Vec::new(),
-        }
+    let verdict = if ok_from > at {
+        Verdict::Defer
     } else {
-        Decision {
-            verdict: Verdict::Allow,
-            not_before: None,
-            reasons,
-            alternatives: Vec::new(),
-        }
+        Verdict::Allow
+    };
+    Decision {
+        verdict,
+        not_before: (ok_from > at).then_some(ok_from),
+        reasons,
+        alternatives: Vec::new(),
     }
 }
 
 /// Counts touches on `channels` for `purposes` in `(at - window, at]`. If `max` is
 /// reached, returns the count and when the window has room again: the `max`-th
 /// newest touch leaves the window at its time plus `window`.
-fn cap(
-    state: &CustomerState,
-    at: Timestamp,
-    channels: u8,
-    purposes: u8,
-    max: u32,
-    window: Span,
-) -> Option<(u32, Timestamp)> {
-    let since = at.saturating_sub(window);
+fn cap(v: &AsOf<'_>, channels: u8, purposes: u8, max: u32, window: Span) -> Option<(u32, Timestamp)> {
+    let since = v.at.saturating_sub(window);
     let mut count = 0u32;
     let mut until = None;
-    for (e, c, p) in touches(state, at) {
+    for e in v.recent() {
         if e.at <= since {
             break;
         }
-        if channels & c.bit() != 0 && purposes & p.bit() != 0 {
+        if let Mark::Touch {
+            channel: c,
+            purpose: p,
+            decision,
+            authorized,
+        } = e.mark
+            && channels & c.bit() != 0
+            && purposes & p.bit() != 0
+            && counts(v, decision, authorized)
+        {
             count += 1;
             if count == max {
                 until = Some(e.at.saturating_add(window));

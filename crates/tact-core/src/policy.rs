@@ -17,12 +17,68 @@ use crate::state::Retention;
 use crate::time::{DAY, Span, SpanText};
 
 /// A loaded, validated policy.
+///
+/// What is derived from the rules (the retention, which rules apply to each channel
+/// and purpose) is computed when the policy is loaded: treat `rules` as read-only.
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub version: Arc<str>,
     pub default_time_zone: Tz,
     pub rules: Vec<Rule>,
     retention: Retention,
+    /// For each `(channel, purpose)`, the rules `decide` visits, as a bit set of rule
+    /// indexes (see [`Policy::rule_set`]).
+    rule_sets: RuleSets,
+}
+
+#[derive(Clone, Debug)]
+struct RuleSets {
+    /// How many rules the sets were computed for.
+    rules: usize,
+    sets: [u64; 32],
+}
+
+impl RuleSets {
+    fn for_rules(rules: &[Rule]) -> RuleSets {
+        let mut sets = [0u64; 32];
+        for &channel in Channel::ALL {
+            for &purpose in Purpose::ALL {
+                sets[Self::slot(channel, purpose)] = rules_to_visit(rules, 0, channel, purpose);
+            }
+        }
+        RuleSets {
+            rules: rules.len(),
+            sets,
+        }
+    }
+
+    fn slot(channel: Channel, purpose: Purpose) -> usize {
+        channel as usize * 4 + purpose as usize
+    }
+}
+
+/// The rules `decide` visits for `(channel, purpose)` among `rules[base..base + 64]`,
+/// as a bit set of their indexes less `base`: those that apply, and do-not-contact
+/// rules if a transactional rule that applies says do-not-contact holds back
+/// transactional messages too.
+pub(crate) fn rules_to_visit(rules: &[Rule], base: usize, channel: Channel, purpose: Purpose) -> u64 {
+    let transactional_too = purpose == Purpose::Transactional
+        && rules.iter().any(|r| {
+            matches!(
+                r.kind,
+                RuleKind::Transactional {
+                    respect_do_not_contact: true
+                }
+            ) && r.applies(channel, purpose)
+        });
+    let mut set = 0u64;
+    for (i, r) in rules.iter().skip(base).enumerate().take(64) {
+        let dnc = transactional_too && matches!(r.kind, RuleKind::DoNotContact);
+        if r.applies(channel, purpose) || dnc {
+            set |= 1 << i;
+        }
+    }
+    set
 }
 
 #[derive(Clone, Debug)]
@@ -489,12 +545,28 @@ impl Policy {
             })?);
         }
         let retention = Self::retention_for(&rules);
+        let rule_sets = RuleSets::for_rules(&rules);
         Ok(Policy {
             version: Arc::from(raw.version.as_str()),
             default_time_zone,
             rules,
             retention,
+            rule_sets,
         })
+    }
+
+    /// The rules `decide` visits for `(channel, purpose)`, as a bit set of rule
+    /// indexes; `None` if the policy has more than 64 rules.
+    pub(crate) fn rule_set(&self, channel: Channel, purpose: Purpose) -> Option<u64> {
+        let n = self.rules.len();
+        if n > 64 {
+            return None;
+        }
+        if self.rule_sets.rules != n {
+            // `rules` was changed after loading: compute afresh.
+            return Some(rules_to_visit(&self.rules, 0, channel, purpose));
+        }
+        Some(self.rule_sets.sets[RuleSets::slot(channel, purpose)])
     }
 
     /// The shipped default policy (`config/policy.toml`).

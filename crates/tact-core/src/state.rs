@@ -1,12 +1,20 @@
 //! Per-customer state, folded from events by [`CustomerState::apply`].
 //!
 //! The state is a function of the *set* of events applied, not of their order:
-//! every list is kept sorted by `(occurred_at, id)`, and pruning depends only on
-//! the latest `occurred_at` seen. Out-of-order arrival therefore gives the same
-//! state as in-order arrival, and a duplicate event (same id, same time) is a no-op.
+//! every list is kept sorted, and pruning depends only on the latest `occurred_at`
+//! seen. Out-of-order arrival therefore gives the same state as in-order arrival,
+//! and a duplicate event (same id, same time) is a no-op.
+//!
+//! Layout: everything a decision reads lives in **one allocation**, a sorted
+//! timeline of 24-byte [`Entry`]s followed by a few *side records* of the same size
+//! (consent, do-not-contact and preference changes, the latest purchase and complaint,
+//! and the floors of those that left the timeline). A decision on a customer whose
+//! state is not in cache therefore waits for two memory loads (this struct, then the
+//! newest end of the block), not one per list. The side records are never part of
+//! the timeline: [`CustomerState::recent`] only yields timeline entries.
 
-use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
+use chrono_tz::{TZ_VARIANTS, Tz};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::decide::Signal;
 use crate::event::{Channel, ContactLimit, Engagement, Event, EventKind, NonResponse, Purpose};
@@ -47,10 +55,12 @@ pub fn decision_hash(decision_id: &str) -> u32 {
     ((id_hash(decision_id) >> 32) as u32) | 1
 }
 
-/// One remembered interaction in the timeline.
+/// One remembered interaction in the timeline, or a side record (see [`Mark`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Entry {
     pub at: Timestamp,
+    /// Timeline entries: the event id hash. Side records: the record's value (an
+    /// instant, a span or a time-zone code; see the side variants of [`Mark`]).
     pub id: u64,
     pub mark: Mark,
 }
@@ -58,6 +68,12 @@ pub struct Entry {
 impl Entry {
     fn is_authorized_touch(&self) -> bool {
         matches!(self.mark, Mark::Touch { authorized: true, .. })
+    }
+
+    /// Side records sort by `(at, mark, value)`: at one instant a withdrawal comes
+    /// after (wins over) a grant, whatever the values.
+    fn side_key(&self) -> (Timestamp, Mark, u64) {
+        (self.at, self.mark, self.id)
     }
 }
 
@@ -78,60 +94,74 @@ pub enum Mark {
     Unanswered(Channel, NonResponse),
     Purchase,
     Complaint,
+    // Side records, never in the timeline. They share its allocation and entry size;
+    // `Entry::id` holds their value.
+    /// A consent change; `id` is the expiry instant if `expires`.
+    ConsentChange {
+        withdrawn: bool,
+        channel: Channel,
+        purpose: Purpose,
+        expires: bool,
+    },
+    /// A do-not-contact request; `id` is the instant it ends unless `forever`.
+    DoNotContact {
+        forever: bool,
+    },
+    /// A time-zone change; `id` is the zone's code plus one, 0 to clear it.
+    TimeZone,
+    /// A change of accepted channels (a bit set; 0 clears the restriction).
+    AcceptedChannels(u8),
+    /// A change of the customer's own limit; `id` is the window. `max == 0` clears it.
+    ContactLimit {
+        max: u32,
+    },
+    /// The latest purchase / complaint ever applied (`at`).
+    LastPurchase,
+    LastComplaint,
+    /// The latest purchase / complaint that fell out of the timeline (`at`).
+    PurchaseFloor,
+    ComplaintFloor,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+impl Mark {
+    fn is_side(self) -> bool {
+        matches!(
+            self,
+            Mark::ConsentChange { .. }
+                | Mark::DoNotContact { .. }
+                | Mark::TimeZone
+                | Mark::AcceptedChannels(_)
+                | Mark::ContactLimit { .. }
+                | Mark::LastPurchase
+                | Mark::LastComplaint
+                | Mark::PurchaseFloor
+                | Mark::ComplaintFloor
+        )
+    }
+}
+
+/// A consent change, as recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsentRecord {
     pub at: Timestamp,
-    /// Grants sort before withdrawals at the same instant: a withdrawal wins a tie.
     pub withdrawn: bool,
-    pub id: u64,
     pub channel: Channel,
     pub purpose: Purpose,
     pub expires_at: Option<Timestamp>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+impl ConsentRecord {
+    /// A grant that has not expired by `at`.
+    pub fn live(&self, at: Timestamp) -> bool {
+        !self.withdrawn && self.expires_at.is_none_or(|x| x > at)
+    }
+}
+
+/// A do-not-contact request, as recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DncRecord {
     pub at: Timestamp,
-    pub id: u64,
     pub until: Option<Timestamp>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PrefRecord {
-    pub at: Timestamp,
-    pub id: u64,
-    /// `Some(None)` clears the zone (back to the policy default).
-    pub time_zone: Option<Option<Tz>>,
-    /// Bit set of accepted channels; `Some(0)` clears the restriction.
-    pub accepted: Option<u8>,
-    /// `Some(None)` clears the customer's own limit.
-    pub limit: Option<Option<ContactLimit>>,
-}
-
-impl PrefRecord {
-    fn key(&self) -> impl Ord + '_ {
-        (
-            self.at,
-            self.id,
-            self.time_zone.map(|z| z.map(|z| z.name())),
-            self.accepted,
-            self.limit,
-        )
-    }
-}
-
-impl Ord for PrefRecord {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
-    }
-}
-
-impl PartialOrd for PrefRecord {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
 }
 
 /// Preferences in force at some instant.
@@ -143,24 +173,59 @@ pub struct Prefs {
     pub limit: Option<ContactLimit>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+fn zone_code(tz: Option<Tz>) -> u64 {
+    tz.map_or(0, |z| z as u64 + 1)
+}
+
+fn zone_of(code: u64) -> Option<Tz> {
+    code.checked_sub(1)
+        .and_then(|i| TZ_VARIANTS.get(i as usize))
+        .copied()
+}
+
+fn opt_millis(t: Option<Timestamp>) -> u64 {
+    t.map_or(0, |t| t.0 as u64)
+}
+
+fn consent_record(e: &Entry) -> Option<ConsentRecord> {
+    match e.mark {
+        Mark::ConsentChange {
+            withdrawn,
+            channel,
+            purpose,
+            expires,
+        } => Some(ConsentRecord {
+            at: e.at,
+            withdrawn,
+            channel,
+            purpose,
+            expires_at: expires.then_some(Timestamp(e.id as i64)),
+        }),
+        _ => None,
+    }
+}
+
+fn dnc_record(e: &Entry) -> Option<DncRecord> {
+    match e.mark {
+        Mark::DoNotContact { forever } => Some(DncRecord {
+            at: e.at,
+            until: (!forever).then_some(Timestamp(e.id as i64)),
+        }),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CustomerState {
     /// The latest `occurred_at` applied; the timeline keeps `[latest - retention, ..]`.
-    pub latest: Timestamp,
-    /// Sorted by `(at, id, mark)`.
-    pub timeline: Vec<Entry>,
+    latest: Timestamp,
+    /// The timeline, sorted by `(at, id, mark)`, then `side` side records, sorted by
+    /// `(at, mark, id)`. One allocation.
+    slots: Vec<Entry>,
+    side: u32,
     /// How many timeline entries are touches authorized by tact (a fast path for
     /// de-duplicating "sent" reports of authorized outreach).
-    pub authorized: u32,
-    /// Kinds of event ever seen (purchase, complaint): skips scans for most customers.
-    pub seen: u8,
-    /// The latest purchase / complaint that fell out of the timeline.
-    pub purchase_floor: Option<Timestamp>,
-    pub complaint_floor: Option<Timestamp>,
-    /// Full histories, sorted.
-    pub consents: Vec<ConsentRecord>,
-    pub dnc: Vec<DncRecord>,
-    pub prefs: Vec<PrefRecord>,
+    authorized: u32,
 }
 
 /// The research signal a page category stands for, if any.
@@ -174,21 +239,134 @@ pub fn research_category(category: &str) -> Option<Signal> {
 }
 
 /// How many items of a time-sorted slice happened at or before `at` (most often all).
-fn upto<T>(items: &[T], at: Timestamp, time: impl Fn(&T) -> Timestamp) -> usize {
+fn upto(items: &[Entry], at: Timestamp) -> usize {
     match items.last() {
-        Some(last) if time(last) > at => items.partition_point(|x| time(x) <= at),
+        Some(last) if last.at > at => items.partition_point(|x| x.at <= at),
         _ => items.len(),
     }
 }
 
-const SEEN_PURCHASE: u8 = 1;
-const SEEN_COMPLAINT: u8 = 2;
+/// A customer's state as of an instant: what happened at or before it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AsOf<'a> {
+    pub at: Timestamp,
+    /// Timeline entries at or before `at`, oldest first.
+    pub timeline: &'a [Entry],
+    /// Side records at or before `at`.
+    side: &'a [Entry],
+    /// All side records (the latest purchase may lie after `at`).
+    all_side: &'a [Entry],
+    pub authorized: u32,
+}
 
-fn insert_sorted<T: Ord>(v: &mut Vec<T>, item: T) -> bool {
-    match v.binary_search(&item) {
+impl<'a> AsOf<'a> {
+    /// Timeline entries, newest first.
+    pub fn recent(&self) -> std::iter::Rev<std::slice::Iter<'a, Entry>> {
+        self.timeline.iter().rev()
+    }
+
+    /// The consent record in force for `(channel, purpose)`, if any.
+    pub fn consent(&self, channel: Channel, purpose: Purpose) -> Option<ConsentRecord> {
+        self.side.iter().rev().find_map(|e| match e.mark {
+            Mark::ConsentChange {
+                channel: c,
+                purpose: p,
+                ..
+            } if c == channel && p == purpose => consent_record(e),
+            _ => None,
+        })
+    }
+
+    /// Channels (a bit set) with a live grant for `purpose`.
+    pub fn consented_channels(&self, purpose: Purpose) -> u8 {
+        let mut decided = 0u8;
+        let mut live = 0u8;
+        for e in self.side.iter().rev() {
+            if let Mark::ConsentChange {
+                channel, purpose: p, ..
+            } = e.mark
+                && p == purpose
+                && decided & channel.bit() == 0
+            {
+                decided |= channel.bit();
+                if consent_record(e).is_some_and(|r| r.live(self.at)) {
+                    live |= channel.bit();
+                }
+            }
+        }
+        live
+    }
+
+    /// Whether `(channel, purpose)` consent was ever withdrawn.
+    pub fn ever_withdrawn(&self, channel: Channel, purpose: Purpose) -> bool {
+        self.side.iter().any(|e| {
+            matches!(e.mark, Mark::ConsentChange { withdrawn: true, channel: c, purpose: p, .. }
+                if c == channel && p == purpose)
+        })
+    }
+
+    /// The do-not-contact record in force, if any.
+    pub fn do_not_contact(&self) -> Option<DncRecord> {
+        self.side
+            .iter()
+            .rev()
+            .find_map(dnc_record)
+            .filter(|d| d.until.is_none_or(|u| u > self.at))
+    }
+
+    /// The customer's preferences in force.
+    pub fn prefs(&self) -> Prefs {
+        let mut p = Prefs::default();
+        for e in self.side {
+            match e.mark {
+                Mark::TimeZone => p.time_zone = zone_of(e.id),
+                Mark::AcceptedChannels(a) => p.accepted = a,
+                Mark::ContactLimit { max } => {
+                    p.limit = (max > 0).then_some(ContactLimit {
+                        max,
+                        window: Span(e.id as i64),
+                    })
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+
+    /// The latest purchase at or before `at`.
+    pub fn last_purchase(&self) -> Option<Timestamp> {
+        self.last_mark(Mark::Purchase, Mark::LastPurchase, Mark::PurchaseFloor)
+    }
+
+    /// The latest complaint at or before `at`.
+    pub fn last_complaint(&self) -> Option<Timestamp> {
+        self.last_mark(Mark::Complaint, Mark::LastComplaint, Mark::ComplaintFloor)
+    }
+
+    fn last_mark(&self, mark: Mark, last: Mark, floor: Mark) -> Option<Timestamp> {
+        let latest = self.all_side.iter().find(|e| e.mark == last)?.at;
+        if latest <= self.at {
+            return Some(latest);
+        }
+        // Asked about the past: the newest in the timeline then, else the floor.
+        self.recent()
+            .find(|e| e.mark == mark)
+            .map(|e| e.at)
+            .or_else(|| self.side.iter().find(|e| e.mark == floor).map(|e| e.at))
+    }
+}
+
+fn insert_sorted_by<K: Ord>(
+    v: &mut Vec<Entry>,
+    range: std::ops::Range<usize>,
+    item: Entry,
+    key: impl Fn(&Entry) -> K,
+) -> bool {
+    let k = key(&item);
+    match v[range.clone()].binary_search_by(|x| key(x).cmp(&k)) {
         Ok(_) => false,
         Err(pos) => {
-            v.insert(pos, item);
+            v.insert(range.start + pos, item);
             true
         }
     }
@@ -199,10 +377,36 @@ impl CustomerState {
         Self::default()
     }
 
+    /// The latest `occurred_at` applied.
+    pub fn latest(&self) -> Timestamp {
+        self.latest
+    }
+
+    /// The timeline, oldest first.
+    pub fn timeline(&self) -> &[Entry] {
+        &self.slots[..self.slots.len() - self.side as usize]
+    }
+
+    fn side(&self) -> &[Entry] {
+        &self.slots[self.slots.len() - self.side as usize..]
+    }
+
+    pub(crate) fn as_of(&self, at: Timestamp) -> AsOf<'_> {
+        let (timeline, side) = self.slots.split_at(self.slots.len() - self.side as usize);
+        AsOf {
+            at,
+            timeline: &timeline[..upto(timeline, at)],
+            side: &side[..upto(side, at)],
+            all_side: side,
+            authorized: self.authorized,
+        }
+    }
+
     /// Folds one event into the state. Deterministic, order-independent, idempotent.
     pub fn apply(&mut self, event: &Event, retention: Retention) {
         let at = event.occurred_at;
         let id = id_hash(&event.event_id);
+        let side = |id: u64, mark: Mark| Entry { at, id, mark };
         let mark = match &event.kind {
             EventKind::PageViewed { category, .. } => research_category(category).map(Mark::Research),
             EventKind::ContentDownloaded { .. } => Some(Mark::Research(Signal::Download)),
@@ -236,8 +440,14 @@ impl CustomerState {
             }),
             EventKind::OutreachEngaged { channel, engagement } => Some(Mark::Engaged(*channel, *engagement)),
             EventKind::OutreachUnanswered { channel, outcome } => Some(Mark::Unanswered(*channel, *outcome)),
-            EventKind::Purchase { .. } => Some(Mark::Purchase),
-            EventKind::Complaint { .. } => Some(Mark::Complaint),
+            EventKind::Purchase { .. } => {
+                self.raise(Mark::LastPurchase, at);
+                Some(Mark::Purchase)
+            }
+            EventKind::Complaint { .. } => {
+                self.raise(Mark::LastComplaint, at);
+                Some(Mark::Complaint)
+            }
             EventKind::ConsentChanged {
                 channel,
                 purpose,
@@ -245,28 +455,24 @@ impl CustomerState {
                 expires_at,
                 ..
             } => {
-                insert_sorted(
-                    &mut self.consents,
-                    ConsentRecord {
-                        at,
+                self.insert_side(side(
+                    opt_millis(*expires_at),
+                    Mark::ConsentChange {
                         withdrawn: !granted,
-                        id,
                         channel: *channel,
                         purpose: *purpose,
-                        expires_at: *expires_at,
+                        expires: expires_at.is_some(),
                     },
-                );
+                ));
                 None
             }
             EventKind::DoNotContact { until, .. } => {
-                insert_sorted(
-                    &mut self.dnc,
-                    DncRecord {
-                        at,
-                        id,
-                        until: *until,
+                self.insert_side(side(
+                    opt_millis(*until),
+                    Mark::DoNotContact {
+                        forever: until.is_none(),
                     },
-                );
+                ));
                 None
             }
             EventKind::PreferencesChanged {
@@ -274,31 +480,53 @@ impl CustomerState {
                 accepted_channels,
                 max_contacts,
             } => {
-                let rec = PrefRecord {
-                    at,
-                    id,
-                    time_zone: time_zone.as_ref().map(|tz| tz.parse::<Tz>().ok()),
-                    accepted: accepted_channels
-                        .as_ref()
-                        .map(|cs| cs.iter().fold(0u8, |m, c| m | c.bit())),
-                    limit: max_contacts.map(|l| (l.max > 0).then_some(l)),
-                };
-                insert_sorted(&mut self.prefs, rec);
+                if let Some(tz) = time_zone {
+                    self.insert_side(side(zone_code(tz.parse::<Tz>().ok()), Mark::TimeZone));
+                }
+                if let Some(cs) = accepted_channels {
+                    let bits = cs.iter().fold(0u8, |m, c| m | c.bit());
+                    self.insert_side(side(0, Mark::AcceptedChannels(bits)));
+                }
+                if let Some(l) = max_contacts {
+                    let (max, window) = if l.max > 0 {
+                        (l.max, l.window.0 as u64)
+                    } else {
+                        (0, 0)
+                    };
+                    self.insert_side(side(window, Mark::ContactLimit { max }));
+                }
                 None
             }
         };
         if at > self.latest {
             self.latest = at;
         }
-        match mark {
-            Some(Mark::Purchase) => self.seen |= SEEN_PURCHASE,
-            Some(Mark::Complaint) => self.seen |= SEEN_COMPLAINT,
-            _ => {}
-        }
         if let Some(mark) = mark {
             self.remember(Entry { at, id, mark }, retention);
         }
         self.prune(retention);
+    }
+
+    fn insert_side(&mut self, entry: Entry) {
+        let start = self.slots.len() - self.side as usize;
+        let end = self.slots.len();
+        if insert_sorted_by(&mut self.slots, start..end, entry, Entry::side_key) {
+            self.side += 1;
+        }
+    }
+
+    /// Raises the singleton side record `mark` (a latest or a floor) to `at`.
+    fn raise(&mut self, mark: Mark, at: Timestamp) {
+        let start = self.slots.len() - self.side as usize;
+        match self.slots[start..].iter().position(|e| e.mark == mark) {
+            Some(i) if self.slots[start + i].at >= at => return,
+            Some(i) => {
+                self.slots.remove(start + i);
+                self.side -= 1;
+            }
+            None => {}
+        }
+        self.insert_side(Entry { at, id: 0, mark });
     }
 
     fn boundary(&self, retention: Retention) -> Timestamp {
@@ -308,125 +536,305 @@ impl CustomerState {
     fn remember(&mut self, entry: Entry, retention: Retention) {
         if entry.at < self.boundary(retention) {
             self.forget(&entry);
-        } else if insert_sorted(&mut self.timeline, entry) && entry.is_authorized_touch() {
+            return;
+        }
+        let end = self.slots.len() - self.side as usize;
+        if insert_sorted_by(&mut self.slots, 0..end, entry, |e| *e) && entry.is_authorized_touch() {
             self.authorized += 1;
         }
     }
 
     /// Keeps what a dropped entry still tells: the latest purchase and complaint.
     fn forget(&mut self, entry: &Entry) {
-        let floor = match entry.mark {
-            Mark::Purchase => &mut self.purchase_floor,
-            Mark::Complaint => &mut self.complaint_floor,
-            _ => return,
-        };
-        if floor.is_none_or(|f| f < entry.at) {
-            *floor = Some(entry.at);
+        match entry.mark {
+            Mark::Purchase => self.raise(Mark::PurchaseFloor, entry.at),
+            Mark::Complaint => self.raise(Mark::ComplaintFloor, entry.at),
+            _ => {}
         }
     }
 
     fn prune(&mut self, retention: Retention) {
         let boundary = self.boundary(retention);
-        let stale = self.timeline.partition_point(|e| e.at < boundary);
-        let excess = self.timeline.len().saturating_sub(retention.max_entries as usize);
+        let timeline = self.timeline();
+        let stale = timeline.partition_point(|e| e.at < boundary);
+        let excess = timeline.len().saturating_sub(retention.max_entries as usize);
         let cut = stale.max(excess);
-        if cut > 0 {
-            for i in 0..cut {
-                let e = self.timeline[i];
-                if e.is_authorized_touch() {
-                    self.authorized -= 1;
-                }
-                self.forget(&e);
+        if cut == 0 {
+            return;
+        }
+        let mut purchase = None;
+        let mut complaint = None;
+        let mut authorized = 0;
+        for e in &timeline[..cut] {
+            match e.mark {
+                Mark::Purchase => purchase = Some(e.at),
+                Mark::Complaint => complaint = Some(e.at),
+                Mark::Touch { authorized: true, .. } => authorized += 1,
+                _ => {}
             }
-            self.timeline.drain(..cut);
+        }
+        self.authorized -= authorized;
+        self.slots.drain(..cut);
+        if let Some(at) = purchase {
+            self.raise(Mark::PurchaseFloor, at);
+        }
+        if let Some(at) = complaint {
+            self.raise(Mark::ComplaintFloor, at);
         }
     }
 
     /// Timeline entries that had happened by `at`, newest first.
     pub fn recent(&self, at: Timestamp) -> impl Iterator<Item = &Entry> {
-        self.timeline[..upto(&self.timeline, at, |e| e.at)].iter().rev()
+        self.as_of(at).recent()
     }
 
     /// The latest purchase at or before `at`.
     pub fn last_purchase(&self, at: Timestamp) -> Option<Timestamp> {
-        self.last_mark(at, Mark::Purchase, self.purchase_floor)
+        self.as_of(at).last_purchase()
     }
 
     /// The latest complaint at or before `at`.
     pub fn last_complaint(&self, at: Timestamp) -> Option<Timestamp> {
-        self.last_mark(at, Mark::Complaint, self.complaint_floor)
-    }
-
-    fn last_mark(&self, at: Timestamp, mark: Mark, floor: Option<Timestamp>) -> Option<Timestamp> {
-        let bit = if mark == Mark::Purchase {
-            SEEN_PURCHASE
-        } else {
-            SEEN_COMPLAINT
-        };
-        if self.seen & bit == 0 {
-            return None;
-        }
-        self.recent(at)
-            .find(|e| e.mark == mark)
-            .map(|e| e.at)
-            .or(floor.filter(|f| *f <= at))
+        self.as_of(at).last_complaint()
     }
 
     /// The consent record in force for `(channel, purpose)` at `at`, if any.
-    pub fn consent(&self, channel: Channel, purpose: Purpose, at: Timestamp) -> Option<&ConsentRecord> {
-        self.consents[..upto(&self.consents, at, |c| c.at)]
-            .iter()
-            .rev()
-            .find(|c| c.channel == channel && c.purpose == purpose)
+    pub fn consent(&self, channel: Channel, purpose: Purpose, at: Timestamp) -> Option<ConsentRecord> {
+        self.as_of(at).consent(channel, purpose)
     }
 
     /// Whether `(channel, purpose)` consent was ever withdrawn by `at`.
     pub fn ever_withdrawn(&self, channel: Channel, purpose: Purpose, at: Timestamp) -> bool {
-        self.consents
-            .iter()
-            .take_while(|c| c.at <= at)
-            .any(|c| c.withdrawn && c.channel == channel && c.purpose == purpose)
+        self.as_of(at).ever_withdrawn(channel, purpose)
     }
 
     /// The do-not-contact record in force at `at`, if any.
-    pub fn do_not_contact(&self, at: Timestamp) -> Option<&DncRecord> {
-        self.dnc[..upto(&self.dnc, at, |d| d.at)]
-            .last()
-            .filter(|d| d.until.is_none_or(|u| u > at))
+    pub fn do_not_contact(&self, at: Timestamp) -> Option<DncRecord> {
+        self.as_of(at).do_not_contact()
     }
 
     /// The customer's preferences in force at `at`.
     pub fn prefs(&self, at: Timestamp) -> Prefs {
-        let mut p = Prefs::default();
-        for r in self.prefs.iter().take_while(|r| r.at <= at) {
-            if let Some(tz) = r.time_zone {
-                p.time_zone = tz;
-            }
-            if let Some(a) = r.accepted {
-                p.accepted = a;
-            }
-            if let Some(l) = r.limit {
-                p.limit = l;
-            }
-        }
-        p
+        self.as_of(at).prefs()
     }
 
     /// Bytes this state holds, inline and on the heap (for capacity planning).
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.timeline.capacity() * std::mem::size_of::<Entry>()
-            + self.consents.capacity() * std::mem::size_of::<ConsentRecord>()
-            + self.dnc.capacity() * std::mem::size_of::<DncRecord>()
-            + self.prefs.capacity() * std::mem::size_of::<PrefRecord>()
+        std::mem::size_of::<Self>() + self.slots.capacity() * std::mem::size_of::<Entry>()
     }
 
     /// Releases spare capacity (after a bulk replay).
     pub fn shrink(&mut self) {
-        self.timeline.shrink_to_fit();
-        self.consents.shrink_to_fit();
-        self.dnc.shrink_to_fit();
-        self.prefs.shrink_to_fit();
+        self.slots.shrink_to_fit();
+    }
+}
+
+// Serialized form (snapshots): the layout of earlier versions, which kept a list per
+// kind of record, so snapshots written before the single-allocation layout still load.
+// Side records have no event id any more; they are written with id 0.
+
+#[derive(Serialize, Deserialize)]
+struct WireConsent {
+    at: Timestamp,
+    withdrawn: bool,
+    id: u64,
+    channel: Channel,
+    purpose: Purpose,
+    expires_at: Option<Timestamp>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireDnc {
+    at: Timestamp,
+    id: u64,
+    until: Option<Timestamp>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePref {
+    at: Timestamp,
+    id: u64,
+    time_zone: Option<Option<Tz>>,
+    accepted: Option<u8>,
+    limit: Option<Option<ContactLimit>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "CustomerState")]
+struct WireOut<'a> {
+    latest: Timestamp,
+    timeline: &'a [Entry],
+    authorized: u32,
+    seen: u8,
+    purchase_floor: Option<Timestamp>,
+    complaint_floor: Option<Timestamp>,
+    consents: Vec<WireConsent>,
+    dnc: Vec<WireDnc>,
+    prefs: Vec<WirePref>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "CustomerState")]
+struct WireIn {
+    latest: Timestamp,
+    timeline: Vec<Entry>,
+    #[allow(dead_code)]
+    authorized: u32,
+    #[allow(dead_code)]
+    seen: u8,
+    purchase_floor: Option<Timestamp>,
+    complaint_floor: Option<Timestamp>,
+    consents: Vec<WireConsent>,
+    dnc: Vec<WireDnc>,
+    prefs: Vec<WirePref>,
+}
+
+const SEEN_PURCHASE: u8 = 1;
+const SEEN_COMPLAINT: u8 = 2;
+
+impl Serialize for CustomerState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let side = self.side();
+        let find = |mark: Mark| side.iter().find(|e| e.mark == mark).map(|e| e.at);
+        let mut wire = WireOut {
+            latest: self.latest,
+            timeline: self.timeline(),
+            authorized: self.authorized,
+            seen: 0,
+            purchase_floor: find(Mark::PurchaseFloor),
+            complaint_floor: find(Mark::ComplaintFloor),
+            consents: Vec::new(),
+            dnc: Vec::new(),
+            prefs: Vec::new(),
+        };
+        for e in side {
+            match e.mark {
+                Mark::LastPurchase => wire.seen |= SEEN_PURCHASE,
+                Mark::LastComplaint => wire.seen |= SEEN_COMPLAINT,
+                Mark::ConsentChange { .. } => {
+                    let r = consent_record(e).expect("a consent record");
+                    wire.consents.push(WireConsent {
+                        at: r.at,
+                        withdrawn: r.withdrawn,
+                        id: 0,
+                        channel: r.channel,
+                        purpose: r.purpose,
+                        expires_at: r.expires_at,
+                    });
+                }
+                Mark::DoNotContact { .. } => {
+                    let r = dnc_record(e).expect("a do-not-contact record");
+                    wire.dnc.push(WireDnc {
+                        at: r.at,
+                        id: 0,
+                        until: r.until,
+                    });
+                }
+                Mark::TimeZone | Mark::AcceptedChannels(_) | Mark::ContactLimit { .. } => {
+                    let mut p = WirePref {
+                        at: e.at,
+                        id: 0,
+                        time_zone: None,
+                        accepted: None,
+                        limit: None,
+                    };
+                    match e.mark {
+                        Mark::TimeZone => p.time_zone = Some(zone_of(e.id)),
+                        Mark::AcceptedChannels(a) => p.accepted = Some(a),
+                        Mark::ContactLimit { max } => {
+                            p.limit = Some((max > 0).then_some(ContactLimit {
+                                max,
+                                window: Span(e.id as i64),
+                            }))
+                        }
+                        _ => {}
+                    }
+                    wire.prefs.push(p);
+                }
+                _ => {}
+            }
+        }
+        wire.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CustomerState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = WireIn::deserialize(deserializer)?;
+        let mut timeline = wire.timeline;
+        timeline.retain(|e| !e.mark.is_side());
+        timeline.sort_unstable();
+        timeline.dedup();
+        let mut s = CustomerState {
+            latest: wire.latest,
+            authorized: timeline.iter().filter(|e| e.is_authorized_touch()).count() as u32,
+            slots: timeline,
+            side: 0,
+        };
+        let (mut last_purchase, mut last_complaint) = (wire.purchase_floor, wire.complaint_floor);
+        for e in s.timeline() {
+            match e.mark {
+                Mark::Purchase => last_purchase = last_purchase.max(Some(e.at)),
+                Mark::Complaint => last_complaint = last_complaint.max(Some(e.at)),
+                _ => {}
+            }
+        }
+        for (mark, at) in [
+            (Mark::LastPurchase, last_purchase),
+            (Mark::LastComplaint, last_complaint),
+            (Mark::PurchaseFloor, wire.purchase_floor),
+            (Mark::ComplaintFloor, wire.complaint_floor),
+        ] {
+            if let Some(at) = at {
+                s.raise(mark, at);
+            }
+        }
+        for c in wire.consents {
+            s.insert_side(Entry {
+                at: c.at,
+                id: opt_millis(c.expires_at),
+                mark: Mark::ConsentChange {
+                    withdrawn: c.withdrawn,
+                    channel: c.channel,
+                    purpose: c.purpose,
+                    expires: c.expires_at.is_some(),
+                },
+            });
+        }
+        for d in wire.dnc {
+            s.insert_side(Entry {
+                at: d.at,
+                id: opt_millis(d.until),
+                mark: Mark::DoNotContact {
+                    forever: d.until.is_none(),
+                },
+            });
+        }
+        for p in wire.prefs {
+            if let Some(tz) = p.time_zone {
+                s.insert_side(Entry {
+                    at: p.at,
+                    id: zone_code(tz),
+                    mark: Mark::TimeZone,
+                });
+            }
+            if let Some(a) = p.accepted {
+                s.insert_side(Entry {
+                    at: p.at,
+                    id: 0,
+                    mark: Mark::AcceptedChannels(a),
+                });
+            }
+            if let Some(l) = p.limit {
+                let (max, window) = l.map_or((0, 0), |l| (l.max, l.window.0 as u64));
+                s.insert_side(Entry {
+                    at: p.at,
+                    id: window,
+                    mark: Mark::ContactLimit { max },
+                });
+            }
+        }
+        Ok(s)
     }
 }
 
@@ -437,5 +845,14 @@ mod tests {
     #[test]
     fn timeline_entries_stay_small() {
         assert_eq!(std::mem::size_of::<Entry>(), 24);
+        assert_eq!(std::mem::size_of::<CustomerState>(), 40);
+    }
+
+    #[test]
+    fn zone_codes_round_trip() {
+        for tz in TZ_VARIANTS {
+            assert_eq!(zone_of(zone_code(Some(tz))), Some(tz));
+        }
+        assert_eq!(zone_of(zone_code(None)), None);
     }
 }

@@ -99,7 +99,7 @@ pub fn customer_view(
                 _ => None,
             });
             if via.is_some() || record.is_some() {
-                let live = record.filter(|r| !r.withdrawn && r.expires_at.is_none_or(|x| x > at));
+                let live = record.filter(|r| r.live(at));
                 view.consents.push(ConsentView {
                     channel,
                     purpose,
@@ -137,7 +137,7 @@ pub fn customer_view(
     for rule in &policy.rules {
         if let RuleKind::FrequencyCap { max, window, .. } = &rule.kind {
             let since = at.saturating_sub(*window);
-            let count = touches(state, at)
+            let count = touches(&state.as_of(at))
                 .take_while(|(e, _, _)| e.at > since)
                 .filter(|(_, c, p)| rule.channels & c.bit() != 0 && rule.purposes & p.bit() != 0)
                 .count() as u32;
@@ -212,5 +212,7 @@ fn describe(mark: Mark) -> (&'static str, String) {
         Mark::Unanswered(c, o) => ("outreach_unanswered", format!("{c} outreach {o}")),
         Mark::Purchase => ("purchase", "bought".to_owned()),
         Mark::Complaint => ("complaint", "complained".to_owned()),
+        // Side records are never part of the timeline.
+        _ => ("record", String::new()),
     }
 }

@@ -216,9 +216,9 @@ proptest! {
     fn state_is_bounded(events in history(2000, 800)) {
         let policy = Policy::default_policy();
         let s = fold(&events, &policy);
-        prop_assert!(s.timeline.len() <= policy.retention().max_entries as usize);
-        let horizon = s.latest.saturating_sub(policy.retention().window);
-        prop_assert!(s.timeline.iter().all(|e| e.at >= horizon));
+        prop_assert!(s.timeline().len() <= policy.retention().max_entries as usize);
+        let horizon = s.latest().saturating_sub(policy.retention().window);
+        prop_assert!(s.timeline().iter().all(|e| e.at >= horizon));
     }
 }
 
