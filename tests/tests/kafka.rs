@@ -288,8 +288,11 @@ async fn a_silent_broker_turns_marketing_stale_and_it_recovers_by_itself() {
     let took = decide_until(&mut client, &email, WAIT, is_verdict(pb::Verdict::Deny)).await;
     let d = client.decide(email.clone()).await.unwrap().into_inner();
     assert_eq!(rules(&d)[0], "stale-state", "{d:?}");
-    // Within max_staleness (1 s) plus one probe round.
-    assert!(took < Duration::from_millis(2_500), "stale after {took:?}");
+    // Stale once max_staleness (1 s) has passed since the last answered probe; the
+    // bound leaves room for a loaded machine (the figure itself is reported, not timed).
+    eprintln!("stale-state DENY {took:?} after the broker froze (max_staleness 1 s)");
+    assert!(took >= Duration::from_millis(500), "stale too early: {took:?}");
+    assert!(took < Duration::from_secs(6), "stale after {took:?}");
     // Transactional messages stay allowed.
     let tx = client
         .decide(request("s1", Channel::Email, Purpose::Transactional))
