@@ -33,7 +33,11 @@ fn events(t0: Timestamp) -> Vec<Event> {
                     category: "pricing".into(),
                 },
                 _ => EventKind::OutreachSent {
-                    channel: if n.is_multiple_of(2) { Channel::Email } else { Channel::Sms },
+                    channel: if n.is_multiple_of(2) {
+                        Channel::Email
+                    } else {
+                        Channel::Sms
+                    },
                     purpose: Purpose::Marketing,
                     campaign: format!("c{n}"),
                     decision_id: None,
