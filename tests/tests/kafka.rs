@@ -482,3 +482,54 @@ async fn two_instances_split_partitions_refuse_each_others_customers_and_take_ov
     .await;
     a.stop().await;
 }
+
+/// Resuming at a stored offset in the middle of a producer's record batch applies every
+/// message from that offset on (tansu 0.6 answers such a fetch with the next batch; the
+/// consumer notices the gap and seeks back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resuming_in_the_middle_of_a_record_batch_loses_nothing() {
+    let broker = Broker::start();
+    let t = topic("midbatch");
+    broker.create_topic(&t, 1);
+    let opts = broker.options(&t);
+    let at = Timestamp(now().0 - 3_600_000);
+    let events: Vec<Event> = (0..1_000)
+        .map(|i| {
+            ev(
+                &format!("mb-{i}"),
+                "mb",
+                Timestamp(at.0 + i),
+                EventKind::PageViewed {
+                    url: "/blog".into(),
+                    category: "blog".into(),
+                },
+            )
+        })
+        .collect();
+    // One produce call: librdkafka sends a few large record batches.
+    produce(&opts, events).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A log that has applied offsets 0..17 of partition 0 (their events are not
+        // needed for the check): it must resume at 17.
+        let storage = tact_server::open_storage(dir.path()).unwrap();
+        let (k, v) = (tact_ingest::offset_key(&t, 0), 17i64.to_be_bytes());
+        storage.put_meta(&k, &v).unwrap();
+        storage.flush().unwrap();
+    }
+    let server = KafkaServer::start(opts, Some(dir.path().to_path_buf())).await;
+    server.wait_healthy(WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while server.handle.engine().position() < 983 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "applied {} of 983",
+            server.handle.engine().position()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.handle.engine().position(), 983);
+    let status = server.feed.status();
+    assert_eq!(status.assigned[0].position, 1_000);
+    server.stop().await;
+}

@@ -51,6 +51,9 @@ pub(crate) struct IngestContext {
     in_flight: Mutex<VecDeque<InFlight>>,
     /// The next offset expected per assigned partition (submitted, maybe not durable).
     expected: Mutex<BTreeMap<i32, i64>>,
+    /// Partitions resumed at a stored offset whose first message has not been seen yet,
+    /// with how far back the last re-seek went (see [`check_resume`]).
+    resuming: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl ClientContext for IngestContext {
@@ -91,9 +94,11 @@ impl ConsumerContext for IngestContext {
                 {
                     let mut tracker = self.shared.tracker.write().unwrap_or_else(|p| p.into_inner());
                     let mut expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut resuming = self.resuming.lock().unwrap_or_else(|p| p.into_inner());
                     if !cooperative {
                         tracker.revoke_all();
                         expected.clear();
+                        resuming.clear();
                     }
                     for elem in tpl.elements() {
                         if elem.topic() != topic {
@@ -103,11 +108,19 @@ impl ConsumerContext for IngestContext {
                         let from = stored.get(&p).copied();
                         tracker.assign(p, from.unwrap_or(0), now);
                         expected.insert(p, from.unwrap_or(0));
+                        if from.is_some_and(|o| o > 0) {
+                            resuming.insert(p, 0);
+                        }
                         taken.push((p, from));
                     }
                 }
+                let rewind = self.shared.opts.resume_rewind.max(0);
                 for (p, from) in &taken {
-                    let offset = from.map_or(Offset::Beginning, Offset::Offset);
+                    let offset = match from {
+                        None => Offset::Beginning,
+                        Some(x) if *x <= rewind => Offset::Beginning,
+                        Some(x) => Offset::Offset(x - rewind),
+                    };
                     if let Err(e) = tpl.set_partition_offset(&topic, *p, offset) {
                         tracing::error!(partition = p, error = %e, "cannot set the resume offset");
                     }
@@ -131,9 +144,11 @@ impl ConsumerContext for IngestContext {
                 {
                     let mut tracker = self.shared.tracker.write().unwrap_or_else(|p| p.into_inner());
                     let mut expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut resuming = self.resuming.lock().unwrap_or_else(|p| p.into_inner());
                     for p in &revoked {
                         tracker.revoke(*p);
                         expected.remove(p);
+                        resuming.remove(p);
                     }
                 }
                 let result = if cooperative {
@@ -304,6 +319,7 @@ pub(crate) fn run(shared: Arc<Shared>, engine: Arc<Engine>, runtime: Handle) {
             runtime: runtime.clone(),
             in_flight: Mutex::new(VecDeque::new()),
             expected: Mutex::new(BTreeMap::new()),
+            resuming: Mutex::new(BTreeMap::new()),
         };
         let consumer: BaseConsumer<IngestContext> = match consumer_config(&shared).create_with_context(ctx) {
             Ok(c) => c,
@@ -357,8 +373,10 @@ fn consume(consumer: &BaseConsumer<IngestContext>, shared: &Shared) {
             while let Some(item) = next {
                 match item {
                     Ok(m) => {
-                        let mut expected = ctx.expected.lock().unwrap_or_else(|p| p.into_inner());
-                        batch.add(&m, &mut expected, topic);
+                        if check_resume(consumer, &m, topic) {
+                            let mut expected = ctx.expected.lock().unwrap_or_else(|p| p.into_inner());
+                            batch.add(&m, &mut expected, topic);
+                        }
                     }
                     Err(KafkaError::PartitionEOF(_)) => {}
                     Err(e) => {
@@ -381,6 +399,56 @@ fn consume(consumer: &BaseConsumer<IngestContext>, shared: &Shared) {
             last_commit = Instant::now();
         }
     }
+}
+
+/// Checks the first message after resuming a partition at a stored offset `x`. Kafka
+/// delivers from `x` itself; some brokers (tansu 0.6) answer a fetch at an offset in the
+/// middle of a record batch with the *next* batch, silently skipping the rest of the one
+/// holding `x`. A first message beyond `x` is therefore not trusted: the partition is
+/// re-sought further back (1, 2, 4, ... offsets before `x`, down to the partition's start)
+/// until the first message is at or before `x`; what comes before `x` is skipped as
+/// already in the log. Returns whether `m` may be used.
+fn check_resume(consumer: &BaseConsumer<IngestContext>, m: &BorrowedMessage<'_>, topic: &str) -> bool {
+    let ctx = consumer.context();
+    let p = m.partition();
+    let mut resuming = ctx.resuming.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(&back) = resuming.get(&p) else {
+        return true;
+    };
+    let expected = ctx
+        .expected
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&p)
+        .copied()
+        .unwrap_or(0);
+    if m.offset() <= expected || expected - back <= 0 {
+        resuming.remove(&p);
+        if m.offset() > expected {
+            tracing::warn!(
+                partition = p,
+                expected,
+                first = m.offset(),
+                "offsets missing from the partition after resuming (compacted or transactional topic?)"
+            );
+        }
+        return true;
+    }
+    let back = (back * 2).max(1).min(expected);
+    resuming.insert(p, back);
+    drop(resuming);
+    tracing::debug!(
+        partition = p,
+        expected,
+        first = m.offset(),
+        seek = expected - back,
+        "resumed past the stored offset; seeking back"
+    );
+    if let Err(e) = consumer.seek(topic, p, Offset::Offset(expected - back), Duration::from_secs(5)) {
+        tracing::warn!(partition = p, error = %e, "seek back failed; resuming from the partition's start");
+        let _ = consumer.seek(topic, p, Offset::Beginning, Duration::from_secs(5));
+    }
+    false
 }
 
 fn submit(ctx: &IngestContext, shared: &Shared, batch: Batch) {

@@ -62,6 +62,11 @@ pub struct KafkaOptions {
     /// Some brokers hold it this long even when new data arrives, so it bounds how late
     /// a consent withdrawal can be seen; keep it small.
     pub fetch_wait: Duration,
+    /// On assignment, fetch from this many offsets before the stored one (what comes
+    /// before it is skipped as already applied). Kafka needs 0; tansu 0.6 answers a fetch
+    /// in the middle of a record batch with the next batch (or nothing), so resuming
+    /// there would skip messages unless the fetch starts at or before the batch's start.
+    pub resume_rewind: i64,
     pub client_id: String,
     /// The format tact produces in.
     pub format: WireFormat,
@@ -88,6 +93,7 @@ impl KafkaOptions {
             publish_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             fetch_wait: Duration::from_millis(5),
+            resume_rewind: 10_000,
             client_id: "tact".into(),
             format: WireFormat::Protobuf,
             extra: BTreeMap::new(),

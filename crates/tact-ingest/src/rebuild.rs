@@ -32,7 +32,8 @@ impl RebuildStats {
     }
 }
 
-/// Reads every partition of the topic from its beginning up to its end as of the start,
+/// Reads every partition of the topic from its beginning up to its end as of the start
+/// (and on while messages keep coming, until the topic is quiet for half a second),
 /// appending the events (and the offsets they came from, and dead letters) to `log`.
 /// Events already in the log are reported as duplicates. Call from a thread that may
 /// block (not a runtime worker); `runtime` runs the log's appends.
@@ -87,7 +88,10 @@ pub fn rebuild_from_topic(
     consumer.assign(&tpl)?;
     let mut pending = std::collections::VecDeque::new();
     let mut idle_since = Instant::now();
-    while !remaining.is_empty() {
+    // Until every partition reached its end as of the start, then until the topic has
+    // been quiet for a moment: some brokers (tansu 0.6) report a high watermark at the
+    // start of the last record batch, not after it.
+    loop {
         let mut events = Vec::new();
         let mut meta: Vec<MetaEntry> = Vec::new();
         let mut offsets = BTreeMap::new();
@@ -95,38 +99,30 @@ pub fn rebuild_from_topic(
         while let Some(item) = next {
             let m = item?;
             let p = m.partition();
-            let Some(&end) = remaining.get(&p) else {
-                next = consumer.poll(Duration::ZERO);
-                continue;
-            };
-            if m.offset() >= end {
+            stats.messages += 1;
+            offsets.insert(p, m.offset() + 1);
+            if remaining.get(&p).is_some_and(|&end| m.offset() + 1 >= end) {
                 remaining.remove(&p);
-            } else {
-                stats.messages += 1;
-                offsets.insert(p, m.offset() + 1);
-                let content_type = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")))
-                    .and_then(|h| h.value);
-                match decode_message(m.key(), m.payload(), content_type) {
-                    Ok(e) => events.push(e),
-                    Err(reason) => {
-                        stats.dead_letters += 1;
-                        let payload = m.payload().unwrap_or_default();
-                        let d = DeadLetter {
-                            topic: opts.topic.clone(),
-                            partition: p,
-                            offset: m.offset(),
-                            key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                            reason,
-                            payload: payload[..payload.len().min(DeadLetter::MAX_PAYLOAD)].to_vec(),
-                            recorded_at: 0,
-                        };
-                        meta.push((d.key(), d.encode()));
-                    }
-                }
-                if m.offset() + 1 >= end {
-                    remaining.remove(&p);
+            }
+            let content_type = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")))
+                .and_then(|h| h.value);
+            match decode_message(m.key(), m.payload(), content_type) {
+                Ok(e) => events.push(e),
+                Err(reason) => {
+                    stats.dead_letters += 1;
+                    let payload = m.payload().unwrap_or_default();
+                    let d = DeadLetter {
+                        topic: opts.topic.clone(),
+                        partition: p,
+                        offset: m.offset(),
+                        key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                        reason,
+                        payload: payload[..payload.len().min(DeadLetter::MAX_PAYLOAD)].to_vec(),
+                        recorded_at: 0,
+                    };
+                    meta.push((d.key(), d.encode()));
                 }
             }
             if events.len() + meta.len() >= opts.max_batch {
@@ -135,7 +131,11 @@ pub fn rebuild_from_topic(
             next = consumer.poll(Duration::ZERO);
         }
         if offsets.is_empty() {
-            if idle_since.elapsed() > Duration::from_secs(30) {
+            let quiet = idle_since.elapsed();
+            if remaining.is_empty() && quiet > Duration::from_millis(500) {
+                break;
+            }
+            if quiet > Duration::from_secs(30) {
                 return Err(IngestError::Topic {
                     topic: opts.topic.clone(),
                     why: format!(
