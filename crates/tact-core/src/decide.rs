@@ -857,6 +857,10 @@ fn evaluate(
                     let mut n = 0u32;
                     let mut newest = None;
                     for e in v.recent() {
+                        // A pause starting this long ago is over, and so is any older one.
+                        if newest.is_none() && e.at.saturating_add(*pause) <= at {
+                            break;
+                        }
                         match e.mark {
                             Mark::Engaged(c, _) if c == channel => break,
                             Mark::Touch {
