@@ -1,6 +1,12 @@
 //! `decide` over a population of customers with realistic histories, and `apply` throughput.
 //!
 //! `TACT_BENCH_CUSTOMERS` sets the population (default 1,000,000).
+//!
+//! `TACT_BENCH_LAYOUT` sets how the population's memory is laid out: `snapshot`
+//! (default) builds customer by customer and releases spare capacity, as loading a
+//! snapshot does, so each customer's memory is in one place; `replay` folds the
+//! events of many customers interleaved in time order, as a replay of the log or live
+//! traffic does, so a customer's memory is spread out and vectors keep spare capacity.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -22,21 +28,39 @@ const WARM_CUSTOMERS: usize = 1_000;
 fn build_population(policy: &Policy, n: u64) -> Vec<CustomerState> {
     let started = Instant::now();
     let mut events = 0usize;
-    let states: Vec<CustomerState> = (0..n)
-        .map(|c| {
-            let mut s = CustomerState::new();
-            for e in customer_history(c, 10, 60) {
-                s.apply(&e, policy.retention());
-                events += 1;
+    let replay = std::env::var("TACT_BENCH_LAYOUT").is_ok_and(|l| l == "replay");
+    let states: Vec<CustomerState> = if replay {
+        // 20,000 customers at a time, their events folded in time order.
+        let mut states = vec![CustomerState::new(); n as usize];
+        for first in (0..n).step_by(20_000) {
+            let mut batch: Vec<(u64, tact_core::Event)> = (first..n.min(first + 20_000))
+                .flat_map(|c| customer_history(c, 10, 60).into_iter().map(move |e| (c, e)))
+                .collect();
+            batch.sort_by_key(|(_, e)| e.occurred_at);
+            for (c, e) in &batch {
+                states[*c as usize].apply(e, policy.retention());
             }
-            s.shrink();
-            s
-        })
-        .collect();
+            events += batch.len();
+        }
+        states
+    } else {
+        (0..n)
+            .map(|c| {
+                let mut s = CustomerState::new();
+                for e in customer_history(c, 10, 60) {
+                    s.apply(&e, policy.retention());
+                    events += 1;
+                }
+                s.shrink();
+                s
+            })
+            .collect()
+    };
     let bytes: usize = states.iter().map(CustomerState::heap_bytes).sum();
     let max = states.iter().map(CustomerState::heap_bytes).max().unwrap_or(0);
     eprintln!(
-        "population: {n} customers, {events} events ({:.1} per customer) in {:.1?}; state {:.0} bytes per customer on average, {max} at most",
+        "population ({} layout): {n} customers, {events} events ({:.1} per customer) in {:.1?}; state {:.0} bytes per customer on average, {max} at most",
+        if replay { "replay" } else { "snapshot" },
         events as f64 / n as f64,
         started.elapsed(),
         bytes as f64 / n as f64,
