@@ -264,12 +264,17 @@ async fn serve_with_kafka_lists_dead_letters_and_exports_metrics() {
     assert!(listed.contains("json:"), "{listed}");
     let metrics = http_get(metrics_port, "/metrics");
     assert!(metrics.contains("tact_ingest_dead_letters_total 1"), "{metrics}");
-    let status = run(tact(cwd.path()).args(["status", "--server", &url]));
-    let shown = format!("{}{}", text(&status.stdout), text(&status.stderr));
-    assert!(
-        shown.contains(&format!("kafka topic {topic} (2 partitions)")),
-        "{shown}"
-    );
+    // The partition count comes from the watchdog's own metadata probe, which can land a
+    // little after the consumer's first message on a slow machine: wait for it.
+    let shown = loop {
+        let status = run(tact(cwd.path()).args(["status", "--server", &url]));
+        let shown = format!("{}{}", text(&status.stdout), text(&status.stderr));
+        if shown.contains(&format!("kafka topic {topic} (2 partitions)")) {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(shown.contains("1 dead letters"), "{shown}");
     assert!(server.terminate().success());
 }
