@@ -136,7 +136,67 @@ fn bench_decide(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Campaign screening (DecideBatch, DecideStream): the server decides a chunk of
+    // proposals at a time and warms the chunk's customers first, so their cache misses
+    // overlap. Time per decision = time per batch / BATCH (see `thrpt`).
+    let mut g = c.benchmark_group("decide batch");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for warm in [true, false] {
+        let name = format!(
+            "mixed, {BATCH} random customers of {}{}",
+            states.len(),
+            if warm {
+                ", warmed first"
+            } else {
+                ", one by one (baseline)"
+            }
+        );
+        g.bench_function(name, |b| {
+            let mut batch: Vec<(&CustomerState, &Proposal)> = Vec::with_capacity(BATCH);
+            let mut refs: Vec<&CustomerState> = Vec::with_capacity(BATCH);
+            b.iter(|| {
+                batch.clear();
+                for _ in 0..BATCH {
+                    batch.push((
+                        &states[rng.below(states.len() as u64) as usize],
+                        &proposals[rng.below(proposals.len() as u64) as usize],
+                    ));
+                }
+                if warm {
+                    refs.clear();
+                    refs.extend(batch.iter().map(|(s, _)| *s));
+                    CustomerState::warm(&refs);
+                }
+                for (s, p) in &batch {
+                    black_box(decide(black_box(s), &policy, p, now));
+                }
+            })
+        });
+    }
+    g.finish();
+
+    // The floor under a single call on a customer out of cache: the two dependent
+    // memory loads every decision starts with (the customer's struct, then the end of
+    // its entries), one customer after another, measured in the same run.
+    let mut g = c.benchmark_group("memory floor");
+    g.bench_function(
+        format!("struct then entries, random customer of {}", states.len()),
+        |b| {
+            let mut last = 0i64;
+            b.iter(|| {
+                // Depends on the previous load, so the loads cannot overlap.
+                let i = (rng.below(states.len() as u64) ^ (last & 1) as u64) as usize % states.len();
+                last = states[i].timeline().last().map_or(0, |e| e.at.0);
+                black_box(last)
+            })
+        },
+    );
+    g.finish();
 }
+
+/// Proposals per batch in the batch bench (what the server decides per chunk).
+const BATCH: usize = 64;
 
 fn bench_apply(c: &mut Criterion) {
     let policy = Policy::default_policy();

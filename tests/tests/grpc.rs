@@ -437,6 +437,37 @@ async fn batches_and_streams_answer_in_order() {
     server.stop().await;
 }
 
+/// A bad request in a stream: every request before it is answered, in order, then the
+/// stream ends with INVALID_ARGUMENT naming it (requests are decided in chunks).
+#[tokio::test]
+async fn a_bad_request_ends_a_stream_after_the_answers_before_it() {
+    let now = wed_10am();
+    let server = TestServer::start(None, now).await;
+    let mut client = server.client().await;
+    record(&mut client, opted_in("c1", now.saturating_sub(days(10)))).await;
+    let mut requests: Vec<_> = (0..150).map(|_| request("c1", Email, Marketing)).collect();
+    requests[100].customer_id.clear();
+    let mut stream = client
+        .decide_stream(tokio_stream_iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answered = 0;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(d)) => {
+                assert_eq!(verdict(&d), pb::Verdict::Allow);
+                answered += 1;
+            }
+            Ok(None) => panic!("the stream ended without an error after {answered} answers"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(answered, 100);
+    assert_invalid(Err::<(), _>(status), "request[100].customer_id");
+    server.stop().await;
+}
+
 fn tokio_stream_iter(
     items: Vec<pb::DecideRequest>,
 ) -> impl tonic::IntoStreamingRequest<Message = pb::DecideRequest> {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use tact_core::state::id_hash;
 use tact_core::view::{CustomerView, customer_view};
@@ -23,6 +23,10 @@ use crate::error::ServerError;
 use crate::feed::{Access, DeadLetter, Feed, FeedError};
 
 const SHARDS: usize = 64;
+
+/// Proposals [`Engine::decide_many`] decides together (best of 16, 64 and 128 in the
+/// `core` bench on 1M customers).
+pub const CHUNK: usize = 64;
 
 /// Every customer's state, sharded by customer id for concurrent readers.
 struct Shards {
@@ -55,6 +59,29 @@ impl Shards {
             Some(state) => f(state),
             None => f(&CustomerState::new()),
         }
+    }
+
+    /// Runs `f` on the states of `ids` (in order), with every state warmed into the CPU
+    /// cache first so their misses overlap ([`CustomerState::warm`]). Read locks are
+    /// taken in shard order, so batches cannot deadlock with each other or a writer.
+    fn with_many<R>(&self, ids: &[&str], f: impl FnOnce(&[&CustomerState]) -> R) -> R {
+        let empty = CustomerState::new();
+        let shards: Vec<usize> = ids.iter().map(|id| shard_of(id)).collect();
+        let mut order = shards.clone();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<Option<RwLockReadGuard<'_, HashMap<String, CustomerState>>>> =
+            (0..SHARDS).map(|_| None).collect();
+        for s in order {
+            guards[s] = Some(self.maps[s].read().unwrap_or_else(|p| p.into_inner()));
+        }
+        let states: Vec<&CustomerState> = ids
+            .iter()
+            .zip(&shards)
+            .map(|(id, s)| guards[*s].as_ref().and_then(|m| m.get(*id)).unwrap_or(&empty))
+            .collect();
+        CustomerState::warm(&states);
+        f(&states)
     }
 
     fn len(&self) -> usize {
@@ -254,28 +281,67 @@ impl Engine {
     pub fn decide_or_deny(&self, proposal: &Proposal, at: Option<Timestamp>) -> Decided {
         match self.decide(proposal, at) {
             Ok(d) => d,
-            Err(refused) => {
-                let at = at.unwrap_or_else(|| self.clock.now());
-                let (rule_id, detail) = match &refused {
-                    Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
-                    Refused::NotReady { .. } => (STALE_STATE_RULE, Detail::StaleState { lag: Span(0) }),
-                };
-                Decided {
-                    decision: Decision {
-                        verdict: Verdict::Deny,
-                        not_before: None,
-                        reasons: vec![Reason {
-                            rule_id: rule_id.into(),
-                            effect: Effect::Deny,
-                            detail,
-                        }],
-                        alternatives: Vec::new(),
-                    },
-                    decision_id: self.ids.next(),
-                    at,
-                    log_position: self.position(),
+            Err(refused) => self.refusal(&refused, at),
+        }
+    }
+
+    /// [`decide_or_deny`](Engine::decide_or_deny) on each proposal, answers in order.
+    /// Campaign screening is the hot path of tact: proposals are decided [`CHUNK`] at a
+    /// time, with the chunk's customers warmed into the CPU cache together first, which
+    /// roughly halves the cost of a decision on a large population (see the `core`
+    /// bench).
+    pub fn decide_many(&self, proposals: &[(Proposal, Option<Timestamp>)]) -> Vec<Decided> {
+        let mut out = Vec::with_capacity(proposals.len());
+        for chunk in proposals.chunks(CHUNK) {
+            let access: Vec<Result<Access, Refused>> = chunk
+                .iter()
+                .map(|(p, _)| self.check_access(&p.customer_id))
+                .collect();
+            let ids: Vec<&str> = chunk
+                .iter()
+                .zip(&access)
+                .filter(|(_, a)| a.is_ok())
+                .map(|((p, _), _)| p.customer_id.as_str())
+                .collect();
+            let now = self.clock.now();
+            let log_position = self.position();
+            self.shards.with_many(&ids, |states| {
+                let mut states = states.iter();
+                for ((proposal, at), access) in chunk.iter().zip(&access) {
+                    out.push(match access {
+                        Ok(access) => {
+                            let state = states.next().expect("one state per owned customer");
+                            self.decide_on(state, proposal, *at, access, now, log_position)
+                        }
+                        Err(refused) => self.refusal(refused, *at),
+                    });
                 }
-            }
+            });
+        }
+        out
+    }
+
+    /// The DENY a batch gives for a customer this instance cannot answer for.
+    fn refusal(&self, refused: &Refused, at: Option<Timestamp>) -> Decided {
+        let at = at.unwrap_or_else(|| self.clock.now());
+        let (rule_id, detail) = match refused {
+            Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
+            Refused::NotReady { .. } => (STALE_STATE_RULE, Detail::StaleState { lag: Span(0) }),
+        };
+        Decided {
+            decision: Decision {
+                verdict: Verdict::Deny,
+                not_before: None,
+                reasons: vec![Reason {
+                    rule_id: rule_id.into(),
+                    effect: Effect::Deny,
+                    detail,
+                }],
+                alternatives: Vec::new(),
+            },
+            decision_id: self.ids.next(),
+            at,
+            log_position: self.position(),
         }
     }
 
@@ -292,11 +358,23 @@ impl Engine {
 
     fn decide_with(&self, proposal: &Proposal, at: Option<Timestamp>, access: &Access) -> Decided {
         let now = self.clock.now();
-        let at = at.unwrap_or(now);
         let log_position = self.position();
-        let mut decision = self
-            .shards
-            .with(&proposal.customer_id, |s| decide(s, &self.policy, proposal, at));
+        self.shards.with(&proposal.customer_id, |s| {
+            self.decide_on(s, proposal, at, access, now, log_position)
+        })
+    }
+
+    fn decide_on(
+        &self,
+        state: &CustomerState,
+        proposal: &Proposal,
+        at: Option<Timestamp>,
+        access: &Access,
+        now: Timestamp,
+        log_position: u64,
+    ) -> Decided {
+        let at = at.unwrap_or(now);
+        let mut decision = decide(state, &self.policy, proposal, at);
         if let Access::Owned { lag, stale: true, .. } = access {
             let lag = Span(lag.as_millis().min(i64::MAX as u128) as i64);
             // Fail closed: the state may miss events from the last `lag`, which matters

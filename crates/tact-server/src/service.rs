@@ -12,7 +12,7 @@ use tact_proto::pb;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Decided, Engine, Refused, WriteError};
+use crate::engine::{CHUNK, Decided, Engine, Refused, WriteError};
 use crate::feed::Access;
 
 /// Request limits of the gRPC API.
@@ -60,13 +60,25 @@ impl ContactPolicyService {
         )
     }
 
-    /// One decision of a batch or stream: a customer this instance cannot answer for
-    /// gets a DENY saying why, not an error that would fail the others.
-    fn decide_one(&self, req: &pb::DecideRequest, field: &str) -> Result<pb::Decision, Status> {
-        let (proposal, at) = proposal(req, field)?;
-        let decided = self.engine.decide_or_deny(&proposal, at);
-        Ok(self.to_pb(&decided, &proposal.customer_id))
+    /// The decisions of a batch or stream, in order: a customer this instance cannot
+    /// answer for gets a DENY saying why, not an error that would fail the others.
+    fn decide_many(&self, proposals: &[(Proposal, Option<Timestamp>)]) -> Vec<pb::Decision> {
+        self.engine
+            .decide_many(proposals)
+            .iter()
+            .zip(proposals)
+            .map(|(decided, (p, _))| self.to_pb(decided, &p.customer_id))
+            .collect()
     }
+}
+
+/// The stream's next item if it is already there, without waiting.
+async fn next_ready<S: Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *stream).poll_next(cx) {
+        std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 fn proposal(req: &pb::DecideRequest, prefix: &str) -> Result<(Proposal, Option<Timestamp>), Status> {
@@ -142,11 +154,12 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         if requests.len() > self.limits.max_batch {
             return Err(too_many("requests", self.limits.max_batch, requests.len()));
         }
-        let decisions = requests
+        let proposals = requests
             .iter()
             .enumerate()
-            .map(|(i, r)| self.decide_one(r, &format!("requests[{i}]")))
+            .map(|(i, r)| proposal(r, &format!("requests[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        let decisions = self.decide_many(&proposals);
         Ok(Response::new(pb::DecideBatchResponse { decisions }))
     }
 
@@ -160,13 +173,42 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let this = self.clone();
         let output = async_stream(move |tx| async move {
             let mut n = 0usize;
-            while let Some(item) = inbound.next().await {
-                let answer = item.and_then(|r| this.decide_one(&r, &format!("request[{n}]")));
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    break;
+            let mut proposals = Vec::with_capacity(CHUNK);
+            // Requests that have already arrived are decided together, up to a chunk.
+            while let Some(first) = inbound.next().await {
+                let mut item = Some(first);
+                let mut failed = None;
+                let mut ended = false;
+                while let Some(next) = item.take() {
+                    match next.and_then(|r| proposal(&r, &format!("request[{}]", n + proposals.len()))) {
+                        Ok(p) => proposals.push(p),
+                        Err(status) => {
+                            failed = Some(status);
+                            break;
+                        }
+                    }
+                    if proposals.len() < CHUNK {
+                        match next_ready(&mut inbound).await {
+                            Some(Some(next)) => item = Some(next),
+                            Some(None) => ended = true,
+                            None => {}
+                        }
+                    }
                 }
-                n += 1;
+                for decision in this.decide_many(&proposals) {
+                    if tx.send(Ok(decision)).await.is_err() {
+                        return;
+                    }
+                }
+                n += proposals.len();
+                proposals.clear();
+                if let Some(status) = failed {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                if ended {
+                    return;
+                }
             }
         });
         Ok(Response::new(output))
