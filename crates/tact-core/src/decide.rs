@@ -158,6 +158,9 @@ pub enum Detail {
     },
     /// Raised outside the core: the customer belongs to another instance.
     NotOwner,
+    /// Raised outside the core: this instance has not caught up with the customer's
+    /// events since it took them over.
+    NotReady,
 }
 
 /// Something that would be welcome instead.

@@ -134,6 +134,9 @@ impl Reason {
                  until it catches up."
             ),
             Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
+            Detail::NotReady => "tact is still catching up with this customer's events after taking them over; \
+                                 ask again shortly."
+                .to_owned(),
         }
     }
 }

@@ -326,7 +326,7 @@ impl Engine {
         let at = at.unwrap_or_else(|| self.clock.now());
         let (rule_id, detail) = match refused {
             Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
-            Refused::NotReady { .. } => (STALE_STATE_RULE, Detail::StaleState { lag: Span(0) }),
+            Refused::NotReady { .. } => ("not-ready", Detail::NotReady),
         };
         Decided {
             decision: Decision {
