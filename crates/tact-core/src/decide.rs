@@ -1,6 +1,7 @@
 //! `decide(state, policy, proposal, at)`: the verdict on one proposed outreach, explained.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
 use chrono::{Datelike, Offset, TimeZone, Timelike};
@@ -133,9 +134,11 @@ pub enum Detail {
     },
     QuietHours {
         channel: Channel,
-        local: String,
-        start: String,
-        end: String,
+        /// The customer's clock at the decision time.
+        local: LocalClock,
+        /// Open hours, in minutes since local midnight.
+        start_minute: u16,
+        end_minute: u16,
         until: Timestamp,
     },
     Fatigue {
@@ -459,8 +462,8 @@ impl QuietHours<'_> {
         self.first_instant(open, t)
     }
 
-    /// "Wed 05:00 (America/New_York)".
-    fn local_clock(&self, t: Timestamp) -> String {
+    /// The local clock at `t`, for explaining.
+    fn local_clock(&self, t: Timestamp) -> LocalClock {
         let (weekday, minute) = match self.local(t) {
             Some(l) => (l.weekday(), l.minute),
             None => {
@@ -471,37 +474,40 @@ impl QuietHours<'_> {
                 )
             }
         };
+        LocalClock {
+            weekday: weekday as u8,
+            minute: minute as u16,
+            zone: self.tz,
+        }
+    }
+}
+
+/// A reading of the customer's local clock, shown as "Wed 05:00 (America/New_York)".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalClock {
+    /// Monday = 0.
+    pub weekday: u8,
+    /// Minutes since local midnight.
+    pub minute: u16,
+    pub zone: Tz,
+}
+
+impl fmt::Display for LocalClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-        let name = self.tz.name();
-        let mut s = String::with_capacity(13 + name.len());
-        s.push_str(DAYS[weekday as usize]);
-        s.push(' ');
-        push_clock(&mut s, minute);
-        s.push_str(" (");
-        s.push_str(name);
-        s.push(')');
-        s
+        let day = DAYS.get(usize::from(self.weekday)).unwrap_or(&"?");
+        write!(f, "{day} {} ({})", Clock(self.minute), self.zone.name())
     }
 }
 
-fn push_clock(s: &mut String, minute: u32) {
-    let (h, m) = (minute / 60, minute % 60);
-    if h >= 100 {
-        s.push_str(&h.to_string());
-    } else {
-        s.push(char::from(b'0' + (h / 10) as u8));
-        s.push(char::from(b'0' + (h % 10) as u8));
-    }
-    s.push(':');
-    s.push(char::from(b'0' + (m / 10) as u8));
-    s.push(char::from(b'0' + (m % 10) as u8));
-}
+/// Minutes since midnight, shown as "08:00".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock(pub u16);
 
-/// "08:00".
-fn clock(minute: u32) -> String {
-    let mut s = String::with_capacity(5);
-    push_clock(&mut s, minute);
-    s
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
 }
 
 /// Evaluates every rule. `suggestions` is `None` when evaluating an alternative.
@@ -965,8 +971,8 @@ fn evaluate(
                 detail: Detail::QuietHours {
                     channel,
                     local: q.local_clock(at),
-                    start: clock(q.start_minute),
-                    end: clock(q.end_minute),
+                    start_minute: q.start_minute as u16,
+                    end_minute: q.end_minute as u16,
                     until: open,
                 },
             });

@@ -1,6 +1,6 @@
 //! Plain-English sentences for reasons: what a sales rep reads.
 
-use crate::decide::{Detail, Reason, Signal};
+use crate::decide::{Clock, Detail, Reason, Signal};
 use crate::event::{Channel, Purpose};
 
 fn channel_noun(c: Channel) -> &'static str {
@@ -115,9 +115,11 @@ impl Reason {
                      (limit {max}); next one from {until}."
                 ),
             },
-            Detail::QuietHours { channel, local, start, end, until } => format!(
-                "It is {local} for the customer; {} only {start}-{end} on open days. Next open: {until}.",
-                channel_noun(*channel)
+            Detail::QuietHours { channel, local, start_minute, end_minute, until } => format!(
+                "It is {local} for the customer; {} only {}-{} on open days. Next open: {until}.",
+                channel_noun(*channel),
+                Clock(*start_minute),
+                Clock(*end_minute),
             ),
             Detail::Fatigue { channel, unanswered, until } => format!(
                 "The last {unanswered} {} went unanswered; marketing there pauses until {until} or until the customer engages.",

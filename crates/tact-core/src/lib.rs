@@ -12,7 +12,9 @@ pub mod state;
 pub mod time;
 pub mod view;
 
-pub use decide::{Alternative, Decision, Detail, Effect, Proposal, Reason, Verdict, decide};
+pub use decide::{
+    Alternative, Clock, Decision, Detail, Effect, LocalClock, Proposal, Reason, Verdict, decide,
+};
 pub use event::{
     Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Purpose, UnknownName,
 };

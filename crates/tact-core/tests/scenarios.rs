@@ -732,6 +732,32 @@ fn messages_read_like_sentences() {
 }
 
 #[test]
+fn quiet_hours_say_the_customers_local_time() {
+    let h = History::new().opted_in(ago(days(400))).at(
+        ago(days(400)),
+        EventKind::PreferencesChanged {
+            time_zone: Some("America/New_York".into()),
+            accepted_channels: None,
+            max_contacts: None,
+        },
+    );
+    // Wednesday 23:05 in New York.
+    let d = check(&h, Call, Sales, t("2026-11-19T04:05:00Z"));
+    let msg = d
+        .reasons
+        .iter()
+        .find(|r| &*r.rule_id == "quiet-hours")
+        .unwrap()
+        .message();
+    assert!(
+        msg.starts_with(
+            "It is Wed 23:05 (America/New_York) for the customer; calls only 08:00-21:00 on open days."
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
 fn alternatives_are_only_what_tact_would_accept() {
     // Research holds the call back and suggests email, but without email consent the
     // suggestion would be denied, so it is not made.
