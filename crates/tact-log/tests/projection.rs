@@ -31,6 +31,10 @@ fn rebuild_folds_every_event() {
         }
         assert!(!by_hand.apply(5, &events[4]), "already folded");
         assert_eq!(p, by_hand);
+        // No spare capacity is left behind: a copy (exactly sized) is no smaller.
+        for state in p.customers.values() {
+            assert_eq!(state.heap_bytes(), state.clone().heap_bytes(), "{}", b.name);
+        }
     }
 }
 
