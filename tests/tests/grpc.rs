@@ -424,6 +424,15 @@ async fn batches_and_streams_answer_in_order() {
         };
         assert_eq!(verdict(d), expected);
     }
+    // The same answers as one call at a time (batches look customers up differently).
+    for (r, b) in requests.iter().zip(&batch).take(100) {
+        let one = client.decide(r.clone()).await.unwrap().into_inner();
+        let rules = |d: &pb::Decision| d.reasons.iter().map(|r| r.rule_id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            (one.verdict, &one.not_before, rules(&one), one.alternatives.len()),
+            (b.verdict, &b.not_before, rules(b), b.alternatives.len())
+        );
+    }
     let stream = client
         .decide_stream(tokio_stream_iter(requests))
         .await
