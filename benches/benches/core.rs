@@ -12,15 +12,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tact_benches::{Rng, bench_now, customer_history};
-use tact_core::{Channel, CustomerState, Policy, Proposal, Purpose, decide};
-
-fn population_size() -> u64 {
-    std::env::var("TACT_BENCH_CUSTOMERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
-}
+use tact_benches::{PROPOSED_CHANNELS, PROPOSED_PURPOSES, Rng, bench_now, customer_history, population_size};
+use tact_core::{CustomerState, Policy, Proposal, decide};
 
 /// Customers in the warm-cache baseline.
 const WARM_CUSTOMERS: usize = 1_000;
@@ -72,23 +65,10 @@ fn bench_decide(c: &mut Criterion) {
     let policy = Policy::default_policy();
     let states = build_population(&policy, population_size());
     let now = bench_now();
-    let channels = [
-        Channel::Email,
-        Channel::Sms,
-        Channel::Call,
-        Channel::SalesMeeting,
-        Channel::Push,
-    ];
-    let purposes = [
-        Purpose::Marketing,
-        Purpose::Sales,
-        Purpose::Service,
-        Purpose::Transactional,
-    ];
-    let proposals: Vec<Proposal> = channels
+    let proposals: Vec<Proposal> = PROPOSED_CHANNELS
         .iter()
         .flat_map(|ch| {
-            purposes.iter().map(|p| Proposal {
+            PROPOSED_PURPOSES.iter().map(|p| Proposal {
                 customer_id: String::new(),
                 channel: *ch,
                 purpose: *p,

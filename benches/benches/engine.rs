@@ -12,18 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tact_benches::{Rng, bench_now, customer_history};
-use tact_core::{Channel, CustomerState, Policy, Proposal, Purpose, Timestamp};
+use tact_benches::{PROPOSED_CHANNELS, PROPOSED_PURPOSES, Rng, bench_now, customer_history, population_size};
+use tact_core::{CustomerState, Policy, Proposal, Timestamp};
 use tact_log::{MemoryStorage, Projection, Storage, save_snapshot};
 use tact_server::engine::CHUNK;
 use tact_server::{Engine, EngineOptions, ManualClock};
-
-fn population_size() -> u64 {
-    std::env::var("TACT_BENCH_CUSTOMERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
-}
 
 /// Proposals in the pool the benches walk through (random customers, channels and
 /// purposes), so picking one costs nothing.
@@ -68,25 +61,12 @@ fn bench_engine(c: &mut Criterion) {
     );
 
     let mut rng = Rng::new(11);
-    let channels = [
-        Channel::Email,
-        Channel::Sms,
-        Channel::Call,
-        Channel::SalesMeeting,
-        Channel::Push,
-    ];
-    let purposes = [
-        Purpose::Marketing,
-        Purpose::Sales,
-        Purpose::Service,
-        Purpose::Transactional,
-    ];
     let pool: Vec<(Proposal, Option<Timestamp>)> = (0..POOL)
         .map(|_| {
             let proposal = Proposal {
                 customer_id: ids[rng.below(ids.len() as u64) as usize].clone(),
-                channel: channels[rng.below(channels.len() as u64) as usize],
-                purpose: purposes[rng.below(purposes.len() as u64) as usize],
+                channel: PROPOSED_CHANNELS[rng.below(PROPOSED_CHANNELS.len() as u64) as usize],
+                purpose: PROPOSED_PURPOSES[rng.below(PROPOSED_PURPOSES.len() as u64) as usize],
                 campaign_id: "autumn".into(),
                 requested_by: "bench".into(),
             };

@@ -43,6 +43,29 @@ pub fn bench_now() -> Timestamp {
     Timestamp::parse_rfc3339("2026-11-18T10:00:00Z").expect("valid instant")
 }
 
+/// The population size: `TACT_BENCH_CUSTOMERS`, default 1,000,000.
+pub fn population_size() -> u64 {
+    std::env::var("TACT_BENCH_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// The channels and purposes the decide benches propose (every pair equally often).
+pub const PROPOSED_CHANNELS: [Channel; 5] = [
+    Channel::Email,
+    Channel::Sms,
+    Channel::Call,
+    Channel::SalesMeeting,
+    Channel::Push,
+];
+pub const PROPOSED_PURPOSES: [Purpose; 4] = [
+    Purpose::Marketing,
+    Purpose::Sales,
+    Purpose::Service,
+    Purpose::Transactional,
+];
+
 const CHANNELS: [Channel; 5] = [
     Channel::Email,
     Channel::Email,
