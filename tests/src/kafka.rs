@@ -114,6 +114,12 @@ impl Broker {
         signal(self.child.id(), "STOP");
     }
 
+    /// Kills the broker (SIGKILL): connections are refused from then on.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Thaws a paused broker (SIGCONT).
     pub fn resume(&self) {
         signal(self.child.id(), "CONT");
@@ -140,7 +146,11 @@ fn signal(pid: u32, sig: &str) {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        signal(self.child.id(), "CONT");
+        // Thaw a paused broker so it can die; it may be gone already (`kill`).
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

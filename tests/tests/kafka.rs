@@ -533,3 +533,67 @@ async fn resuming_in_the_middle_of_a_record_batch_loses_nothing() {
     assert_eq!(status.assigned[0].position, 1_000);
     server.stop().await;
 }
+
+/// Shutting down does not hang on a broker that is gone or frozen: the log is flushed
+/// and `stop` returns (found by a test whose broker died before the server stopped: the
+/// consumer's last offset commit waited for the group coordinator forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_does_not_wait_forever_for_an_unreachable_broker() {
+    for frozen in [false, true] {
+        let mut broker = Broker::start();
+        let t = topic(if frozen { "frozen" } else { "gone" });
+        broker.create_topic(&t, 2);
+        let opts = broker.options(&t);
+        let dir = tempfile::tempdir().unwrap();
+        let server = KafkaServer::start(opts.clone(), Some(dir.path().to_path_buf())).await;
+        server.wait_healthy(WAIT).await;
+        produce(
+            &opts,
+            vec![ev(
+                "u-1",
+                "u",
+                now(),
+                consent(Channel::Email, Purpose::Marketing, true),
+            )],
+        )
+        .await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while server.handle.engine().position() < 1 {
+            assert!(std::time::Instant::now() < deadline, "event not applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if frozen {
+            broker.pause();
+        } else {
+            broker.kill();
+        }
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(40), server.stop())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "stop hung with the broker {}",
+                    if frozen { "frozen" } else { "gone" }
+                )
+            });
+        eprintln!(
+            "stopped {:?} after the broker was {}",
+            started.elapsed(),
+            if frozen { "frozen" } else { "killed" }
+        );
+        // What was applied is in the log. A frozen broker's client is still closing in
+        // the background (and holds the data directory) until the broker answers.
+        if frozen {
+            broker.resume();
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        let storage = loop {
+            match tact_server::open_storage(dir.path()) {
+                Ok(s) => break s,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(storage.last_seq().unwrap(), 1);
+    }
+}

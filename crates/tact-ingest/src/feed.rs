@@ -14,6 +14,9 @@ use crate::partitioner::partition_for;
 use crate::producer::Publisher;
 use crate::{IngestError, KafkaOptions};
 
+/// How long stopping the feed waits for its threads (see [`KafkaFeed`]'s `stop`).
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub events: AtomicU64,
@@ -195,14 +198,32 @@ impl Feed for KafkaFeed {
                 .unwrap_or_else(|p| p.into_inner())
                 .drain(..)
                 .collect();
-            let publisher = self.shared.publisher.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                for t in threads {
+            // The consumer finishes the appends it has started before it exits, so once
+            // it is gone everything it acknowledged is in the log. Closing the Kafka
+            // client can then still wait on an unreachable broker (librdkafka waits for
+            // the group to be left); past STOP_WAIT the threads are left to finish on
+            // their own rather than hold up the shutdown of the log.
+            let deadline = Instant::now() + STOP_WAIT;
+            let mut left = threads;
+            while !left.is_empty() && Instant::now() < deadline {
+                let (done, running): (Vec<_>, Vec<_>) = left.into_iter().partition(|t| t.is_finished());
+                for t in done {
                     let _ = t.join();
                 }
-                let _ = publisher.flush(Duration::from_secs(5));
-            })
-            .await;
+                left = running;
+                if !left.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            if !left.is_empty() {
+                tracing::warn!(
+                    threads = left.len(),
+                    waited_ms = STOP_WAIT.as_millis() as u64,
+                    "kafka client still closing (broker unreachable?); not waiting for it"
+                );
+            }
+            let publisher = self.shared.publisher.clone();
+            let _ = tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5))).await;
         })
     }
 
