@@ -198,7 +198,7 @@ impl Decision {
 /// rule is satisfied together, assuming no new events: asked again then, the answer
 /// is not DEFER.
 pub fn decide(state: &CustomerState, policy: &Policy, proposal: &Proposal, at: Timestamp) -> Decision {
-    let mut facts = Facts::new(state.as_of(at));
+    let mut facts = Facts::new(state.read(policy, at));
     let mut suggestions = Suggestions::default();
     let mut decision = evaluate(
         &mut facts,
@@ -355,8 +355,14 @@ pub(crate) fn touches<'a>(v: &AsOf<'a>) -> impl Iterator<Item = (&'a Entry, Chan
     })
 }
 
+/// Whether the decision's authorization is in the history decisions read: the policy's
+/// retention window before `at` (older entries may or may not still be held, and a
+/// decision must not depend on which). An authorization older than that counts in no
+/// window any more, so the report then counts on its own, which errs towards counting.
 fn was_authorized(v: &AsOf<'_>, decision: u32) -> bool {
+    let since = v.at.saturating_sub(v.window);
     v.recent()
+        .take_while(|e| e.at >= since)
         .any(|e| matches!(e.mark, Mark::Touch { decision: d, authorized: true, .. } if d == decision))
 }
 

@@ -237,8 +237,21 @@ pub enum InvalidEvent {
     CustomerIdTooLong { max: usize, got: usize },
     #[error("customer_id: must be printable without spaces (got {0:?})")]
     CustomerIdFormat(String),
-    #[error("occurred_at: must be set")]
-    MissingTime,
+    #[error("occurred_at: must be after 1970-01-01T00:00:00Z (got {0})")]
+    TimeNotAfterEpoch(Timestamp),
+    #[error("{field}: at most {max} bytes (got {got})")]
+    TooLong {
+        field: &'static str,
+        max: usize,
+        got: usize,
+    },
+    #[error("occurred_at: {at} is {ahead} ahead of the server clock ({now}); at most {max} is allowed")]
+    InFuture {
+        at: Timestamp,
+        now: Timestamp,
+        ahead: Span,
+        max: Span,
+    },
     #[error("preferences_changed.time_zone: unknown IANA time zone `{0}`")]
     UnknownTimeZone(String),
     #[error("{field}: {why}")]
@@ -262,7 +275,7 @@ impl Event {
         }
         validate_customer_id(&self.customer_id)?;
         if self.occurred_at.0 <= 0 {
-            return Err(InvalidEvent::MissingTime);
+            return Err(InvalidEvent::TimeNotAfterEpoch(self.occurred_at));
         }
         match &self.kind {
             EventKind::PreferencesChanged {
@@ -285,7 +298,185 @@ impl Event {
                     why: "must be positive".into(),
                 });
             }
+            EventKind::ConsentChanged {
+                expires_at: Some(x), ..
+            } if *x <= self.occurred_at => {
+                return Err(InvalidEvent::Field {
+                    field: "consent_changed.expires_at",
+                    why: format!(
+                        "must be after occurred_at ({} is not after {})",
+                        x, self.occurred_at
+                    ),
+                });
+            }
+            EventKind::DoNotContact { until: Some(u), .. } if *u <= self.occurred_at => {
+                return Err(InvalidEvent::Field {
+                    field: "do_not_contact.until",
+                    why: format!(
+                        "must be after occurred_at ({} is not after {})",
+                        u, self.occurred_at
+                    ),
+                });
+            }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The free-text fields of the event, named as on the wire, for size checks.
+    fn texts(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let mut out: [(&'static str, &str); 4] = [("source", &self.source), ("", ""), ("", ""), ("", "")];
+        match &self.kind {
+            EventKind::PageViewed { url, category } => {
+                out[1] = ("page_viewed.url", url);
+                out[2] = ("page_viewed.category", category);
+            }
+            EventKind::ContentDownloaded { asset } => out[1] = ("content_downloaded.asset", asset),
+            EventKind::QuoteRequested { product } => out[1] = ("quote_requested.product", product),
+            EventKind::ContactRequested { topic, .. } => out[1] = ("contact_requested.topic", topic),
+            EventKind::InboundMessage { topic, .. } => out[1] = ("inbound_message.topic", topic),
+            EventKind::OutreachSent {
+                campaign,
+                decision_id,
+                ..
+            } => {
+                out[1] = ("outreach_sent.campaign", campaign);
+                out[2] = ("outreach_sent.decision_id", decision_id.as_deref().unwrap_or(""));
+            }
+            EventKind::Purchase { order_id } => out[1] = ("purchase.order_id", order_id),
+            EventKind::Complaint { reason, .. } => out[1] = ("complaint.reason", reason),
+            EventKind::ConsentChanged { proof, .. } => out[1] = ("consent_changed.proof", proof),
+            EventKind::PreferencesChanged { time_zone, .. } => {
+                out[1] = (
+                    "preferences_changed.time_zone",
+                    time_zone.as_deref().unwrap_or(""),
+                );
+            }
+            EventKind::DoNotContact { reason, .. } => out[1] = ("do_not_contact.reason", reason),
+            EventKind::OutreachAuthorized {
+                decision_id,
+                campaign,
+                requested_by,
+                ..
+            } => {
+                out[1] = ("outreach_authorized.decision_id", decision_id);
+                out[2] = ("outreach_authorized.campaign", campaign);
+                out[3] = ("outreach_authorized.requested_by", requested_by);
+            }
+            EventKind::OutreachEngaged { .. } | EventKind::OutreachUnanswered { .. } => {}
+        }
+        out.into_iter().filter(|(field, _)| !field.is_empty())
+    }
+}
+
+/// Who wrote an event: tact itself (its `Authorize`, through its own producer), or
+/// anyone else (callers of `RecordEvents`, other producers on the Kafka topic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Tact,
+    Outside,
+}
+
+/// The event-id prefix, source and kind that only tact writes (see [`Origin`]).
+pub const TACT_ID_PREFIX: &str = "tact-";
+pub const TACT_SOURCE: &str = "tact";
+
+/// What an event must satisfy to be let into the log, beyond [`Event::validate`]:
+/// checked once, at the edge (gRPC, Kafka), against the server's clock. The log keeps
+/// what was admitted; replay never judges an event again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// How far ahead of the server's clock `occurred_at` may be.
+    pub max_clock_skew: Span,
+    /// The largest free-text field (URLs, topics, reasons, proofs, campaigns, sources, ...).
+    pub max_text_bytes: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_clock_skew: Span(24 * 3_600_000),
+            max_text_bytes: 4096,
+        }
+    }
+}
+
+impl Admission {
+    /// Checks an event (already [`Event::validate`]d) from `origin` at the server's `now`.
+    pub fn admit(&self, event: &Event, now: Timestamp, origin: Origin) -> Result<(), InvalidEvent> {
+        for (field, text) in event.texts() {
+            let max = if field.ends_with("decision_id") {
+                MAX_ID_BYTES
+            } else {
+                self.max_text_bytes
+            };
+            if text.len() > max {
+                return Err(InvalidEvent::TooLong {
+                    field,
+                    max,
+                    got: text.len(),
+                });
+            }
+        }
+        if let EventKind::PreferencesChanged {
+            accepted_channels: Some(cs),
+            ..
+        } = &event.kind
+            && cs.len() > Channel::ALL.len()
+        {
+            return Err(InvalidEvent::Field {
+                field: "preferences_changed.accepted_channels",
+                why: format!("at most {} channels (got {})", Channel::ALL.len(), cs.len()),
+            });
+        }
+        let ahead = event.occurred_at.since(now);
+        if ahead > self.max_clock_skew {
+            return Err(InvalidEvent::InFuture {
+                at: event.occurred_at,
+                now,
+                ahead,
+                max: self.max_clock_skew,
+            });
+        }
+        if origin == Origin::Outside {
+            if event.event_id.starts_with(TACT_ID_PREFIX) {
+                return Err(InvalidEvent::Field {
+                    field: "event_id",
+                    why: format!("the prefix `{TACT_ID_PREFIX}` is reserved for events tact writes itself"),
+                });
+            }
+            if event.source == TACT_SOURCE {
+                return Err(InvalidEvent::Field {
+                    field: "source",
+                    why: format!("`{TACT_SOURCE}` is reserved for events tact writes itself"),
+                });
+            }
+            if matches!(event.kind, EventKind::OutreachAuthorized { .. }) {
+                return Err(InvalidEvent::Field {
+                    field: "outreach_authorized",
+                    why:
+                        "only tact records authorizations (its Authorize call); report outreach you made as \
+                          outreach_sent with the decision_id"
+                            .into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a proposal's free-text fields (its customer id is checked on conversion).
+    pub fn admit_proposal(&self, proposal: &crate::Proposal) -> Result<(), InvalidEvent> {
+        for (field, text) in [
+            ("campaign_id", &proposal.campaign_id),
+            ("requested_by", &proposal.requested_by),
+        ] {
+            if text.len() > self.max_text_bytes {
+                return Err(InvalidEvent::TooLong {
+                    field,
+                    max: self.max_text_bytes,
+                    got: text.len(),
+                });
+            }
         }
         Ok(())
     }

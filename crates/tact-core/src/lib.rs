@@ -16,7 +16,8 @@ pub use decide::{
     Alternative, Clock, Decision, Detail, Effect, LocalClock, Proposal, Reason, Verdict, decide,
 };
 pub use event::{
-    Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Purpose, UnknownName,
+    Admission, Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Origin,
+    Purpose, UnknownName,
 };
 pub use policy::{Policy, PolicyError};
 pub use state::{CustomerState, Retention};

@@ -528,6 +528,13 @@ impl Policy {
             field: "default_time_zone",
             why: format!("unknown IANA time zone `{}`", raw.default_time_zone),
         })?;
+        if raw.rule.is_empty() {
+            return Err(PolicyError::Top {
+                field: "rule",
+                why: "a policy needs at least one [[rule]]: with none, every outreach would be allowed"
+                    .into(),
+            });
+        }
         let mut seen = HashSet::new();
         let mut rules = Vec::with_capacity(raw.rule.len());
         for (index, table) in raw.rule.iter().enumerate() {

@@ -29,6 +29,18 @@ pub struct Retention {
     pub max_entries: u32,
 }
 
+impl Retention {
+    /// This retention with `slack` more history kept behind the pruning reference: the
+    /// clock skew the edge allows, so that events dated up to `slack` ahead of the
+    /// server's clock never cost a decision at the server's "now" any history it needs.
+    pub fn with_slack(self, slack: Span) -> Retention {
+        Retention {
+            window: Span(self.window.0.saturating_add(slack.0.max(0))),
+            ..self
+        }
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Retention {
@@ -123,7 +135,45 @@ pub enum Mark {
     ComplaintFloor,
 }
 
+/// How many kinds of side record [`CustomerState`] keeps at most one of when compacting:
+/// consent per channel and purpose (and its newest withdrawal), do-not-contact, the
+/// three preferences, and the four latest/floor records.
+const SIDE_CLASSES: usize = 2 * 8 * 4 + 1 + 3 + 4;
+
 impl Mark {
+    /// Side records derived from other records (a latest or a floor), not events.
+    fn is_derived(self) -> bool {
+        matches!(
+            self,
+            Mark::LastPurchase | Mark::LastComplaint | Mark::PurchaseFloor | Mark::ComplaintFloor
+        )
+    }
+
+    /// A side record's compaction class, and for a consent withdrawal also the class of
+    /// "the newest withdrawal of that channel and purpose" (see `compact_side`).
+    fn side_classes(self) -> (usize, Option<usize>) {
+        match self {
+            Mark::ConsentChange {
+                withdrawn,
+                channel,
+                purpose,
+                ..
+            } => {
+                let key = channel as usize * 4 + purpose as usize;
+                (key, withdrawn.then_some(32 + key))
+            }
+            Mark::DoNotContact { .. } => (64, None),
+            Mark::TimeZone => (65, None),
+            Mark::AcceptedChannels(_) => (66, None),
+            Mark::ContactLimit { .. } => (67, None),
+            Mark::LastPurchase => (68, None),
+            Mark::LastComplaint => (69, None),
+            Mark::PurchaseFloor => (70, None),
+            // `ComplaintFloor`; timeline marks never reach compaction.
+            _ => (71, None),
+        }
+    }
+
     fn is_side(self) -> bool {
         matches!(
             self,
@@ -261,6 +311,8 @@ pub(crate) struct AsOf<'a> {
     /// All side records (the latest purchase may lie after `at`).
     all_side: &'a [Entry],
     pub authorized: u32,
+    /// How far back decisions read the timeline (the policy's retention window).
+    pub window: Span,
 }
 
 impl<'a> AsOf<'a> {
@@ -395,6 +447,14 @@ impl CustomerState {
         &self.slots[self.slots.len() - self.side as usize..]
     }
 
+    /// What decisions under `policy` read: the state as of `at`, over the policy's window.
+    pub(crate) fn read(&self, policy: &crate::Policy, at: Timestamp) -> AsOf<'_> {
+        AsOf {
+            window: policy.retention().window,
+            ..self.as_of(at)
+        }
+    }
+
     pub(crate) fn as_of(&self, at: Timestamp) -> AsOf<'_> {
         let (timeline, side) = self.slots.split_at(self.slots.len() - self.side as usize);
         AsOf {
@@ -403,6 +463,7 @@ impl CustomerState {
             side: &side[..upto(side, at)],
             all_side: side,
             authorized: self.authorized,
+            window: Span(i64::MAX),
         }
     }
 
@@ -533,8 +594,10 @@ impl CustomerState {
         self.insert_side(Entry { at, id: 0, mark });
     }
 
+    /// Timeline entries before this instant are dropped (see [`Self::pruning_reference`]).
     fn boundary(&self, retention: Retention) -> Timestamp {
-        self.latest.saturating_sub(retention.window)
+        self.pruning_reference()
+            .map_or(Timestamp(i64::MIN), |r| r.saturating_sub(retention.window))
     }
 
     fn remember(&mut self, entry: Entry, retention: Retention) {
@@ -548,6 +611,39 @@ impl CustomerState {
         }
     }
 
+    /// The instant pruning measures back from: the second-latest distinct instant among
+    /// the events this state remembers (timeline entries and side records). The latest
+    /// instant itself never counts, so one event dated far ahead (however many records
+    /// it makes at its instant) costs memory, never history: the timeline keeps at
+    /// least `retention.window` behind every instant up to the latest but one. `None`
+    /// while fewer than two instants are known (nothing is old then).
+    pub fn pruning_reference(&self) -> Option<Timestamp> {
+        let (timeline, side) = self.slots.split_at(self.slots.len() - self.side as usize);
+        let mut top = [None::<Timestamp>; 2];
+        let mut offer = |at: Timestamp| match top {
+            [None, _] => top[0] = Some(at),
+            [Some(first), _] if at > first => top = [Some(at), Some(first)],
+            [Some(first), second] if at < first && second.is_none_or(|s| at > s) => top[1] = Some(at),
+            _ => {}
+        };
+        // Both lists are sorted by instant: only their newest two instants can matter.
+        for list in [timeline, side] {
+            let mut seen = 0;
+            let mut last = None;
+            for e in list.iter().rev().filter(|e| !e.mark.is_derived()) {
+                if last != Some(e.at) {
+                    seen += 1;
+                    if seen > 2 {
+                        break;
+                    }
+                    last = Some(e.at);
+                    offer(e.at);
+                }
+            }
+        }
+        top[1]
+    }
+
     /// Keeps what a dropped entry still tells: the latest purchase and complaint.
     fn forget(&mut self, entry: &Entry) {
         match entry.mark {
@@ -559,6 +655,11 @@ impl CustomerState {
 
     fn prune(&mut self, retention: Retention) {
         let boundary = self.boundary(retention);
+        self.prune_timeline(boundary, retention);
+        self.compact_side(boundary, retention.max_entries as usize);
+    }
+
+    fn prune_timeline(&mut self, boundary: Timestamp, retention: Retention) {
         let timeline = self.timeline();
         let stale = timeline.partition_point(|e| e.at < boundary);
         let excess = timeline.len().saturating_sub(retention.max_entries as usize);
@@ -585,6 +686,59 @@ impl CustomerState {
         if let Some(at) = complaint {
             self.raise(Mark::ComplaintFloor, at);
         }
+    }
+
+    /// Bounds the side records in number, whatever a sender does: records older than
+    /// `boundary`, and any beyond the newest `max` records, are compacted to the newest
+    /// record of each kind (per channel and purpose for consent, which also keeps its
+    /// newest withdrawal: a soft opt-in needs to know consent was ever withdrawn). Every
+    /// question a decision asks about an instant at or after the compacted records gets
+    /// the same answer; at most [`SIDE_CLASSES`] records survive compaction.
+    ///
+    /// Keeping the maximum of each class is associative, so compacting as records arrive
+    /// gives the same state as compacting them all at once, in any order.
+    fn compact_side(&mut self, boundary: Timestamp, max: usize) {
+        let start = self.slots.len() - self.side as usize;
+        let side = &self.slots[start..];
+        // Derived records (a latest, a floor) are one of each and never compacted, so
+        // they do not count towards `max`.
+        let mut beyond_newest = 0;
+        let mut events = 0;
+        for (i, e) in side.iter().enumerate().rev() {
+            if !e.mark.is_derived() {
+                events += 1;
+                if events > max {
+                    beyond_newest = i + 1;
+                    break;
+                }
+            }
+        }
+        let cut = side.partition_point(|e| e.at < boundary).max(beyond_newest);
+        if cut < 2 {
+            return;
+        }
+        // Newest first: the first record of each class seen is the one to keep.
+        let mut seen = 0u128;
+        let mut keep = Vec::with_capacity(cut.min(SIDE_CLASSES));
+        for e in side[..cut].iter().rev() {
+            let (class, withdrawal) = e.mark.side_classes();
+            let mut wanted = false;
+            for c in [Some(class), withdrawal].into_iter().flatten() {
+                if seen & (1 << c) == 0 {
+                    seen |= 1 << c;
+                    wanted = true;
+                }
+            }
+            if wanted {
+                keep.push(*e);
+            }
+        }
+        if keep.len() == cut {
+            return;
+        }
+        keep.reverse();
+        self.side -= (cut - keep.len()) as u32;
+        self.slots.splice(start..start + cut, keep);
     }
 
     /// Timeline entries that had happened by `at`, newest first.
@@ -620,6 +774,11 @@ impl CustomerState {
     /// The customer's preferences in force at `at`.
     pub fn prefs(&self, at: Timestamp) -> Prefs {
         self.as_of(at).prefs()
+    }
+
+    /// Records held: timeline entries and side records.
+    pub fn records(&self) -> usize {
+        self.slots.len()
     }
 
     /// Bytes this state holds, inline and on the heap (for capacity planning).

@@ -137,7 +137,7 @@ pub fn customer_view(
     for rule in &policy.rules {
         if let RuleKind::FrequencyCap { max, window, .. } = &rule.kind {
             let since = at.saturating_sub(*window);
-            let count = touches(&state.as_of(at))
+            let count = touches(&state.read(policy, at))
                 .take_while(|(e, _, _)| e.at > since)
                 .filter(|(_, c, p)| rule.channels & c.bit() != 0 && rule.purposes & p.bit() != 0)
                 .count() as u32;

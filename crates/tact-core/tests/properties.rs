@@ -211,15 +211,155 @@ proptest! {
         }
     }
 
-    /// State stays bounded however long the history.
+    /// State stays bounded however long the history, side records included.
     #[test]
     fn state_is_bounded(events in history(2000, 800)) {
         let policy = Policy::default_policy();
         let s = fold(&events, &policy);
-        prop_assert!(s.timeline().len() <= policy.retention().max_entries as usize);
-        let horizon = s.latest().saturating_sub(policy.retention().window);
-        prop_assert!(s.timeline().iter().all(|e| e.at >= horizon));
+        let max = policy.retention().max_entries as usize;
+        prop_assert!(s.timeline().len() <= max);
+        prop_assert!(s.records() <= 2 * max + SIDE_CLASSES);
+        if let Some(reference) = s.pruning_reference() {
+            let horizon = reference.saturating_sub(policy.retention().window);
+            prop_assert!(s.timeline().iter().all(|e| e.at >= horizon));
+        }
     }
+
+    /// One event dated after a decision instant, however far after, never changes the
+    /// decision at that instant, for any instant the state keeps full history for (from
+    /// the clock skew the server allows before its latest event, onwards).
+    #[test]
+    fn a_later_event_never_changes_an_earlier_decision(
+        events in history(120, 60),
+        extra in kind(),
+        c in channel(),
+        p in purpose(),
+        at_offset in -(24 * 60i64)..(3 * 24 * 60),
+        ahead_exp in 0u32..41,
+        ahead_frac in 0.0f64..1.0,
+    ) {
+        let policy = Policy::default_policy();
+        let retention = policy.retention().with_slack(SKEW);
+        let before = fold_with(&events, retention);
+        let latest = events.iter().map(|e| e.occurred_at).max().unwrap_or(wed_10am());
+        let at = latest.saturating_add(mins(at_offset));
+        // From a millisecond to ~35 years after `at`, spread over every magnitude.
+        let ahead = 1 + ((1u64 << ahead_exp) as f64 * ahead_frac) as i64;
+        let later = Event {
+            event_id: "later".into(),
+            customer_id: "c1".into(),
+            occurred_at: at.saturating_add(Span(ahead)),
+            source: "prop".into(),
+            kind: extra,
+        };
+        let mut after = before.clone();
+        after.apply(&later, retention);
+        let prop = proposal(c, p);
+        prop_assert_eq!(
+            decide(&before, &policy, &prop, at),
+            decide(&after, &policy, &prop, at),
+            "event {:?} at {}", later.kind, later.occurred_at
+        );
+    }
+
+    /// With tight bounds (a short window, few entries), pruning and compaction still
+    /// give the same state whatever the arrival order.
+    #[test]
+    fn pruning_is_order_independent(
+        events in history(30, 80),
+        seed in any::<u64>(),
+    ) {
+        let retention = Retention { window: days(3), max_entries: 6 };
+        let in_order = fold_with(&by_time(&events), retention);
+        let mut arrival = events.clone();
+        let mut x = seed | 1;
+        for i in (1..arrival.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            arrival.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let shuffled = fold_with(&arrival, retention);
+        prop_assert_eq!(&shuffled, &in_order);
+        prop_assert!(shuffled.records() <= 2 * 6 + SIDE_CLASSES);
+    }
+}
+
+/// The clock skew the server allows by default (kept as extra history).
+const SKEW: Span = Span(24 * 3_600_000);
+
+/// The most side records compaction keeps (one per kind, see `state.rs`).
+const SIDE_CLASSES: usize = 72;
+
+fn fold_with<'a>(events: impl IntoIterator<Item = &'a Event>, retention: Retention) -> CustomerState {
+    let mut s = CustomerState::new();
+    for e in events {
+        s.apply(e, retention);
+    }
+    s
+}
+
+/// The probe's finding: three emails this week and one page view dated a year (or
+/// 9999 years) ahead; the caps must still hold.
+#[test]
+fn an_event_dated_far_ahead_keeps_the_caps() {
+    let policy = Policy::default_policy();
+    let now = wed_10am();
+    let mut h = History::new().opted_in(now.saturating_sub(days(300)));
+    for d in 1..=3 {
+        h = h.sent(now.saturating_sub(days(d)), Channel::Email, Purpose::Marketing);
+    }
+    let email = proposal(Channel::Email, Purpose::Marketing);
+    let state = h.state(&policy);
+    let before = decide(&state, &policy, &email, now);
+    assert_ne!(before.verdict, Verdict::Allow, "{before:?}");
+    for ahead in [days(365), Span(253_402_300_799_000 - now.0)] {
+        let mut s = state.clone();
+        s.apply(
+            &Event {
+                event_id: format!("ahead-{}", ahead.0),
+                customer_id: "c1".into(),
+                occurred_at: now.saturating_add(ahead),
+                source: "web".into(),
+                kind: EventKind::PageViewed {
+                    url: "/".into(),
+                    category: "pricing".into(),
+                },
+            },
+            policy.retention(),
+        );
+        assert_eq!(decide(&s, &policy, &email, now), before);
+    }
+}
+
+/// A flood of consent changes cannot grow a customer's state without bound, and the
+/// newest change (and any withdrawal) still decides.
+#[test]
+fn side_records_stay_bounded_under_a_flood() {
+    let policy = Policy::default_policy();
+    let now = wed_10am();
+    let mut s = CustomerState::new();
+    let n = 20_000i64;
+    for i in 0..n {
+        s.apply(
+            &Event {
+                event_id: format!("flip-{i}"),
+                customer_id: "c1".into(),
+                occurred_at: now.saturating_sub(mins(n - i)),
+                source: "crm".into(),
+                kind: EventKind::ConsentChanged {
+                    channel: Channel::Email,
+                    purpose: Purpose::Marketing,
+                    granted: i % 2 == 1,
+                    expires_at: None,
+                    proof: String::new(),
+                },
+            },
+            policy.retention(),
+        );
+    }
+    assert!(s.records() <= 2 * 512 + SIDE_CLASSES, "{}", s.records());
+    let last = s.consent(Channel::Email, Purpose::Marketing, now).unwrap();
+    assert!(!last.withdrawn);
+    assert!(s.ever_withdrawn(Channel::Email, Purpose::Marketing, now));
 }
 
 #[test]

@@ -47,7 +47,7 @@ impl From<ConvertError> for tonic::Status {
 }
 
 /// Maps an [`InvalidEvent`] (whose messages read `field: why`) to a [`ConvertError`].
-fn invalid_event(e: &InvalidEvent) -> ConvertError {
+pub fn invalid_event(e: &InvalidEvent) -> ConvertError {
     split_field_message(&e.to_string(), "event")
 }
 

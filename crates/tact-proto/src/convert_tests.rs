@@ -914,12 +914,20 @@ fn kind() -> impl Strategy<Value = EventKind> {
 
 fn any_event() -> impl Strategy<Value = Event> {
     ("[A-Za-z0-9:_-]{1,40}", "[!-~]{1,40}", instant(), text(), kind()).prop_map(
-        |(event_id, customer_id, occurred_at, source, kind)| Event {
-            event_id,
-            customer_id,
-            occurred_at,
-            source,
-            kind,
+        |(event_id, customer_id, occurred_at, source, mut kind)| {
+            // An expiry or an end must come after the event (the validator says so).
+            if let EventKind::ConsentChanged { expires_at: x, .. }
+            | EventKind::DoNotContact { until: x, .. } = &mut kind
+            {
+                *x = x.filter(|x| *x > occurred_at);
+            }
+            Event {
+                event_id,
+                customer_id,
+                occurred_at,
+                source,
+                kind,
+            }
         },
     )
 }
@@ -945,7 +953,14 @@ proptest! {
     fn any_core_instant_renders(ms in any::<i64>()) {
         let e = event(EventKind::DoNotContact { reason: String::new(), until: Some(Timestamp(ms)) });
         let json = event_to_json(&e);
-        prop_assert!(event_from_json(&json).is_ok(), "{}", json);
+        match event_from_json(&json) {
+            Ok(_) => prop_assert!(Timestamp(ms) > e.occurred_at),
+            // An end at or before the event itself is refused, naming the field.
+            Err(err) => prop_assert!(
+                Timestamp(ms) <= e.occurred_at && err.field == "do_not_contact.until",
+                "{} -> {}", json, err
+            ),
+        }
     }
 
     #[test]
