@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tact_benches::{PROPOSED_CHANNELS, PROPOSED_PURPOSES, Rng, bench_now, customer_history, population_size};
-use tact_core::{CustomerState, Policy, Proposal, Timestamp};
+use tact_core::{Admission, CustomerState, Policy, Proposal, Timestamp};
 use tact_log::{MemoryStorage, Projection, Storage, save_snapshot};
 use tact_server::engine::CHUNK;
 use tact_server::{Engine, EngineOptions, ManualClock};
@@ -25,13 +25,16 @@ const POOL: usize = 1 << 20;
 fn bench_engine(c: &mut Criterion) {
     let started = Instant::now();
     let policy = Policy::default_policy();
+    let admission = Admission::default();
+    // The engine keeps the admission's clock skew as extra history: build as it would.
+    let retention = policy.retention().with_slack(admission.max_clock_skew);
     let n = population_size();
     let mut customers: HashMap<String, CustomerState> = HashMap::with_capacity(n as usize);
     for c in 0..n {
         let history = customer_history(c, 10, 60);
         let mut s = CustomerState::new();
         for e in &history {
-            s.apply(e, policy.retention());
+            s.apply(e, retention);
         }
         s.shrink();
         customers.insert(history[0].customer_id.clone(), s);
@@ -40,7 +43,7 @@ fn bench_engine(c: &mut Criterion) {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let projection = Projection {
         customers,
-        ..Projection::new(policy.retention())
+        ..Projection::new(retention)
     };
     save_snapshot(&*storage, &projection).expect("snapshot");
     drop(projection);
@@ -49,6 +52,7 @@ fn bench_engine(c: &mut Criterion) {
         group_commit: Default::default(),
         clock: Arc::new(ManualClock::new(bench_now())),
         feed: None,
+        admission,
     };
     let (engine, stats) = runtime
         .block_on(Engine::open(storage, policy, opts))

@@ -31,9 +31,10 @@ use tact_log::{MetaEntry, PendingAppend};
 use tact_server::{DeadLetter, Engine};
 use tokio::runtime::Handle;
 
-use crate::decode::decode_message;
+use crate::decode::{Envelope, MessageAdmission, decode_admitted};
 use crate::feed::Shared;
 use crate::offsets::{offset_entry, stored_offsets};
+use crate::origin::ORIGIN_HEADER;
 
 /// An append in flight and the offsets it makes durable.
 struct InFlight {
@@ -268,7 +269,13 @@ fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
 }
 
 impl Batch {
-    fn add(&mut self, m: &BorrowedMessage<'_>, expected: &mut BTreeMap<i32, i64>, topic: &str) {
+    fn add(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        expected: &mut BTreeMap<i32, i64>,
+        topic: &str,
+        admission: &MessageAdmission,
+    ) {
         let p = m.partition();
         let offset = m.offset();
         match expected.get(&p) {
@@ -281,7 +288,14 @@ impl Batch {
         expected.insert(p, offset + 1);
         self.offsets.insert(p, offset + 1);
         self.messages += 1;
-        match decode_message(m.key(), m.payload(), header(m, "content-type")) {
+        let message = Envelope {
+            key: m.key(),
+            value: m.payload(),
+            content_type: header(m, "content-type"),
+            origin: header(m, ORIGIN_HEADER),
+            timestamp: m.timestamp().to_millis(),
+        };
+        match decode_admitted(message, admission, tact_core::Timestamp(now_millis())) {
             Ok(event) => self.events.push(event),
             Err(reason) => {
                 let payload = m.payload().unwrap_or_default();
@@ -378,7 +392,7 @@ fn consume(consumer: &BaseConsumer<IngestContext>, shared: &Shared) {
                     Ok(m) => {
                         if check_resume(consumer, &m, topic) {
                             let mut expected = ctx.expected.lock().unwrap_or_else(|p| p.into_inner());
-                            batch.add(&m, &mut expected, topic);
+                            batch.add(&m, &mut expected, topic, &shared.opts.admission);
                         }
                     }
                     Err(KafkaError::PartitionEOF(_)) => {}

@@ -1,7 +1,61 @@
 //! One Kafka message to one event, or the reason it is a dead letter.
 
-use tact_core::Event;
+use tact_core::{Admission, Event, Origin, Timestamp};
 use tact_proto::{WireFormat, event_from_bytes};
+
+use crate::origin::OriginKey;
+
+/// What the edge checks of a message from the topic, beyond decoding it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageAdmission {
+    pub admission: Admission,
+    /// The key tact's own producer signs with; without one, no message is tact's own.
+    pub origin_key: Option<OriginKey>,
+}
+
+/// The parts of a Kafka message the consumer judges.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Envelope<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub content_type: Option<&'a [u8]>,
+    /// The `tact-origin` header.
+    pub origin: Option<&'a [u8]>,
+    /// The message's Kafka timestamp (ms since the epoch), if it has one.
+    pub timestamp: Option<i64>,
+}
+
+/// Decodes a message ([`decode_message`]) and admits its event: a message signed by
+/// tact's own producer is tact's (its events were admitted at tact's edge already);
+/// any other must pass [`Admission::admit`] as an outside event, against `now` or the
+/// message's own timestamp if that is earlier (so a rebuild from the topic later judges
+/// every honest message as the live consumer did). The error is the dead-letter reason.
+pub fn decode_admitted(m: Envelope<'_>, rules: &MessageAdmission, now: Timestamp) -> Result<Event, String> {
+    let event = decode_message(m.key, m.value, m.content_type)?;
+    let signed = match (&rules.origin_key, m.origin, m.value) {
+        (Some(key), Some(sig), Some(value)) => key.verify(value, sig),
+        _ => false,
+    };
+    if signed {
+        return Ok(event);
+    }
+    let judged_at = match m.timestamp {
+        Some(ts) if ts > 0 && ts < now.0 => Timestamp(ts),
+        _ => now,
+    };
+    let why = match rules.admission.admit(&event, judged_at, Origin::Outside) {
+        Ok(()) => return Ok(event),
+        Err(e) => e.to_string(),
+    };
+    Err(if m.origin.is_some() {
+        format!(
+            "{why} (its {} signature does not check)",
+            crate::origin::ORIGIN_HEADER
+        )
+    } else {
+        why
+    })
+}
 
 /// Decodes a message: its value is a `tact.v1.InteractionEvent` in the format its
 /// `content-type` header names, else the detected one; its key must be the event's
@@ -47,7 +101,7 @@ pub fn decode_message(
 
 #[cfg(test)]
 mod tests {
-    use tact_core::{EventKind, Timestamp};
+    use tact_core::{Channel, EventKind, Purpose};
     use tact_proto::event_to_bytes;
 
     use super::*;
@@ -89,5 +143,96 @@ mod tests {
             br#"{"eventId":"e1","customerId":"has space","occurredAt":"2026-11-20T09:00:00Z","purchase":{}}"#;
         let r = why(decode_message(Some(b"has space"), Some(bad_id), None));
         assert!(r.starts_with("customer_id:"), "{r}");
+    }
+
+    fn authorized() -> Event {
+        Event {
+            event_id: "tact-d1".into(),
+            source: "tact".into(),
+            kind: EventKind::OutreachAuthorized {
+                decision_id: "d1".into(),
+                channel: Channel::Email,
+                purpose: Purpose::Marketing,
+                campaign: String::new(),
+                requested_by: String::new(),
+            },
+            ..event()
+        }
+    }
+
+    #[test]
+    fn only_tacts_own_signature_admits_its_reserved_events() {
+        let key = OriginKey::from_text(&OriginKey::generate_text()).unwrap();
+        let rules = MessageAdmission {
+            admission: Admission::default(),
+            origin_key: Some(key.clone()),
+        };
+        let now = Timestamp(1_700_000_000_000);
+        let v = event_to_bytes(&authorized(), WireFormat::Protobuf);
+        let sig = key.sign(&v);
+        let msg = |origin: Option<&'static [u8]>| Envelope {
+            key: Some(b"c1"),
+            value: None,
+            content_type: None,
+            origin,
+            timestamp: None,
+        };
+        let signed = Envelope {
+            value: Some(&v),
+            origin: Some(sig.as_bytes()),
+            ..msg(None)
+        };
+        assert_eq!(decode_admitted(signed, &rules, now).unwrap(), authorized());
+        // Unsigned, signed with another key, or over another value: from outside.
+        let forged = OriginKey::from_text(&OriginKey::generate_text())
+            .unwrap()
+            .sign(&v);
+        for origin in [None, Some(forged.as_bytes()), Some(&b"00"[..])] {
+            let m = Envelope {
+                value: Some(&v),
+                origin,
+                ..msg(None)
+            };
+            let why = decode_admitted(m, &rules, now).unwrap_err();
+            assert!(
+                why.starts_with("event_id: the prefix `tact-` is reserved"),
+                "{why}"
+            );
+        }
+        // Without a key, nothing is tact's own.
+        let keyless = MessageAdmission::default();
+        assert!(decode_admitted(signed, &keyless, now).is_err());
+    }
+
+    #[test]
+    fn events_dated_beyond_the_skew_are_refused_naming_the_field() {
+        let rules = MessageAdmission::default();
+        let now = Timestamp(1_700_000_000_000);
+        let mut e = event();
+        e.occurred_at = Timestamp(now.0 + 25 * 3_600_000);
+        let v = event_to_bytes(&e, WireFormat::Protobuf);
+        let m = Envelope {
+            key: Some(b"c1"),
+            value: Some(&v),
+            ..Envelope::default()
+        };
+        assert!(
+            decode_admitted(m, &rules, now)
+                .unwrap_err()
+                .starts_with("occurred_at:")
+        );
+        // Judged against the message's own (earlier) timestamp, as a rebuild would.
+        e.occurred_at = Timestamp(now.0 + 3_600_000);
+        let v = event_to_bytes(&e, WireFormat::Protobuf);
+        let at = |timestamp| Envelope {
+            key: Some(b"c1"),
+            value: Some(&v),
+            timestamp,
+            ..Envelope::default()
+        };
+        assert!(decode_admitted(at(None), &rules, now).is_ok());
+        assert!(decode_admitted(at(Some(now.0 - 24 * 3_600_000)), &rules, now).is_err());
+        // A timestamp ahead of the clock is not believed.
+        assert!(decode_admitted(at(Some(now.0 + 48 * 3_600_000)), &rules, now).is_ok());
     }
 }

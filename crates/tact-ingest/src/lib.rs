@@ -18,6 +18,7 @@ mod error;
 mod feed;
 pub mod freshness;
 mod offsets;
+mod origin;
 pub mod partitioner;
 mod producer;
 mod rebuild;
@@ -25,9 +26,11 @@ mod rebuild;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use decode::{Envelope, MessageAdmission, decode_admitted};
 pub use error::IngestError;
 pub use feed::KafkaFeed;
 pub use offsets::{offset_key, offset_prefix, stored_offsets};
+pub use origin::{ORIGIN_HEADER, OriginKey, OriginKeyError};
 pub use producer::{ProduceStats, Publisher};
 pub use rebuild::{RebuildStats, rebuild_from_topic};
 pub use tact_proto::WireFormat;
@@ -72,6 +75,10 @@ pub struct KafkaOptions {
     pub format: WireFormat,
     /// Extra librdkafka settings for every client (e.g. `security.protocol`).
     pub extra: BTreeMap<String, String>,
+    /// What messages from the topic must satisfy, and the key tact's own producer
+    /// signs with (instances sharing a topic must share it; see `origin.rs`). A
+    /// [`Publisher`] signs what it produces only if this has a key.
+    pub admission: MessageAdmission,
 }
 
 impl KafkaOptions {
@@ -97,6 +104,7 @@ impl KafkaOptions {
             client_id: "tact".into(),
             format: WireFormat::Protobuf,
             extra: BTreeMap::new(),
+            admission: MessageAdmission::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use tact_core::Event;
 use tact_proto::{WireFormat, event_to_bytes};
 use tact_server::DeadLetter;
 
+use crate::origin::{ORIGIN_HEADER, OriginKey};
 use crate::{IngestError, KafkaOptions};
 
 /// An idempotent, `acks=all` producer keyed by customer id with Kafka's default
@@ -19,6 +20,8 @@ pub struct Publisher {
     producer: FutureProducer,
     topic: String,
     format: WireFormat,
+    /// Signs each message as tact's own (see `origin.rs`); `None` for `tact produce`.
+    origin_key: Option<OriginKey>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -61,6 +64,7 @@ impl Publisher {
             producer: c.create()?,
             topic: opts.topic.clone(),
             format: opts.format,
+            origin_key: opts.admission.origin_key.clone(),
         })
     }
 
@@ -73,10 +77,16 @@ impl Publisher {
     /// delivery does not cancel the message.
     pub async fn enqueue(&self, event: &Event) -> Result<DeliveryFuture, IngestError> {
         let payload = event_to_bytes(event, self.format);
-        let headers = OwnedHeaders::new().insert(Header {
+        let mut headers = OwnedHeaders::new().insert(Header {
             key: "content-type",
             value: Some(self.format.content_type()),
         });
+        if let Some(key) = &self.origin_key {
+            headers = headers.insert(Header {
+                key: ORIGIN_HEADER,
+                value: Some(&key.sign(&payload)),
+            });
+        }
         loop {
             let record = FutureRecord::to(&self.topic)
                 .key(event.customer_id.as_bytes())

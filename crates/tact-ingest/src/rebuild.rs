@@ -11,9 +11,18 @@ use tact_log::{Appended, Log, MetaEntry};
 use tact_server::DeadLetter;
 use tokio::runtime::Handle;
 
-use crate::decode::decode_message;
+use crate::decode::{Envelope, decode_admitted};
 use crate::offsets::offset_entry;
+use crate::origin::ORIGIN_HEADER;
 use crate::{IngestError, KafkaOptions};
+
+fn now() -> tact_core::Timestamp {
+    tact_core::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
 
 /// What [`rebuild_from_topic`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -104,11 +113,20 @@ pub fn rebuild_from_topic(
             if remaining.get(&p).is_some_and(|&end| m.offset() + 1 >= end) {
                 remaining.remove(&p);
             }
-            let content_type = m
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")))
-                .and_then(|h| h.value);
-            match decode_message(m.key(), m.payload(), content_type) {
+            let header = |name: &str| {
+                m.headers()
+                    .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case(name)))
+                    .and_then(|h| h.value)
+            };
+            let envelope = Envelope {
+                key: m.key(),
+                value: m.payload(),
+                content_type: header("content-type"),
+                origin: header(ORIGIN_HEADER),
+                timestamp: m.timestamp().to_millis(),
+            };
+            // Judged as the live consumer judged it: against the message's timestamp.
+            match decode_admitted(envelope, &opts.admission, now()) {
                 Ok(e) => events.push(e),
                 Err(reason) => {
                     stats.dead_letters += 1;

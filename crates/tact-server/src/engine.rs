@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use hashbrown::HashTable;
+use tact_core::event::{TACT_ID_PREFIX, TACT_SOURCE};
 use tact_core::view::{CustomerView, customer_view};
 use tact_core::{
-    CustomerState, Decision, Detail, Effect, Event, EventKind, Policy, Proposal, Purpose, Reason, Retention,
-    Span, Timestamp, Verdict, decide,
+    Admission, CustomerState, Decision, Detail, Effect, Event, EventKind, Policy, Proposal, Purpose, Reason,
+    Retention, Span, Timestamp, Verdict, decide,
 };
 use tact_log::{Appended, GroupCommit, Log, LogError, Projection, ReplayStats, Storage, save_snapshot};
 
@@ -177,23 +178,11 @@ pub struct Decided {
     pub log_position: u64,
 }
 
-/// Unique decision ids: a per-process prefix (start time, pid) and a counter.
-struct DecisionIds {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl DecisionIds {
-    fn new(now: Timestamp) -> Self {
-        DecisionIds {
-            prefix: format!("d{:x}{:x}", now.0, std::process::id()),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    fn next(&self) -> String {
-        format!("{}-{:x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
-    }
+/// Decision ids: `d` and 128 random bits in hex, from the thread's cryptographically
+/// secure generator. `Authorize` records its event under `tact-<decision id>`, so an id
+/// a caller could guess is an id a caller could claim first.
+fn decision_id() -> String {
+    format!("d{:032x}", rand::random::<u128>())
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +192,10 @@ pub struct EngineOptions {
     /// The external event stream, if any (Kafka mode): it decides who answers for a
     /// customer and how fresh their state is, and hears of what tact records itself.
     pub feed: Option<Arc<dyn Feed>>,
+    /// What events from outside must satisfy to be recorded (checked at the edges:
+    /// `RecordEvents`, the Kafka consumer). Its clock skew is also kept as extra history
+    /// behind the pruning reference (see [`Retention::with_slack`]).
+    pub admission: Admission,
 }
 
 /// Why the engine will not answer for a customer.
@@ -227,6 +220,10 @@ pub enum WriteError {
     Log(#[from] LogError),
     #[error(transparent)]
     Feed(#[from] FeedError),
+    /// `Authorize`'s event id already held another event: the authorization was not
+    /// recorded, so it must not be acted on.
+    #[error("authorization not recorded: event id {event_id} is already taken")]
+    Claimed { event_id: String },
 }
 
 /// The rule id of the fail-closed DENY on stale state.
@@ -234,6 +231,9 @@ pub const STALE_STATE_RULE: &str = "stale-state";
 
 pub struct Engine {
     policy: Arc<Policy>,
+    /// The policy's retention with the admission's clock skew as slack.
+    retention: Retention,
+    admission: Admission,
     log: Log,
     shards: Arc<Shards>,
     position: Arc<AtomicU64>,
@@ -241,7 +241,6 @@ pub struct Engine {
     /// callers cannot both take the last slot under a cap.
     authorize_locks: Box<[tokio::sync::Mutex<()>]>,
     clock: Arc<dyn Clock>,
-    ids: DecisionIds,
     feed: Option<Arc<dyn Feed>>,
 }
 
@@ -262,7 +261,7 @@ impl Engine {
         policy: Policy,
         opts: EngineOptions,
     ) -> Result<(Engine, ReplayStats), ServerError> {
-        let retention = policy.retention();
+        let retention = policy.retention().with_slack(opts.admission.max_clock_skew);
         let st = Arc::clone(&storage);
         let (projection, stats) = tokio::task::spawn_blocking(move || Projection::load(&*st, retention))
             .await
@@ -282,11 +281,12 @@ impl Engine {
         let log = Log::open(storage, opts.group_commit, hook);
         let engine = Engine {
             policy: Arc::new(policy),
+            retention,
+            admission: opts.admission,
             log,
             shards,
             position,
             authorize_locks: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
-            ids: DecisionIds::new(opts.clock.now()),
             clock: opts.clock,
             feed: opts.feed,
         };
@@ -295,6 +295,16 @@ impl Engine {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// What events from outside must satisfy (see [`EngineOptions::admission`]).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// How much history each customer's state keeps.
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     pub fn now(&self) -> Timestamp {
@@ -395,7 +405,7 @@ impl Engine {
                 }],
                 alternatives: Vec::new(),
             },
-            decision_id: self.ids.next(),
+            decision_id: decision_id(),
             at,
             log_position: self.position(),
         }
@@ -452,7 +462,7 @@ impl Engine {
         }
         Decided {
             decision,
-            decision_id: self.ids.next(),
+            decision_id: decision_id(),
             at,
             log_position,
         }
@@ -470,10 +480,10 @@ impl Engine {
         let mut decided = self.decide_with(proposal, None, &access);
         if decided.decision.verdict == Verdict::Allow {
             let event = Event {
-                event_id: format!("tact-{}", decided.decision_id),
+                event_id: format!("{TACT_ID_PREFIX}{}", decided.decision_id),
                 customer_id: proposal.customer_id.clone(),
                 occurred_at: decided.at,
-                source: "tact".into(),
+                source: TACT_SOURCE.into(),
                 kind: EventKind::OutreachAuthorized {
                     decision_id: decided.decision_id.clone(),
                     channel: proposal.channel,
@@ -482,10 +492,34 @@ impl Engine {
                     requested_by: proposal.requested_by.clone(),
                 },
             };
-            let appended = self.record(vec![event]).await?;
-            if let Some(a) = appended.first() {
-                decided.log_position = a.seq();
-            }
+            let appended = self.record(vec![event.clone()]).await?;
+            // ALLOW only if this call's authorization is what the log holds: an id taken
+            // before (it cannot be guessed, and callers cannot write `tact-` ids, but the
+            // check is cheap) would leave this outreach uncounted. In Kafka mode the
+            // event may come back through the consumer before the local append: then the
+            // log holds this very event, and that is fine.
+            decided.log_position = match appended.first() {
+                Some(Appended::Recorded { seq }) => *seq,
+                Some(Appended::Duplicate { existing_seq }) => {
+                    let seq = *existing_seq;
+                    let storage = Arc::clone(self.log.storage());
+                    let existing = tokio::task::spawn_blocking(move || storage.get(seq))
+                        .await
+                        .map_err(|e| WriteError::Log(LogError::Writer(e.to_string())))??;
+                    if existing.as_ref() != Some(&event) {
+                        tracing::error!(decision_id = %decided.decision_id, seq, "authorization id already taken by another event");
+                        return Err(WriteError::Claimed {
+                            event_id: event.event_id,
+                        });
+                    }
+                    seq
+                }
+                None => {
+                    return Err(WriteError::Log(LogError::Writer(
+                        "the append answered no result".into(),
+                    )));
+                }
+            };
             tracing::debug!(decision_id = %decided.decision_id, customer_id = %proposal.customer_id, "outreach authorized");
         }
         Ok(decided)
@@ -543,7 +577,7 @@ impl Engine {
 
     /// The projection as it stands (a copy).
     pub fn projection(&self) -> Projection {
-        let mut p = Projection::new(self.policy.retention());
+        let mut p = Projection::new(self.retention);
         // Taken while appends may still land: the position is read first, so the copy
         // covers at least that much; replaying from it again is harmless (idempotent).
         p.position = self.position();

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tact_core::Policy;
+use tact_core::{Admission, Policy};
 use tact_log::{GroupCommit, MemoryStorage, ReplayStats, SledStorage, Storage};
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
 use tokio::task::JoinHandle;
+use tonic::codegen::http;
 
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineOptions};
@@ -34,6 +35,8 @@ pub struct ServerOptions {
     pub clock: Arc<dyn Clock>,
     /// An external event stream (Kafka) to consume, started once state is rebuilt.
     pub feed: Option<Arc<dyn Feed>>,
+    /// What events from outside must satisfy (clock skew, text sizes, reserved ids).
+    pub admission: Admission,
 }
 
 impl ServerOptions {
@@ -47,6 +50,7 @@ impl ServerOptions {
             snapshot_on_shutdown: true,
             clock: Arc::new(SystemClock),
             feed: None,
+            admission: Admission::default(),
         }
     }
 }
@@ -67,6 +71,23 @@ pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, ServerError> {
         }
     })?;
     Ok(Arc::new(storage))
+}
+
+/// tonic answers a request message over `max_decoding_message_size` with OUT_OF_RANGE
+/// (trailers-only, before any service code runs); gRPC specifies RESOURCE_EXHAUSTED for
+/// a message over the size limit, and clients treat the two differently. Streams get
+/// the same from `service::message_too_large`.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let oversized = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if oversized {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// A running server.
@@ -116,6 +137,7 @@ pub async fn run(
             group_commit: opts.group_commit,
             clock: opts.clock,
             feed: opts.feed.clone(),
+            admission: opts.admission,
         },
     )
     .await?;
@@ -195,6 +217,9 @@ pub async fn run(
             }
         };
         let served = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                oversized_is_resource_exhausted,
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(api)

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tact_core::view::ConsentVia;
-use tact_core::{Event, Proposal, Timestamp};
+use tact_core::{Admission, Event, Origin, Proposal, Timestamp};
 use tact_log::{Appended, LogError};
 use tact_proto::convert::{self, ConvertError, span_to_pb, timestamp_to_pb};
 use tact_proto::pb;
@@ -81,15 +81,25 @@ async fn next_ready<S: Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>
     .await
 }
 
-fn proposal(req: &pb::DecideRequest, prefix: &str) -> Result<(Proposal, Option<Timestamp>), Status> {
-    convert::proposal_from_pb(req).map_err(|e| {
+/// Converts and checks a proposal; errors name the field under `prefix` (e.g. `requests[3]`).
+fn proposal(
+    req: &pb::DecideRequest,
+    prefix: &str,
+    admission: &Admission,
+) -> Result<(Proposal, Option<Timestamp>), Status> {
+    let named = |e: ConvertError| {
         let field = if prefix.is_empty() {
             e.field
         } else {
             format!("{prefix}.{}", e.field)
         };
         Status::from(ConvertError::new(field, e.why))
-    })
+    };
+    let (p, at) = convert::proposal_from_pb(req).map_err(named)?;
+    admission
+        .admit_proposal(&p)
+        .map_err(|e| named(convert::invalid_event(&e)))?;
+    Ok((p, at))
 }
 
 fn log_status(e: LogError) -> Status {
@@ -118,6 +128,18 @@ fn write_status(e: WriteError) -> Status {
             tracing::warn!(error = %e, "event stream unavailable");
             Status::unavailable(e.to_string())
         }
+        // Not recorded, so not to be acted on; asking again gets a fresh decision id.
+        e @ WriteError::Claimed { .. } => Status::aborted(e.to_string()),
+    }
+}
+
+/// tonic reports a request message over `max_decoding_message_size` as OUT_OF_RANGE;
+/// gRPC's convention (and what clients retry on, or not) is RESOURCE_EXHAUSTED.
+pub fn message_too_large(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large") {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
     }
 }
 
@@ -130,13 +152,13 @@ type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + 
 #[tonic::async_trait]
 impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at) = proposal(request.get_ref(), "")?;
+        let (proposal, at) = proposal(request.get_ref(), "", self.engine.admission())?;
         let decided = self.engine.decide(&proposal, at).map_err(refused_status)?;
         Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
     }
 
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at) = proposal(request.get_ref(), "")?;
+        let (proposal, at) = proposal(request.get_ref(), "", self.engine.admission())?;
         if at.is_some() {
             return Err(Status::invalid_argument(
                 "at: Authorize always decides now (use Decide to ask about another time)",
@@ -157,7 +179,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let proposals = requests
             .iter()
             .enumerate()
-            .map(|(i, r)| proposal(r, &format!("requests[{i}]")))
+            .map(|(i, r)| proposal(r, &format!("requests[{i}]"), self.engine.admission()))
             .collect::<Result<Vec<_>, _>>()?;
         let decisions = self.decide_many(&proposals);
         Ok(Response::new(pb::DecideBatchResponse { decisions }))
@@ -180,7 +202,13 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 let mut failed = None;
                 let mut ended = false;
                 while let Some(next) = item.take() {
-                    match next.and_then(|r| proposal(&r, &format!("request[{}]", n + proposals.len()))) {
+                    match next.map_err(message_too_large).and_then(|r| {
+                        proposal(
+                            &r,
+                            &format!("request[{}]", n + proposals.len()),
+                            this.engine.admission(),
+                        )
+                    }) {
                         Ok(p) => proposals.push(p),
                         Err(status) => {
                             failed = Some(status);
@@ -226,12 +254,20 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 events.len(),
             ));
         }
+        let now = self.engine.now();
+        let admission = *self.engine.admission();
         let mut results: Vec<pb::EventResult> = Vec::with_capacity(events.len());
         let mut valid: Vec<Event> = Vec::with_capacity(events.len());
         let mut slots: Vec<usize> = Vec::with_capacity(events.len());
         for (i, wire) in events.into_iter().enumerate() {
             let event_id = wire.event_id.clone();
-            match Event::try_from(wire) {
+            let admitted = Event::try_from(wire).and_then(|event| {
+                admission
+                    .admit(&event, now, Origin::Outside)
+                    .map(|()| event)
+                    .map_err(|e| convert::invalid_event(&e))
+            });
+            match admitted {
                 Ok(event) => {
                     slots.push(i);
                     valid.push(event);

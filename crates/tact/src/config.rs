@@ -55,6 +55,18 @@ pub struct Settings {
     /// Where `tact serve` serves Prometheus metrics (`GET /metrics`); unset: nowhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How far ahead of the server's clock an event's `occurred_at` may be (ms); later
+    /// ones are rejected (gRPC) or dead-lettered (Kafka). Also kept as extra history.
+    pub max_clock_skew_ms: u64,
+    /// The largest free-text field of an event or proposal (URL, topic, reason, proof,
+    /// campaign, source, requested_by, ...), in bytes. Ids are at most 256 bytes.
+    pub max_text_bytes: usize,
+    /// The shared secret with which tact signs the events it produces to Kafka, so that
+    /// only its own `outreachAuthorized` events are accepted from the topic. Instances
+    /// sharing a topic must share it. Unset: `<data_dir>/kafka-origin.key`, created by
+    /// `tact serve` if missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_origin_key_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -77,6 +89,9 @@ impl Default for Settings {
             max_staleness_ms: 5_000,
             kafka_session_timeout_ms: 10_000,
             metrics_listen: None,
+            max_clock_skew_ms: 24 * 3_600_000,
+            max_text_bytes: 4096,
+            kafka_origin_key_file: None,
         }
     }
 }
@@ -100,6 +115,9 @@ const ENV_KEYS: &[&str] = &[
     "max_staleness_ms",
     "kafka_session_timeout_ms",
     "metrics_listen",
+    "max_clock_skew_ms",
+    "max_text_bytes",
+    "kafka_origin_key_file",
 ];
 
 /// The settings given as flags; unset flags do not override anything.
@@ -178,14 +196,28 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "TACT_METRICS_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How far ahead of the server clock occurred_at may be, in ms [default: 86400000]
+    #[arg(long, global = true, env = "TACT_MAX_CLOCK_SKEW_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_clock_skew_ms: Option<u64>,
+    /// Largest free-text field of an event or proposal, in bytes [default: 4096]
+    #[arg(long, global = true, env = "TACT_MAX_TEXT_BYTES", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_text_bytes: Option<usize>,
+    /// File holding the secret tact signs its Kafka messages with [default: DATA_DIR/kafka-origin.key]
+    #[arg(long, global = true, env = "TACT_KAFKA_ORIGIN_KEY_FILE", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_origin_key_file: Option<PathBuf>,
 }
 
 /// Layers the settings. `config` is the `--config` flag: a file named there must exist;
 /// the default file may be missing.
 pub fn load(config: Option<&Path>, flags: &SettingsArgs) -> anyhow::Result<Settings> {
-    figment(config, flags)?
+    let settings = figment(config, flags)?
         .extract::<Settings>()
-        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))
+        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    settings.validate()?;
+    Ok(settings)
 }
 
 fn figment(config: Option<&Path>, flags: &SettingsArgs) -> anyhow::Result<Figment> {
@@ -204,7 +236,120 @@ fn figment(config: Option<&Path>, flags: &SettingsArgs) -> anyhow::Result<Figmen
         .merge(Serialized::defaults(flags)))
 }
 
+/// The largest group-commit wait: appenders wait this long for their answer.
+const MAX_GROUP_COMMIT_WAIT_MS: u64 = 1_000;
+/// The longest clock skew: it is also kept as extra history for every customer.
+const MAX_CLOCK_SKEW_MS: u64 = 30 * 24 * 3_600_000;
+
 impl Settings {
+    /// Refuses settings that would leave the service unusable or unsafe, naming the
+    /// setting and what it must be.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &str, why: String| {
+            if !ok {
+                problems.push(format!("{key}: {why}"));
+            }
+        };
+        check(
+            self.group_commit_max_batch >= 1,
+            "group_commit_max_batch",
+            format!("must be at least 1 (got {})", self.group_commit_max_batch),
+        );
+        check(
+            self.group_commit_max_wait_ms <= MAX_GROUP_COMMIT_WAIT_MS,
+            "group_commit_max_wait_ms",
+            format!(
+                "at most {MAX_GROUP_COMMIT_WAIT_MS} ms: every write waits for it (got {})",
+                self.group_commit_max_wait_ms
+            ),
+        );
+        check(
+            self.max_batch >= 1,
+            "max_batch",
+            format!("must be at least 1 (got {})", self.max_batch),
+        );
+        check(
+            self.max_events_per_request >= 1,
+            "max_events_per_request",
+            format!("must be at least 1 (got {})", self.max_events_per_request),
+        );
+        check(
+            (1024..=1 << 30).contains(&self.max_request_bytes),
+            "max_request_bytes",
+            format!(
+                "must be between 1024 (one event) and 1073741824 (got {})",
+                self.max_request_bytes
+            ),
+        );
+        check(
+            self.max_staleness_ms >= 1,
+            "max_staleness_ms",
+            format!("must be at least 1 (got {})", self.max_staleness_ms),
+        );
+        check(
+            self.kafka_session_timeout_ms >= 1,
+            "kafka_session_timeout_ms",
+            format!("must be at least 1 (got {})", self.kafka_session_timeout_ms),
+        );
+        check(
+            self.max_clock_skew_ms <= MAX_CLOCK_SKEW_MS,
+            "max_clock_skew_ms",
+            format!(
+                "at most {MAX_CLOCK_SKEW_MS} (30 days): it is kept as extra history for every customer (got {})",
+                self.max_clock_skew_ms
+            ),
+        );
+        check(
+            (64..=1 << 20).contains(&self.max_text_bytes),
+            "max_text_bytes",
+            format!("must be between 64 and 1048576 (got {})", self.max_text_bytes),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid settings: {}", problems.join("; "))
+        }
+    }
+
+    /// What events and proposals from outside must satisfy.
+    pub fn admission(&self) -> tact_core::Admission {
+        tact_core::Admission {
+            max_clock_skew: tact_core::Span(self.max_clock_skew_ms.min(MAX_CLOCK_SKEW_MS) as i64),
+            max_text_bytes: self.max_text_bytes,
+        }
+    }
+
+    /// Where the Kafka origin key lives.
+    pub fn kafka_origin_key_path(&self) -> PathBuf {
+        self.kafka_origin_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("kafka-origin.key"))
+    }
+
+    /// The Kafka origin key; with `create`, a missing default key file is created.
+    pub fn kafka_origin_key(&self, create: bool) -> anyhow::Result<tact_ingest::OriginKey> {
+        let path = self.kafka_origin_key_path();
+        if !path.exists() && create && self.kafka_origin_key_file.is_none() {
+            std::fs::create_dir_all(&self.data_dir)
+                .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+            write_secret(&path, &tact_ingest::OriginKey::generate_text())
+                .with_context(|| format!("cannot write the Kafka origin key {}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "created a new kafka origin key: every tact instance (and `tact replay --from-kafka`) reading this topic must use the same key file"
+            );
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the Kafka origin key {} (the servers' key file; without it the events \
+                 tact wrote to the topic would be refused): pass --kafka-origin-key-file",
+                path.display()
+            )
+        })?;
+        tact_ingest::OriginKey::from_text(&text).with_context(|| format!("in {}", path.display()))
+    }
+
     pub fn group_commit(&self) -> tact_log::GroupCommit {
         tact_log::GroupCommit {
             max_batch_events: self.group_commit_max_batch.max(1),
@@ -231,6 +376,7 @@ impl Settings {
         o.group = self.kafka_group.clone();
         o.dead_letter_topic = self.kafka_dead_letter_topic.clone().filter(|t| !t.is_empty());
         o.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms.max(1));
+        o.admission.admission = self.admission();
         Some(o)
     }
 
@@ -248,6 +394,19 @@ impl Settings {
     pub fn load_policy(&self) -> anyhow::Result<Policy> {
         load_policy(&self.policy)
     }
+}
+
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// Reads a policy file; errors name the file and (from the policy checker) the rule and field.
@@ -343,6 +502,26 @@ mod tests {
                 text.contains(&format!("\n{key} = ")) || text.contains(&format!("\n# {key} = ")),
                 "config/tact.toml lacks {key}"
             );
+        }
+    }
+
+    #[test]
+    fn settings_that_make_the_service_unusable_are_refused_by_name() {
+        for (key, value) in [
+            ("max_request_bytes", "0"),
+            ("group_commit_max_wait_ms", "120000"),
+            ("group_commit_max_batch", "0"),
+            ("max_batch", "0"),
+            ("max_events_per_request", "0"),
+            ("max_clock_skew_ms", "99999999999"),
+            ("max_text_bytes", "0"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("t.toml", &format!("{key} = {value}\n"))?;
+                let err = load(Some(Path::new("t.toml")), &flags()).unwrap_err().to_string();
+                assert!(err.contains(key), "{key}: {err}");
+                Ok(())
+            });
         }
     }
 

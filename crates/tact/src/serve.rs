@@ -38,6 +38,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.group_commit = settings.group_commit();
     opts.limits = settings.limits();
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
+    opts.admission = settings.admission();
     if let Some(addr) = settings.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -45,7 +46,8 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!(addr = %addr, "serving prometheus metrics at /metrics");
     }
-    if let Some(kafka) = settings.kafka() {
+    if let Some(mut kafka) = settings.kafka() {
+        kafka.admission.origin_key = Some(settings.kafka_origin_key(true)?);
         tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, group = %kafka.group, "kafka mode");
         let feed = tact_ingest::KafkaFeed::new(kafka).context("cannot set up the Kafka client")?;
         opts.feed = Some(Arc::new(feed));
@@ -121,7 +123,8 @@ pub async fn replay(
 ) -> anyhow::Result<ExitCode> {
     let policy = settings.load_policy()?;
     let storage = if from_kafka {
-        let kafka = settings.require_kafka()?;
+        let mut kafka = settings.require_kafka()?;
+        kafka.admission.origin_key = Some(settings.kafka_origin_key(false)?);
         let storage = tact_server::open_storage(&settings.data_dir)
             .map_err(|e| data_dir_error(e, &settings.data_dir))?;
         let log = tact_log::Log::open(Arc::clone(&storage), settings.group_commit(), |_| {});
@@ -150,7 +153,8 @@ pub async fn replay(
         open_existing(&settings.data_dir)?
     };
     let last_seq = storage.last_seq()?;
-    let retention = policy.retention();
+    // As the server keeps it: the policy's windows and the clock skew it admits.
+    let retention = policy.retention().with_slack(settings.admission().max_clock_skew);
     let (projection, stats) = tokio::task::spawn_blocking(move || match until {
         None => Projection::rebuild(&*storage, retention),
         Some(t) => Projection::rebuild_until(&*storage, retention, t),
