@@ -342,6 +342,15 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             status.max_staleness = Some(duration(f.max_staleness));
             status.dead_letters = f.dead_letters;
             status.healthy = f.healthy;
+            if !f.healthy {
+                status.unhealthy_reason =
+                    "event stream: an owned partition is not caught up or is stale".to_owned();
+            }
+        }
+        if let Some(cause) = engine.unhealthy() {
+            status.healthy = false;
+            status.unhealthy_reason =
+                format!("event log failed, writes are refused until tact is restarted: {cause}");
         }
         Ok(Response::new(status))
     }
