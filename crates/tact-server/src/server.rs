@@ -131,6 +131,9 @@ pub async fn run(
 ) -> Result<ServerHandle, ServerError> {
     let transport = opts.transport;
     transport.validate()?;
+    if let Some(warning) = transport.frame_budget_warning() {
+        tracing::warn!(detail = %warning, "http/2 windows let a fast stream trip h2's flood protection");
+    }
     let storage: Arc<dyn Storage> = match (opts.storage, &opts.data_dir) {
         (Some(storage), _) => storage,
         (None, Some(dir)) => open_storage(dir)?,
@@ -253,6 +256,8 @@ pub async fn run(
             .http2_keepalive_interval(Some(transport.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(transport.http2_keepalive_timeout))
             .max_concurrent_streams(Some(transport.max_concurrent_streams))
+            .initial_stream_window_size(Some(transport.http2_stream_window_bytes))
+            .initial_connection_window_size(Some(transport.http2_connection_window_bytes))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(api)

@@ -58,6 +58,14 @@ pub struct TransportOptions {
     pub http2_keepalive_timeout: Duration,
     /// Concurrent streams (calls) per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of each stream: request bytes a client may send ahead
+    /// of what a call has read. Keep it at most a sixteenth of the connection window
+    /// (see [`frame_budget_warning`](TransportOptions::frame_budget_warning)).
+    pub http2_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window of a connection (all its streams together). h2 also
+    /// derives its flood protection from it: a connection may hold unread small DATA
+    /// frames worth half of it (each frame of `p` < 256 bytes counting `256 - p`).
+    pub http2_connection_window_bytes: u32,
     /// Open connections; over it, new connections are closed at once. Each costs a file
     /// descriptor, so keep it under the process's limit (`ulimit -n`) minus the
     /// descriptors of the log and the rest.
@@ -77,6 +85,8 @@ impl Default for TransportOptions {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 1024,
+            http2_stream_window_bytes: 64 << 10,
+            http2_connection_window_bytes: 2 << 20,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
             flush_timeout: Duration::from_secs(10),
@@ -127,6 +137,20 @@ impl TransportOptions {
                 &format!("must be at most {}", Semaphore::MAX_PERMITS),
             );
         }
+        for (name, window) in [
+            ("http2_stream_window_bytes", self.http2_stream_window_bytes),
+            (
+                "http2_connection_window_bytes",
+                self.http2_connection_window_bytes,
+            ),
+        ] {
+            if window == 0 {
+                return bad(name, "must be above 0 (no request could be sent)");
+            }
+            if window > MAX_WINDOW {
+                return bad(name, &format!("must be at most {MAX_WINDOW} (HTTP/2's limit)"));
+            }
+        }
         if self.flush_timeout.is_zero() {
             return bad(
                 "flush_timeout",
@@ -136,6 +160,33 @@ impl TransportOptions {
         Ok(())
     }
 }
+
+impl TransportOptions {
+    /// A warning when the windows let one streaming call trip h2's flood protection.
+    ///
+    /// h2 (the HTTP/2 library under tonic) closes a connection with GOAWAY
+    /// ENHANCE_YOUR_CALM `too_many_data_frames` when the small DATA frames it holds
+    /// unread cost more than half the connection window, a frame of `p` < 256 payload
+    /// bytes costing `256 - p`. A client that sends each request of a `DecideStream` in
+    /// a frame of its own (~30-80 bytes) can get a stream window ahead of the call, so
+    /// `stream_window / p * (256 - p)` must stay under `connection_window / 2`: with the
+    /// connection window at least 16 stream windows, frames of 29 bytes and more never
+    /// trip it.
+    pub fn frame_budget_warning(&self) -> Option<String> {
+        let stream = u64::from(self.http2_stream_window_bytes);
+        let connection = u64::from(self.http2_connection_window_bytes);
+        (connection < 16 * stream).then(|| {
+            format!(
+                "http2_connection_window_bytes ({connection}) is under 16 x http2_stream_window_bytes \
+                 ({stream}): a fast stream of small requests can make h2 close its connection \
+                 (GOAWAY too_many_data_frames)"
+            )
+        })
+    }
+}
+
+/// HTTP/2's largest flow-control window.
+const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 /// Allows one event of a kind per `every` and counts the ones it holds back.
 #[derive(Debug)]
@@ -529,6 +580,36 @@ mod tests {
         }
         .validate()
         .unwrap();
+    }
+
+    #[test]
+    fn windows_are_checked_against_h2s_small_frame_budget() {
+        let base = TransportOptions::default();
+        assert_eq!(base.frame_budget_warning(), None);
+        // hyper's own defaults (1 MiB each) let a fast stream trip it.
+        let hyper = TransportOptions {
+            http2_stream_window_bytes: 1 << 20,
+            http2_connection_window_bytes: 1 << 20,
+            ..base
+        };
+        let warning = hyper.frame_budget_warning().unwrap();
+        assert!(warning.contains("too_many_data_frames"), "{warning}");
+        // The rule itself: 16 stream windows of 29-byte frames cost under half the
+        // connection window.
+        let (w, p) = (u64::from(base.http2_stream_window_bytes), 29u64);
+        assert!(w / p * (256 - p) <= 16 * w / 2);
+        for (name, window) in [
+            ("http2_stream_window_bytes", 0),
+            ("http2_connection_window_bytes", u32::MAX),
+        ] {
+            let mut o = base;
+            if name.starts_with("http2_stream") {
+                o.http2_stream_window_bytes = window;
+            } else {
+                o.http2_connection_window_bytes = window;
+            }
+            assert!(o.validate().unwrap_err().to_string().contains(name));
+        }
     }
 
     #[test]

@@ -150,6 +150,61 @@ async fn connections_over_the_cap_are_refused_and_the_server_still_serves() {
     server.stop().await;
 }
 
+/// Defect 8 of #8: a fast `DecideStream` whose requests each go out in a small DATA
+/// frame of their own (a client that writes every message as soon as it has it)
+/// completes. With hyper's default windows (1 MiB per stream and connection) the
+/// server's h2 closed the connection with GOAWAY ENHANCE_YOUR_CALM
+/// `too_many_data_frames` as soon as the client got ~2,300 frames ahead of the
+/// calls' reads (here: before the first answer, every run). 20,000 requests show it
+/// as well as 200,000 (which take ~12 s in a debug build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_decide_stream_of_small_frames_completes() {
+    const N: usize = 20_000;
+    let server = start(|_| {}).await;
+    let mut client = server.client().await;
+    record(&mut client, opted_in("c1", wed_10am())).await;
+    let requests = OneFrameEach {
+        left: N,
+        yielded: false,
+    };
+    let mut stream = client.decide_stream(requests).await.unwrap().into_inner();
+    let mut answered = 0usize;
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => answered += 1,
+            Ok(None) => break,
+            Err(status) => panic!("stream failed after {answered} of {N} answers: {status}"),
+        }
+    }
+    assert_eq!(answered, N);
+    server.stop().await;
+}
+
+/// Requests that are ready one at a time: tonic's encoder flushes whatever it holds
+/// when its source is not ready, so each request goes out in a DATA frame of its own.
+struct OneFrameEach {
+    left: usize,
+    yielded: bool,
+}
+
+impl tonic::codegen::tokio_stream::Stream for OneFrameEach {
+    type Item = pb::DecideRequest;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        self.left -= 1;
+        Poll::Ready(Some(request("c1", Email, Marketing)))
+    }
+}
+
 struct Receiver<T>(tokio::sync::mpsc::Receiver<T>);
 
 impl<T> tonic::codegen::tokio_stream::Stream for Receiver<T> {
