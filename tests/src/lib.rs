@@ -4,12 +4,14 @@
 pub mod kafka;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tact_core::{Channel, Event, EventKind, Policy, Purpose, Timestamp};
+use tact_log::{Appended, LogError, MemoryStorage, MetaEntry, RawVisitor, Storage};
 use tact_proto::pb;
 use tact_proto::pb::contact_policy_client::ContactPolicyClient;
-use tact_server::{ManualClock, ServerHandle, ServerOptions};
+use tact_server::{ManualClock, ServerError, ServerHandle, ServerOptions};
 use tokio::sync::oneshot;
 use tonic::transport::Channel as GrpcChannel;
 
@@ -58,6 +60,102 @@ impl TestServer {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.handle.wait().await.expect("clean shutdown");
+    }
+
+    /// Starts the shutdown and returns how it ended (an error if the storage failed).
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(());
+        self.handle.wait().await
+    }
+}
+
+/// A storage that models a failing disk: in memory until told to fail. `fail_writes`
+/// makes appends, meta writes, snapshots and flushes fail like a full disk (ENOSPC);
+/// `hang_flushes` makes flushes block (a hung disk) until `release`.
+#[derive(Debug, Default)]
+pub struct FlakyStorage {
+    inner: MemoryStorage,
+    failing: AtomicBool,
+    hanging: Mutex<bool>,
+    released: Condvar,
+    /// Flushes started (including hung ones).
+    pub flushes: AtomicU64,
+}
+
+impl FlakyStorage {
+    pub fn new() -> Arc<FlakyStorage> {
+        Arc::new(FlakyStorage::default())
+    }
+
+    pub fn fail_writes(&self) {
+        self.failing.store(true, Ordering::SeqCst);
+    }
+
+    pub fn hang_flushes(&self) {
+        *self.hanging.lock().unwrap() = true;
+    }
+
+    /// Lets hung flushes finish (tests must call it before they end: a blocked thread
+    /// would hold up the runtime's exit).
+    pub fn release(&self) {
+        *self.hanging.lock().unwrap() = false;
+        self.released.notify_all();
+    }
+
+    fn check(&self) -> Result<(), LogError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(LogError::Writer("No space left on device (os error 28)".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Storage for FlakyStorage {
+    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
+        self.check()?;
+        self.inner.append(events, meta)
+    }
+    fn flush(&self) -> Result<(), LogError> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        let mut hanging = self.hanging.lock().unwrap();
+        while *hanging {
+            hanging = self.released.wait(hanging).unwrap();
+        }
+        drop(hanging);
+        self.check()?;
+        self.inner.flush()
+    }
+    fn last_seq(&self) -> Result<u64, LogError> {
+        self.inner.last_seq()
+    }
+    fn get(&self, seq: u64) -> Result<Option<Event>, LogError> {
+        self.inner.get(seq)
+    }
+    fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
+        self.inner.scan_raw(from, visit)
+    }
+    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
+        self.inner.customer_events(customer_id)
+    }
+    fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
+        self.inner.seq_of(event_id)
+    }
+    fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        self.check()?;
+        self.inner.put_meta(key, value)
+    }
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        self.inner.get_meta(key)
+    }
+    fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError> {
+        self.inner.meta_with_prefix(prefix)
+    }
+    fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError> {
+        self.check()?;
+        self.inner.put_snapshot(bytes)
+    }
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError> {
+        self.inner.get_snapshot()
     }
 }
 

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tact_core::Event;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::LogError;
@@ -103,18 +103,38 @@ enum Synced {
     Shutdown(oneshot::Sender<Result<(), LogError>>),
 }
 
-#[derive(Clone, Default)]
-struct Poison(Arc<OnceLock<Arc<LogError>>>);
+/// The first storage failure, once there is one; watchers hear of it at once.
+#[derive(Clone)]
+struct Poison(Arc<PoisonInner>);
+
+struct PoisonInner {
+    cause: OnceLock<Arc<LogError>>,
+    watch: watch::Sender<bool>,
+}
+
+impl Default for Poison {
+    fn default() -> Self {
+        Poison(Arc::new(PoisonInner {
+            cause: OnceLock::new(),
+            watch: watch::Sender::new(false),
+        }))
+    }
+}
 
 impl Poison {
     fn get(&self) -> Option<LogError> {
-        self.0.get().map(|e| LogError::Poisoned(Arc::clone(e)))
+        self.0.cause.get().map(|e| LogError::Poisoned(Arc::clone(e)))
+    }
+
+    fn cause(&self) -> Option<Arc<LogError>> {
+        self.0.cause.get().cloned()
     }
 
     fn set(&self, err: LogError) -> Arc<LogError> {
         let err = Arc::new(err);
-        if self.0.set(Arc::clone(&err)).is_ok() {
+        if self.0.cause.set(Arc::clone(&err)).is_ok() {
             tracing::error!(error = %err, "log poisoned: refusing further appends");
+            self.0.watch.send_replace(true);
         }
         err
     }
@@ -126,6 +146,7 @@ pub struct Log {
     tx: mpsc::Sender<Msg>,
     storage: Arc<dyn Storage>,
     stats: Arc<LogStats>,
+    poison: Poison,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -173,7 +194,7 @@ impl Log {
             Arc::clone(&storage),
             synced_rx,
             Box::new(on_durable),
-            poison,
+            poison.clone(),
             Arc::clone(&stats),
         ));
         tracing::info!(
@@ -185,6 +206,7 @@ impl Log {
             tx,
             storage,
             stats,
+            poison,
             tasks: Mutex::new(vec![writer, syncer]),
         }
     }
@@ -233,8 +255,36 @@ impl Log {
         self.stats.durable_seq.load(Ordering::Acquire)
     }
 
+    /// The storage failure that poisoned the log, if one did (see the module docs): the
+    /// log refuses appends and must be reopened.
+    pub fn poisoned(&self) -> Option<Arc<LogError>> {
+        self.poison.cause()
+    }
+
+    /// Resolves once the log is poisoned (at once if it already is), with the cause.
+    pub fn when_poisoned(&self) -> impl Future<Output = Arc<LogError>> + Send + 'static {
+        let mut rx = self.poison.0.watch.subscribe();
+        let poison = self.poison.clone();
+        async move {
+            loop {
+                if let Some(cause) = poison.cause() {
+                    return cause;
+                }
+                if rx.changed().await.is_err() {
+                    // The sender lives in `poison`, which this future holds.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
     /// Finishes the appends already queued, flushes, and stops the tasks. Later appends
     /// fail with [`LogError::Closed`]. Calling it again is a no-op.
+    ///
+    /// A poisoned log is not flushed: the storage has failed, and a flush of a failed
+    /// disk can hang (sled retries). It returns [`LogError::Poisoned`] instead. This
+    /// waits for a write or flush already under way; bound it with a timeout if the
+    /// storage may hang (the engine does).
     pub async fn shutdown(&self) -> Result<(), LogError> {
         let (ack, done) = oneshot::channel();
         let result = match self.tx.send(Msg::Shutdown(ack)).await {
@@ -478,10 +528,15 @@ async fn syncer(
         }
     }
     if let Some(ack) = shutdown {
-        let store = Arc::clone(&storage);
-        let flushed = match tokio::task::spawn_blocking(move || store.flush()).await {
-            Ok(r) => r,
-            Err(join) => Err(LogError::Writer(format!("final flush: {join}"))),
+        let flushed = if let Some(err) = poison.get() {
+            tracing::warn!(error = %err, "log poisoned: no final flush");
+            Err(err)
+        } else {
+            let store = Arc::clone(&storage);
+            match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(r) => r,
+                Err(join) => Err(LogError::Writer(format!("final flush: {join}"))),
+            }
         };
         let _ = ack.send(flushed);
     }

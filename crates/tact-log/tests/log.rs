@@ -181,6 +181,7 @@ async fn appends_queued_before_shutdown_are_committed() {
 struct FailingFlush {
     inner: MemoryStorage,
     fail: std::sync::atomic::AtomicBool,
+    flushes: std::sync::atomic::AtomicU64,
 }
 
 impl Storage for FailingFlush {
@@ -188,6 +189,7 @@ impl Storage for FailingFlush {
         self.inner.append(events, meta)
     }
     fn flush(&self) -> Result<(), LogError> {
+        self.flushes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(LogError::Writer("disk on fire".into()));
         }
@@ -240,7 +242,33 @@ async fn a_failed_flush_poisons_the_log_and_skips_the_hook() {
     assert!(matches!(err, LogError::Poisoned(_)), "{err}");
     let ids: HashSet<String> = seen.lock().unwrap().iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(ids, HashSet::from(["ok".to_string()]));
-    log.shutdown().await.unwrap();
+    // Poisoned: shutdown skips the final flush and says why.
+    assert!(matches!(log.shutdown().await, Err(LogError::Poisoned(_))));
+}
+
+#[tokio::test]
+async fn a_poisoned_log_tells_its_watchers_and_is_not_flushed_at_shutdown() {
+    let storage = Arc::new(FailingFlush::default());
+    let log = Log::open(storage.clone(), GroupCommit::default(), |_: &[(u64, &Event)]| {});
+    assert!(log.poisoned().is_none());
+    let watcher = tokio::spawn(log.when_poisoned());
+    log.append(vec![ev("ok", "c", T0)], vec![]).await.unwrap();
+    assert!(!watcher.is_finished());
+    storage.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    log.append(vec![ev("lost", "c", T0)], vec![]).await.unwrap_err();
+    let cause = tokio::time::timeout(Duration::from_secs(1), watcher)
+        .await
+        .expect("the watcher hears of it")
+        .unwrap();
+    assert!(cause.to_string().contains("disk on fire"), "{cause}");
+    assert!(log.poisoned().is_some());
+    // A later watcher resolves at once.
+    assert!(log.when_poisoned().await.to_string().contains("disk on fire"));
+    // The failed storage is not flushed again on the way out (a full disk can hang).
+    let flushes = storage.flushes.load(std::sync::atomic::Ordering::SeqCst);
+    let err = log.shutdown().await.unwrap_err();
+    assert!(matches!(err, LogError::Poisoned(_)), "{err}");
+    assert_eq!(storage.flushes.load(std::sync::atomic::Ordering::SeqCst), flushes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use hashbrown::HashTable;
 use tact_core::event::{TACT_ID_PREFIX, TACT_SOURCE};
@@ -29,6 +30,9 @@ const SHARDS: usize = 64;
 /// Proposals [`Engine::decide_many`] decides together (best of 16, 64 and 128 in the
 /// `core` bench on 1M customers).
 pub const CHUNK: usize = 64;
+
+/// How long [`Engine::shutdown`] waits for the final flush and snapshot.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One shard of the projection: `(customer id, state)` in a hash table whose hashes
 /// the engine computes itself (see [`Shards::with_many`]).
@@ -585,21 +589,61 @@ impl Engine {
         p
     }
 
+    /// Why the engine cannot record anything any more: the storage failure that
+    /// poisoned the log. Decisions still work (on the state as it was), writes do not.
+    pub fn unhealthy(&self) -> Option<Arc<LogError>> {
+        self.log.poisoned()
+    }
+
+    /// Stops the feed and appends, flushes the log and, if asked, writes a snapshot of
+    /// the projection; gives up on the storage after [`DEFAULT_FLUSH_TIMEOUT`]. See
+    /// [`shutdown_within`](Engine::shutdown_within).
+    pub async fn shutdown(&self, snapshot: bool) -> Result<(), ServerError> {
+        self.shutdown_within(snapshot, DEFAULT_FLUSH_TIMEOUT).await
+    }
+
     /// Stops the feed and appends, flushes the log and, if asked, writes a snapshot of
     /// the projection.
-    pub async fn shutdown(&self, snapshot: bool) -> Result<(), ServerError> {
+    ///
+    /// Never waits on a storage that has failed: a poisoned log is neither flushed nor
+    /// snapshotted (the error says why), and the final flush plus the snapshot together
+    /// get at most `flush_timeout`, after which the storage is abandoned (a hung disk).
+    /// An abandoned storage is leaked on purpose: dropping sled flushes again, and that
+    /// would hang just the same, so it is left for the process exit to reclaim.
+    pub async fn shutdown_within(&self, snapshot: bool, flush_timeout: Duration) -> Result<(), ServerError> {
         if let Some(feed) = &self.feed {
             feed.stop().await;
         }
-        self.log.shutdown().await?;
-        if snapshot {
-            let projection = self.projection();
-            let storage = Arc::clone(self.log.storage());
-            let bytes = tokio::task::spawn_blocking(move || save_snapshot(&*storage, &projection))
-                .await
-                .map_err(|e| ServerError::Join(e.to_string()))??;
-            tracing::info!(bytes, position = self.position(), "snapshot written");
+        let finish = async {
+            self.log.shutdown().await?;
+            if snapshot {
+                let projection = self.projection();
+                let storage = Arc::clone(self.log.storage());
+                let bytes = tokio::task::spawn_blocking(move || save_snapshot(&*storage, &projection))
+                    .await
+                    .map_err(|e| ServerError::Join(e.to_string()))??;
+                tracing::info!(bytes, position = self.position(), "snapshot written");
+            }
+            Ok(())
+        };
+        let result = match tokio::time::timeout(flush_timeout, finish).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!(
+                    timeout_ms = flush_timeout.as_millis() as u64,
+                    "storage did not finish the final flush in time: stopping without it"
+                );
+                Err(ServerError::StorageHung {
+                    timeout: flush_timeout,
+                })
+            }
+        };
+        if let Err(e) = &result
+            && (self.log.poisoned().is_some() || matches!(e, ServerError::StorageHung { .. }))
+        {
+            tracing::warn!(error = %e, "storage failed: skipped the snapshot, leaving the store unclosed");
+            std::mem::forget(Arc::clone(self.log.storage()));
         }
-        Ok(())
+        result
     }
 }

@@ -17,6 +17,13 @@ pub enum ServerError {
     Reflection(String),
     #[error(transparent)]
     Feed(#[from] crate::feed::FeedError),
+    #[error(
+        "the storage did not finish the final flush within {} ms (hung disk?): stopped without it",
+        timeout.as_millis()
+    )]
+    StorageHung { timeout: std::time::Duration },
+    #[error("invalid server option {name}: {why}")]
+    InvalidOption { name: &'static str, why: String },
     #[error("internal task failed: {0}")]
     Join(String),
 }

@@ -7,6 +7,7 @@ mod error;
 pub mod feed;
 pub mod server;
 pub mod service;
+pub mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Decided, Engine, EngineOptions, Refused, STALE_STATE_RULE, WriteError};
@@ -14,3 +15,4 @@ pub use error::ServerError;
 pub use feed::{Access, BoxFeedFuture, DeadLetter, Feed, FeedError, FeedStatus, PartitionStatus};
 pub use server::{INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_storage, run};
 pub use service::{ContactPolicyService, Limits};
+pub use transport::TransportOptions;

@@ -5,10 +5,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tact_core::{Admission, Policy};
 use tact_log::{GroupCommit, MemoryStorage, ReplayStats, SledStorage, Storage};
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 
@@ -17,6 +19,7 @@ use crate::engine::{Engine, EngineOptions};
 use crate::error::ServerError;
 use crate::feed::Feed;
 use crate::service::{ContactPolicyService, Limits};
+use crate::transport::{Incoming, Signals, TransportOptions};
 
 /// The health-check service name that reports the Kafka feed's freshness.
 pub const INGEST_HEALTH_SERVICE: &str = "tact.v1.Ingest";
@@ -26,6 +29,9 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// `None`: in-memory storage (nothing survives a restart).
     pub data_dir: Option<PathBuf>,
+    /// A storage to use instead of opening one under `data_dir` (tests use it to model
+    /// a failing disk).
+    pub storage: Option<Arc<dyn Storage>>,
     pub policy: Policy,
     pub group_commit: GroupCommit,
     pub limits: Limits,
@@ -37,6 +43,8 @@ pub struct ServerOptions {
     pub feed: Option<Arc<dyn Feed>>,
     /// What events from outside must satisfy (clock skew, text sizes, reserved ids).
     pub admission: Admission,
+    /// Connection limits and timeouts, and the shutdown deadlines.
+    pub transport: TransportOptions,
 }
 
 impl ServerOptions {
@@ -44,6 +52,7 @@ impl ServerOptions {
         ServerOptions {
             listen,
             data_dir,
+            storage: None,
             policy,
             group_commit: GroupCommit::default(),
             limits: Limits::default(),
@@ -51,6 +60,7 @@ impl ServerOptions {
             clock: Arc::new(SystemClock),
             feed: None,
             admission: Admission::default(),
+            transport: TransportOptions::default(),
         }
     }
 }
@@ -114,10 +124,25 @@ impl ServerHandle {
     }
 
     /// Resolves once shutdown has finished: health went NOT_SERVING, in-flight calls
-    /// completed, the log was flushed and (if configured) a snapshot written.
+    /// completed (or the shutdown grace ran out and their connections were closed), the
+    /// log was flushed and (if configured) a snapshot written. An error if the storage
+    /// failed (the log is poisoned, or the final flush timed out): nothing was flushed.
     pub async fn wait(self) -> Result<(), ServerError> {
         self.task.await.map_err(|e| ServerError::Join(e.to_string()))?
     }
+}
+
+/// How long closed connections get to end their tasks once the shutdown grace is over.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Health NOT_SERVING for the API and for the server as a whole (the "" service).
+async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_not_serving::<ContactPolicyServer<ContactPolicyService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 /// Rebuilds state, binds, and serves until `shutdown` resolves.
@@ -125,9 +150,15 @@ pub async fn run(
     opts: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServerHandle, ServerError> {
-    let storage: Arc<dyn Storage> = match &opts.data_dir {
-        Some(dir) => open_storage(dir)?,
-        None => Arc::new(MemoryStorage::new()),
+    let transport = opts.transport;
+    transport.validate()?;
+    if let Some(warning) = transport.frame_budget_warning() {
+        tracing::warn!(detail = %warning, "http/2 windows let a fast stream trip h2's flood protection");
+    }
+    let storage: Arc<dyn Storage> = match (opts.storage, &opts.data_dir) {
+        (Some(storage), _) => storage,
+        (None, Some(dir)) => open_storage(dir)?,
+        (None, None) => Arc::new(MemoryStorage::new()),
     };
     let policy_version = opts.policy.version.clone();
     let (engine, stats) = Engine::open(
@@ -168,6 +199,23 @@ pub async fn run(
     health
         .set_serving::<ContactPolicyServer<ContactPolicyService>>()
         .await;
+    metrics::gauge!("tact_log_poisoned").set(0.0);
+    // A poisoned log (a storage failure) records nothing until tact is restarted: say
+    // so, for the API and the server as a whole.
+    let poison_task = {
+        let health = health.clone();
+        let poisoned = engine.log().when_poisoned();
+        tokio::spawn(async move {
+            let cause = poisoned.await;
+            metrics::gauge!("tact_log_poisoned").set(1.0);
+            metrics::counter!("tact_log_poisoned_total").increment(1);
+            tracing::error!(
+                error = %cause,
+                "event log failed: health NOT_SERVING, writes refused until tact is restarted"
+            );
+            set_not_serving(&health).await;
+        })
+    };
     // With a feed, `tact.v1.Ingest` reports whether every owned partition is caught up
     // and fresh (the API stays SERVING: it fails closed per decision instead).
     let freshness_task = opts.feed.clone().map(|feed| {
@@ -202,35 +250,77 @@ pub async fn run(
 
     let snapshot = opts.snapshot_on_shutdown;
     let task_engine = Arc::clone(&engine);
+    let slots = Arc::new(Semaphore::new(transport.max_connections));
+    let signals = Signals::default();
+    let incoming = Incoming::new(listener, Arc::clone(&slots), &transport, signals.clone());
     let task = tokio::spawn(async move {
+        let (fired, grace_starts) = tokio::sync::oneshot::channel::<()>();
+        let stopping = signals.stopping.clone();
         let signal = async move {
             shutdown.await;
-            tracing::info!("shutting down: health not serving, finishing in-flight calls");
-            health
-                .set_not_serving::<ContactPolicyServer<ContactPolicyService>>()
-                .await;
+            tracing::info!(
+                grace_ms = transport.shutdown_grace.as_millis() as u64,
+                "shutting down: health not serving, finishing in-flight calls"
+            );
+            poison_task.abort();
+            set_not_serving(&health).await;
             if let Some(task) = freshness_task {
                 task.abort();
                 health
                     .set_service_status(INGEST_HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
                     .await;
             }
+            // Connections still in their handshake have no call to finish.
+            stopping.cancel();
+            let _ = fired.send(());
         };
         let served = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(
                 oversized_is_resource_exhausted,
             ))
+            .http2_keepalive_interval(Some(transport.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(transport.http2_keepalive_timeout))
+            .max_concurrent_streams(Some(transport.max_concurrent_streams))
+            .initial_stream_window_size(Some(transport.http2_stream_window_bytes))
+            .initial_connection_window_size(Some(transport.http2_connection_window_bytes))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(api)
-            .serve_with_incoming_shutdown(
-                // Small request/response exchanges: Nagle's algorithm would add ~40 ms each.
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                signal,
-            )
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(served);
+        let grace_over = async {
+            if grace_starts.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(transport.shutdown_grace).await;
+        };
+        let served = tokio::select! {
+            served = &mut served => served,
+            () = grace_over => {
+                let open = transport.max_connections - slots.available_permits();
+                tracing::warn!(
+                    connections = open,
+                    grace_ms = transport.shutdown_grace.as_millis() as u64,
+                    "shutdown grace is over: closing the remaining connections"
+                );
+                metrics::counter!("tact_connections_closed_at_shutdown_total").increment(open as u64);
+                signals.kill.cancel();
+                // Closed connections end their tasks at once; do not wait on any that
+                // would not.
+                match tokio::time::timeout(CLOSE_WAIT, &mut served).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::warn!("connections still open after closing: abandoning them");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        // Whatever happened to the transport, make the log durable before leaving
+        // (unless the storage has failed: then there is nothing to wait for).
+        let closed = task_engine
+            .shutdown_within(snapshot, transport.flush_timeout)
             .await;
-        // Whatever happened to the transport, make the log durable before leaving.
-        let closed = task_engine.shutdown(snapshot).await;
         served?;
         closed?;
         tracing::info!("stopped");

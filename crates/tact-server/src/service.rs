@@ -223,18 +223,19 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                         }
                     }
                 }
-                for decision in this.decide_many(&proposals) {
-                    if tx.send(Ok(decision)).await.is_err() {
-                        return;
-                    }
-                }
+                // A chunk's answers go out together: tonic's encoder takes every message
+                // that is ready into one buffer, so they leave in one DATA frame instead
+                // of one small frame each (which a client's h2 counts against its flood
+                // budget while they wait to be read).
+                let mut answers: Vec<Result<pb::Decision, Status>> =
+                    this.decide_many(&proposals).into_iter().map(Ok).collect();
                 n += proposals.len();
                 proposals.clear();
+                let last = failed.is_some() || ended;
                 if let Some(status) = failed {
-                    let _ = tx.send(Err(status)).await;
-                    return;
+                    answers.push(Err(status));
                 }
-                if ended {
+                if tx.send(answers).await.is_err() || last {
                     return;
                 }
             }
@@ -378,6 +379,15 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             status.max_staleness = Some(duration(f.max_staleness));
             status.dead_letters = f.dead_letters;
             status.healthy = f.healthy;
+            if !f.healthy {
+                status.unhealthy_reason =
+                    "event stream: an owned partition is not caught up or is stale".to_owned();
+            }
+        }
+        if let Some(cause) = engine.unhealthy() {
+            status.healthy = false;
+            status.unhealthy_reason =
+                format!("event log failed, writes are refused until tact is restarted: {cause}");
         }
         Ok(Response::new(status))
     }
@@ -409,15 +419,48 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     }
 }
 
-/// Runs `produce` as a task feeding a bounded channel, returned as a stream.
+/// Answers in flight between a stream's decider and its encoder, in chunks.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Runs `produce` as a task feeding a bounded channel of chunks of answers, returned as
+/// a stream of the answers.
 fn async_stream<F, Fut>(produce: F) -> DecisionStream
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Decision, Status>>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Vec<Result<pb::Decision, Status>>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
     tokio::spawn(produce(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    Box::pin(Chunks {
+        rx,
+        chunk: Vec::new().into_iter(),
+    })
+}
+
+/// The answers of a channel of chunks, one by one: a chunk's answers are all ready at
+/// once, so the encoder packs them together.
+struct Chunks<T> {
+    rx: tokio::sync::mpsc::Receiver<Vec<T>>,
+    chunk: std::vec::IntoIter<T>,
+}
+
+// Nothing in it is pinned in place.
+impl<T> Unpin for Chunks<T> {}
+
+impl<T> Stream for Chunks<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        loop {
+            if let Some(item) = self.chunk.next() {
+                return std::task::Poll::Ready(Some(item));
+            }
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                Some(chunk) => self.chunk = chunk.into_iter(),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+    }
 }
 
 fn view_to_pb(

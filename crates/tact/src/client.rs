@@ -265,9 +265,16 @@ pub async fn status_cmd(server: &str, json: bool) -> anyhow::Result<ExitCode> {
         "log position {}, {} customers, policy {}",
         s.log_position, s.customers, s.policy_version
     );
+    if !s.unhealthy_reason.is_empty() {
+        println!("UNHEALTHY: {}", s.unhealthy_reason);
+    }
     if !s.kafka {
         println!("no Kafka: events come in through RecordEvents");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if s.healthy {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     println!(
         "kafka topic {} ({} partitions), {}; broker last heard {}; max staleness {} ms; {} dead letters",

@@ -10,6 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tact_core::Policy;
+use tact_server::TransportOptions;
 
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "config/tact.toml";
@@ -67,10 +68,33 @@ pub struct Settings {
     /// `tact serve` if missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_origin_key_file: Option<PathBuf>,
+    /// After SIGTERM, calls in flight get this long (ms); then connections are closed.
+    pub shutdown_grace_ms: u64,
+    /// The final flush and snapshot get this long (ms); a hung disk is then abandoned.
+    pub shutdown_flush_timeout_ms: u64,
+    /// A new connection must complete its HTTP/2 handshake within this time (ms).
+    pub handshake_timeout_ms: u64,
+    /// HTTP/2 PING interval on every connection (ms).
+    pub http2_keepalive_interval_ms: u64,
+    /// A connection that does not answer a PING within this time (ms) is closed.
+    pub http2_keepalive_timeout_ms: u64,
+    /// Concurrent calls per connection.
+    pub max_concurrent_streams: u32,
+    /// Open connections; more are closed at once. Keep under the file limit.
+    pub max_connections: usize,
+    /// HTTP/2 flow-control window per call (bytes).
+    pub http2_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window per connection (bytes).
+    pub http2_connection_window_bytes: u32,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let t = TransportOptions::default();
         Settings {
             data_dir: PathBuf::from("./data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
@@ -92,6 +116,15 @@ impl Default for Settings {
             max_clock_skew_ms: 24 * 3_600_000,
             max_text_bytes: 4096,
             kafka_origin_key_file: None,
+            shutdown_grace_ms: ms(t.shutdown_grace),
+            shutdown_flush_timeout_ms: ms(t.flush_timeout),
+            handshake_timeout_ms: ms(t.handshake_timeout),
+            http2_keepalive_interval_ms: ms(t.http2_keepalive_interval),
+            http2_keepalive_timeout_ms: ms(t.http2_keepalive_timeout),
+            max_concurrent_streams: t.max_concurrent_streams,
+            max_connections: t.max_connections,
+            http2_stream_window_bytes: t.http2_stream_window_bytes,
+            http2_connection_window_bytes: t.http2_connection_window_bytes,
         }
     }
 }
@@ -118,6 +151,15 @@ const ENV_KEYS: &[&str] = &[
     "max_clock_skew_ms",
     "max_text_bytes",
     "kafka_origin_key_file",
+    "shutdown_grace_ms",
+    "shutdown_flush_timeout_ms",
+    "handshake_timeout_ms",
+    "http2_keepalive_interval_ms",
+    "http2_keepalive_timeout_ms",
+    "max_concurrent_streams",
+    "max_connections",
+    "http2_stream_window_bytes",
+    "http2_connection_window_bytes",
 ];
 
 /// The settings given as flags; unset flags do not override anything.
@@ -208,6 +250,67 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "TACT_KAFKA_ORIGIN_KEY_FILE", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_origin_key_file: Option<PathBuf>,
+    /// Ms that calls in flight get after SIGTERM before connections close [default: 30000]
+    #[arg(long, global = true, env = "TACT_SHUTDOWN_GRACE_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Ms the final flush and snapshot get before a hung disk is abandoned [default: 10000]
+    #[arg(
+        long,
+        global = true,
+        env = "TACT_SHUTDOWN_FLUSH_TIMEOUT_MS",
+        value_name = "MS"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_flush_timeout_ms: Option<u64>,
+    /// Ms a new connection has to complete its HTTP/2 handshake [default: 10000]
+    #[arg(long, global = true, env = "TACT_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// HTTP/2 PING interval in ms [default: 30000]
+    #[arg(
+        long,
+        global = true,
+        env = "TACT_HTTP2_KEEPALIVE_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_keepalive_interval_ms: Option<u64>,
+    /// Ms a connection has to answer a PING [default: 10000]
+    #[arg(
+        long,
+        global = true,
+        env = "TACT_HTTP2_KEEPALIVE_TIMEOUT_MS",
+        value_name = "MS"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_keepalive_timeout_ms: Option<u64>,
+    /// Concurrent calls per connection [default: 1024]
+    #[arg(long, global = true, env = "TACT_MAX_CONCURRENT_STREAMS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Open connections, kept under the file limit [default: 10000]
+    #[arg(long, global = true, env = "TACT_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// HTTP/2 flow-control window per call in bytes [default: 65536]
+    #[arg(
+        long,
+        global = true,
+        env = "TACT_HTTP2_STREAM_WINDOW_BYTES",
+        value_name = "BYTES"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_stream_window_bytes: Option<u32>,
+    /// HTTP/2 flow-control window per connection in bytes [default: 2097152]
+    #[arg(
+        long,
+        global = true,
+        env = "TACT_HTTP2_CONNECTION_WINDOW_BYTES",
+        value_name = "BYTES"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_connection_window_bytes: Option<u32>,
 }
 
 /// Layers the settings. `config` is the `--config` flag: a file named there must exist;
@@ -367,6 +470,29 @@ impl Settings {
         }
     }
 
+    /// The server's connection limits, timeouts and shutdown deadlines, checked: a value
+    /// that would make the service unusable is an error naming the setting.
+    pub fn transport(&self) -> anyhow::Result<TransportOptions> {
+        let t = TransportOptions {
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            http2_keepalive_interval: Duration::from_millis(self.http2_keepalive_interval_ms),
+            http2_keepalive_timeout: Duration::from_millis(self.http2_keepalive_timeout_ms),
+            max_concurrent_streams: self.max_concurrent_streams,
+            http2_stream_window_bytes: self.http2_stream_window_bytes,
+            http2_connection_window_bytes: self.http2_connection_window_bytes,
+            max_connections: self.max_connections,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            flush_timeout: Duration::from_millis(self.shutdown_flush_timeout_ms),
+        };
+        match t.validate() {
+            Ok(()) => Ok(t),
+            Err(tact_server::ServerError::InvalidOption { name, why }) => {
+                bail!("invalid setting {}: {why}", setting_of(name))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The Kafka options, if Kafka is configured.
     pub fn kafka(&self) -> Option<tact_ingest::KafkaOptions> {
         let brokers = self.kafka_brokers.as_deref().filter(|b| !b.trim().is_empty())?;
@@ -407,6 +533,17 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
+}
+
+/// The setting behind a [`TransportOptions`] field.
+fn setting_of(option: &str) -> String {
+    match option {
+        "flush_timeout" => "shutdown_flush_timeout_ms".to_owned(),
+        "handshake_timeout" | "http2_keepalive_interval" | "http2_keepalive_timeout" | "shutdown_grace" => {
+            format!("{option}_ms")
+        }
+        other => other.to_owned(),
+    }
 }
 
 /// Reads a policy file; errors name the file and (from the policy checker) the rule and field.
@@ -522,6 +659,52 @@ mod tests {
                 assert!(err.contains(key), "{key}: {err}");
                 Ok(())
             });
+        }
+    }
+
+    #[test]
+    fn transport_settings_reach_the_server_and_unusable_ones_are_refused_by_name() {
+        let s = Settings::default();
+        assert_eq!(s.transport().unwrap(), TransportOptions::default());
+        let s = Settings {
+            shutdown_grace_ms: 0,
+            max_connections: 5,
+            ..Settings::default()
+        };
+        let t = s.transport().unwrap();
+        assert_eq!((t.shutdown_grace, t.max_connections), (Duration::ZERO, 5));
+        for (setting, s) in [
+            (
+                "handshake_timeout_ms",
+                Settings {
+                    handshake_timeout_ms: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "max_connections",
+                Settings {
+                    max_connections: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "shutdown_flush_timeout_ms",
+                Settings {
+                    shutdown_flush_timeout_ms: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "http2_stream_window_bytes",
+                Settings {
+                    http2_stream_window_bytes: 0,
+                    ..Settings::default()
+                },
+            ),
+        ] {
+            let err = s.transport().unwrap_err().to_string();
+            assert!(err.contains(&format!("invalid setting {setting}:")), "{err}");
         }
     }
 

@@ -39,6 +39,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.limits = settings.limits();
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
     opts.admission = settings.admission();
+    opts.transport = settings.transport()?;
     if let Some(addr) = settings.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
