@@ -43,6 +43,9 @@ const SNAPSHOT_KEY: &[u8] = b"projection";
 /// the same atomic write). Keeps sled's nodes and page rewrites of a reasonable size.
 const CHUNK_MAX_EVENTS: usize = 1024;
 
+/// The most ids [`load_index`] reserves room for up front.
+const MAX_RESERVED_IDS: usize = 1 << 22;
+
 /// The in-memory indexes of the log.
 #[derive(Default)]
 struct Index {
@@ -387,11 +390,15 @@ impl Storage for SledStorage {
 /// finds the last seq.
 fn load_index(events: &Tree) -> Result<(Index, u64), LogError> {
     let mut index = Index::default();
-    // Size the id index once instead of growing it by rehashing.
+    // Size the id index once instead of growing it by rehashing. The last seq comes
+    // from a key, which no crc guards: a corrupt one (near u64::MAX) must not size an
+    // allocation, so beyond 4M ids the index grows as it goes.
     if let Some((k, v)) = events.last()? {
         let first = codec::parse_seq("events", &k)?;
         let expected = codec::parse_chunk(first, &v)?.last_seq();
-        index.ids.reserve(usize::try_from(expected).unwrap_or(0));
+        index
+            .ids
+            .reserve(usize::try_from(expected).unwrap_or(0).min(MAX_RESERVED_IDS));
     }
     let mut last = 0;
     for item in events.iter() {
