@@ -11,7 +11,7 @@ use tact_log::{Appended, Log, MetaEntry};
 use tact_server::DeadLetter;
 use tokio::runtime::Handle;
 
-use crate::decode::decode_message;
+use crate::decode::{decode_message, find_header};
 use crate::offsets::offset_entry;
 use crate::{IngestError, KafkaOptions};
 
@@ -106,8 +106,7 @@ pub fn rebuild_from_topic(
             }
             let content_type = m
                 .headers()
-                .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")))
-                .and_then(|h| h.value);
+                .and_then(|h| find_header(h.iter().map(|h| (h.key, h.value)), "content-type"));
             match decode_message(m.key(), m.payload(), content_type) {
                 Ok(e) => events.push(e),
                 Err(reason) => {
