@@ -31,7 +31,7 @@ use tact_log::{MetaEntry, PendingAppend};
 use tact_server::{DeadLetter, Engine};
 use tokio::runtime::Handle;
 
-use crate::decode::{Envelope, MessageAdmission, decode_admitted};
+use crate::decode::{Envelope, MessageAdmission, decode_admitted, find_header};
 use crate::feed::Shared;
 use crate::offsets::{offset_entry, stored_offsets};
 use crate::origin::ORIGIN_HEADER;
@@ -261,11 +261,7 @@ struct Batch {
 }
 
 fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
-    let headers = m.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(name))
-        .and_then(|h| h.value)
+    find_header(m.headers()?.iter().map(|h| (h.key, h.value)), name)
 }
 
 impl Batch {

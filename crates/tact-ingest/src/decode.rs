@@ -99,6 +99,18 @@ pub fn decode_message(
     }
 }
 
+/// The value of the first header named `name` (ASCII case-insensitive) among a
+/// message's `(name, value)` headers; `None` if there is none or it has no value.
+pub fn find_header<'a>(
+    headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    name: &str,
+) -> Option<&'a [u8]> {
+    headers
+        .into_iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .and_then(|(_, value)| value)
+}
+
 #[cfg(test)]
 mod tests {
     use tact_core::{Channel, EventKind, Purpose};
@@ -234,5 +246,185 @@ mod tests {
         assert!(decode_admitted(at(Some(now.0 - 24 * 3_600_000)), &rules, now).is_err());
         // A timestamp ahead of the clock is not believed.
         assert!(decode_admitted(at(Some(now.0 + 48 * 3_600_000)), &rules, now).is_ok());
+    }
+}
+
+/// Fuzzing what a Kafka message brings: keys, values and headers, and the dead letters
+/// read back from the log. Never a panic; a dead-letter reason always starts with the
+/// field at fault (`key`, `value`, `content-type`, `protobuf`, `json` or an event field);
+/// what decodes round-trips. Cases: 1024, `PROPTEST_CASES` to run more; failures are
+/// kept in `proptest-regressions/`.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use tact_proto::{WireFormat, event_to_bytes};
+    use tact_server::DeadLetter;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        let mut config = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = 1024;
+        }
+        config
+    }
+
+    fn assert_reason(reason: &str) {
+        let (field, why) = reason
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("no field in {reason:?}"));
+        assert!(
+            !field.is_empty()
+                && field
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]-".contains(c)),
+            "{reason:?}"
+        );
+        assert!(!why.trim().is_empty(), "{reason:?}");
+    }
+
+    fn check(key: Option<&[u8]>, value: Option<&[u8]>, content_type: Option<&[u8]>) {
+        match decode_message(key, value, content_type) {
+            Ok(event) => {
+                assert_eq!(key, Some(event.customer_id.as_bytes()));
+                for format in [WireFormat::Protobuf, WireFormat::Json] {
+                    let bytes = event_to_bytes(&event, format);
+                    let ct = format.content_type().as_bytes();
+                    assert_eq!(decode_message(key, Some(&bytes), Some(ct)).as_ref(), Ok(&event));
+                }
+            }
+            Err(reason) => assert_reason(&reason),
+        }
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..max)
+    }
+
+    fn content_type() -> impl Strategy<Value = Option<Vec<u8>>> {
+        proptest::option::of(prop_oneof![
+            prop::sample::select(vec![
+                "application/json",
+                "application/x-protobuf",
+                "APPLICATION/JSON; charset=utf-8",
+                "application/protobuf;",
+                "text/plain",
+                "",
+                ";",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+            bytes(64),
+        ])
+    }
+
+    fn valid_value() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+        let event = tact_core::Event {
+            event_id: "e1".into(),
+            customer_id: "c1".into(),
+            occurred_at: tact_core::Timestamp(1_700_000_000_000),
+            source: "web".into(),
+            kind: tact_core::EventKind::ConsentChanged {
+                channel: tact_core::Channel::Sms,
+                purpose: tact_core::Purpose::Marketing,
+                granted: true,
+                expires_at: Some(tact_core::Timestamp(1_800_000_000_000)),
+                proof: "form".into(),
+            },
+        };
+        any::<bool>().prop_map(move |json| {
+            let format = if json {
+                WireFormat::Json
+            } else {
+                WireFormat::Protobuf
+            };
+            (b"c1".to_vec(), event_to_bytes(&event, format))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn fuzz_decode_message_arbitrary(
+            key in proptest::option::of(bytes(48)),
+            value in proptest::option::of(bytes(4096)),
+            content_type in content_type(),
+        ) {
+            check(key.as_deref(), value.as_deref(), content_type.as_deref());
+        }
+
+        #[test]
+        fn fuzz_decode_message_mutated_values(
+            (key, mut value) in valid_value(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..4),
+            other_key in proptest::option::of(bytes(8)),
+            content_type in content_type(),
+        ) {
+            for (at, b, op) in edits {
+                let len = value.len();
+                match op {
+                    0 if len > 0 => value[at % len] ^= b | 1,
+                    1 => value.insert(at % (len + 1), b),
+                    _ => value.truncate(at % (len + 1)),
+                }
+            }
+            let key = other_key.unwrap_or(key);
+            check(Some(&key), Some(&value), content_type.as_deref());
+        }
+
+        #[test]
+        fn fuzz_headers(
+            headers in proptest::collection::vec(
+                (prop_oneof![Just("content-type".to_owned()), Just("Content-Type".to_owned()), "\\PC{0,16}"],
+                 proptest::option::of(bytes(32))),
+                0..8,
+            ),
+            value in bytes(256),
+        ) {
+            let found = find_header(headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())), "content-type");
+            let first = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+            prop_assert_eq!(found, first.and_then(|(_, v)| v.as_deref()));
+            check(Some(b"c1"), Some(&value), found);
+        }
+
+        #[test]
+        fn fuzz_dead_letter_decode(raw in bytes(2048), text in "\\PC{0,200}") {
+            for input in [&raw[..], text.as_bytes()] {
+                match DeadLetter::decode(input) {
+                    Ok(d) => prop_assert_eq!(DeadLetter::decode(&d.encode()).unwrap(), d),
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_dead_letter_mutations(
+            payload in bytes(64),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..4),
+        ) {
+            let d = DeadLetter {
+                topic: "tact.interactions".into(),
+                partition: 3,
+                offset: 77,
+                key: "c1".into(),
+                reason: "json: expected value".into(),
+                payload,
+                recorded_at: 1_700_000_000_000,
+            };
+            let mut raw = d.encode();
+            for (at, b, op) in edits {
+                let len = raw.len();
+                match op {
+                    0 if len > 0 => raw[at % len] = b,
+                    1 => raw.insert(at % (len + 1), b),
+                    _ => raw.truncate(at % (len + 1)),
+                }
+            }
+            match DeadLetter::decode(&raw) {
+                Ok(d) => prop_assert_eq!(DeadLetter::decode(&d.encode()).unwrap(), d),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
     }
 }

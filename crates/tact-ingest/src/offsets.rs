@@ -30,18 +30,29 @@ pub fn stored_offsets(storage: &dyn Storage, topic: &str) -> Result<BTreeMap<i32
     let prefix = offset_prefix(topic);
     let mut out = BTreeMap::new();
     for (k, v) in storage.meta_with_prefix(&prefix)? {
-        let (Ok(p), Ok(o)) = (
-            <[u8; 4]>::try_from(&k[prefix.len()..]),
-            <[u8; 8]>::try_from(v.as_slice()),
-        ) else {
-            return Err(LogError::CorruptKey {
-                tree: "meta",
-                reason: format!("bad kafka offset entry {:?}", String::from_utf8_lossy(&k)),
-            });
-        };
-        out.insert(i32::from_be_bytes(p), i64::from_be_bytes(o));
+        let (p, o) = parse_offset_entry(&prefix, &k, &v)?;
+        out.insert(p, o);
     }
     Ok(out)
+}
+
+/// The partition and next offset of one stored entry under `prefix`
+/// ([`offset_prefix`]): a 4-byte partition after the prefix, an 8-byte offset.
+pub fn parse_offset_entry(prefix: &[u8], key: &[u8], value: &[u8]) -> Result<(i32, i64), LogError> {
+    let partition = key
+        .strip_prefix(prefix)
+        .and_then(|rest| <[u8; 4]>::try_from(rest).ok());
+    match (partition, <[u8; 8]>::try_from(value)) {
+        (Some(p), Ok(o)) => Ok((i32::from_be_bytes(p), i64::from_be_bytes(o))),
+        _ => Err(LogError::CorruptKey {
+            tree: "meta",
+            reason: format!(
+                "bad kafka offset entry {:?} ({} value bytes, expected 8)",
+                String::from_utf8_lossy(key),
+                value.len()
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -66,5 +77,45 @@ mod tests {
         );
         assert_eq!(stored_offsets(&s, "other").unwrap().get(&0), Some(&99));
         assert!(stored_offsets(&s, "missing").unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        // Offsets are read back from the log's meta tree: whatever the bytes, an entry is
+        // parsed or is a clear error, never a panic.
+        #![proptest_config(ProptestConfig {
+            cases: if std::env::var_os("PROPTEST_CASES").is_some() { ProptestConfig::default().cases } else { 1024 },
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn fuzz_offset_entries(
+            topic in "\\PC{0,12}",
+            tail in proptest::collection::vec(any::<u8>(), 0..12),
+            value in proptest::collection::vec(any::<u8>(), 0..12),
+            whole_key in proptest::collection::vec(any::<u8>(), 0..40),
+            partition in any::<i32>(),
+            offset in any::<i64>(),
+        ) {
+            let prefix = offset_prefix(&topic);
+            let mut key = prefix.clone();
+            key.extend_from_slice(&tail);
+            for key in [&key, &whole_key] {
+                match parse_offset_entry(&prefix, key, &value) {
+                    Ok((p, o)) => {
+                        prop_assert_eq!(offset_entry(&topic, p, o), (key.clone(), value.clone()));
+                    }
+                    Err(e) => prop_assert!(e.to_string().contains("kafka offset entry")),
+                }
+            }
+            let (k, v) = offset_entry(&topic, partition, offset);
+            prop_assert_eq!(parse_offset_entry(&prefix, &k, &v).unwrap(), (partition, offset));
+        }
     }
 }

@@ -11,7 +11,7 @@ use tact_log::{Appended, Log, MetaEntry};
 use tact_server::DeadLetter;
 use tokio::runtime::Handle;
 
-use crate::decode::{Envelope, decode_admitted};
+use crate::decode::{Envelope, decode_admitted, find_header};
 use crate::offsets::offset_entry;
 use crate::origin::ORIGIN_HEADER;
 use crate::{IngestError, KafkaOptions};
@@ -115,8 +115,7 @@ pub fn rebuild_from_topic(
             }
             let header = |name: &str| {
                 m.headers()
-                    .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case(name)))
-                    .and_then(|h| h.value)
+                    .and_then(|h| find_header(h.iter().map(|h| (h.key, h.value)), name))
             };
             let envelope = Envelope {
                 key: m.key(),

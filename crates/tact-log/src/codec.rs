@@ -18,6 +18,35 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Decodes bincode (standard configuration) of a `T` from `bytes` with a limit that
+/// bounds what a length read from the bytes can make it allocate.
+///
+/// bincode 2 allocates a string's buffer at the length its prefix claims *before*
+/// reading the bytes, and without a limit nothing checks that claim: a corrupt length
+/// (say 2^40) is an allocation failure, which aborts the process instead of being a
+/// decode error. With a limit, a claim beyond it is `LimitExceeded`. bincode counts
+/// each integer at its in-memory size (a varint u64 read from 1 byte counts 8), so a
+/// valid encoding of `n` bytes counts at most `8 n`; the limit is the smallest of a few
+/// constant tiers (powers of 4, bincode's limit is a type parameter) at least `8 n`,
+/// so no allocation exceeds `32 n` bytes (4 KiB at least) whatever the input.
+pub fn decode_bounded<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    let need = bytes.len().saturating_mul(8);
+    macro_rules! tiers {
+        ($($shift:literal)*) => {$(
+            if need <= 1usize << $shift {
+                return bincode::serde::decode_from_slice(
+                    bytes,
+                    bincode_config().with_limit::<{ 1usize << $shift }>(),
+                );
+            }
+        )*};
+    }
+    tiers!(12 14 16 18 20 22 24 26 28 30 32 34 36 38 40 42);
+    bincode::serde::decode_from_slice(bytes, bincode_config().with_limit::<{ 1usize << 44 }>())
+}
+
 /// Encodes one event as a versioned, checksummed record.
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, LogError> {
     let mut buf = Vec::with_capacity(RECORD_HEADER + 96 + event.event_id.len() + event.customer_id.len());
@@ -41,7 +70,7 @@ pub fn encode_event_into(event: &Event, buf: &mut Vec<u8>) -> Result<(), LogErro
 /// Decodes the record stored at `seq`; any defect is a [`LogError::Corrupt`] naming `seq`.
 pub fn decode_event(seq: u64, record: &[u8]) -> Result<Event, LogError> {
     let payload = check_record(seq, record)?;
-    let (event, read) = bincode::serde::decode_from_slice::<Event, _>(payload, bincode_config())
+    let (event, read) = decode_bounded::<Event>(payload)
         .map_err(|e| LogError::corrupt(seq, format!("payload does not decode: {e}")))?;
     if read != payload.len() {
         return Err(LogError::corrupt(
@@ -171,6 +200,10 @@ pub fn parse_chunk(first_seq: u64, value: &[u8]) -> Result<Chunk<'_>, LogError> 
             if n == 0 {
                 return Err(corrupt("no records".into()));
             }
+            // Keys are not checksummed: a chunk must not claim seqs past u64::MAX.
+            if first_seq.checked_add(n as u64 - 1).is_none() {
+                return Err(corrupt(format!("{n} records do not fit after seq {first_seq}")));
+            }
             let (table, body) = (&value[CHUNK_HEADER..table_end], &value[table_end..]);
             let last_end = u32::from_be_bytes([
                 table[4 * n - 4],
@@ -207,7 +240,9 @@ impl<'a> Chunk<'a> {
 
     /// The seq of the last record.
     pub fn last_seq(&self) -> u64 {
-        self.first + self.len() as u64 - 1
+        // `parse_chunk` made sure this does not overflow (nor would `first + len`, so
+        // subtract first).
+        self.first + (self.len() as u64 - 1)
     }
 
     /// The number of records (at least 1).

@@ -20,6 +20,13 @@ pub enum LogError {
     /// A snapshot could not be written.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The snapshot file could not be read or written.
+    #[error("snapshot file {path}: {source}")]
+    SnapshotFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The log was shut down (or its writer task is gone).
     #[error("log is closed")]
     Closed,

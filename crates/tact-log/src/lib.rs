@@ -19,5 +19,6 @@ pub use log::{DurableHook, GroupCommit, Log, LogStats, PendingAppend};
 pub use projection::{Projection, ReplayStats, fold};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
-    Appended, DEAD_LETTER_PREFIX, EventIter, MemoryStorage, MetaEntry, RawVisitor, SledStorage, Storage,
+    Appended, DEAD_LETTER_PREFIX, EventIter, MemoryStorage, MetaEntry, RawVisitor, SNAPSHOT_FILE,
+    SledStorage, Storage,
 };

@@ -271,8 +271,10 @@ impl Projection {
     }
 
     /// Starts from the stored snapshot if it is usable and replays only the events after
-    /// it; otherwise (missing, corrupt, another retention, beyond the log) replays the
-    /// whole log, with a warning for anything but a missing snapshot.
+    /// it; otherwise (missing, unreadable by the storage, corrupt, another retention,
+    /// beyond the log) replays the whole log, with a warning naming the cause for
+    /// anything but a missing snapshot. The snapshot is only a cache: no error reading it
+    /// fails the load, while any error reading the log does.
     pub fn load(storage: &dyn Storage, retention: Retention) -> Result<(Projection, ReplayStats), LogError> {
         let started = Instant::now();
         let Some(mut projection) = Self::from_snapshot(storage, retention)? else {
@@ -298,9 +300,19 @@ impl Projection {
 
     /// The stored snapshot as a projection, if there is a usable one.
     fn from_snapshot(storage: &dyn Storage, retention: Retention) -> Result<Option<Projection>, LogError> {
-        let Some(bytes) = storage.get_snapshot()? else {
-            tracing::debug!("no snapshot: full replay");
-            return Ok(None);
+        // The snapshot is a cache: whatever keeps it from being read (sled failing to
+        // read its slot included) means "no snapshot", never a failed start. Errors
+        // reading the log itself still fail `load`.
+        let bytes = match storage.get_snapshot() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                tracing::debug!("no snapshot: full replay");
+                return Ok(None);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "snapshot unreadable: full replay");
+                return Ok(None);
+            }
         };
         let tag = match snapshot::decode_snapshot_tag(&bytes) {
             Ok(tag) => tag,

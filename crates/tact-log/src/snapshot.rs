@@ -5,13 +5,16 @@
 //! `tag` is bincode of [`SnapshotTag`] (position, retention, customer count) and
 //! `customers` is bincode of the `customer_id -> CustomerState` map. The tag is decoded
 //! before the crc is checked so that a snapshot of another retention or beyond the log
-//! is turned down without reading the rest.
+//! is turned down without reading the rest. Both decode with a limit bound to the
+//! snapshot's length ([`codec::decode_bounded`]), so a corrupt length inside cannot make
+//! the decoder allocate more than a few times the snapshot's own size.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tact_core::{CustomerState, Retention};
 
+use crate::codec;
 use crate::error::LogError;
 use crate::projection::Projection;
 use crate::storage::Storage;
@@ -79,7 +82,7 @@ fn split_tag(bytes: &[u8]) -> Result<(SnapshotTag, &[u8]), SnapshotError> {
     if bytes[0] != SNAPSHOT_VERSION {
         return Err(SnapshotError::Version(bytes[0]));
     }
-    let (tag, used) = bincode::serde::decode_from_slice::<SnapshotTag, _>(&bytes[HEADER..], config())
+    let (tag, used) = codec::decode_bounded::<SnapshotTag>(&bytes[HEADER..])
         .map_err(|e| SnapshotError::Tag(e.to_string()))?;
     Ok((tag, &bytes[HEADER + used..]))
 }
@@ -92,9 +95,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotTag, HashMap<String, Cus
     if stored != computed {
         return Err(SnapshotError::Crc { stored, computed });
     }
-    let (customers, used) =
-        bincode::serde::decode_from_slice::<HashMap<String, CustomerState>, _>(body, config())
-            .map_err(|e| SnapshotError::Body(e.to_string()))?;
+    let (customers, used) = codec::decode_bounded::<HashMap<String, CustomerState>>(body)
+        .map_err(|e| SnapshotError::Body(e.to_string()))?;
     if used != body.len() {
         return Err(SnapshotError::Body(format!(
             "{} trailing bytes",

@@ -246,3 +246,107 @@ fn a_corrupt_record_deep_in_a_long_replay_is_reported_by_seq() {
         );
     }
 }
+
+/// A storage whose snapshot slot, or whose log, cannot be read (as when sled fails to
+/// read the page or blob a value lives in).
+#[derive(Debug)]
+struct Unreadable {
+    inner: MemoryStorage,
+    snapshot: bool,
+    log: bool,
+}
+
+impl Unreadable {
+    fn error() -> tact_log::LogError {
+        tact_log::LogError::Sled(sled::Error::Io(std::io::Error::other(
+            "read corrupted data (simulated)",
+        )))
+    }
+}
+
+impl Storage for Unreadable {
+    fn append(
+        &self,
+        events: &[tact_core::Event],
+        meta: &[tact_log::MetaEntry],
+    ) -> Result<Vec<tact_log::Appended>, tact_log::LogError> {
+        self.inner.append(events, meta)
+    }
+    fn flush(&self) -> Result<(), tact_log::LogError> {
+        self.inner.flush()
+    }
+    fn last_seq(&self) -> Result<u64, tact_log::LogError> {
+        self.inner.last_seq()
+    }
+    fn get(&self, seq: u64) -> Result<Option<tact_core::Event>, tact_log::LogError> {
+        self.inner.get(seq)
+    }
+    fn scan_raw(&self, from: u64, visit: &mut tact_log::RawVisitor<'_>) -> Result<(), tact_log::LogError> {
+        if self.log {
+            return Err(Self::error());
+        }
+        self.inner.scan_raw(from, visit)
+    }
+    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, tact_core::Event)>, tact_log::LogError> {
+        self.inner.customer_events(customer_id)
+    }
+    fn seq_of(&self, event_id: &str) -> Result<Option<u64>, tact_log::LogError> {
+        self.inner.seq_of(event_id)
+    }
+    fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), tact_log::LogError> {
+        self.inner.put_meta(key, value)
+    }
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, tact_log::LogError> {
+        self.inner.get_meta(key)
+    }
+    fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<tact_log::MetaEntry>, tact_log::LogError> {
+        self.inner.meta_with_prefix(prefix)
+    }
+    fn put_snapshot(&self, bytes: &[u8]) -> Result<(), tact_log::LogError> {
+        self.inner.put_snapshot(bytes)
+    }
+    fn get_snapshot(&self) -> Result<Option<Vec<u8>>, tact_log::LogError> {
+        if self.snapshot {
+            return Err(Self::error());
+        }
+        self.inner.get_snapshot()
+    }
+}
+
+#[test]
+fn a_snapshot_slot_that_cannot_be_read_means_a_full_replay() {
+    let storage = Unreadable {
+        inner: MemoryStorage::new(),
+        snapshot: true,
+        log: false,
+    };
+    fill(&storage, &stream(300, 7));
+    let (full, _) = Projection::rebuild(&storage, Retention::default()).unwrap();
+    save_snapshot(&storage, &full).unwrap();
+    let (loaded, stats) = Projection::load(&storage, Retention::default()).unwrap();
+    assert_eq!((stats.snapshot, stats.events), (None, 300));
+    assert_eq!(loaded, full);
+}
+
+#[test]
+fn a_log_that_cannot_be_read_still_fails_the_load_whatever_the_snapshot() {
+    for snapshot in [false, true] {
+        let storage = Unreadable {
+            inner: MemoryStorage::new(),
+            snapshot,
+            log: false,
+        };
+        fill(&storage, &stream(50, 3));
+        // A snapshot of half the log, so the tail must be read.
+        let half = MemoryStorage::new();
+        fill(&half, &stream(25, 3));
+        save_snapshot(
+            &storage,
+            &Projection::rebuild(&half, Retention::default()).unwrap().0,
+        )
+        .unwrap();
+        let storage = Unreadable { log: true, ..storage };
+        let err = Projection::load(&storage, Retention::default()).unwrap_err();
+        assert!(err.to_string().contains("sled"), "{err}");
+    }
+}

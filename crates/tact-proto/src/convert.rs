@@ -571,8 +571,12 @@ impl WireFormat {
         }
     }
 
-    /// Guesses the format from the bytes: JSON starts with `{` (after whitespace), which
-    /// no `InteractionEvent` in protobuf can (it would be field 15 as a deprecated group).
+    /// Guesses the format from the bytes: JSON starts with `{` (after whitespace). A
+    /// protobuf `InteractionEvent` cannot start with `{` (it would be field 15 as a
+    /// deprecated group), but it can look like whitespace and then `{`: `\n` is the tag
+    /// of field 1 (`event_id`), so an id of 9, 10, 12, 13 or 32 bytes starting with `{`
+    /// reads as `\n`, whitespace, `{`. [`event_from_bytes`] therefore falls back to
+    /// protobuf when detected JSON does not parse.
     pub fn detect(bytes: &[u8]) -> WireFormat {
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => WireFormat::Json,
@@ -591,17 +595,25 @@ impl WireFormat {
 /// Decodes and checks one event from a stream message's value, in `format` or, when
 /// `None`, the detected one. Undecodable input fails with field `protobuf` or `json`.
 pub fn event_from_bytes(bytes: &[u8], format: Option<WireFormat>) -> Result<Event, ConvertError> {
-    match format.unwrap_or_else(|| WireFormat::detect(bytes)) {
-        WireFormat::Protobuf => {
-            let wire = <pb::InteractionEvent as prost::Message>::decode(bytes)
-                .map_err(|e| ConvertError::new("protobuf", e.to_string()))?;
-            Event::try_from(wire)
-        }
-        WireFormat::Json => {
-            let text = std::str::from_utf8(bytes).map_err(|e| ConvertError::new("json", e.to_string()))?;
-            event_from_json(text)
-        }
-    }
+    let protobuf = |bytes: &[u8]| {
+        <pb::InteractionEvent as prost::Message>::decode(bytes)
+            .map_err(|e| ConvertError::new("protobuf", e.to_string()))
+    };
+    let json = |bytes: &[u8]| {
+        let text = std::str::from_utf8(bytes).map_err(|e| ConvertError::new("json", e.to_string()))?;
+        serde_json::from_str::<pb::InteractionEvent>(text)
+            .map_err(|e| ConvertError::new("json", e.to_string()))
+    };
+    let wire = match format {
+        Some(WireFormat::Protobuf) => protobuf(bytes)?,
+        Some(WireFormat::Json) => json(bytes)?,
+        None => match WireFormat::detect(bytes) {
+            WireFormat::Protobuf => protobuf(bytes)?,
+            // Not JSON after all? It may be protobuf that looks like it (see `detect`).
+            WireFormat::Json => json(bytes).or_else(|e| protobuf(bytes).map_err(|_| e))?,
+        },
+    };
+    Event::try_from(wire)
 }
 
 /// Encodes an event for a stream message's value.

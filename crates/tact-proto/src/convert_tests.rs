@@ -34,7 +34,7 @@ fn event(kind: EventKind) -> Event {
 }
 
 /// One event of every kind, with optional fields both set and unset.
-fn samples() -> Vec<Event> {
+pub(crate) fn samples() -> Vec<Event> {
     let kinds = vec![
         EventKind::PageViewed {
             url: "/pricing".into(),
@@ -912,7 +912,7 @@ fn kind() -> impl Strategy<Value = EventKind> {
     ]
 }
 
-fn any_event() -> impl Strategy<Value = Event> {
+pub(crate) fn any_event() -> impl Strategy<Value = Event> {
     ("[A-Za-z0-9:_-]{1,40}", "[!-~]{1,40}", instant(), text(), kind()).prop_map(
         |(event_id, customer_id, occurred_at, source, mut kind)| {
             // An expiry or an end must come after the event (the validator says so).

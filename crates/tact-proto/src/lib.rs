@@ -24,3 +24,5 @@ pub use convert::{
 
 #[cfg(test)]
 mod convert_tests;
+#[cfg(test)]
+mod fuzz_tests;

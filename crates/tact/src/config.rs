@@ -333,10 +333,15 @@ fn figment(config: Option<&Path>, flags: &SettingsArgs) -> anyhow::Result<Figmen
         }
         None => PathBuf::from(DEFAULT_CONFIG),
     };
-    Ok(Figment::from(Serialized::defaults(Settings::default()))
-        .merge(Toml::file(file))
+    Ok(layers(Toml::file(file), flags))
+}
+
+/// Defaults < the config file's TOML < `TACT_*` environment variables < flags.
+fn layers(file: figment::providers::Data<Toml>, flags: &SettingsArgs) -> Figment {
+    Figment::from(Serialized::defaults(Settings::default()))
+        .merge(file)
         .merge(Env::prefixed("TACT_").only(ENV_KEYS))
-        .merge(Serialized::defaults(flags)))
+        .merge(Serialized::defaults(flags))
 }
 
 /// The largest group-commit wait: appenders wait this long for their answer.
@@ -725,5 +730,115 @@ mod tests {
         .unwrap();
         let err = load_policy(&path).unwrap_err().to_string();
         assert!(err.contains("p.toml") && err.contains("cap-x"), "{err}");
+    }
+
+    /// Fuzzing the config file's text (the loader, without the file): arbitrary text,
+    /// mutations of the shipped `config/tact.toml`, and arbitrary values for its keys.
+    /// Never a panic; an error names what is wrong; settings that load are usable.
+    /// 512 cases, `PROPTEST_CASES` to run more; failures kept in `proptest-regressions/`.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const SHIPPED: &str = include_str!("../../../config/tact.toml");
+
+        fn check(text: &str) {
+            match layers(Toml::string(text), &SettingsArgs::default()).extract::<Settings>() {
+                Ok(s) => {
+                    let _ = (s.group_commit(), s.limits(), s.kafka());
+                    // What loaded, written out and read back, is the same.
+                    let again: Settings = Figment::from(Serialized::defaults(&s)).extract().unwrap();
+                    assert_eq!(again, s);
+                }
+                Err(e) => assert!(!e.to_string().trim().is_empty()),
+            }
+        }
+
+        fn config() -> ProptestConfig {
+            let mut config = ProptestConfig::default();
+            if std::env::var_os("PROPTEST_CASES").is_none() {
+                config.cases = 512;
+            }
+            config
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                Just("18446744073709551616".to_owned()),
+                any::<f64>().prop_map(|f| format!("{f:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "\\PC{0,24}".prop_map(|s| format!("{s:?}")),
+                prop::sample::select(vec![
+                    "\"127.0.0.1:50051\"",
+                    "\"[::1]:0\"",
+                    "\"localhost:1\"",
+                    "\"\"",
+                    "\"host:99999\"",
+                    "[]",
+                    "{}",
+                    "{ a = 1 }",
+                    "[1, \"x\"]",
+                    "1979-05-27T07:32:00Z",
+                ])
+                .prop_map(String::from),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn fuzz_config_arbitrary_text(text in "\\PC{0,256}") {
+                figment::Jail::expect_with(|_| {
+                    check(&text);
+                    Ok(())
+                });
+            }
+
+            #[test]
+            fn fuzz_config_values(
+                pairs in proptest::collection::vec(
+                    (prop_oneof![prop::sample::select(ENV_KEYS).prop_map(String::from), "[a-z_]{1,12}"], value()),
+                    0..6,
+                ),
+            ) {
+                let mut seen = std::collections::HashSet::new();
+                let text: String = pairs
+                    .iter()
+                    .filter(|(k, _)| seen.insert(k.clone()))
+                    .map(|(k, v)| format!("{k} = {v}\n"))
+                    .collect();
+                figment::Jail::expect_with(|_| {
+                    check(&text);
+                    Ok(())
+                });
+            }
+
+            #[test]
+            fn fuzz_config_shipped_mutations(
+                edits in proptest::collection::vec((any::<usize>(), any::<char>(), 0..4u8), 1..6),
+            ) {
+                let mut chars: Vec<char> = SHIPPED.chars().collect();
+                for (at, c, op) in edits {
+                    let len = chars.len();
+                    match op {
+                        0 if len > 0 => chars[at % len] = c,
+                        1 => chars.insert(at % (len + 1), c),
+                        2 if len > 0 => {
+                            chars.remove(at % len);
+                        }
+                        _ => chars.truncate(at % (len + 1)),
+                    }
+                }
+                let text: String = chars.into_iter().collect();
+                figment::Jail::expect_with(|_| {
+                    check(&text);
+                    Ok(())
+                });
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ mod memory;
 mod sled_store;
 
 pub use self::memory::MemoryStorage;
-pub use self::sled_store::SledStorage;
+pub use self::sled_store::{SNAPSHOT_FILE, SledStorage};
 
 /// The visitor of [`Storage::scan_raw`]: gets each record's seq and raw bytes, returns
 /// whether to go on.

@@ -5,7 +5,16 @@
 //! event's bare record, as in the layout before chunks; an append of more than
 //! [`CHUNK_MAX_EVENTS`] events is split into several chunks), `meta`
 //! (caller's keys), `dead_letters` (meta keys under [`DEAD_LETTER_PREFIX`], stored
-//! without it) and `snapshots` (one projection snapshot under `projection`).
+//! without it) and `snapshots` (where versions before the snapshot file kept the
+//! projection snapshot, under `projection`; see below).
+//!
+//! The projection snapshot is a file of its own in the database's directory,
+//! [`SNAPSHOT_FILE`], replaced atomically (written beside, synced, renamed), and not a
+//! sled value: sled recovers its whole database at open, and a snapshot is large enough
+//! to be one of its blob files, so a damaged snapshot in sled made the database (the log
+//! included) fail to open. A damaged or unreadable snapshot file is only a missing cache.
+//! A storage made by [`SledStorage::from_db`] has no directory to put it in and keeps the
+//! snapshot in the `snapshots` tree as before.
 //!
 //! An append is one insert of its chunk, or, when it carries meta entries, one sled
 //! transaction of inserts over `events`, `meta` and `dead_letters`. Sled costs about the
@@ -25,7 +34,7 @@
 //! left alone (never read nor written again).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
@@ -39,9 +48,15 @@ use crate::error::LogError;
 
 const SNAPSHOT_KEY: &[u8] = b"projection";
 
+/// The projection snapshot's file, in the database's directory.
+pub const SNAPSHOT_FILE: &str = "tact-snapshot";
+
 /// The most events one chunk holds: a bigger append is stored as several chunks (in
 /// the same atomic write). Keeps sled's nodes and page rewrites of a reasonable size.
 const CHUNK_MAX_EVENTS: usize = 1024;
+
+/// The most ids [`load_index`] reserves room for up front.
+const MAX_RESERVED_IDS: usize = 1 << 22;
 
 /// The in-memory indexes of the log.
 #[derive(Default)]
@@ -73,6 +88,8 @@ pub struct SledStorage {
     meta: Tree,
     dead_letters: Tree,
     snapshots: Tree,
+    /// Where the snapshot lives; `None`: in the `snapshots` tree.
+    snapshot_file: Option<PathBuf>,
     /// Serializes appends: seq assignment and the duplicate check happen outside the
     /// write, which is safe because only appends write `events`.
     append_lock: Mutex<()>,
@@ -101,7 +118,7 @@ impl SledStorage {
         let deadline = std::time::Instant::now() + LOCK_RETRY;
         loop {
             match config.open() {
-                Ok(db) => return Self::from_db(db),
+                Ok(db) => return Self::with_snapshot_file(db, Some(config.get_path().join(SNAPSHOT_FILE))),
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -115,11 +132,17 @@ impl SledStorage {
 
     /// Opens a database from an explicit sled configuration (cache size, temporary, ...).
     pub fn open_with(config: sled::Config) -> Result<Self, LogError> {
-        Self::from_db(config.open()?)
+        let file = config.get_path().join(SNAPSHOT_FILE);
+        Self::with_snapshot_file(config.open()?, Some(file))
     }
 
-    /// Uses an already opened database.
+    /// Uses an already opened database; the snapshot is kept in its `snapshots` tree
+    /// (sled does not say where its directory is).
     pub fn from_db(db: Db) -> Result<Self, LogError> {
+        Self::with_snapshot_file(db, None)
+    }
+
+    fn with_snapshot_file(db: Db, snapshot_file: Option<PathBuf>) -> Result<Self, LogError> {
         let events = db.open_tree("events")?;
         let (index, last_seq) = load_index(&events)?;
         tracing::debug!(last_seq, ids = index.ids.len(), "opened sled log");
@@ -127,6 +150,7 @@ impl SledStorage {
             meta: db.open_tree("meta")?,
             dead_letters: db.open_tree("dead_letters")?,
             snapshots: db.open_tree("snapshots")?,
+            snapshot_file,
             events,
             db,
             append_lock: Mutex::new(()),
@@ -373,25 +397,70 @@ impl Storage for SledStorage {
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError> {
-        self.snapshots.insert(SNAPSHOT_KEY, bytes)?;
-        self.db.flush()?;
+        let Some(path) = &self.snapshot_file else {
+            self.snapshots.insert(SNAPSHOT_KEY, bytes)?;
+            self.db.flush()?;
+            return Ok(());
+        };
+        write_atomically(path, bytes).map_err(|source| LogError::SnapshotFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        // Drop the snapshot an older version kept in sled (no longer read), if any. Best
+        // effort: it may be the very value sled cannot read.
+        if !self.snapshots.is_empty()
+            && let Err(error) = self.snapshots.clear()
+        {
+            tracing::debug!(%error, "could not clear the old snapshots tree");
+        }
         Ok(())
     }
 
     fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.snapshots.get(SNAPSHOT_KEY)?.map(|v| v.to_vec()))
+        let Some(path) = &self.snapshot_file else {
+            return Ok(self.snapshots.get(SNAPSHOT_KEY)?.map(|v| v.to_vec()));
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LogError::SnapshotFile {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
     }
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves the old file or the
+/// new one, never a mix: written beside it, synced, renamed over it, directory synced.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Rebuilds the in-memory indexes from the records (checking each one's crc), and
 /// finds the last seq.
 fn load_index(events: &Tree) -> Result<(Index, u64), LogError> {
     let mut index = Index::default();
-    // Size the id index once instead of growing it by rehashing.
+    // Size the id index once instead of growing it by rehashing. The last seq comes
+    // from a key, which no crc guards: a corrupt one (near u64::MAX) must not size an
+    // allocation, so beyond 4M ids the index grows as it goes.
     if let Some((k, v)) = events.last()? {
         let first = codec::parse_seq("events", &k)?;
         let expected = codec::parse_chunk(first, &v)?.last_seq();
-        index.ids.reserve(usize::try_from(expected).unwrap_or(0));
+        index
+            .ids
+            .reserve(usize::try_from(expected).unwrap_or(0).min(MAX_RESERVED_IDS));
     }
     let mut last = 0;
     for item in events.iter() {
