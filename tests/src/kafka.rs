@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tact_core::{Event, Policy, Timestamp};
-use tact_ingest::{KafkaFeed, KafkaOptions, Publisher};
+use tact_ingest::{KafkaFeed, KafkaOptions, OriginKey, Publisher};
 use tact_proto::pb;
 use tact_server::{ServerOptions, SystemClock};
 use tokio::sync::oneshot;
@@ -131,6 +131,8 @@ impl Broker {
         let mut o = KafkaOptions::new(self.addr()).with_max_staleness(Duration::from_secs(1));
         o.topic = topic.to_owned();
         o.session_timeout = Duration::from_secs(6);
+        // The instances of one test share the key tact signs its own messages with.
+        o.admission.origin_key = Some(OriginKey::new(TEST_ORIGIN_KEY.to_vec()).unwrap());
         o
     }
 }
@@ -222,8 +224,15 @@ impl Drop for StopOnDrop {
 }
 
 /// Produces events with tact's publisher (keyed by customer, murmur2 partitioner).
+/// The origin key of the tact instances in these tests.
+pub const TEST_ORIGIN_KEY: &[u8] = b"tact end-to-end tests origin key";
+
+/// Produces as a system of record would: unsigned, so the events are judged as coming
+/// from outside tact.
 pub async fn produce(opts: &KafkaOptions, events: Vec<Event>) {
-    let publisher = Publisher::new(opts).expect("producer");
+    let mut outside = opts.clone();
+    outside.admission.origin_key = None;
+    let publisher = Publisher::new(&outside).expect("producer");
     publisher.produce(events, 50_000).await.expect("produced");
 }
 

@@ -173,16 +173,54 @@ async fn bad_messages_become_dead_letters_and_the_partition_goes_on() {
     );
     let bad_json =
         br#"{"eventId":"d-bad","customerId":"d1","occurredAt":"yesterday","purchase":{}}"#.to_vec();
-    let messages: Vec<(Option<&str>, Vec<u8>)> = vec![
-        (Some("d1"), b"\xff\x00garbage".to_vec()),
-        (Some("d1"), bad_json),
-        (Some("someone-else"), good.clone()),
-        (Some("d1"), good),
+    // What only tact writes, from a producer without tact's key: dead letters.
+    let forged = tact_proto::event_to_bytes(
+        &ev(
+            "tact-dforged",
+            "d1",
+            now(),
+            EventKind::OutreachAuthorized {
+                decision_id: "dforged".into(),
+                channel: Channel::Email,
+                purpose: Purpose::Marketing,
+                campaign: String::new(),
+                requested_by: String::new(),
+            },
+        ),
+        tact_proto::WireFormat::Protobuf,
+    );
+    let ahead = tact_proto::event_to_bytes(
+        &ev(
+            "d-ahead",
+            "d1",
+            Timestamp(now().0 + 2 * 86_400_000),
+            consent(Channel::Sms, Purpose::Marketing, true),
+        ),
+        tact_proto::WireFormat::Protobuf,
+    );
+    let wrong_key = tact_ingest::OriginKey::new(b"not the servers' origin key".to_vec()).unwrap();
+    let forged_signature = wrong_key.sign(&forged);
+    let messages: Vec<(Option<&str>, Vec<u8>, Option<&str>)> = vec![
+        (Some("d1"), b"\xff\x00garbage".to_vec(), None),
+        (Some("d1"), bad_json, None),
+        (Some("someone-else"), good.clone(), None),
+        (Some("d1"), forged.clone(), None),
+        (Some("d1"), forged, Some(&forged_signature)),
+        (Some("d1"), ahead, None),
+        (Some("d1"), good, None),
     ];
-    for (key, value) in &messages {
+    for (key, value, origin) in &messages {
         let mut record = FutureRecord::to(&t).payload(value.as_slice());
         if let Some(k) = key {
             record = record.key(k.as_bytes());
+        }
+        if let Some(sig) = origin {
+            record = record.headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: tact_ingest::ORIGIN_HEADER,
+                    value: Some(*sig),
+                }),
+            );
         }
         producer.send(record, Duration::from_secs(5)).await.unwrap();
     }
@@ -200,18 +238,34 @@ async fn bad_messages_become_dead_letters_and_the_partition_goes_on() {
         .unwrap()
         .into_inner()
         .dead_letters;
-    assert_eq!(dead.len(), 3, "{dead:?}");
-    assert_eq!(dead.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(dead.len(), 6, "{dead:?}");
+    assert_eq!(
+        dead.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
     assert!(dead[0].reason.starts_with("protobuf:"), "{}", dead[0].reason);
     assert!(dead[1].reason.starts_with("json:"), "{}", dead[1].reason);
     assert!(dead[2].reason.starts_with("key:"), "{}", dead[2].reason);
+    assert!(
+        dead[3]
+            .reason
+            .starts_with("event_id: the prefix `tact-` is reserved"),
+        "{}",
+        dead[3].reason
+    );
+    assert!(
+        dead[4].reason.contains("signature does not check"),
+        "{}",
+        dead[4].reason
+    );
+    assert!(dead[5].reason.starts_with("occurred_at:"), "{}", dead[5].reason);
     assert_eq!(dead[0].payload, b"\xff\x00garbage");
     let status = client
         .get_status(pb::GetStatusRequest {})
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.dead_letters, 3);
+    assert_eq!(status.dead_letters, 6);
     server.stop().await;
 }
 

@@ -176,6 +176,9 @@ async fn sigkill_while_consuming_applies_every_event_exactly_once() {
     let clean = run(tact(cwd.path())
         .args(["replay", "--from-kafka", "--data-dir"])
         .arg(&clean_dir)
+        // The servers' key: a rebuild must recognise what tact wrote to the topic.
+        .arg("--kafka-origin-key-file")
+        .arg(data.join("kafka-origin.key"))
         .arg("--policy")
         .arg(&policy)
         .args(["--kafka-brokers", &broker.addr(), "--kafka-topic", &topic]));
