@@ -87,7 +87,7 @@ async fn an_event_dated_beyond_the_clock_skew_is_rejected_naming_occurred_at() {
 async fn a_far_future_event_in_the_log_never_wipes_caps() {
     let now = wed_10am();
     let year_ago = now.saturating_sub(days(365));
-    let mut events: Vec<Event> = opted_in("capped", year_ago)
+    let events: Vec<Event> = opted_in("capped", year_ago)
         .into_iter()
         .chain((1..=3).map(|d| email_sent("capped", d, now.saturating_sub(days(d)))))
         .map(|e| Event::try_from(e).unwrap())
