@@ -554,6 +554,76 @@ async fn health_and_reflection_are_served() {
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"tact.v1.ContactPolicy"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    assert!(
+        names.contains(&"grpc.reflection.v1.ServerReflection"),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.reflection.v1alpha.ServerReflection"),
+        "{names:?}"
+    );
+    server.stop().await;
+}
+
+/// Clients that speak only `grpc.reflection.v1alpha` (Python's grpcio-reflection,
+/// older grpcurl builds, several GUI tools) discover the API too.
+#[tokio::test]
+async fn reflection_v1alpha_lists_and_describes_the_api() {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let server = TestServer::start(None, wed_10am()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.handle.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = |request| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+
+    let mut answers = reflection
+        .server_reflection_info(stream_once(ask(MessageRequest::ListServices(String::new()))))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer: {answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"tact.v1.ContactPolicy"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    assert!(
+        names.contains(&"grpc.reflection.v1alpha.ServerReflection"),
+        "{names:?}"
+    );
+
+    // The service's file (and so its methods and messages) can be fetched by symbol.
+    let mut answers = reflection
+        .server_reflection_info(stream_once(ask(MessageRequest::FileContainingSymbol(
+            "tact.v1.ContactPolicy".into(),
+        ))))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        panic!("unexpected reflection answer: {answer:?}");
+    };
+    // The encoded FileDescriptorProto names its file and methods as plain strings.
+    let contains = |bytes: &[u8], needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    let file = files
+        .file_descriptor_proto
+        .iter()
+        .find(|f| contains(f, "tact/v1/contact_policy.proto"))
+        .expect("the service's file");
+    for method in ["Decide", "Authorize", "DecideBatch", "RecordEvents"] {
+        assert!(contains(file, method), "{method} missing");
+    }
     server.stop().await;
 }
 

@@ -237,10 +237,22 @@ pub async fn run(
             }
         })
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tact_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: grpc.reflection.v1, and v1alpha for the clients that
+    // speak only that one (Python's grpcio-reflection, older grpcurl, several GUI tools).
+    // Each lists both reflection services, as grpc-go's does.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tact_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let limits = opts.limits;
     let api = ContactPolicyServer::new(ContactPolicyService::new(Arc::clone(&engine), limits))
@@ -285,6 +297,7 @@ pub async fn run(
             .initial_connection_window_size(Some(transport.http2_connection_window_bytes))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(api)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(served);
