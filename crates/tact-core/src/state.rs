@@ -25,7 +25,8 @@ use crate::time::{DAY, Span, Timestamp};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Retention {
     pub window: Span,
-    /// Hard bound on timeline entries; the oldest go first.
+    /// Hard bound on timeline entries of each kind (see `Mark::timeline_kind`), and on
+    /// side records beyond the compacted ones; the oldest go first.
     pub max_entries: u32,
 }
 
@@ -135,12 +136,49 @@ pub enum Mark {
     ComplaintFloor,
 }
 
+/// What pruning takes out of the timeline that the state must still account for.
+#[derive(Default)]
+struct Forgotten {
+    purchase: Option<Timestamp>,
+    complaint: Option<Timestamp>,
+    authorized: u32,
+}
+
+impl Forgotten {
+    fn note(&mut self, e: &Entry) {
+        match e.mark {
+            Mark::Purchase => self.purchase = self.purchase.max(Some(e.at)),
+            Mark::Complaint => self.complaint = self.complaint.max(Some(e.at)),
+            Mark::Touch { authorized: true, .. } => self.authorized += 1,
+            _ => {}
+        }
+    }
+}
+
+/// The kinds of timeline entry, each bounded on its own (see `prune_timeline`).
+pub const TIMELINE_KINDS: usize = 8;
+
 /// How many kinds of side record [`CustomerState`] keeps at most one of when compacting:
 /// consent per channel and purpose (and its newest withdrawal), do-not-contact, the
 /// three preferences, and the four latest/floor records.
 const SIDE_CLASSES: usize = 2 * 8 * 4 + 1 + 3 + 4;
 
 impl Mark {
+    /// The kind of a timeline entry, for the per-kind bound on entries.
+    fn timeline_kind(self) -> usize {
+        match self {
+            Mark::Research(_) => 0,
+            Mark::ContactRequest(_) => 1,
+            Mark::Inbound(_) => 2,
+            Mark::Touch { .. } => 3,
+            Mark::Engaged(..) => 4,
+            Mark::Unanswered(..) => 5,
+            Mark::Purchase => 6,
+            // `Complaint`; side records never reach the timeline.
+            _ => 7,
+        }
+    }
+
     /// Side records derived from other records (a latest or a floor), not events.
     fn is_derived(self) -> bool {
         matches!(
@@ -659,31 +697,56 @@ impl CustomerState {
         self.compact_side(boundary, retention.max_entries as usize);
     }
 
+    /// Drops timeline entries older than `boundary`, and beyond the newest
+    /// `max_entries` of each kind of entry ([`Mark::timeline_kind`]): a flood of one kind
+    /// (page views, engagements, inbound messages) can only push out older entries of its
+    /// own kind, never the touches that caps count or the research a cool-down reads.
+    /// Keeping the newest n of each kind is a function of the set of entries, so the
+    /// result does not depend on arrival order.
     fn prune_timeline(&mut self, boundary: Timestamp, retention: Retention) {
-        let timeline = self.timeline();
+        let max = retention.max_entries as usize;
+        let end = self.slots.len() - self.side as usize;
+        let timeline = &self.slots[..end];
         let stale = timeline.partition_point(|e| e.at < boundary);
-        let excess = timeline.len().saturating_sub(retention.max_entries as usize);
-        let cut = stale.max(excess);
-        if cut == 0 {
-            return;
-        }
-        let mut purchase = None;
-        let mut complaint = None;
-        let mut authorized = 0;
-        for e in &timeline[..cut] {
-            match e.mark {
-                Mark::Purchase => purchase = Some(e.at),
-                Mark::Complaint => complaint = Some(e.at),
-                Mark::Touch { authorized: true, .. } => authorized += 1,
-                _ => {}
+        let mut excess = [0usize; TIMELINE_KINDS];
+        // Fewer entries than `max` in all means fewer in each kind: no counting.
+        if end - stale > max {
+            for e in &timeline[stale..] {
+                excess[e.mark.timeline_kind()] += 1;
+            }
+            for x in &mut excess {
+                *x = x.saturating_sub(max);
             }
         }
-        self.authorized -= authorized;
-        self.slots.drain(..cut);
-        if let Some(at) = purchase {
+        let over = excess.iter().any(|x| *x > 0);
+        if stale == 0 && !over {
+            return;
+        }
+        let mut gone = Forgotten::default();
+        for e in &timeline[..stale] {
+            gone.note(e);
+        }
+        if over {
+            let mut kept = Vec::with_capacity(self.slots.len() - stale);
+            for e in &self.slots[stale..end] {
+                let kind = &mut excess[e.mark.timeline_kind()];
+                if *kind > 0 {
+                    *kind -= 1;
+                    gone.note(e);
+                } else {
+                    kept.push(*e);
+                }
+            }
+            kept.extend_from_slice(&self.slots[end..]);
+            self.slots = kept;
+        } else {
+            self.slots.drain(..stale);
+        }
+        self.authorized -= gone.authorized;
+        if let Some(at) = gone.purchase {
             self.raise(Mark::PurchaseFloor, at);
         }
-        if let Some(at) = complaint {
+        if let Some(at) = gone.complaint {
             self.raise(Mark::ComplaintFloor, at);
         }
     }

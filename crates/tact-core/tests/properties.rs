@@ -217,8 +217,8 @@ proptest! {
         let policy = Policy::default_policy();
         let s = fold(&events, &policy);
         let max = policy.retention().max_entries as usize;
-        prop_assert!(s.timeline().len() <= max);
-        prop_assert!(s.records() <= 2 * max + SIDE_CLASSES);
+        prop_assert!(s.timeline().len() <= TIMELINE_KINDS * max);
+        prop_assert!(s.records() <= (TIMELINE_KINDS + 1) * max + SIDE_CLASSES);
         if let Some(reference) = s.pruning_reference() {
             let horizon = reference.saturating_sub(policy.retention().window);
             prop_assert!(s.timeline().iter().all(|e| e.at >= horizon));
@@ -279,9 +279,11 @@ proptest! {
         }
         let shuffled = fold_with(&arrival, retention);
         prop_assert_eq!(&shuffled, &in_order);
-        prop_assert!(shuffled.records() <= 2 * 6 + SIDE_CLASSES);
+        prop_assert!(shuffled.records() <= (TIMELINE_KINDS + 1) * 6 + SIDE_CLASSES);
     }
 }
+
+use tact_core::state::TIMELINE_KINDS;
 
 /// The clock skew the server allows by default (kept as extra history).
 const SKEW: Span = Span(24 * 3_600_000);
@@ -330,6 +332,52 @@ fn an_event_dated_far_ahead_keeps_the_caps() {
     }
 }
 
+/// A flood of page views (research) or engagements cannot push out the touches that
+/// caps count: each kind of entry is bounded on its own.
+#[test]
+fn a_flood_of_one_kind_never_pushes_out_touches() {
+    let policy = Policy::default_policy();
+    let now = wed_10am();
+    let mut h = History::new().opted_in(now.saturating_sub(days(300)));
+    for d in 1..=3 {
+        h = h.sent(now.saturating_sub(days(d)), Channel::Email, Purpose::Marketing);
+    }
+    let email = proposal(Channel::Email, Purpose::Marketing);
+    let mut s = h.state(&policy);
+    let before = decide(&s, &policy, &email, now);
+    assert_ne!(before.verdict, Verdict::Allow);
+    for i in 0..2_000i64 {
+        let kind = if i % 2 == 0 {
+            EventKind::PageViewed {
+                url: "/".into(),
+                category: "pricing".into(),
+            }
+        } else {
+            EventKind::OutreachEngaged {
+                channel: Channel::Sms,
+                engagement: Engagement::Opened,
+            }
+        };
+        s.apply(
+            &Event {
+                event_id: format!("flood-{i}"),
+                customer_id: "c1".into(),
+                occurred_at: now.saturating_sub(SECOND).saturating_sub(Span(i)),
+                source: "web".into(),
+                kind,
+            },
+            policy.retention(),
+        );
+    }
+    assert!(s.timeline().len() <= TIMELINE_KINDS * 512);
+    let after = decide(&s, &policy, &email, now);
+    assert!(
+        after.reasons.iter().any(|r| &*r.rule_id == "cap-email"),
+        "{after:?}"
+    );
+    assert_ne!(after.verdict, Verdict::Allow);
+}
+
 /// A flood of consent changes cannot grow a customer's state without bound, and the
 /// newest change (and any withdrawal) still decides.
 #[test]
@@ -356,7 +404,7 @@ fn side_records_stay_bounded_under_a_flood() {
             policy.retention(),
         );
     }
-    assert!(s.records() <= 2 * 512 + SIDE_CLASSES, "{}", s.records());
+    assert!(s.records() <= 512 + SIDE_CLASSES, "{}", s.records());
     let last = s.consent(Channel::Email, Purpose::Marketing, now).unwrap();
     assert!(!last.withdrawn);
     assert!(s.ever_withdrawn(Channel::Email, Purpose::Marketing, now));
