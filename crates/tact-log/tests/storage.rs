@@ -552,6 +552,14 @@ fn dead_letters_are_meta_written_with_the_append() {
             b.name
         );
         assert_eq!(s.meta_with_prefix(&dead("t/0/")).unwrap().len(), 2);
+        // A bounded read stops at the limit, in key order.
+        let first = s.meta_with_prefix_limit(DEAD_LETTER_PREFIX, 2).unwrap();
+        assert_eq!(first[..], letters[..2], "{}", b.name);
+        assert!(
+            s.meta_with_prefix_limit(DEAD_LETTER_PREFIX, 0)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(s.meta_with_prefix(&dead("t/1/")).unwrap().len(), 1);
         assert_eq!(s.meta_with_prefix(b"kafka/").unwrap().len(), 1, "{}", b.name);
         // A prefix shorter than the dead-letter prefix covers both, in key order.

@@ -561,10 +561,9 @@ impl Engine {
         let entries = self
             .log
             .storage()
-            .meta_with_prefix(tact_log::DEAD_LETTER_PREFIX)?;
+            .meta_with_prefix_limit(tact_log::DEAD_LETTER_PREFIX, limit)?;
         Ok(entries
             .iter()
-            .take(limit)
             .map(|(key, value)| {
                 DeadLetter::decode(value).unwrap_or_else(|e| DeadLetter {
                     topic: String::new(),

@@ -15,6 +15,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::{CHUNK, Decided, Engine, Refused, WriteError};
 use crate::feed::Access;
 
+/// The most dead letters one `ListDeadLetters` answer holds (whatever `limit` asks).
+pub const MAX_DEAD_LETTERS_PER_ANSWER: usize = 1_000;
+
 /// Request limits of the gRPC API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -396,9 +399,11 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        // Each dead letter keeps up to 64 KiB of its payload: bound what one answer holds
+        // (and what is read to build it).
         let limit = match request.get_ref().limit {
             0 => 1000,
-            n => n as usize,
+            n => (n as usize).min(MAX_DEAD_LETTERS_PER_ANSWER),
         };
         let dead_letters = self
             .engine

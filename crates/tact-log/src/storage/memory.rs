@@ -159,6 +159,17 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
+    fn meta_with_prefix_limit(&self, prefix: &[u8], limit: usize) -> Result<Vec<MetaEntry>, LogError> {
+        Ok(self
+            .read()
+            .meta
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError> {
         self.write().snapshot = Some(bytes.to_vec());
         Ok(())

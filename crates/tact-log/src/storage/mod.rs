@@ -115,6 +115,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// [`DEAD_LETTER_PREFIX`]).
     fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError>;
 
+    /// The first `limit` of [`meta_with_prefix`](Storage::meta_with_prefix), reading no
+    /// more than that (dead letters can be many).
+    fn meta_with_prefix_limit(&self, prefix: &[u8], limit: usize) -> Result<Vec<MetaEntry>, LogError> {
+        let mut all = self.meta_with_prefix(prefix)?;
+        all.truncate(limit);
+        Ok(all)
+    }
+
     /// Replaces the stored projection snapshot (opaque bytes, see [`crate::snapshot`]) and
     /// makes it durable.
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError>;

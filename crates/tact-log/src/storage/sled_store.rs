@@ -367,6 +367,25 @@ impl Storage for SledStorage {
         Ok(tree.get(key)?.map(|v| v.to_vec()))
     }
 
+    fn meta_with_prefix_limit(&self, prefix: &[u8], limit: usize) -> Result<Vec<MetaEntry>, LogError> {
+        match prefix.strip_prefix(DEAD_LETTER_PREFIX) {
+            Some(rest) => self
+                .dead_letters
+                .scan_prefix(rest)
+                .take(limit)
+                .map(|item| {
+                    let (k, v) = item?;
+                    Ok(([DEAD_LETTER_PREFIX, &k].concat(), v.to_vec()))
+                })
+                .collect(),
+            None => {
+                let mut all = self.meta_with_prefix(prefix)?;
+                all.truncate(limit);
+                Ok(all)
+            }
+        }
+    }
+
     fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError> {
         let dead_letters = |rest: &[u8]| -> Result<Vec<MetaEntry>, LogError> {
             self.dead_letters
