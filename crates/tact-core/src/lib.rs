@@ -4,6 +4,7 @@
 //! an argument, so [`apply`](state::CustomerState::apply) and [`decide`](decide::decide)
 //! are deterministic and replay gives the same answers as live traffic.
 
+pub mod backtest;
 pub mod decide;
 pub mod event;
 mod explain;

@@ -7,6 +7,7 @@
 //! - [`Projection`]: every customer's [`tact_core::CustomerState`], rebuilt by replay,
 //!   optionally from a snapshot ([`save_snapshot`], [`Projection::load`]).
 
+pub mod backtest;
 pub mod codec;
 mod error;
 mod log;

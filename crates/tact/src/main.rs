@@ -4,6 +4,7 @@
 //! to a running server; `replay` rebuilds state from a stopped server's log; `demo`
 //! plays a few stories against a throw-away server.
 
+mod backtest;
 mod client;
 mod config;
 mod demo;
@@ -86,6 +87,9 @@ enum Command {
         #[arg(long)]
         from_kafka: bool,
     },
+    /// Re-decide every recorded outreach under a candidate policy and the baseline, offline
+    /// (the server must be stopped), and report what would have changed.
+    Backtest(backtest::BacktestArgs),
     /// Publish JSON-lines events (canonical protobuf JSON) to the Kafka topic, keyed by customer.
     Produce {
         /// The file, or `-` for standard input.
@@ -183,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::customer(&settings.server, &customer, at, json).await
         }
         Command::Replay { until, from_kafka } => serve::replay(&settings, until, from_kafka).await,
+        Command::Backtest(args) => backtest::backtest(&settings, &args).await,
         Command::Produce { file, format } => {
             let mut opts = settings.require_kafka()?;
             opts.format = match format {

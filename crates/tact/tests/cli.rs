@@ -311,3 +311,95 @@ fn config_file_and_env_feed_settings() {
         assert!(help.contains(var), "{var} not in --help:\n{help}");
     }
 }
+
+/// `tact backtest` re-decides the recorded outreach under a stricter candidate (one
+/// marketing email a week instead of three) and reports what changes, as JSON and for
+/// people.
+#[test]
+fn backtest_reports_what_a_stricter_policy_would_have_changed() {
+    use tact_core::{Channel, Event, EventKind, Purpose, Span, Timestamp};
+    use tact_log::Storage;
+
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let t0 = Timestamp::parse_rfc3339("2026-11-02T10:00:00Z").unwrap();
+    let day = |n: i64| t0.saturating_add(Span(n * 86_400_000));
+    let mut events = Vec::new();
+    for c in ["a", "b"] {
+        events.push(Event {
+            event_id: format!("{c}-consent"),
+            customer_id: c.into(),
+            occurred_at: day(-30),
+            source: "crm".into(),
+            kind: EventKind::ConsentChanged {
+                channel: Channel::Email,
+                purpose: Purpose::Marketing,
+                granted: true,
+                expires_at: None,
+                proof: "form".into(),
+            },
+        });
+        for d in 0..3 {
+            events.push(Event {
+                event_id: format!("{c}-mail-{d}"),
+                customer_id: c.into(),
+                occurred_at: day(d),
+                source: "esp".into(),
+                kind: EventKind::OutreachSent {
+                    channel: Channel::Email,
+                    purpose: Purpose::Marketing,
+                    campaign: "autumn".into(),
+                    decision_id: None,
+                },
+            });
+        }
+    }
+    {
+        std::fs::create_dir_all(&data).unwrap();
+        let storage = tact_log::SledStorage::open(data.join("log")).unwrap();
+        storage.append(&events, &[]).unwrap();
+        storage.flush().unwrap();
+    }
+    let policy = common::policy_path();
+    let candidate = cwd.path().join("candidate.toml");
+    let text_policy = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(
+        &candidate,
+        text_policy
+            .replacen("max = 3", "max = 1", 1)
+            .replacen("version = \"", "version = \"strict-", 1),
+    )
+    .unwrap();
+    let backtest = |json: bool| {
+        let mut cmd = tact(cwd.path());
+        cmd.args(["backtest", "--data-dir"])
+            .arg(&data)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--candidate")
+            .arg(&candidate);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    };
+    let report: serde_json::Value = serde_json::from_str(&backtest(true)).unwrap();
+    assert_eq!(report["outreach"], 6, "{report}");
+    assert_eq!(report["baseline"]["allow"], 6, "{report}");
+    assert_eq!(report["candidate"]["allow"], 2, "{report}");
+    assert_eq!(report["candidate"]["defer"], 4, "{report}");
+    assert_eq!(report["changed"], 4, "{report}");
+    assert_eq!(report["customers_affected"], 2, "{report}");
+    let change = &report["transitions"]["ALLOW->DEFER"];
+    assert_eq!(change["count"], 4, "{report}");
+    assert_eq!(change["by_rule"]["cap-email"], 4, "{report}");
+    assert_eq!(change["by_channel_purpose"]["email/marketing"], 4, "{report}");
+    assert_eq!(change["by_campaign"]["autumn"], 4, "{report}");
+
+    let human = backtest(false);
+    assert!(human.contains("changed: 4 (2 customers affected)"), "{human}");
+    assert!(human.contains("ALLOW->DEFER: 4"), "{human}");
+    assert!(human.contains("candidate: cap-email [DEFER]"), "{human}");
+}
