@@ -54,8 +54,9 @@ fn bench_backtest(c: &mut Criterion) {
     storage.flush().expect("flush");
 
     let baseline = Policy::default_policy();
-    let candidate = Policy::from_toml_str(&tact_core::policy::DEFAULT_POLICY.replacen("max = 3", "max = 1", 1))
-        .expect("candidate policy");
+    let candidate =
+        Policy::from_toml_str(&tact_core::policy::DEFAULT_POLICY.replacen("max = 3", "max = 1", 1))
+            .expect("candidate policy");
     let skew = Admission::default().max_clock_skew;
     let retention = baseline.retention().with_slack(skew);
     let none: Option<&HashSet<String>> = None;
@@ -94,7 +95,8 @@ fn bench_backtest(c: &mut Criterion) {
         })
     });
     group.finish();
-    let report = run_backtest(&storage, &baseline, &candidate, skew, Period::default(), none).expect("backtest");
+    let report =
+        run_backtest(&storage, &baseline, &candidate, skew, Period::default(), none).expect("backtest");
     let (r, b) = (median(replays), median(backtests));
     println!(
         "backtest: {} events, {} outreach re-decided, {} changed; replay {:.0} events/s, backtest {:.0} events/s: {:.2}x the replay",

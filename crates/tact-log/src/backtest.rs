@@ -231,4 +231,3 @@ pub fn run_backtest(
     report.events_per_sec = events as f64 / elapsed.as_secs_f64().max(1e-9);
     Ok(report)
 }
-

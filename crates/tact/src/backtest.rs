@@ -81,7 +81,10 @@ fn render(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         r.elapsed_ms as f64 / 1000.0,
         r.events_per_sec
     )?;
-    writeln!(out, "history as it happened: outreach a policy would have blocked still counts in later caps")?;
+    writeln!(
+        out,
+        "history as it happened: outreach a policy would have blocked still counts in later caps"
+    )?;
     for (name, policy, c) in [
         ("baseline ", &r.baseline_policy, r.baseline),
         ("candidate", &r.candidate_policy, r.candidate),

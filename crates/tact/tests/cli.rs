@@ -382,7 +382,12 @@ fn backtest_reports_what_a_stricter_policy_would_have_changed() {
             cmd.arg("--json");
         }
         let out = run(&mut cmd);
-        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stdout)
     };
     let report: serde_json::Value = serde_json::from_str(&backtest(true)).unwrap();
