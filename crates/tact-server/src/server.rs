@@ -14,10 +14,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 
+use crate::auth::{AuthOptions, Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::ServerError;
 use crate::feed::Feed;
+use crate::guard::{Guard, Guarded};
 use crate::service::{ContactPolicyService, Limits};
 use crate::transport::{Incoming, Signals, TransportOptions};
 
@@ -45,6 +47,8 @@ pub struct ServerOptions {
     pub admission: Admission,
     /// Connection limits and timeouts, and the shutdown deadlines.
     pub transport: TransportOptions,
+    /// API keys (the clients file) and the unauthenticated mode's limits.
+    pub auth: AuthOptions,
 }
 
 impl ServerOptions {
@@ -61,6 +65,7 @@ impl ServerOptions {
             feed: None,
             admission: Admission::default(),
             transport: TransportOptions::default(),
+            auth: AuthOptions::default(),
         }
     }
 }
@@ -105,6 +110,7 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
 pub struct ServerHandle {
     local_addr: SocketAddr,
     engine: Arc<Engine>,
+    auth: Arc<Authenticator>,
     replay: ReplayStats,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -116,6 +122,11 @@ impl ServerHandle {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Who may call: reload the clients file with `auth().reload()` (SIGHUP in `tact serve`).
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
     }
 
     /// How state was rebuilt at start (events replayed, snapshot used).
@@ -152,6 +163,18 @@ pub async fn run(
 ) -> Result<ServerHandle, ServerError> {
     let transport = opts.transport;
     transport.validate()?;
+    let mtls = false;
+    let auth = Arc::new(Authenticator::new(&opts.auth, mtls)?);
+    if auth.is_open() && !opts.listen.ip().is_loopback() && !opts.auth.allow_unauthenticated {
+        return Err(ServerError::Unauthenticated { addr: opts.listen });
+    }
+    if auth.is_open() {
+        tracing::warn!(
+            "no clients file and no client certificates: every caller may do everything (loopback only)"
+        );
+    } else {
+        tracing::info!(clients = auth.clients().len(), "api keys from the clients file");
+    }
     if let Some(warning) = transport.frame_budget_warning() {
         tracing::warn!(detail = %warning, "http/2 windows let a fast stream trip h2's flood protection");
     }
@@ -255,9 +278,13 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let limits = opts.limits;
-    let api = ContactPolicyServer::new(ContactPolicyService::new(Arc::clone(&engine), limits))
-        .max_decoding_message_size(limits.max_request_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let guard = Arc::new(Guard::new(Arc::clone(&auth)));
+    let api = ContactPolicyServer::new(Guarded::new(
+        ContactPolicyService::new(Arc::clone(&engine), limits),
+        guard,
+    ))
+    .max_decoding_message_size(limits.max_request_bytes)
+    .max_encoding_message_size(usize::MAX);
     tracing::info!(addr = %local_addr, policy_version = %policy_version, "serving tact.v1.ContactPolicy");
 
     let snapshot = opts.snapshot_on_shutdown;
@@ -342,6 +369,7 @@ pub async fn run(
     Ok(ServerHandle {
         local_addr,
         engine,
+        auth,
         replay: stats,
         task,
     })

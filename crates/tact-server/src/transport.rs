@@ -32,6 +32,8 @@ use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::auth::PeerIdentity;
+
 use crate::error::ServerError;
 
 /// The HTTP/2 client preface (24 bytes) and the 9-byte header of the first frame
@@ -415,11 +417,22 @@ impl Conn {
     }
 }
 
+/// What a call learns of its connection (in the request's extensions): the TCP
+/// addresses, and the client's name from its verified certificate (mTLS).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    pub peer: Option<PeerIdentity>,
+}
+
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        ConnInfo {
+            tcp: self.io.connect_info(),
+            peer: None,
+        }
     }
 }
 
