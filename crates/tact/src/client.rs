@@ -9,6 +9,7 @@ use tact_core::{Channel, Purpose, Timestamp};
 use tact_proto::convert::timestamp_to_pb;
 use tact_proto::pb;
 use tact_proto::pb::contact_policy_client::ContactPolicyClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel as Transport;
 
 use crate::render;
@@ -16,9 +17,36 @@ use crate::render;
 /// Events per RecordEvents call of `tact import`.
 pub const IMPORT_BATCH: usize = 1000;
 
-pub type Client = ContactPolicyClient<Transport>;
+pub type Client = ContactPolicyClient<InterceptedService<Transport, ApiKey>>;
 
-/// Connects to the server at `url`.
+/// Sends `authorization: Bearer <key>` with every call when `TACT_API_KEY` is set.
+#[derive(Clone, Debug)]
+pub struct ApiKey(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl ApiKey {
+    fn from_env() -> anyhow::Result<ApiKey> {
+        match std::env::var("TACT_API_KEY") {
+            Ok(key) if !key.trim().is_empty() => {
+                let value = format!("Bearer {}", key.trim())
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("TACT_API_KEY: not a valid api key"))?;
+                Ok(ApiKey(Some(value)))
+            }
+            _ => Ok(ApiKey(None)),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Connects to the server at `url` (with the api key in `TACT_API_KEY`, if set).
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid server URL `{url}`"))?
@@ -27,7 +55,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
         .connect()
         .await
         .with_context(|| format!("cannot connect to tact at {url} (is `tact serve` running?)"))?;
-    Ok(ContactPolicyClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(
+        ContactPolicyClient::with_interceptor(channel, ApiKey::from_env()?)
+            .max_decoding_message_size(64 << 20),
+    )
 }
 
 /// The wall clock, for rendering "in 3 h" next to instants.

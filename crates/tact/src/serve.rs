@@ -40,6 +40,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
     opts.admission = settings.admission();
     opts.transport = settings.transport()?;
+    opts.auth = settings.auth();
     if let Some(addr) = settings.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -80,7 +81,26 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    handle.wait().await.context("the server failed")?;
+    // SIGHUP re-reads the clients file; a bad file keeps the clients in force.
+    let auth = std::sync::Arc::clone(handle.auth());
+    let reload = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install the sighup handler: the clients file is read only at start");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(clients) => tracing::info!(clients, "sighup: clients file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "sighup: clients file not reloaded, keeping the clients in force")
+                }
+            }
+        }
+    });
+    let waited = handle.wait().await;
+    reload.abort();
+    waited.context("the server failed")?;
     tracing::info!("server stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
