@@ -31,6 +31,8 @@ pub enum ServerError {
          record, decide and authorize"
     )]
     Unauthenticated { addr: std::net::SocketAddr },
+    #[error("tls: {0}")]
+    Tls(String),
     #[error(transparent)]
     Clients(#[from] crate::auth::ClientsError),
     #[error("internal task failed: {0}")]

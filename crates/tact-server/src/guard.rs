@@ -45,7 +45,7 @@ impl Guard {
         let peer = request
             .extensions()
             .get::<ConnInfo>()
-            .and_then(|c| c.peer.as_ref())
+            .and_then(ConnInfo::peer)
             .or_else(|| request.extensions().get::<PeerIdentity>());
         let caller = self.auth.identify(request.metadata(), peer)?;
         caller.require(scope)?;

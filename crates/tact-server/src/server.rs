@@ -21,6 +21,7 @@ use crate::error::ServerError;
 use crate::feed::Feed;
 use crate::guard::{Guard, Guarded};
 use crate::service::{ContactPolicyService, Limits};
+use crate::tls::TlsOptions;
 use crate::transport::{Incoming, Signals, TransportOptions};
 
 /// The health-check service name that reports the Kafka feed's freshness.
@@ -49,6 +50,8 @@ pub struct ServerOptions {
     pub transport: TransportOptions,
     /// API keys (the clients file) and the unauthenticated mode's limits.
     pub auth: AuthOptions,
+    /// TLS (and mutual TLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
 impl ServerOptions {
@@ -66,6 +69,7 @@ impl ServerOptions {
             admission: Admission::default(),
             transport: TransportOptions::default(),
             auth: AuthOptions::default(),
+            tls: None,
         }
     }
 }
@@ -163,7 +167,8 @@ pub async fn run(
 ) -> Result<ServerHandle, ServerError> {
     let transport = opts.transport;
     transport.validate()?;
-    let mtls = false;
+    let tls = opts.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let mtls = opts.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     let auth = Arc::new(Authenticator::new(&opts.auth, mtls)?);
     if auth.is_open() && !opts.listen.ip().is_loopback() && !opts.auth.allow_unauthenticated {
         return Err(ServerError::Unauthenticated { addr: opts.listen });
@@ -285,13 +290,19 @@ pub async fn run(
     ))
     .max_decoding_message_size(limits.max_request_bytes)
     .max_encoding_message_size(usize::MAX);
-    tracing::info!(addr = %local_addr, policy_version = %policy_version, "serving tact.v1.ContactPolicy");
+    tracing::info!(
+        addr = %local_addr,
+        policy_version = %policy_version,
+        tls = opts.tls.is_some(),
+        mtls,
+        "serving tact.v1.ContactPolicy"
+    );
 
     let snapshot = opts.snapshot_on_shutdown;
     let task_engine = Arc::clone(&engine);
     let slots = Arc::new(Semaphore::new(transport.max_connections));
     let signals = Signals::default();
-    let incoming = Incoming::new(listener, Arc::clone(&slots), &transport, signals.clone());
+    let incoming = Incoming::new(listener, Arc::clone(&slots), &transport, signals.clone(), tls);
     let task = tokio::spawn(async move {
         let (fired, grace_starts) = tokio::sync::oneshot::channel::<()>();
         let stopping = signals.stopping.clone();

@@ -20,7 +20,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -252,6 +252,7 @@ pub(crate) struct Incoming {
     refused: Throttle,
     errors: Throttle,
     timeouts: Arc<Mutex<Throttle>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Incoming {
@@ -269,8 +270,10 @@ impl Incoming {
         slots: Arc<Semaphore>,
         opts: &TransportOptions,
         signals: Signals,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
         Incoming {
+            tls,
             listener,
             slots,
             handshake_timeout: opts.handshake_timeout,
@@ -301,8 +304,23 @@ impl Incoming {
         }
         metrics::counter!("tact_connections_accepted_total").increment(1);
         metrics::gauge!("tact_connections_open").increment(1.0);
+        let info = ConnInfo {
+            tcp: TcpConnectInfo {
+                local_addr: stream.local_addr().ok(),
+                remote_addr: Some(peer),
+            },
+            peer: Arc::new(OnceLock::new()),
+        };
+        let io = match &self.tls {
+            Some(acceptor) => Io::Tls(Box::new(TlsIo {
+                state: TlsState::Handshake(acceptor.accept(stream)),
+                peer: Arc::clone(&info.peer),
+            })),
+            None => Io::Plain(stream),
+        };
         Some(Conn {
-            io: stream,
+            io,
+            info,
             _slot: slot,
             handshake: Some(Handshake {
                 deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
@@ -369,7 +387,8 @@ struct Handshake {
 /// An accepted connection: the TCP stream, its slot under `max_connections` (freed
 /// when hyper drops it), the handshake deadline and the shutdown signals.
 pub(crate) struct Conn {
-    io: TcpStream,
+    io: Io,
+    info: ConnInfo,
     _slot: OwnedSemaphorePermit,
     handshake: Option<Handshake>,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -418,20 +437,161 @@ impl Conn {
 }
 
 /// What a call learns of its connection (in the request's extensions): the TCP
-/// addresses, and the client's name from its verified certificate (mTLS).
+/// addresses, and the client's name from its verified certificate (mTLS), known once
+/// the TLS handshake is over (before any call).
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub tcp: TcpConnectInfo,
-    pub peer: Option<PeerIdentity>,
+    peer: Arc<OnceLock<PeerIdentity>>,
+}
+
+impl ConnInfo {
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.get()
+    }
 }
 
 impl Connected for Conn {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        ConnInfo {
-            tcp: self.io.connect_info(),
-            peer: None,
+        self.info.clone()
+    }
+}
+
+/// The byte stream under a connection: plain TCP, or TLS over it (the handshake driven
+/// by the first reads and writes, so the connection's handshake deadline covers it).
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsIo>),
+}
+
+struct TlsIo {
+    state: TlsState,
+    peer: Arc<OnceLock<PeerIdentity>>,
+}
+
+enum TlsState {
+    Handshake(tokio_rustls::Accept<TcpStream>),
+    Ready(tokio_rustls::server::TlsStream<TcpStream>),
+    Failed,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Io::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
+            Io::Tls(t) => f
+                .debug_struct("Tls")
+                .field("ready", &matches!(t.state, TlsState::Ready(_)))
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl TlsIo {
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match &mut self.state {
+                TlsState::Ready(_) => return Poll::Ready(Ok(())),
+                TlsState::Failed => return Poll::Ready(Err(aborted("tls handshake failed"))),
+                TlsState::Handshake(accept) => match std::task::ready!(Pin::new(accept).poll(cx)) {
+                    Ok(stream) => {
+                        let name = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .and_then(crate::tls::peer_name);
+                        if let Some(name) = name {
+                            let _ = self.peer.set(PeerIdentity(name.into()));
+                        }
+                        self.state = TlsState::Ready(stream);
+                    }
+                    Err(e) => {
+                        metrics::counter!("tact_tls_handshake_failures_total").increment(1);
+                        tracing::debug!(error = %e, "tls handshake failed");
+                        self.state = TlsState::Failed;
+                        return Poll::Ready(Err(e));
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(t) => {
+                std::task::ready!(t.poll_handshake(cx))?;
+                match &mut t.state {
+                    TlsState::Ready(s) => Pin::new(s).poll_read(cx, buf),
+                    _ => Poll::Ready(Err(aborted("tls handshake failed"))),
+                }
+            }
+        }
+    }
+}
+
+impl Io {
+    /// The stream to write to, once the handshake is over.
+    fn poll_writable(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Pin<&mut (dyn AsyncWrite + Unpin)>>> {
+        match self {
+            Io::Plain(s) => Poll::Ready(Ok(Pin::new(s))),
+            Io::Tls(t) => {
+                std::task::ready!(t.poll_handshake(cx))?;
+                match &mut t.state {
+                    TlsState::Ready(s) => Poll::Ready(Ok(Pin::new(s))),
+                    _ => Poll::Ready(Err(aborted("tls handshake failed"))),
+                }
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(t) => match &t.state {
+                TlsState::Ready(s) => s.is_write_vectored(),
+                _ => false,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.get_mut().poll_writable(cx))?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.get_mut().poll_writable(cx))?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        Io::is_write_vectored(self)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.get_mut().poll_writable(cx))?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(t) => match &mut t.state {
+                TlsState::Ready(s) => Pin::new(s).poll_shutdown(cx),
+                _ => Poll::Ready(Ok(())),
+            },
         }
     }
 }

@@ -46,11 +46,39 @@ impl tonic::service::Interceptor for ApiKey {
     }
 }
 
-/// Connects to the server at `url` (with the api key in `TACT_API_KEY`, if set).
+/// For an `https://` server: the CA to trust (`TACT_TLS_CA`, PEM) and, for mutual TLS,
+/// this client's certificate and key (`TACT_TLS_CLIENT_CERT`, `TACT_TLS_CLIENT_KEY`).
+fn client_tls() -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let read = |var: &str| -> anyhow::Result<Option<String>> {
+        match std::env::var_os(var) {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(Some)
+                .with_context(|| format!("{var}: cannot read {}", path.to_string_lossy())),
+            None => Ok(None),
+        }
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    match read("TACT_TLS_CA")? {
+        Some(ca) => tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        None => bail!("an https:// server needs TACT_TLS_CA: the CA certificate (PEM) to trust"),
+    }
+    match (read("TACT_TLS_CLIENT_CERT")?, read("TACT_TLS_CLIENT_KEY")?) {
+        (Some(cert), Some(key)) => tls = tls.identity(tonic::transport::Identity::from_pem(cert, key)),
+        (None, None) => {}
+        _ => bail!("TACT_TLS_CLIENT_CERT and TACT_TLS_CLIENT_KEY go together"),
+    }
+    Ok(tls)
+}
+
+/// Connects to the server at `url` (with the api key in `TACT_API_KEY`, if set; over
+/// TLS for `https://`).
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid server URL `{url}`"))?
         .connect_timeout(std::time::Duration::from_secs(5));
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(client_tls()?).context("client tls")?;
+    }
     let channel = endpoint
         .connect()
         .await

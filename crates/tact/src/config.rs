@@ -529,6 +529,20 @@ impl Settings {
         }
     }
 
+    /// TLS for `serve`: both `tls_cert` and `tls_key`, or neither (and a client CA only with them).
+    pub fn tls(&self) -> anyhow::Result<Option<tact_server::TlsOptions>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(tact_server::TlsOptions {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (None, None) if self.tls_client_ca.is_none() => Ok(None),
+            (None, None) => bail!("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)"),
+            _ => bail!("tls_cert and tls_key go together: give both, or neither for plaintext"),
+        }
+    }
+
     pub fn limits(&self) -> tact_server::Limits {
         tact_server::Limits {
             max_batch: self.max_batch,

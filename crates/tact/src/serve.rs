@@ -41,6 +41,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.admission = settings.admission();
     opts.transport = settings.transport()?;
     opts.auth = settings.auth();
+    opts.tls = settings.tls()?;
     if let Some(addr) = settings.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
