@@ -244,6 +244,24 @@ pub async fn run(
             set_not_serving(&health).await;
         })
     };
+    // Gauges sampled once a second: customers in memory, the log position, and the
+    // log's counters.
+    let gauges_task = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let stats = engine.log().stats();
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                metrics::gauge!("tact_customers_in_memory").set(engine.customers() as f64);
+                metrics::gauge!("tact_log_position").set(engine.position() as f64);
+                metrics::counter!("tact_log_events_recorded_total").absolute(load(&stats.recorded));
+                metrics::counter!("tact_log_duplicates_total").absolute(load(&stats.duplicates));
+                metrics::counter!("tact_log_flushes_total").absolute(load(&stats.flushes));
+            }
+        })
+    };
     // With a feed, `tact.v1.Ingest` reports whether every owned partition is caught up
     // and fresh (the API stays SERVING: it fails closed per decision instead).
     let freshness_task = opts.feed.clone().map(|feed| {
@@ -313,6 +331,7 @@ pub async fn run(
                 "shutting down: health not serving, finishing in-flight calls"
             );
             poison_task.abort();
+            gauges_task.abort();
             set_not_serving(&health).await;
             if let Some(task) = freshness_task {
                 task.abort();

@@ -43,7 +43,17 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.auth = settings.auth();
     opts.tls = settings.tls()?;
     if let Some(addr) = settings.metrics_listen {
+        // Latencies as Prometheus histograms (not summaries), from 50 µs to 10 s.
+        const LATENCY_BUCKETS: &[f64] = &[
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 10.0,
+        ];
         metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .context("latency buckets")?
             .with_http_listener(addr)
             .install()
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
