@@ -276,3 +276,59 @@ async fn unauthenticated_loopback_mode_is_one_shared_client() {
     assert!(e.message().contains("`local`"), "{}", e.message());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn streams_are_bounded_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.toml");
+    write_clients(
+        &path,
+        &[
+            ("campaign", CRM, &[Scope::Decide], RateLimits::default()),
+            ("rep", DIALER, &[Scope::Decide], RateLimits::default()),
+        ],
+    );
+    let server = TestServer::start_with(None, wed_10am(), move |opts| {
+        opts.auth.clients_file = Some(path);
+        opts.shed.max_streams_per_client = 1;
+    })
+    .await;
+    let mut client = server.client().await;
+    // An open stream (its request side stays open).
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::DecideRequest>(1);
+    let open = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut first = client
+        .decide_stream(bearer(open, CRM))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(decide_req()).await.unwrap();
+    assert!(first.message().await.unwrap().is_some());
+    let e = client
+        .decide_stream(bearer(tokio_stream::iter([decide_req()]), CRM))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(e.metadata().get("tact-reason").unwrap(), "overloaded");
+    // Another client is not bound by it; closing the stream frees the slot.
+    let mut other = client
+        .decide_stream(bearer(tokio_stream::iter([decide_req()]), DIALER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.message().await.unwrap().is_some());
+    drop(tx);
+    while first.message().await.unwrap().is_some() {}
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match client
+            .decide_stream(bearer(tokio_stream::iter([decide_req()]), CRM))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Caller, PeerIdentity, Scope};
 use crate::limits::{Cost, RateLimiters};
+use crate::shed::{ShedOptions, Shedder};
 use crate::transport::ConnInfo;
 
 /// Authentication, scopes and rate limits, shared by every call.
@@ -30,13 +31,15 @@ use crate::transport::ConnInfo;
 pub struct Guard {
     pub auth: Arc<Authenticator>,
     pub limiters: RateLimiters,
+    pub shed: Shedder,
 }
 
 impl Guard {
-    pub fn new(auth: Arc<Authenticator>) -> Guard {
+    pub fn new(auth: Arc<Authenticator>, shed: ShedOptions) -> Guard {
         Guard {
             auth,
             limiters: RateLimiters::default(),
+            shed: Shedder::new(shed),
         }
     }
 
@@ -151,7 +154,7 @@ async fn unary<Req, Resp, F, Fut>(
     call: F,
 ) -> Result<Response<Resp>, Status>
 where
-    F: FnOnce(Request<Req>) -> Fut,
+    F: FnOnce(&Caller, Request<Req>) -> Fut,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
     let started = Instant::now();
@@ -167,7 +170,7 @@ where
                 stamp(&caller, request.get_mut());
             }
             let span = tracing::debug_span!("call", method, client = %caller.id);
-            call(request).instrument(span).await
+            call(&caller, request).instrument(span).await
         }
         Err(status) => Err(status),
     };
@@ -197,7 +200,7 @@ where
             request,
             |_| Some(Cost::Decisions(1)),
             no_stamp,
-            |r| self.inner.decide(r),
+            |_, r| self.inner.decide(r),
         )
         .await;
         if let Ok(d) = &r {
@@ -221,7 +224,7 @@ where
                     format!("{}/{}", caller.id, req.requested_by)
                 };
             },
-            |r| self.inner.authorize(r),
+            |_, r| self.inner.authorize(r),
         )
         .await;
         if let Ok(d) = &r {
@@ -241,7 +244,14 @@ where
             request,
             |req| Some(Cost::Decisions(count(req.requests.len()))),
             no_stamp,
-            |r| self.inner.decide_batch(r),
+            |caller, r| {
+                let caller = caller.clone();
+                async move {
+                    // Batch work waits for a turn (bounded); interactive calls never do.
+                    let _turn = self.guard.shed.batch_turn(&caller).await?;
+                    self.inner.decide_batch(r).await
+                }
+            },
         )
         .await;
         if let Ok(b) = &r {
@@ -260,7 +270,11 @@ where
         request: Request<Streaming<pb::DecideRequest>>,
     ) -> Result<Response<Self::DecideStreamStream>, Status> {
         let started = Instant::now();
-        let caller = match self.guard.admit(&request, Scope::Decide) {
+        let admitted = self
+            .guard
+            .admit(&request, Scope::Decide)
+            .and_then(|caller| Ok((self.guard.shed.open_stream(&caller)?, caller)));
+        let (slot, caller) = match admitted {
             Ok(caller) => caller,
             Err(status) => {
                 let r = Err(status);
@@ -275,6 +289,7 @@ where
         let paced = caller.limits.decisions_per_second.is_some();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let _slot = slot;
             let mut inner = std::pin::pin!(inner);
             while let Some(item) = inner.next().await {
                 if let Ok(d) = &item {
@@ -309,7 +324,7 @@ where
                     }
                 }
             },
-            |r| self.inner.record_events(r),
+            |_, r| self.inner.record_events(r),
         )
         .await
     }
@@ -325,7 +340,7 @@ where
             request,
             no_cost,
             no_stamp,
-            |r| self.inner.get_customer(r),
+            |_, r| self.inner.get_customer(r),
         )
         .await
     }
@@ -341,7 +356,7 @@ where
             request,
             no_cost,
             no_stamp,
-            |r| self.inner.get_status(r),
+            |_, r| self.inner.get_status(r),
         )
         .await
     }
@@ -357,7 +372,7 @@ where
             request,
             no_cost,
             no_stamp,
-            |r| self.inner.list_dead_letters(r),
+            |_, r| self.inner.list_dead_letters(r),
         )
         .await
     }

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod limits;
 pub mod server;
 pub mod service;
+pub mod shed;
 pub mod tls;
 pub mod transport;
 
@@ -22,5 +23,6 @@ pub use error::ServerError;
 pub use feed::{Access, BoxFeedFuture, DeadLetter, Feed, FeedError, FeedStatus, PartitionStatus};
 pub use server::{INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_storage, run};
 pub use service::{ContactPolicyService, Limits};
+pub use shed::ShedOptions;
 pub use tls::TlsOptions;
 pub use transport::TransportOptions;

@@ -21,6 +21,7 @@ use crate::error::ServerError;
 use crate::feed::Feed;
 use crate::guard::{Guard, Guarded};
 use crate::service::{ContactPolicyService, Limits};
+use crate::shed::ShedOptions;
 use crate::tls::TlsOptions;
 use crate::transport::{Incoming, Signals, TransportOptions};
 
@@ -52,6 +53,8 @@ pub struct ServerOptions {
     pub auth: AuthOptions,
     /// TLS (and mutual TLS with a client CA); `None`: plaintext.
     pub tls: Option<TlsOptions>,
+    /// Bounded batch work and streams, so interactive calls stay fast.
+    pub shed: ShedOptions,
 }
 
 impl ServerOptions {
@@ -70,6 +73,7 @@ impl ServerOptions {
             transport: TransportOptions::default(),
             auth: AuthOptions::default(),
             tls: None,
+            shed: ShedOptions::default(),
         }
     }
 }
@@ -301,7 +305,7 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let limits = opts.limits;
-    let guard = Arc::new(Guard::new(Arc::clone(&auth)));
+    let guard = Arc::new(Guard::new(Arc::clone(&auth), opts.shed));
     let api = ContactPolicyServer::new(Guarded::new(
         ContactPolicyService::new(Arc::clone(&engine), limits),
         guard,
