@@ -414,11 +414,19 @@ impl Authenticator {
         Arc::clone(&self.clients.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Re-reads the clients file. On error the clients in force stay.
+    /// Re-reads the clients file. On error (a missing file included) the clients in
+    /// force stay.
     pub fn reload(&self) -> Result<usize, ClientsError> {
         let Some(path) = &self.clients_file else {
             return Ok(0);
         };
+        // A file that disappeared is a mistake, not "no clients": keep the ones in force.
+        if let Err(source) = std::fs::metadata(path) {
+            return Err(ClientsError::Read {
+                path: path.display().to_string(),
+                source,
+            });
+        }
         let clients = Clients::new(&ClientsFile::load(path)?)?;
         let n = clients.len();
         *self.clients.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(clients);

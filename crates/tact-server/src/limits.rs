@@ -71,10 +71,14 @@ impl RateLimiters {
 
     /// Spends `cost` from the caller's bucket, or says when to retry.
     pub fn charge(&self, caller: &Caller, cost: Cost) -> Result<(), Status> {
-        let (n, limiter) = match cost {
-            Cost::Decisions(n) => (n, self.limiter(caller, true)),
-            Cost::Events(n) => (n, self.limiter(caller, false)),
+        let (n, limited) = match cost {
+            Cost::Decisions(n) => (n, caller.limits.decisions_per_second.is_some()),
+            Cost::Events(n) => (n, caller.limits.events_per_second.is_some()),
         };
+        if !limited {
+            return Ok(());
+        }
+        let limiter = self.limiter(caller, matches!(cost, Cost::Decisions(_)));
         let (Some(limiter), Some(n)) = (limiter, NonZeroU32::new(n)) else {
             return Ok(());
         };
