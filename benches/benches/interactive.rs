@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tact_core::{Channel, Purpose};
+use tact_proto::pb::contact_policy_client::ContactPolicyClient;
 use tact_server::{RateLimits, Scope};
 use tact_tests::{TestServer, bearer, opted_in, request, wed_10am, write_clients};
 
@@ -30,8 +31,8 @@ fn customer(i: usize) -> String {
 }
 
 /// Sequential `Decide` calls for `secs`: the latencies, sorted.
-async fn unary(server: &TestServer, key: &str) -> Vec<Duration> {
-    let mut client = server.client().await;
+async fn unary(url: String, key: &str) -> Vec<Duration> {
+    let mut client = ContactPolicyClient::connect(url).await.expect("connect");
     let mut lat = Vec::new();
     let end = Instant::now() + secs();
     let mut i = 0;
@@ -47,11 +48,11 @@ async fn unary(server: &TestServer, key: &str) -> Vec<Duration> {
 }
 
 /// `BATCH_CALLERS` loops of `DecideBatch` until `stop`: decisions made.
-async fn batches(server: &TestServer, key: &'static str, stop: Arc<AtomicBool>) -> u64 {
+async fn batches(url: String, key: &'static str, stop: Arc<AtomicBool>) -> u64 {
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..BATCH_CALLERS {
-        let mut client = server.client().await;
+        let mut client = ContactPolicyClient::connect(url.clone()).await.expect("connect");
         let stop = Arc::clone(&stop);
         let done = Arc::clone(&done);
         tasks.push(tokio::spawn(async move {
@@ -88,6 +89,13 @@ async fn batches(server: &TestServer, key: &'static str, stop: Arc<AtomicBool>) 
     done.load(Ordering::Relaxed)
 }
 
+/// Joins a client thread without blocking the server's runtime.
+async fn wait<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
+    tokio::task::spawn_blocking(move || h.join().unwrap())
+        .await
+        .unwrap()
+}
+
 fn pct(lat: &[Duration], p: f64) -> Duration {
     lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]
 }
@@ -120,49 +128,49 @@ fn main() {
                 .unwrap();
         }
 
-        // Warm-up (not measured): one phase's worth of batches and unary calls.
-        let stop = Arc::new(AtomicBool::new(false));
-        let warm = {
-            let stop = Arc::clone(&stop);
-            let server = &server;
-            async move { batches(server, "campaign-key", stop).await }
+        let url = format!("http://{}", server.handle.local_addr());
+        // Each client on a runtime and thread of its own, as if on other machines (they
+        // still share this machine's cores with the server).
+        let batch_thread = |stop: Arc<AtomicBool>| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let n = rt.block_on(batches(url, "campaign-key", stop));
+                n as f64 / t.elapsed().as_secs_f64()
+            })
         };
-        tokio::join!(warm, async {
-            unary(&server, "rep-key").await;
-            stop.store(true, Ordering::Relaxed);
-        });
+        let unary_thread = || {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(unary(url, "rep-key"))
+            })
+        };
+
+        // Warm-up (not measured).
+        let stop = Arc::new(AtomicBool::new(false));
+        let b = batch_thread(Arc::clone(&stop));
+        let _ = wait(unary_thread()).await;
+        stop.store(true, Ordering::Relaxed);
+        let _ = wait(b).await;
 
         // Batch alone.
         let stop = Arc::new(AtomicBool::new(false));
-        let t = Instant::now();
-        let run = {
-            let stop = Arc::clone(&stop);
-            let server = &server;
-            async move { batches(server, "campaign-key", stop).await }
-        };
-        let (alone_batch, ()) = tokio::join!(run, async {
-            tokio::time::sleep(secs()).await;
-            stop.store(true, Ordering::Relaxed);
-        });
-        let batch_alone = alone_batch as f64 / t.elapsed().as_secs_f64();
+        let b = batch_thread(Arc::clone(&stop));
+        tokio::time::sleep(secs()).await;
+        stop.store(true, Ordering::Relaxed);
+        let batch_alone = wait(b).await;
 
         // Unary alone.
-        let lat_alone = unary(&server, "rep-key").await;
+        let lat_alone = wait(unary_thread()).await;
 
         // Both.
         let stop = Arc::new(AtomicBool::new(false));
-        let t = Instant::now();
-        let run = {
-            let stop = Arc::clone(&stop);
-            let server = &server;
-            async move { batches(server, "campaign-key", stop).await }
-        };
-        let (loaded_batch, lat_loaded) = tokio::join!(run, async {
-            let lat = unary(&server, "rep-key").await;
-            stop.store(true, Ordering::Relaxed);
-            lat
-        });
-        let batch_loaded = loaded_batch as f64 / t.elapsed().as_secs_f64();
+        let b = batch_thread(Arc::clone(&stop));
+        let lat_loaded = wait(unary_thread()).await;
+        stop.store(true, Ordering::Relaxed);
+        let batch_loaded = wait(b).await;
 
         let (p50a, p99a) = (pct(&lat_alone, 0.5), pct(&lat_alone, 0.99));
         let (p50l, p99l) = (pct(&lat_loaded, 0.5), pct(&lat_loaded, 0.99));
