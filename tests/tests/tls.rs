@@ -150,3 +150,28 @@ async fn a_bad_certificate_file_stops_the_server_naming_it() {
     let e = tact_server::run(opts, std::future::pending()).await.unwrap_err();
     assert!(e.to_string().contains("server.crt"), "{e}");
 }
+
+#[tokio::test]
+async fn the_handshake_deadline_covers_the_tls_handshake() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let tls = tls_options(dir.path(), &pki, false);
+    let server = TestServer::start_with(None, wed_10am(), move |opts| {
+        opts.tls = Some(tls);
+        opts.transport.handshake_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    // Connects and never starts the TLS handshake: closed at the deadline.
+    let mut silent = tokio::net::TcpStream::connect(server.handle.local_addr())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed before 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    server.stop().await;
+}

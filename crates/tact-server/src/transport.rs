@@ -434,6 +434,46 @@ impl Conn {
         }
         Ok(())
     }
+
+    /// The handshake deadline passed: the connection is closed (logged, rate-limited).
+    fn handshake_expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let h = self.handshake.as_mut()?;
+        if h.deadline.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        metrics::counter!("tact_handshake_timeouts_total").increment(1);
+        let more = h
+            .timeouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hit(Instant::now());
+        if let Some(more) = more {
+            tracing::warn!(
+                peer = %h.peer,
+                missing_bytes = h.remaining,
+                more_since_last_warning = more,
+                "connection closed: no http/2 handshake within handshake_timeout"
+            );
+        }
+        self.closed = true;
+        self.handshake = None;
+        Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no http/2 handshake within handshake_timeout",
+        ))
+    }
+
+    /// A write that cannot proceed (with TLS: the handshake waits for the client, and
+    /// hyper flushes its SETTINGS before it reads) also watches the handshake deadline.
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => match self.handshake_expired(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+            other => other,
+        }
+    }
 }
 
 /// What a call learns of its connection (in the request's extensions): the TCP
@@ -617,33 +657,10 @@ impl AsyncRead for Conn {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                if let Some(h) = this.handshake.as_mut()
-                    && h.deadline.as_mut().poll(cx).is_ready()
-                {
-                    metrics::counter!("tact_handshake_timeouts_total").increment(1);
-                    let more = h
-                        .timeouts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .hit(Instant::now());
-                    if let Some(more) = more {
-                        tracing::warn!(
-                            peer = %h.peer,
-                            missing_bytes = h.remaining,
-                            more_since_last_warning = more,
-                            "connection closed: no http/2 handshake within handshake_timeout"
-                        );
-                    }
-                    this.closed = true;
-                    this.handshake = None;
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no http/2 handshake within handshake_timeout",
-                    )));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match this.handshake_expired(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
             other => other,
         }
     }
@@ -652,7 +669,8 @@ impl AsyncRead for Conn {
 impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.pending_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -661,7 +679,8 @@ impl AsyncWrite for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.pending_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -670,7 +689,8 @@ impl AsyncWrite for Conn {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check(cx)?;
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.pending_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
