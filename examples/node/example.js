@@ -51,7 +51,7 @@ function explain(err) {
     [grpc.status.INVALID_ARGUMENT]: 'fix the named field; do not retry as is',
     [grpc.status.FAILED_PRECONDITION]: 'another instance owns this customer: ask it',
     [grpc.status.UNAVAILABLE]: 'retry here after a short backoff',
-    [grpc.status.RESOURCE_EXHAUSTED]: retryAfter ? `wait ${retryAfter} s, then retry` : 'split the request',
+    [grpc.status.RESOURCE_EXHAUSTED]: retryAfter ? `wait ${retryAfter} ms, then retry` : 'split the request',
     [grpc.status.ABORTED]: 'not recorded: do not act, ask again',
     [grpc.status.DEADLINE_EXCEEDED]: 'no answer in time',
   }[err.code] ?? 'unexpected';

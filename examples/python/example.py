@@ -70,7 +70,7 @@ def explain(err):
         grpc.StatusCode.FAILED_PRECONDITION: "another instance owns this customer: ask it",
         grpc.StatusCode.UNAVAILABLE: "retry here after a short backoff",
         grpc.StatusCode.RESOURCE_EXHAUSTED: (
-            f"wait {meta['retry-after']} s, then retry" if "retry-after" in meta else "split the request"
+            f"wait {meta['retry-after']} ms, then retry" if "retry-after" in meta else "split the request"
         ),
         grpc.StatusCode.ABORTED: "not recorded: do not act, ask again",
         grpc.StatusCode.DEADLINE_EXCEEDED: "no answer in time",

@@ -250,3 +250,33 @@ pub fn verdict(d: &pb::Decision) -> pb::Verdict {
 pub fn rules(d: &pb::Decision) -> Vec<&str> {
     d.reasons.iter().map(|r| r.rule_id.as_str()).collect()
 }
+
+/// A request carrying `authorization: Bearer <key>`.
+pub fn bearer<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii key"),
+    );
+    request
+}
+
+/// Writes a clients file with one client per `(id, key, scopes, limits)`.
+pub fn write_clients(
+    path: &std::path::Path,
+    clients: &[(&str, &str, &[tact_server::Scope], tact_server::RateLimits)],
+) {
+    let file = tact_server::ClientsFile {
+        defaults: tact_server::RateLimits::default(),
+        clients: clients
+            .iter()
+            .map(|(id, key, scopes, limits)| tact_server::ClientEntry {
+                id: (*id).into(),
+                key_sha256: tact_server::auth::key_sha256(key),
+                scopes: scopes.to_vec(),
+                limits: *limits,
+            })
+            .collect(),
+    };
+    std::fs::write(path, file.to_toml()).expect("write clients file");
+}

@@ -401,6 +401,8 @@ async fn writer(
             }
         };
         stats.groups.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tact_log_appends_total").increment(1);
+        metrics::histogram!("tact_log_group_commit_events").record(events.len() as f64);
         tracing::trace!(events = events.len(), appenders = replies.len(), "group written");
         if let Err(mpsc::error::SendError(Synced::Group(w))) = synced
             .send(Synced::Group(Written {
@@ -479,7 +481,9 @@ async fn syncer(
         };
         let store = Arc::clone(&storage);
         let outcome = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let flushed = store.flush();
+            metrics::histogram!("tact_log_flush_seconds").record(started.elapsed().as_secs_f64());
             if flushed.is_ok() {
                 let durable: Vec<(u64, &Event)> = groups
                     .iter()

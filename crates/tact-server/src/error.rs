@@ -24,6 +24,17 @@ pub enum ServerError {
     StorageHung { timeout: std::time::Duration },
     #[error("invalid server option {name}: {why}")]
     InvalidOption { name: &'static str, why: String },
+    #[error(
+        "refusing to serve without authentication on {addr}, which is not a loopback address: \
+         give a clients file (--clients FILE, see `tact clients add`), or client certificates \
+         (--tls-client-ca), or --allow-unauthenticated if anyone who reaches the port may \
+         record, decide and authorize"
+    )]
+    Unauthenticated { addr: std::net::SocketAddr },
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Clients(#[from] crate::auth::ClientsError),
     #[error("internal task failed: {0}")]
     Join(String),
 }

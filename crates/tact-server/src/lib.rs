@@ -1,18 +1,28 @@
 //! tact's service: the [`Engine`] (event log + live projection + policy) and the
 //! `tact.v1.ContactPolicy` gRPC API over it, run with [`run`].
 
+pub mod auth;
 pub mod clock;
 pub mod engine;
 mod error;
 pub mod feed;
+pub mod guard;
+pub mod limits;
 pub mod server;
 pub mod service;
+pub mod shed;
+pub mod tls;
 pub mod transport;
 
+pub use auth::{
+    AuthOptions, Authenticator, Caller, ClientEntry, ClientsError, ClientsFile, RateLimits, Scope,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Decided, Engine, EngineOptions, Refused, STALE_STATE_RULE, WriteError};
 pub use error::ServerError;
 pub use feed::{Access, BoxFeedFuture, DeadLetter, Feed, FeedError, FeedStatus, PartitionStatus};
 pub use server::{INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_storage, run};
 pub use service::{ContactPolicyService, Limits};
+pub use shed::ShedOptions;
+pub use tls::TlsOptions;
 pub use transport::TransportOptions;

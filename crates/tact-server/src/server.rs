@@ -14,11 +14,15 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 
+use crate::auth::{AuthOptions, Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::ServerError;
 use crate::feed::Feed;
+use crate::guard::{Guard, Guarded};
 use crate::service::{ContactPolicyService, Limits};
+use crate::shed::ShedOptions;
+use crate::tls::TlsOptions;
 use crate::transport::{Incoming, Signals, TransportOptions};
 
 /// The health-check service name that reports the Kafka feed's freshness.
@@ -45,6 +49,12 @@ pub struct ServerOptions {
     pub admission: Admission,
     /// Connection limits and timeouts, and the shutdown deadlines.
     pub transport: TransportOptions,
+    /// API keys (the clients file) and the unauthenticated mode's limits.
+    pub auth: AuthOptions,
+    /// TLS (and mutual TLS with a client CA); `None`: plaintext.
+    pub tls: Option<TlsOptions>,
+    /// Bounded batch work and streams, so interactive calls stay fast.
+    pub shed: ShedOptions,
 }
 
 impl ServerOptions {
@@ -61,6 +71,9 @@ impl ServerOptions {
             feed: None,
             admission: Admission::default(),
             transport: TransportOptions::default(),
+            auth: AuthOptions::default(),
+            tls: None,
+            shed: ShedOptions::default(),
         }
     }
 }
@@ -105,6 +118,7 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
 pub struct ServerHandle {
     local_addr: SocketAddr,
     engine: Arc<Engine>,
+    auth: Arc<Authenticator>,
     replay: ReplayStats,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -116,6 +130,11 @@ impl ServerHandle {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Who may call: reload the clients file with `auth().reload()` (SIGHUP in `tact serve`).
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
     }
 
     /// How state was rebuilt at start (events replayed, snapshot used).
@@ -152,6 +171,19 @@ pub async fn run(
 ) -> Result<ServerHandle, ServerError> {
     let transport = opts.transport;
     transport.validate()?;
+    let tls = opts.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let mtls = opts.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let auth = Arc::new(Authenticator::new(&opts.auth, mtls)?);
+    if auth.is_open() && !opts.listen.ip().is_loopback() && !opts.auth.allow_unauthenticated {
+        return Err(ServerError::Unauthenticated { addr: opts.listen });
+    }
+    if auth.is_open() {
+        tracing::warn!(
+            "no clients file and no client certificates: every caller may do everything (loopback only)"
+        );
+    } else {
+        tracing::info!(clients = auth.clients().len(), "api keys from the clients file");
+    }
     if let Some(warning) = transport.frame_budget_warning() {
         tracing::warn!(detail = %warning, "http/2 windows let a fast stream trip h2's flood protection");
     }
@@ -216,6 +248,24 @@ pub async fn run(
             set_not_serving(&health).await;
         })
     };
+    // Gauges sampled once a second: customers in memory, the log position, and the
+    // log's counters.
+    let gauges_task = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let stats = engine.log().stats();
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                metrics::gauge!("tact_customers_in_memory").set(engine.customers() as f64);
+                metrics::gauge!("tact_log_position").set(engine.position() as f64);
+                metrics::counter!("tact_log_events_recorded_total").absolute(load(&stats.recorded));
+                metrics::counter!("tact_log_duplicates_total").absolute(load(&stats.duplicates));
+                metrics::counter!("tact_log_flushes_total").absolute(load(&stats.flushes));
+            }
+        })
+    };
     // With a feed, `tact.v1.Ingest` reports whether every owned partition is caught up
     // and fresh (the API stays SERVING: it fails closed per decision instead).
     let freshness_task = opts.feed.clone().map(|feed| {
@@ -255,16 +305,26 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let limits = opts.limits;
-    let api = ContactPolicyServer::new(ContactPolicyService::new(Arc::clone(&engine), limits))
-        .max_decoding_message_size(limits.max_request_bytes)
-        .max_encoding_message_size(usize::MAX);
-    tracing::info!(addr = %local_addr, policy_version = %policy_version, "serving tact.v1.ContactPolicy");
+    let guard = Arc::new(Guard::new(Arc::clone(&auth), opts.shed));
+    let api = ContactPolicyServer::new(Guarded::new(
+        ContactPolicyService::new(Arc::clone(&engine), limits),
+        guard,
+    ))
+    .max_decoding_message_size(limits.max_request_bytes)
+    .max_encoding_message_size(usize::MAX);
+    tracing::info!(
+        addr = %local_addr,
+        policy_version = %policy_version,
+        tls = opts.tls.is_some(),
+        mtls,
+        "serving tact.v1.ContactPolicy"
+    );
 
     let snapshot = opts.snapshot_on_shutdown;
     let task_engine = Arc::clone(&engine);
     let slots = Arc::new(Semaphore::new(transport.max_connections));
     let signals = Signals::default();
-    let incoming = Incoming::new(listener, Arc::clone(&slots), &transport, signals.clone());
+    let incoming = Incoming::new(listener, Arc::clone(&slots), &transport, signals.clone(), tls);
     let task = tokio::spawn(async move {
         let (fired, grace_starts) = tokio::sync::oneshot::channel::<()>();
         let stopping = signals.stopping.clone();
@@ -275,6 +335,7 @@ pub async fn run(
                 "shutting down: health not serving, finishing in-flight calls"
             );
             poison_task.abort();
+            gauges_task.abort();
             set_not_serving(&health).await;
             if let Some(task) = freshness_task {
                 task.abort();
@@ -342,6 +403,7 @@ pub async fn run(
     Ok(ServerHandle {
         local_addr,
         engine,
+        auth,
         replay: stats,
         task,
     })

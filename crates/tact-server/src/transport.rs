@@ -20,7 +20,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use tokio::time::Sleep;
 use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::auth::PeerIdentity;
 
 use crate::error::ServerError;
 
@@ -250,6 +252,7 @@ pub(crate) struct Incoming {
     refused: Throttle,
     errors: Throttle,
     timeouts: Arc<Mutex<Throttle>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Incoming {
@@ -267,8 +270,10 @@ impl Incoming {
         slots: Arc<Semaphore>,
         opts: &TransportOptions,
         signals: Signals,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
         Incoming {
+            tls,
             listener,
             slots,
             handshake_timeout: opts.handshake_timeout,
@@ -299,8 +304,23 @@ impl Incoming {
         }
         metrics::counter!("tact_connections_accepted_total").increment(1);
         metrics::gauge!("tact_connections_open").increment(1.0);
+        let info = ConnInfo {
+            tcp: TcpConnectInfo {
+                local_addr: stream.local_addr().ok(),
+                remote_addr: Some(peer),
+            },
+            peer: Arc::new(OnceLock::new()),
+        };
+        let io = match &self.tls {
+            Some(acceptor) => Io::Tls(Box::new(TlsIo {
+                state: TlsState::Handshake(acceptor.accept(stream)),
+                peer: Arc::clone(&info.peer),
+            })),
+            None => Io::Plain(stream),
+        };
         Some(Conn {
-            io: stream,
+            io,
+            info,
             _slot: slot,
             handshake: Some(Handshake {
                 deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
@@ -367,7 +387,8 @@ struct Handshake {
 /// An accepted connection: the TCP stream, its slot under `max_connections` (freed
 /// when hyper drops it), the handshake deadline and the shutdown signals.
 pub(crate) struct Conn {
-    io: TcpStream,
+    io: Io,
+    info: ConnInfo,
     _slot: OwnedSemaphorePermit,
     handshake: Option<Handshake>,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -413,13 +434,205 @@ impl Conn {
         }
         Ok(())
     }
+
+    /// The handshake deadline passed: the connection is closed (logged, rate-limited).
+    fn handshake_expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let h = self.handshake.as_mut()?;
+        if h.deadline.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        metrics::counter!("tact_handshake_timeouts_total").increment(1);
+        let more = h
+            .timeouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hit(Instant::now());
+        if let Some(more) = more {
+            tracing::warn!(
+                peer = %h.peer,
+                missing_bytes = h.remaining,
+                more_since_last_warning = more,
+                "connection closed: no http/2 handshake within handshake_timeout"
+            );
+        }
+        self.closed = true;
+        self.handshake = None;
+        Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no http/2 handshake within handshake_timeout",
+        ))
+    }
+
+    /// A write that cannot proceed (with TLS: the handshake waits for the client, and
+    /// hyper flushes its SETTINGS before it reads) also watches the handshake deadline.
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => match self.handshake_expired(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+}
+
+/// What a call learns of its connection (in the request's extensions): the TCP
+/// addresses, and the client's name from its verified certificate (mTLS), known once
+/// the TLS handshake is over (before any call).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    peer: Arc<OnceLock<PeerIdentity>>,
+}
+
+impl ConnInfo {
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.get()
+    }
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.info.clone()
+    }
+}
+
+/// The byte stream under a connection: plain TCP, or TLS over it (the handshake driven
+/// by the first reads and writes, so the connection's handshake deadline covers it).
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsIo>),
+}
+
+struct TlsIo {
+    state: TlsState,
+    peer: Arc<OnceLock<PeerIdentity>>,
+}
+
+enum TlsState {
+    Handshake(tokio_rustls::Accept<TcpStream>),
+    Ready(tokio_rustls::server::TlsStream<TcpStream>),
+    Failed,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Io::Plain(s) => f.debug_tuple("Plain").field(s).finish(),
+            Io::Tls(t) => f
+                .debug_struct("Tls")
+                .field("ready", &matches!(t.state, TlsState::Ready(_)))
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl TlsIo {
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match &mut self.state {
+                TlsState::Ready(_) => return Poll::Ready(Ok(())),
+                TlsState::Failed => return Poll::Ready(Err(aborted("tls handshake failed"))),
+                TlsState::Handshake(accept) => match std::task::ready!(Pin::new(accept).poll(cx)) {
+                    Ok(stream) => {
+                        let name = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .and_then(crate::tls::peer_name);
+                        if let Some(name) = name {
+                            let _ = self.peer.set(PeerIdentity(name.into()));
+                        }
+                        self.state = TlsState::Ready(stream);
+                    }
+                    Err(e) => {
+                        metrics::counter!("tact_tls_handshake_failures_total").increment(1);
+                        tracing::debug!(error = %e, "tls handshake failed");
+                        self.state = TlsState::Failed;
+                        return Poll::Ready(Err(e));
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(t) => {
+                std::task::ready!(t.poll_handshake(cx))?;
+                match &mut t.state {
+                    TlsState::Ready(s) => Pin::new(s).poll_read(cx, buf),
+                    _ => Poll::Ready(Err(aborted("tls handshake failed"))),
+                }
+            }
+        }
+    }
+}
+
+impl Io {
+    /// The stream to write to, once the handshake is over.
+    fn poll_writable(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Pin<&mut (dyn AsyncWrite + Unpin)>>> {
+        match self {
+            Io::Plain(s) => Poll::Ready(Ok(Pin::new(s))),
+            Io::Tls(t) => {
+                std::task::ready!(t.poll_handshake(cx))?;
+                match &mut t.state {
+                    TlsState::Ready(s) => Poll::Ready(Ok(Pin::new(s))),
+                    _ => Poll::Ready(Err(aborted("tls handshake failed"))),
+                }
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(t) => match &t.state {
+                TlsState::Ready(s) => s.is_write_vectored(),
+                _ => false,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.get_mut().poll_writable(cx))?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.get_mut().poll_writable(cx))?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        Io::is_write_vectored(self)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.get_mut().poll_writable(cx))?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(t) => match &mut t.state {
+                TlsState::Ready(s) => Pin::new(s).poll_shutdown(cx),
+                _ => Poll::Ready(Ok(())),
+            },
+        }
     }
 }
 
@@ -444,33 +657,10 @@ impl AsyncRead for Conn {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                if let Some(h) = this.handshake.as_mut()
-                    && h.deadline.as_mut().poll(cx).is_ready()
-                {
-                    metrics::counter!("tact_handshake_timeouts_total").increment(1);
-                    let more = h
-                        .timeouts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .hit(Instant::now());
-                    if let Some(more) = more {
-                        tracing::warn!(
-                            peer = %h.peer,
-                            missing_bytes = h.remaining,
-                            more_since_last_warning = more,
-                            "connection closed: no http/2 handshake within handshake_timeout"
-                        );
-                    }
-                    this.closed = true;
-                    this.handshake = None;
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no http/2 handshake within handshake_timeout",
-                    )));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match this.handshake_expired(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
             other => other,
         }
     }
@@ -479,7 +669,8 @@ impl AsyncRead for Conn {
 impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.pending_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -488,7 +679,8 @@ impl AsyncWrite for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.pending_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -497,7 +689,8 @@ impl AsyncWrite for Conn {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check(cx)?;
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.pending_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -9,6 +9,7 @@ use tact_core::{Channel, Purpose, Timestamp};
 use tact_proto::convert::timestamp_to_pb;
 use tact_proto::pb;
 use tact_proto::pb::contact_policy_client::ContactPolicyClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel as Transport;
 
 use crate::render;
@@ -16,18 +17,76 @@ use crate::render;
 /// Events per RecordEvents call of `tact import`.
 pub const IMPORT_BATCH: usize = 1000;
 
-pub type Client = ContactPolicyClient<Transport>;
+pub type Client = ContactPolicyClient<InterceptedService<Transport, ApiKey>>;
 
-/// Connects to the server at `url`.
+/// Sends `authorization: Bearer <key>` with every call when `TACT_API_KEY` is set.
+#[derive(Clone, Debug)]
+pub struct ApiKey(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl ApiKey {
+    fn from_env() -> anyhow::Result<ApiKey> {
+        match std::env::var("TACT_API_KEY") {
+            Ok(key) if !key.trim().is_empty() => {
+                let value = format!("Bearer {}", key.trim())
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("TACT_API_KEY: not a valid api key"))?;
+                Ok(ApiKey(Some(value)))
+            }
+            _ => Ok(ApiKey(None)),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// For an `https://` server: the CA to trust (`TACT_TLS_CA`, PEM) and, for mutual TLS,
+/// this client's certificate and key (`TACT_TLS_CLIENT_CERT`, `TACT_TLS_CLIENT_KEY`).
+fn client_tls() -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let read = |var: &str| -> anyhow::Result<Option<String>> {
+        match std::env::var_os(var) {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(Some)
+                .with_context(|| format!("{var}: cannot read {}", path.to_string_lossy())),
+            None => Ok(None),
+        }
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    match read("TACT_TLS_CA")? {
+        Some(ca) => tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        None => bail!("an https:// server needs TACT_TLS_CA: the CA certificate (PEM) to trust"),
+    }
+    match (read("TACT_TLS_CLIENT_CERT")?, read("TACT_TLS_CLIENT_KEY")?) {
+        (Some(cert), Some(key)) => tls = tls.identity(tonic::transport::Identity::from_pem(cert, key)),
+        (None, None) => {}
+        _ => bail!("TACT_TLS_CLIENT_CERT and TACT_TLS_CLIENT_KEY go together"),
+    }
+    Ok(tls)
+}
+
+/// Connects to the server at `url` (with the api key in `TACT_API_KEY`, if set; over
+/// TLS for `https://`).
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid server URL `{url}`"))?
         .connect_timeout(std::time::Duration::from_secs(5));
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(client_tls()?).context("client tls")?;
+    }
     let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to tact at {url} (is `tact serve` running?)"))?;
-    Ok(ContactPolicyClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(
+        ContactPolicyClient::with_interceptor(channel, ApiKey::from_env()?)
+            .max_decoding_message_size(64 << 20),
+    )
 }
 
 /// The wall clock, for rendering "in 3 h" next to instants.

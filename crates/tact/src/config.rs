@@ -86,6 +86,24 @@ pub struct Settings {
     pub http2_stream_window_bytes: u32,
     /// HTTP/2 flow-control window per connection (bytes).
     pub http2_connection_window_bytes: u32,
+    /// The clients file (API key hashes, scopes, rate limits); unset: no API keys, and
+    /// `serve` listens only on a loopback address (unless mTLS or
+    /// `allow_unauthenticated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// The server's TLS certificate chain (PEM); with `tls_key`, gRPC is served over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's TLS private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must be signed by (mutual TLS); the
+    /// certificate's subject CN (else first DNS SAN) names the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -125,6 +143,11 @@ impl Default for Settings {
             max_connections: t.max_connections,
             http2_stream_window_bytes: t.http2_stream_window_bytes,
             http2_connection_window_bytes: t.http2_connection_window_bytes,
+            clients: None,
+            allow_unauthenticated: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -160,6 +183,11 @@ const ENV_KEYS: &[&str] = &[
     "max_connections",
     "http2_stream_window_bytes",
     "http2_connection_window_bytes",
+    "clients",
+    "allow_unauthenticated",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 ];
 
 /// The settings given as flags; unset flags do not override anything.
@@ -311,6 +339,33 @@ pub struct SettingsArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http2_connection_window_bytes: Option<u32>,
+    /// Clients file: API key hashes, scopes, rate limits [default: unset, no keys]
+    #[arg(long, global = true, env = "TACT_CLIENTS", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "TACT_ALLOW_UNAUTHENTICATED",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_unauthenticated: Option<bool>,
+    /// TLS certificate chain (PEM) for gRPC [default: unset, plaintext]
+    #[arg(long, global = true, env = "TACT_TLS_CERT", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) [default: unset]
+    #[arg(long, global = true, env = "TACT_TLS_KEY", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must be signed by: mutual TLS [default: unset]
+    #[arg(long, global = true, env = "TACT_TLS_CLIENT_CA", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Layers the settings. `config` is the `--config` flag: a file named there must exist;
@@ -463,6 +518,28 @@ impl Settings {
             max_batch_events: self.group_commit_max_batch.max(1),
             max_wait: Duration::from_millis(self.group_commit_max_wait_ms),
             ..tact_log::GroupCommit::default()
+        }
+    }
+
+    pub fn auth(&self) -> tact_server::AuthOptions {
+        tact_server::AuthOptions {
+            clients_file: self.clients.clone(),
+            allow_unauthenticated: self.allow_unauthenticated,
+            ..tact_server::AuthOptions::default()
+        }
+    }
+
+    /// TLS for `serve`: both `tls_cert` and `tls_key`, or neither (and a client CA only with them).
+    pub fn tls(&self) -> anyhow::Result<Option<tact_server::TlsOptions>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(tact_server::TlsOptions {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (None, None) if self.tls_client_ca.is_none() => Ok(None),
+            (None, None) => bail!("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)"),
+            _ => bail!("tls_cert and tls_key go together: give both, or neither for plaintext"),
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod backtest;
 mod client;
+mod clients;
 mod config;
 mod demo;
 mod produce;
@@ -115,6 +116,11 @@ enum Command {
     },
     /// Play a few stories against a throw-away server and show tact's answers.
     Demo,
+    /// Manage the API clients of the clients file (--clients): add, list, remove.
+    Clients {
+        #[command(subcommand)]
+        command: clients::ClientsCommand,
+    },
 }
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -199,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deadletters { limit, json } => client::dead_letters(&settings.server, limit, json).await,
         Command::Status { json } => client::status_cmd(&settings.server, json).await,
         Command::Demo => demo::run(&settings).await,
+        Command::Clients { command } => clients::run(&settings, &command),
     }
 }
 

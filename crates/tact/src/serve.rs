@@ -40,8 +40,20 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
     opts.admission = settings.admission();
     opts.transport = settings.transport()?;
+    opts.auth = settings.auth();
+    opts.tls = settings.tls()?;
     if let Some(addr) = settings.metrics_listen {
+        // Latencies as Prometheus histograms (not summaries), from 50 µs to 10 s.
+        const LATENCY_BUCKETS: &[f64] = &[
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 10.0,
+        ];
         metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .context("latency buckets")?
             .with_http_listener(addr)
             .install()
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
@@ -80,7 +92,26 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    handle.wait().await.context("the server failed")?;
+    // SIGHUP re-reads the clients file; a bad file keeps the clients in force.
+    let auth = std::sync::Arc::clone(handle.auth());
+    let reload = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install the sighup handler: the clients file is read only at start");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(clients) => tracing::info!(clients, "sighup: clients file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "sighup: clients file not reloaded, keeping the clients in force")
+                }
+            }
+        }
+    });
+    let waited = handle.wait().await;
+    reload.abort();
+    waited.context("the server failed")?;
     tracing::info!("server stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

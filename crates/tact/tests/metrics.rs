@@ -1,0 +1,69 @@
+//! `/metrics` without Kafka: requests, latency and decisions by verdict and rule.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{Server, run, tact, text};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_without_kafka_show_requests_and_decisions_by_verdict_and_rule() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let server = Server::start_with(
+        cwd.path(),
+        &cwd.path().join("data"),
+        &["--metrics-listen", &metrics],
+    );
+    let url = server.url();
+    for channel in ["email", "call", "sms"] {
+        let out = run(tact(cwd.path()).args([
+            "check",
+            "--server",
+            &url,
+            "--customer",
+            "c1",
+            "--channel",
+            channel,
+            "--purpose",
+            "marketing",
+        ]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let body = scrape(port);
+    assert!(
+        body.contains("tact_decisions_total{verdict=\"deny\"} 3"),
+        "{body}"
+    );
+    assert!(body.contains("tact_decision_rules_total{"), "{body}");
+    assert!(body.contains("rule=\"consent\""), "{body}");
+    assert!(
+        body.contains("tact_requests_total{method=\"Decide\",code=\"ok\"} 3"),
+        "{body}"
+    );
+    assert!(
+        body.contains("tact_request_duration_seconds_bucket{method=\"Decide\",le=\"0.001\"}"),
+        "{body}"
+    );
+    assert!(server.terminate().success());
+}
