@@ -223,10 +223,17 @@ struct Suggestions {
 }
 
 impl Suggestions {
+    /// Adds `channel`; a channel suggested by several rules keeps the smallest note, so
+    /// what is kept does not depend on the order of the rules.
     fn add(&mut self, channel: Channel, note: &'static str) {
         for slot in &mut self.items {
             match slot {
-                Some((c, _)) if *c == channel => return,
+                Some((c, n)) if *c == channel => {
+                    if note < *n {
+                        *n = note;
+                    }
+                    return;
+                }
                 Some(_) => {}
                 None => {
                     *slot = Some((channel, note));
@@ -236,8 +243,12 @@ impl Suggestions {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (Channel, &'static str)> + '_ {
-        self.items.iter().map_while(|s| *s)
+    /// The suggestions in channel order (not in the order the rules made them: the
+    /// answer must not depend on the order of the rules).
+    fn sorted(&self) -> impl Iterator<Item = (Channel, &'static str)> + '_ {
+        let mut items = self.items;
+        items.sort_unstable_by_key(|s| s.map_or(u8::MAX, |(c, _)| c as u8));
+        items.into_iter().map_while(|s| s)
     }
 }
 
@@ -250,7 +261,7 @@ fn alternatives(
 ) -> Vec<Alternative> {
     let mut out = Vec::new();
     // Every suggestion is for the proposal's purpose: only the channel can differ.
-    let candidates = suggestions.iter().filter(|(c, _)| *c != proposal.channel);
+    let candidates = suggestions.sorted().filter(|(c, _)| *c != proposal.channel);
     // Each candidate costs an evaluation (cheaper than the first: the facts that do
     // not depend on the channel are known by now). A couple of good ones are enough.
     for (channel, note) in candidates.take(MAX_ALTERNATIVES) {
@@ -372,6 +383,35 @@ struct QuietHours<'a> {
     start_minute: u32,
     end_minute: u32,
     closed_days: u8,
+}
+
+/// How far past the other rules' threshold quiet-hours rules are searched for a time
+/// open in all of them (two weeks and a day: every weekday twice, DST changes included).
+const QUIET_HORIZON: Span = Span(15 * DAY.0);
+
+/// The quiet-hours rules that apply to a proposal: one, usually, without allocating.
+#[derive(Default)]
+struct QuietRules<'a> {
+    first: Option<(usize, QuietHours<'a>)>,
+    more: Vec<(usize, QuietHours<'a>)>,
+}
+
+impl<'a> QuietRules<'a> {
+    fn push(&mut self, q: (usize, QuietHours<'a>)) {
+        if self.first.is_none() {
+            self.first = Some(q);
+        } else {
+            self.more.push(q);
+        }
+    }
+
+    fn first(&self) -> Option<&(usize, QuietHours<'a>)> {
+        self.first.as_ref()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(usize, QuietHours<'a>)> {
+        self.first.iter().chain(&self.more)
+    }
 }
 
 /// A local clock reading: days since 1970-01-01 (local) and minute of the day.
@@ -529,23 +569,23 @@ fn evaluate(
     // Alternatives are evaluated for their verdict only: no reasons to build.
     let explain = suggestions.is_some();
     let rules = &policy.rules;
-    let mut base = 0;
-    let mut todo = match policy.rule_set(channel, purpose) {
-        Some(set) => set,
-        None => rules_to_visit(rules, 0, channel, purpose),
-    };
+    let all = policy.rule_set(channel, purpose);
     // Room for a reason from each rule visited, and quiet hours.
     let mut reasons: Vec<Reason> = if explain {
-        Vec::with_capacity(todo.count_ones() as usize + 1)
+        let visited = all.map_or(8, |set| set.count_ones() as usize);
+        Vec::with_capacity(visited + 1)
     } else {
         Vec::new()
     };
     let mut denied = false;
     // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
     // stays satisfied with no new events. So the earliest instant satisfying all of
-    // them is the latest of their thresholds, moved to the next open minute.
+    // them is the latest of their thresholds, moved to the next open minute of every
+    // quiet-hours rule together.
     let mut ok_from = at;
-    let mut quiet: Option<(usize, QuietHours<'_>)> = None;
+    let mut quiet = QuietRules::default();
+    // Whether a service-reply rule exempts this proposal from do-not-contact. Known
+    // before any other rule is looked at: the answer must not depend on rule order.
     let mut service_reply = false;
     let mut suggest = |c: Channel, note: &'static str| {
         if let Some(s) = suggestions.as_deref_mut() {
@@ -562,17 +602,30 @@ fn evaluate(
             detail,
         });
     };
-    // The rules in file order, skipping those that do not apply; 64 at a time.
-    loop {
-        if todo == 0 {
-            base += 64;
-            if base >= rules.len() {
-                break;
+    // Two passes over the rules that apply, 64 at a time: first the exemptions
+    // (transactional, service reply), then every other rule. Within a pass each rule's
+    // outcome is folded in order-independently (any DENY, the latest DEFER threshold,
+    // every quiet-hours rule), so the answer does not depend on the order of the rules.
+    for exemptions in [true, false] {
+        let chunk = |base: usize| {
+            let mask = policy.exemptions(base);
+            let set = match all {
+                Some(set) if base == 0 => set,
+                _ => rules_to_visit(rules, base, channel, purpose),
+            };
+            if exemptions { set & mask } else { set & !mask }
+        };
+        let mut base = 0;
+        let mut todo = chunk(0);
+        loop {
+            if todo == 0 {
+                base += 64;
+                if base >= rules.len() {
+                    break;
+                }
+                todo = chunk(base);
+                continue;
             }
-            todo = rules_to_visit(rules, base, channel, purpose);
-            continue;
-        }
-        {
             // Only the verdict is wanted and it is settled: DENY wins over everything.
             if denied && !explain {
                 break;
@@ -853,7 +906,7 @@ fn evaluate(
                         continue;
                     }
                     let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone);
-                    quiet = Some((
+                    quiet.push((
                         index,
                         QuietHours {
                             rule,
@@ -956,6 +1009,57 @@ fn evaluate(
         }
     }
 
+    if let Some(first) = quiet.first() {
+        // The earliest instant at or after `ok_from` open in every quiet-hours rule:
+        // the least common fixpoint of their `next_open`s, whatever their order.
+        let mut open = ok_from;
+        let horizon = ok_from.saturating_add(Span(QUIET_HORIZON.0));
+        if quiet.more.is_empty() {
+            open = facts.next_open(first.0, &first.1, ok_from);
+        } else {
+            loop {
+                let mut moved = false;
+                for (index, q) in quiet.iter() {
+                    let o = facts.next_open(*index, q, open);
+                    if o > open {
+                        open = o;
+                        moved = true;
+                    }
+                }
+                if !moved || open > horizon {
+                    break;
+                }
+            }
+        }
+        // Quiet-hours rules that together are never open: nothing can ever be sent.
+        let never = open > horizon;
+        if never {
+            denied = true;
+        }
+        for (index, q) in quiet.iter() {
+            // Reported if closed now, or if the other rules' threshold falls in closed
+            // hours (each judged on its own, so the set does not depend on rule order).
+            let closed = facts.next_open(*index, q, ok_from) > ok_from
+                || (ok_from != at && facts.next_open(*index, q, at) > at);
+            if explain && closed {
+                if let (Some(c), Some(s)) = (q.rule.suggest, suggestions.as_deref_mut()) {
+                    s.add(c, "a channel that is open at this hour");
+                }
+                reasons.push(Reason {
+                    rule_id: q.rule.id.clone(),
+                    effect: if never { Effect::Deny } else { Effect::Defer },
+                    detail: Detail::QuietHours {
+                        channel,
+                        local: q.local_clock(at),
+                        start_minute: q.start_minute as u16,
+                        end_minute: q.end_minute as u16,
+                        until: open,
+                    },
+                });
+            }
+        }
+        ok_from = open;
+    }
     if denied {
         return Decision {
             verdict: Verdict::Deny,
@@ -963,27 +1067,6 @@ fn evaluate(
             reasons,
             alternatives: Vec::new(),
         };
-    }
-    if let Some((index, q)) = &quiet {
-        let open = facts.next_open(*index, q, ok_from);
-        // Reported if closed now, or if the other rules' threshold falls in closed hours.
-        if explain && (open > ok_from || (ok_from != at && facts.next_open(*index, q, at) > at)) {
-            if let (Some(c), Some(s)) = (q.rule.suggest, suggestions) {
-                s.add(c, "a channel that is open at this hour");
-            }
-            reasons.push(Reason {
-                rule_id: q.rule.id.clone(),
-                effect: Effect::Defer,
-                detail: Detail::QuietHours {
-                    channel,
-                    local: q.local_clock(at),
-                    start_minute: q.start_minute as u16,
-                    end_minute: q.end_minute as u16,
-                    until: open,
-                },
-            });
-        }
-        ok_from = open;
     }
     let verdict = if ok_from > at {
         Verdict::Defer

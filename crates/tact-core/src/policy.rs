@@ -29,6 +29,8 @@ pub struct Policy {
     /// For each `(channel, purpose)`, the rules `decide` visits, as a bit set of rule
     /// indexes (see [`Policy::rule_set`]).
     rule_sets: RuleSets,
+    /// [`exemption_mask`] of the first 64 rules.
+    exemptions: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +77,19 @@ pub(crate) fn rules_to_visit(rules: &[Rule], base: usize, channel: Channel, purp
     for (i, r) in rules.iter().skip(base).enumerate().take(64) {
         let dnc = transactional_too && matches!(r.kind, RuleKind::DoNotContact);
         if r.applies(channel, purpose) || dnc {
+            set |= 1 << i;
+        }
+    }
+    set
+}
+
+/// Among `rules[base..base + 64]`, the exemptions (transactional and service-reply
+/// rules), as a bit set of their indexes less `base`. `decide` looks at them before any
+/// other rule, so what they exempt from does not depend on the order of the rules.
+pub(crate) fn exemption_mask(rules: &[Rule], base: usize) -> u64 {
+    let mut set = 0u64;
+    for (i, r) in rules.iter().skip(base).enumerate().take(64) {
+        if r.kind.is_exemption() {
             set |= 1 << i;
         }
     }
@@ -155,6 +170,16 @@ pub enum RuleKind {
     CustomerPreferences {
         max_window: Span,
     },
+}
+
+impl RuleKind {
+    /// Whether the rule exempts proposals from others (transactional, service reply).
+    pub fn is_exemption(&self) -> bool {
+        matches!(
+            self,
+            RuleKind::Transactional { .. } | RuleKind::ServiceReply { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -553,12 +578,14 @@ impl Policy {
         }
         let retention = Self::retention_for(&rules);
         let rule_sets = RuleSets::for_rules(&rules);
+        let exemptions = exemption_mask(&rules, 0);
         Ok(Policy {
             version: Arc::from(raw.version.as_str()),
             default_time_zone,
             rules,
             retention,
             rule_sets,
+            exemptions,
         })
     }
 
@@ -574,6 +601,15 @@ impl Policy {
             return Some(rules_to_visit(&self.rules, 0, channel, purpose));
         }
         Some(self.rule_sets.sets[RuleSets::slot(channel, purpose)])
+    }
+
+    /// [`exemption_mask`] of `rules[base..base + 64]`.
+    pub(crate) fn exemptions(&self, base: usize) -> u64 {
+        if base == 0 {
+            self.exemptions
+        } else {
+            exemption_mask(&self.rules, base)
+        }
     }
 
     /// The shipped default policy (`config/policy.toml`).

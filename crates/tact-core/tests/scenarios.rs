@@ -779,3 +779,108 @@ fn alternatives_are_only_what_tact_would_accept() {
             .any(|a| a.channel == Email && a.not_before.is_none())
     );
 }
+
+/// Issue #9: `do-not-contact` listed before `service-reply` used to deny the reply to
+/// the customer's own message; the exemption is known before any rule is looked at.
+#[test]
+fn do_not_contact_before_service_reply_still_lets_the_reply_through() {
+    let text = r#"
+version = "dnc-first"
+default_time_zone = "Europe/London"
+
+[[rule]]
+id = "do-not-contact"
+type = "do_not_contact"
+purposes = ["marketing", "sales", "service"]
+
+[[rule]]
+id = "service-reply"
+type = "service_reply"
+purposes = ["service"]
+window = "14d"
+"#;
+    let policy = Policy::from_toml_str(text).unwrap();
+    let h = History::new()
+        .at(
+            ago(days(30)),
+            EventKind::DoNotContact {
+                reason: "asked".into(),
+                until: None,
+            },
+        )
+        .at(
+            ago(days(1)),
+            EventKind::InboundMessage {
+                channel: Email,
+                topic: "billing question".into(),
+            },
+        );
+    let state = h.state(&policy);
+    let d = decide(&state, &policy, &proposal(Email, Service), now());
+    assert_eq!(d.verdict, Verdict::Allow, "{d:#?}");
+    assert_eq!(fired(&d, "service-reply"), Some(Effect::Allow));
+    assert_eq!(fired(&d, "do-not-contact"), None);
+    // Without the inbound message, do-not-contact holds the unsolicited service message.
+    let unsolicited = History::new().at(
+        ago(days(30)),
+        EventKind::DoNotContact {
+            reason: "asked".into(),
+            until: None,
+        },
+    );
+    let d = decide(
+        &unsolicited.state(&policy),
+        &policy,
+        &proposal(Email, Service),
+        now(),
+    );
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(fired(&d, "do-not-contact"), Some(Effect::Deny));
+    // And the same answers with the rules the other way round.
+    let swapped = Policy::from_toml_str(&reorder_rules(text, &[1, 0])).unwrap();
+    assert_eq!(
+        decide(&state, &swapped, &proposal(Email, Service), now()).verdict,
+        Verdict::Allow
+    );
+}
+
+/// Two quiet-hours rules on one channel: the DEFER is to the first minute open in both,
+/// whichever comes first in the file; rules that are never open together deny.
+#[test]
+fn several_quiet_hours_rules_defer_to_a_time_open_in_all() {
+    let text = |second: &str| {
+        format!(
+            r#"
+version = "two-quiet"
+default_time_zone = "Europe/London"
+
+[[rule]]
+id = "quiet-a"
+type = "quiet_hours"
+channels = ["call"]
+start = "08:00"
+end = "21:00"
+
+[[rule]]
+id = "quiet-b"
+type = "quiet_hours"
+channels = ["call"]
+{second}
+"#
+        )
+    };
+    let overlapping = text("start = \"19:00\"\nend = \"22:00\"\nclosed_days = [\"wed\"]");
+    let disjoint = text("start = \"06:00\"\nend = \"07:00\"");
+    let h = History::new();
+    for order in [[0, 1], [1, 0]] {
+        let policy = Policy::from_toml_str(&reorder_rules(&overlapping, &order)).unwrap();
+        let d = decide(&h.state(&policy), &policy, &proposal(Call, Service), now());
+        assert_eq!(d.verdict, Verdict::Defer, "{d:#?}");
+        // Wednesday is closed in quiet-b: Thursday 19:00 London.
+        assert_eq!(d.not_before, Some(t("2026-11-19T19:00:00Z")));
+        assert_eq!(fired(&d, "quiet-b"), Some(Effect::Defer));
+        let policy = Policy::from_toml_str(&reorder_rules(&disjoint, &order)).unwrap();
+        let d = decide(&h.state(&policy), &policy, &proposal(Call, Service), now());
+        assert_eq!(d.verdict, Verdict::Deny, "{d:#?}");
+    }
+}
