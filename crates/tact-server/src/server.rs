@@ -181,7 +181,7 @@ pub async fn run(
     );
     let engine = Arc::new(engine);
     if let Some(feed) = &opts.feed {
-        feed.start(Arc::clone(&engine))?;
+        feed.start(engine.log().handle())?;
     }
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
