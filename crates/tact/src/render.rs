@@ -51,6 +51,15 @@ pub fn instant(ts: Option<&pbjson_types::Timestamp>, now: Timestamp) -> String {
 /// Every line is prefixed with `indent`.
 pub fn decision(d: &pb::Decision, now: Timestamp, indent: &str) -> String {
     let mut out = String::new();
+    if let Some(e) = &d.error {
+        // A request of a batch or stream that was not valid: no verdict.
+        let _ = writeln!(
+            out,
+            "{indent}not decided: request {} is not valid: {}: {}",
+            e.index, e.field, e.message
+        );
+        return out;
+    }
     let verdict = verdict_name(d.verdict);
     match d.not_before.as_ref() {
         Some(nb) if verdict == "DEFER" => {
