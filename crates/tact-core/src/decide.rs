@@ -50,17 +50,8 @@ pub struct Reason {
     pub detail: Detail,
 }
 
-/// What kind of research signal started a cool-down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    PricingPage,
-    QuotePage,
-    ComparePage,
-    ResearchPage,
-    QuoteRequest,
-    Download,
-}
+/// Moved to [`crate::event`] (state and policy read it too); re-exported here.
+pub use crate::event::Signal;
 
 /// The facts behind a reason. Spans named `ago` are measured back from the decision time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -568,7 +559,7 @@ fn evaluate(
     let at = v.at;
     // Alternatives are evaluated for their verdict only: no reasons to build.
     let explain = suggestions.is_some();
-    let rules = &policy.rules;
+    let rules = policy.rules();
     let all = policy.rule_set(channel, purpose);
     // Room for a reason from each rule visited, and quiet hours.
     let mut reasons: Vec<Reason> = if explain {
@@ -632,7 +623,7 @@ fn evaluate(
             }
             let index = base + todo.trailing_zeros() as usize;
             todo &= todo - 1;
-            let rule = &policy.rules[index];
+            let rule = &rules[index];
             match &rule.kind {
                 RuleKind::DoNotContact => {
                     if service_reply {
@@ -905,7 +896,7 @@ fn evaluate(
                     if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
                         continue;
                     }
-                    let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone);
+                    let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone());
                     quiet.push((
                         index,
                         QuietHours {

@@ -1,7 +1,7 @@
 //! Plain-English sentences for reasons: what a sales rep reads.
 
-use crate::decide::{Clock, Detail, Reason, Signal};
-use crate::event::{Channel, Purpose};
+use crate::decide::{Clock, Detail, Reason};
+use crate::event::{Channel, Purpose, Signal};
 
 fn channel_noun(c: Channel) -> &'static str {
     match c {

@@ -17,7 +17,7 @@ pub use decide::{
 };
 pub use event::{
     Admission, Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Origin,
-    Purpose, UnknownName,
+    Purpose, Signal, UnknownName,
 };
 pub use policy::{Policy, PolicyError};
 pub use state::{CustomerState, Retention};

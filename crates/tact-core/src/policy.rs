@@ -11,20 +11,18 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::decide::Signal;
-use crate::event::{Channel, Engagement, Purpose};
+use crate::event::{Channel, Engagement, Purpose, Signal};
 use crate::state::Retention;
 use crate::time::{DAY, Span, SpanText};
 
-/// A loaded, validated policy.
-///
-/// What is derived from the rules (the retention, which rules apply to each channel
-/// and purpose) is computed when the policy is loaded: treat `rules` as read-only.
+/// A loaded, validated policy. Immutable: it is only made by
+/// [`Policy::from_toml_str`], and what is derived from the rules (the retention, which
+/// rules apply to each channel and purpose) is computed then, so it cannot go stale.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub version: Arc<str>,
-    pub default_time_zone: Tz,
-    pub rules: Vec<Rule>,
+    version: Arc<str>,
+    default_time_zone: Tz,
+    rules: Vec<Rule>,
     retention: Retention,
     /// For each `(channel, purpose)`, the rules `decide` visits, as a bit set of rule
     /// indexes (see [`Policy::rule_set`]).
@@ -35,8 +33,6 @@ pub struct Policy {
 
 #[derive(Clone, Debug)]
 struct RuleSets {
-    /// How many rules the sets were computed for.
-    rules: usize,
     sets: [u64; 32],
 }
 
@@ -48,10 +44,7 @@ impl RuleSets {
                 sets[Self::slot(channel, purpose)] = rules_to_visit(rules, 0, channel, purpose);
             }
         }
-        RuleSets {
-            rules: rules.len(),
-            sets,
-        }
+        RuleSets { sets }
     }
 
     fn slot(channel: Channel, purpose: Purpose) -> usize {
@@ -96,19 +89,45 @@ pub(crate) fn exemption_mask(rules: &[Rule], base: usize) -> u64 {
     set
 }
 
+/// One rule of a loaded policy (read-only: see [`Policy`]).
 #[derive(Clone, Debug)]
 pub struct Rule {
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
     /// Bit set of channels the rule applies to (all bits: every channel).
-    pub channels: u8,
+    pub(crate) channels: u8,
     /// Bit set of purposes the rule applies to.
-    pub purposes: u8,
+    pub(crate) purposes: u8,
     /// When this rule holds a proposal back, suggest this channel instead.
-    pub suggest: Option<Channel>,
-    pub kind: RuleKind,
+    pub(crate) suggest: Option<Channel>,
+    pub(crate) kind: RuleKind,
 }
 
 impl Rule {
+    /// The rule's id, as it appears in the decisions it takes part in.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// Bit set of the channels the rule applies to ([`Channel::bit`]).
+    pub fn channels(&self) -> u8 {
+        self.channels
+    }
+
+    /// Bit set of the purposes the rule applies to ([`Purpose::bit`]).
+    pub fn purposes(&self) -> u8 {
+        self.purposes
+    }
+
+    /// The channel suggested instead when the rule holds a proposal back.
+    pub fn suggest(&self) -> Option<Channel> {
+        self.suggest
+    }
+
+    /// The rule's type and parameters.
+    pub fn kind(&self) -> &RuleKind {
+        &self.kind
+    }
+
     pub fn applies(&self, channel: Channel, purpose: Purpose) -> bool {
         self.channels & channel.bit() != 0 && self.purposes & purpose.bit() != 0
     }
@@ -592,15 +611,25 @@ impl Policy {
     /// The rules `decide` visits for `(channel, purpose)`, as a bit set of rule
     /// indexes; `None` if the policy has more than 64 rules.
     pub(crate) fn rule_set(&self, channel: Channel, purpose: Purpose) -> Option<u64> {
-        let n = self.rules.len();
-        if n > 64 {
+        if self.rules.len() > 64 {
             return None;
         }
-        if self.rule_sets.rules != n {
-            // `rules` was changed after loading: compute afresh.
-            return Some(rules_to_visit(&self.rules, 0, channel, purpose));
-        }
         Some(self.rule_sets.sets[RuleSets::slot(channel, purpose)])
+    }
+
+    /// The policy's version, as stamped on every decision.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// The time zone of quiet hours for customers who have not told us theirs.
+    pub fn default_time_zone(&self) -> Tz {
+        self.default_time_zone
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
     }
 
     /// [`exemption_mask`] of `rules[base..base + 64]`.

@@ -134,7 +134,7 @@ pub fn customer_view(
         }
     }
 
-    for rule in &policy.rules {
+    for rule in policy.rules() {
         if let RuleKind::FrequencyCap { max, window, .. } = &rule.kind {
             let since = at.saturating_sub(*window);
             let count = touches(&state.read(policy, at))

@@ -251,7 +251,7 @@ pub struct Engine {
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("policy_version", &self.policy.version)
+            .field("policy_version", self.policy.version())
             .field("position", &self.position.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

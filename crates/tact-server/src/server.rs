@@ -160,7 +160,7 @@ pub async fn run(
         (None, Some(dir)) => open_storage(dir)?,
         (None, None) => Arc::new(MemoryStorage::new()),
     };
-    let policy_version = opts.policy.version.clone();
+    let policy_version = opts.policy.version().clone();
     let (engine, stats) = Engine::open(
         storage,
         opts.policy,

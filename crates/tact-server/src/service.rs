@@ -54,7 +54,7 @@ impl ContactPolicyService {
         convert::decision_to_pb(
             &decided.decision,
             &decided.decision_id,
-            &self.engine.policy().version,
+            self.engine.policy().version(),
             decided.log_position,
             customer_id,
         )
@@ -385,7 +385,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         Ok(Response::new(view_to_pb(
             &req.customer_id,
             view,
-            &self.engine.policy().version,
+            self.engine.policy().version(),
             position,
             freshness,
         )))
@@ -398,7 +398,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let mut status = pb::ServiceStatus {
             log_position: engine.position(),
             customers: engine.customers() as u64,
-            policy_version: engine.policy().version.to_string(),
+            policy_version: engine.policy().version().to_string(),
             healthy: true,
             ..Default::default()
         };
