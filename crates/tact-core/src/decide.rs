@@ -140,13 +140,19 @@ pub enum Detail {
     ChannelNotAccepted {
         channel: Channel,
     },
+    /// The customer's message on `channel`, `ago`, has not been answered yet.
+    AwaitingAnswer {
+        channel: Channel,
+        ago: Span,
+    },
     CustomerLimit {
         count: u32,
         max: u32,
         window: Span,
         until: Timestamp,
     },
-    /// Raised outside the core (the service knows how fresh its state is).
+    /// The state may be missing the events of the last `lag` (a `stale_state` rule;
+    /// the caller says how fresh its state is).
     StaleState {
         lag: Span,
     },
@@ -182,14 +188,30 @@ impl Decision {
     }
 }
 
-/// Decides on `proposal` as of `at`. Events that occurred after `at` are ignored,
-/// so an `at` in the past answers "what would tact have said then".
+/// Decides on `proposal` as of `at`, on state known to be complete. Events that
+/// occurred after `at` are ignored, so an `at` in the past answers "what would tact
+/// have said then".
 ///
 /// DENY wins over DEFER. A DEFER's `not_before` is the earliest instant at which every
 /// rule is satisfied together, assuming no new events: asked again then, the answer
 /// is not DEFER.
 pub fn decide(state: &CustomerState, policy: &Policy, proposal: &Proposal, at: Timestamp) -> Decision {
+    decide_with_lag(state, policy, proposal, at, Span(0))
+}
+
+/// [`decide`] on state that may be missing the events of the last `lag` that matter
+/// to this decision (the caller knows how far behind its event stream it is, and
+/// passes zero when that does not reach `at`). `stale_state` rules deny their channels
+/// and purposes when `lag` is positive: fail closed.
+pub fn decide_with_lag(
+    state: &CustomerState,
+    policy: &Policy,
+    proposal: &Proposal,
+    at: Timestamp,
+    lag: Span,
+) -> Decision {
     let mut facts = Facts::new(state.read(policy, at));
+    facts.lag = lag;
     let mut suggestions = Suggestions::default();
     let mut decision = evaluate(
         &mut facts,
@@ -285,6 +307,8 @@ type CapReached = Option<(u32, Timestamp)>;
 /// channel, shared by the evaluation of the proposal and of its alternatives.
 struct Facts<'a> {
     v: AsOf<'a>,
+    /// How far behind the state may be for this decision (see [`decide_with_lag`]).
+    lag: Span,
     prefs: Option<Prefs>,
     /// Frequency caps counted so far: `(rule index, result)`.
     caps: [Option<(usize, CapReached)>; 4],
@@ -296,6 +320,7 @@ impl<'a> Facts<'a> {
     fn new(v: AsOf<'a>) -> Self {
         Facts {
             v,
+            lag: Span(0),
             prefs: None,
             caps: [None; 4],
             opens: [None; 2],
@@ -575,6 +600,8 @@ fn evaluate(
     // quiet-hours rule together.
     let mut ok_from = at;
     let mut quiet = QuietRules::default();
+    // Fatigue pauses that start after `at` (see `fatigue_pause`).
+    let mut pauses: Vec<(&Rule, Pause)> = Vec::new();
     // Whether a service-reply rule exempts this proposal from do-not-contact. Known
     // before any other rule is looked at: the answer must not depend on rule order.
     let mut service_reply = false;
@@ -912,54 +939,61 @@ fn evaluate(
                     unanswered,
                     within,
                     pause,
+                    reply_window,
                 } => {
-                    let mut n = 0u32;
-                    let mut newest = None;
-                    for e in v.recent() {
-                        // A pause starting this long ago is over, and so is any older one.
-                        if newest.is_none() && e.at.saturating_add(*pause) <= at {
-                            break;
-                        }
-                        match e.mark {
-                            Mark::Engaged(c, _) if c == channel => break,
-                            Mark::Touch {
-                                channel: c,
-                                purpose: p,
-                                decision,
-                                authorized,
-                            } if c == channel
-                                && rule.purposes & p.bit() != 0
-                                && counts(&v, decision, authorized) =>
-                            {
-                                let first = *newest.get_or_insert(e.at);
-                                if first.since(e.at) > *within {
-                                    break;
-                                }
-                                n += 1;
-                                if n >= *unanswered {
-                                    break;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    if let Some(first) = newest
-                        && n >= *unanswered
-                    {
-                        let until = first.saturating_add(*pause);
-                        if until > at {
-                            ok_from = ok_from.max(until);
+                    let found = fatigue_pause(
+                        &v,
+                        rule.purposes,
+                        channel,
+                        *unanswered,
+                        *within,
+                        *pause,
+                        *reply_window,
+                    );
+                    if let Some(f) = found {
+                        if f.from <= at {
+                            // Paused now; over at `until` (no new events: upward closed).
+                            ok_from = ok_from.max(f.until);
                             push(
                                 &mut reasons,
                                 rule,
                                 Effect::Defer,
                                 Detail::Fatigue {
                                     channel,
-                                    unanswered: n,
-                                    until,
+                                    unanswered: f.count,
+                                    until: f.until,
                                 },
                             );
+                        } else {
+                            // A pause ahead, once the reply windows pass: not now, but a
+                            // DEFER must not end inside it.
+                            pauses.push((rule, f));
                         }
+                    }
+                }
+                RuleKind::StaleState => {
+                    if facts.lag.0 > 0 {
+                        denied = true;
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Deny,
+                            Detail::StaleState { lag: facts.lag },
+                        );
+                    }
+                }
+                RuleKind::AnswerFirst { open_for } => {
+                    if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
+                        denied = true;
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Deny,
+                            Detail::AwaitingAnswer {
+                                channel: c,
+                                ago: at.since(when),
+                            },
+                        );
                     }
                 }
                 RuleKind::CustomerPreferences { max_window } => {
@@ -1000,16 +1034,25 @@ fn evaluate(
         }
     }
 
-    if let Some(first) = quiet.first() {
-        // The earliest instant at or after `ok_from` open in every quiet-hours rule:
-        // the least common fixpoint of their `next_open`s, whatever their order.
+    if quiet.first().is_some() || !pauses.is_empty() {
+        // The earliest instant at or after `ok_from` open in every quiet-hours rule and
+        // outside every fatigue pause ahead: the least common fixpoint of their
+        // `next_open`s and pause ends, whatever their order (each is monotone).
         let mut open = ok_from;
-        let horizon = ok_from.saturating_add(Span(QUIET_HORIZON.0));
-        if quiet.more.is_empty() {
-            open = facts.next_open(first.0, &first.1, ok_from);
-        } else {
-            loop {
+        let horizon = pauses
+            .iter()
+            .fold(ok_from, |h, (_, p)| h.max(p.until))
+            .saturating_add(QUIET_HORIZON);
+        match (&quiet.first, quiet.more.is_empty(), pauses.is_empty()) {
+            (Some((index, q)), true, true) => open = facts.next_open(*index, q, ok_from),
+            _ => loop {
                 let mut moved = false;
+                for (_, p) in &pauses {
+                    if p.from <= open && open < p.until {
+                        open = p.until;
+                        moved = true;
+                    }
+                }
                 for (index, q) in quiet.iter() {
                     let o = facts.next_open(*index, q, open);
                     if o > open {
@@ -1020,7 +1063,7 @@ fn evaluate(
                 if !moved || open > horizon {
                     break;
                 }
-            }
+            },
         }
         // Quiet-hours rules that together are never open: nothing can ever be sent.
         let never = open > horizon;
@@ -1049,6 +1092,20 @@ fn evaluate(
                 });
             }
         }
+        // A pause ahead is reported if the DEFER steps over part of it.
+        for (rule, p) in &pauses {
+            if explain && !never && p.from < open && p.until > ok_from {
+                reasons.push(Reason {
+                    rule_id: rule.id.clone(),
+                    effect: Effect::Defer,
+                    detail: Detail::Fatigue {
+                        channel,
+                        unanswered: p.count,
+                        until: p.until,
+                    },
+                });
+            }
+        }
         ok_from = open;
     }
     if denied {
@@ -1070,6 +1127,72 @@ fn evaluate(
         reasons,
         alternatives: Vec::new(),
     }
+}
+
+/// A fatigue pause: `count` unanswered outreaches in a row; the channel pauses from
+/// `from` (when the last of them became unanswered) until `until`.
+#[derive(Clone, Copy, Debug)]
+struct Pause {
+    count: u32,
+    from: Timestamp,
+    until: Timestamp,
+}
+
+/// The fatigue pause on `channel` that is not over at `v.at`, if any, assuming no new
+/// events: the newest `unanswered` outreaches on the channel for `purposes` since the
+/// customer last engaged there, sent within `within` of each other. Each becomes
+/// unanswered at the first `OutreachUnanswered` event on the channel after it (ignored
+/// or bounced: at once), or when `reply_window` has passed after it; the pause starts
+/// when the last of them does, so it may start after `v.at` (then `from > v.at`).
+fn fatigue_pause(
+    v: &AsOf<'_>,
+    purposes: u8,
+    channel: Channel,
+    unanswered: u32,
+    within: Span,
+    pause: Span,
+    reply_window: Span,
+) -> Option<Pause> {
+    let at = v.at;
+    let mut count = 0u32;
+    let mut newest = None;
+    let mut from = Timestamp::MIN;
+    // The oldest `OutreachUnanswered` on the channel seen so far (newer than the
+    // touches still to come).
+    let mut reported: Option<Timestamp> = None;
+    for e in v.recent() {
+        // A pause for touches this old is over, and so is any older one.
+        if newest.is_none() && e.at.saturating_add(reply_window).saturating_add(pause) <= at {
+            break;
+        }
+        match e.mark {
+            Mark::Engaged(c, _) if c == channel => break,
+            Mark::Unanswered(c, _) if c == channel => reported = Some(e.at),
+            Mark::Touch {
+                channel: c,
+                purpose: p,
+                decision,
+                authorized,
+            } if c == channel && purposes & p.bit() != 0 && counts(v, decision, authorized) => {
+                let first = *newest.get_or_insert(e.at);
+                if first.since(e.at) > within {
+                    break;
+                }
+                let mut unanswered_at = e.at.saturating_add(reply_window);
+                if let Some(r) = reported {
+                    unanswered_at = unanswered_at.min(r);
+                }
+                from = from.max(unanswered_at);
+                count += 1;
+                if count >= unanswered {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let until = from.saturating_add(pause);
+    (count >= unanswered && until > at).then_some(Pause { count, from, until })
 }
 
 /// Counts touches on `channels` for `purposes` in `(at - window, at]`. If `max` is

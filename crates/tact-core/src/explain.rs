@@ -121,8 +121,12 @@ impl Reason {
                 Clock(*start_minute),
                 Clock(*end_minute),
             ),
+            Detail::AwaitingAnswer { channel, ago } => format!(
+                "The customer's {channel} message of {ago} ago has not been answered yet: answer it first."
+            ),
             Detail::Fatigue { channel, unanswered, until } => format!(
-                "The last {unanswered} {} went unanswered; marketing there pauses until {until} or until the customer engages.",
+                "The last {unanswered} {} went unanswered (reported ignored or bounced, or no reply within the reply window); \
+                 marketing there pauses until {until} or until the customer engages.",
                 channel_noun(*channel)
             ),
             Detail::ChannelNotAccepted { channel } => {

@@ -8,12 +8,14 @@ pub mod decide;
 pub mod event;
 mod explain;
 pub mod policy;
+mod rules;
 pub mod state;
 pub mod time;
 pub mod view;
 
 pub use decide::{
     Alternative, Clock, Decision, Detail, Effect, LocalClock, Proposal, Reason, Verdict, decide,
+    decide_with_lag,
 };
 pub use event::{
     Admission, Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Origin,

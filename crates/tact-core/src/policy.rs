@@ -178,13 +178,25 @@ pub enum RuleKind {
         closed_days: u8,
         exempt: Vec<(Channel, Purpose)>,
     },
-    /// After `unanswered` outreaches in a row on a channel, within `within`, with no
-    /// engagement, the channel pauses for `pause` or until the customer engages.
+    /// After `unanswered` unanswered outreaches in a row on a channel, sent within
+    /// `within`, the channel pauses for `pause` from when the last of them became
+    /// unanswered, or until the customer engages there. An outreach is unanswered once
+    /// an `OutreachUnanswered` event on its channel (ignored or bounced) follows it, or
+    /// once `reply_window` has passed after it without engagement on the channel.
     Fatigue {
         unanswered: u32,
         within: Span,
         pause: Span,
+        reply_window: Span,
     },
+    /// While the customer's own message (within `open_for`) waits for a service
+    /// answer, the rule's purposes are denied on every channel.
+    AnswerFirst {
+        open_for: Span,
+    },
+    /// Fail closed: denies the rule's channels and purposes when the state may be
+    /// missing recent events (the lag passed to [`crate::decide_with_lag`]).
+    StaleState,
     /// The customer's accepted channels and own frequency limit.
     CustomerPreferences {
         max_window: Span,
@@ -531,8 +543,16 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
                 unanswered,
                 within: r.span("within")?,
                 pause: r.span("pause")?,
+                reply_window: match r.get::<SpanText>("reply_window")? {
+                    None => DEFAULT_REPLY_WINDOW,
+                    Some(_) => r.span("reply_window")?,
+                },
             }
         }
+        "stale_state" => RuleKind::StaleState,
+        "answer_first" => RuleKind::AnswerFirst {
+            open_for: r.span("open_for")?,
+        },
         "customer_preferences" => RuleKind::CustomerPreferences {
             max_window: r.get::<SpanText>("max_window")?.map_or(Span(30 * DAY.0), |s| s.0),
         },
@@ -542,7 +562,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
                 format!(
                     "unknown rule type `{other}`; expected one of: consent, service_reply, transactional, \
                      do_not_contact, complaint_cool_off, research_cooldown, earned_meeting, frequency_cap, \
-                     quiet_hours, fatigue, customer_preferences"
+                     quiet_hours, fatigue, answer_first, stale_state, customer_preferences"
                 ),
             ));
         }
@@ -594,6 +614,48 @@ impl Policy {
                 table,
                 used: HashSet::new(),
             })?);
+        }
+        let stale: Vec<&Rule> = rules
+            .iter()
+            .filter(|r| matches!(r.kind, RuleKind::StaleState))
+            .collect();
+        if let Some(first) = stale.first() {
+            // Fail closed is an invariant: stale_state rules may hold back more than
+            // marketing and sales, never less.
+            let uncovered = Channel::ALL.iter().find_map(|c| {
+                [Purpose::Marketing, Purpose::Sales]
+                    .into_iter()
+                    .find(|p| !stale.iter().any(|r| r.applies(*c, *p)))
+                    .map(|p| (c, p))
+            });
+            if let Some((c, p)) = uncovered {
+                return Err(PolicyError::Rule {
+                    id: first.id.to_string(),
+                    field: "purposes".into(),
+                    why: format!(
+                        "stale_state rules must hold back marketing and sales on every channel (fail closed), \
+                         and none covers {p} on {c}"
+                    ),
+                });
+            }
+        }
+        if stale.is_empty() {
+            // Fail closed whatever the file says: a policy without a stale_state rule
+            // gets the built-in one (marketing and sales, every channel), first.
+            let id = [STALE_STATE_RULE, "stale-state-default"]
+                .into_iter()
+                .find(|id| !seen.contains(*id))
+                .unwrap_or("stale-state-builtin");
+            rules.insert(
+                0,
+                Rule {
+                    id: Arc::from(id),
+                    channels: all_bits(Channel::ALL, Channel::bit),
+                    purposes: Purpose::Marketing.bit() | Purpose::Sales.bit(),
+                    suggest: None,
+                    kind: RuleKind::StaleState,
+                },
+            );
         }
         let retention = Self::retention_for(&rules);
         let rule_sets = RuleSets::for_rules(&rules);
@@ -662,13 +724,20 @@ impl Policy {
                 RuleKind::ResearchCooldown { cooldown, .. } => *cooldown,
                 RuleKind::EarnedMeeting { window, .. } => *window,
                 RuleKind::FrequencyCap { window, .. } => *window,
-                RuleKind::Fatigue { within, pause, .. } => Span(within.0.saturating_add(pause.0)),
+                RuleKind::Fatigue {
+                    within,
+                    pause,
+                    reply_window,
+                    ..
+                } => Span(within.0.saturating_add(pause.0).saturating_add(reply_window.0)),
                 RuleKind::CustomerPreferences { max_window } => *max_window,
+                RuleKind::AnswerFirst { open_for } => *open_for,
                 // Purchases and complaints are remembered beyond the timeline.
                 RuleKind::Transactional { .. }
                 | RuleKind::DoNotContact
                 | RuleKind::ComplaintCoolOff { .. }
-                | RuleKind::QuietHours { .. } => Span(0),
+                | RuleKind::QuietHours { .. }
+                | RuleKind::StaleState => Span(0),
             };
             window = window.max(w);
         }
@@ -682,6 +751,13 @@ impl Policy {
         self.rules.iter().find(|r| &*r.id == id)
     }
 }
+
+/// The id of the built-in `stale_state` rule a policy without one gets.
+pub const STALE_STATE_RULE: &str = "stale-state";
+
+/// How long an outreach waits for an answer before fatigue counts it as unanswered,
+/// when a fatigue rule does not say (`reply_window`).
+pub const DEFAULT_REPLY_WINDOW: Span = Span(3 * DAY.0);
 
 /// The shipped default policy text.
 pub const DEFAULT_POLICY: &str = include_str!("../../../config/policy.toml");

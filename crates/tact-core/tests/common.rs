@@ -45,6 +45,14 @@ impl History {
         self
     }
 
+    /// A copy with one more event.
+    pub fn clone_with(&self, at: Timestamp, kind: EventKind) -> Self {
+        History {
+            events: self.events.clone(),
+        }
+        .at(at, kind)
+    }
+
     pub fn consent(self, at: Timestamp, channel: Channel, purpose: Purpose, granted: bool) -> Self {
         self.at(
             at,

@@ -154,7 +154,7 @@ suggest = "email"
     )
 }
 
-const RICH_POLICY_RULES: usize = 18;
+const RICH_POLICY_RULES: usize = 20;
 
 fn fold<'a>(events: impl IntoIterator<Item = &'a Event>, policy: &Policy) -> CustomerState {
     let mut s = CustomerState::new();

@@ -565,6 +565,8 @@ fn view_to_pb(
                 channel: channel(i.channel),
                 since: Some(timestamp_to_pb(i.since)),
                 topic: String::new(),
+                age: Some(span_to_pb(i.age)),
+                holds_back: i.holds_back.unwrap_or_default(),
             })
             .collect(),
         timeline: v

@@ -183,9 +183,14 @@ pub fn customer(v: &pb::CustomerView, now: Timestamp) -> String {
     if !v.open_inbound.is_empty() {
         let _ = writeln!(out, "awaiting a reply:");
         for i in &v.open_inbound {
+            let held = if i.holds_back.is_empty() {
+                String::new()
+            } else {
+                format!(", holding marketing and sales back [{}]", i.holds_back)
+            };
             let _ = writeln!(
                 out,
-                "  - {} since {}",
+                "  - {} since {}{held}",
                 channel_name(i.channel),
                 instant(i.since.as_ref(), now)
             );
