@@ -1,17 +1,15 @@
 //! `decide(state, policy, proposal, at)`: the verdict on one proposed outreach, explained.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
 
-use chrono::{Datelike, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Channel, Purpose};
 use crate::policy::{Policy, Rule, RuleKind, rules_to_visit, signal_bit};
-use crate::state::{AsOf, CustomerState, Entry, Mark, Prefs};
-use crate::time::{DAY, MINUTE, Span, Timestamp};
+use crate::state::{AsOf, CustomerState, Mark, Prefs};
+use crate::time::{DAY, Span, Timestamp};
 
 /// "May I contact this customer on this channel, for this purpose?"
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +50,11 @@ pub struct Reason {
 
 /// Moved to [`crate::event`] (state and policy read it too); re-exported here.
 pub use crate::event::Signal;
+use crate::quiet::QuietHours;
+/// Quiet-hours clock readings, in [`crate::quiet`]; re-exported here.
+pub use crate::quiet::{Clock, LocalClock};
+use crate::rules::fatigue::{Pause, fatigue_pause};
+use crate::touch::cap;
 
 /// The facts behind a reason. Spans named `ago` are measured back from the decision time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,45 +365,6 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// Whether a touch counts: an outreach sent under a decision that tact recorded as
-/// authorized counts once, as the authorization.
-fn counts(v: &AsOf<'_>, decision: u32, authorized: bool) -> bool {
-    authorized || decision == 0 || v.authorized == 0 || !was_authorized(v, decision)
-}
-
-/// Newest-first touches that count, at or before `at`.
-pub(crate) fn touches<'a>(v: &AsOf<'a>) -> impl Iterator<Item = (&'a Entry, Channel, Purpose)> {
-    let v = *v;
-    v.recent().filter_map(move |e| match e.mark {
-        Mark::Touch {
-            channel,
-            purpose,
-            decision,
-            authorized,
-        } if counts(&v, decision, authorized) => Some((e, channel, purpose)),
-        _ => None,
-    })
-}
-
-/// Whether the decision's authorization is in the history decisions read: the policy's
-/// retention window before `at` (older entries may or may not still be held, and a
-/// decision must not depend on which). An authorization older than that counts in no
-/// window any more, so the report then counts on its own, which errs towards counting.
-fn was_authorized(v: &AsOf<'_>, decision: u32) -> bool {
-    let since = v.at.saturating_sub(v.window);
-    v.recent()
-        .take_while(|e| e.at >= since)
-        .any(|e| matches!(e.mark, Mark::Touch { decision: d, authorized: true, .. } if d == decision))
-}
-
-struct QuietHours<'a> {
-    rule: &'a Rule,
-    tz: Tz,
-    start_minute: u32,
-    end_minute: u32,
-    closed_days: u8,
-}
-
 /// How far past the other rules' threshold quiet-hours rules are searched for a time
 /// open in all of them (two weeks and a day: every weekday twice, DST changes included).
 const QUIET_HORIZON: Span = Span(15 * DAY.0);
@@ -427,148 +391,6 @@ impl<'a> QuietRules<'a> {
 
     fn iter(&self) -> impl Iterator<Item = &(usize, QuietHours<'a>)> {
         self.first.iter().chain(&self.more)
-    }
-}
-
-/// A local clock reading: days since 1970-01-01 (local) and minute of the day.
-#[derive(Clone, Copy)]
-struct Local {
-    day: i64,
-    minute: u32,
-}
-
-impl Local {
-    /// Monday = 0 (1970-01-01 was a Thursday).
-    fn weekday(&self) -> u32 {
-        (self.day + 3).rem_euclid(7) as u32
-    }
-}
-
-impl QuietHours<'_> {
-    fn day_open(&self, weekday: u32) -> bool {
-        self.closed_days & (1 << weekday) == 0
-    }
-
-    /// The local clock at `t`, if chrono can represent `t`.
-    fn local(&self, t: Timestamp) -> Option<Local> {
-        let utc = chrono::DateTime::from_timestamp_millis(t.0)?;
-        let offset = i64::from(
-            self.tz
-                .offset_from_utc_datetime(&utc.naive_utc())
-                .fix()
-                .local_minus_utc(),
-        ) * 1000;
-        let local = t.0 + offset;
-        Some(Local {
-            day: local.div_euclid(DAY.0),
-            minute: (local.rem_euclid(DAY.0) / MINUTE.0) as u32,
-        })
-    }
-
-    /// The first instant at or after `t` when contact is open.
-    fn next_open(&self, t: Timestamp) -> Timestamp {
-        let Some(local) = self.local(t) else {
-            return self.next_open_chrono(t);
-        };
-        let weekday = local.weekday();
-        if self.day_open(weekday) && local.minute >= self.start_minute && local.minute < self.end_minute {
-            return t;
-        }
-        let mut day = local.day;
-        if !(self.day_open(weekday) && local.minute < self.start_minute) {
-            day = (1..=7)
-                .map(|i| local.day + i)
-                .find(|d| self.day_open((d + 3).rem_euclid(7) as u32))
-                .unwrap_or(local.day + 1);
-        }
-        let Some(open) =
-            chrono::DateTime::from_timestamp_millis(day * DAY.0 + i64::from(self.start_minute) * MINUTE.0)
-        else {
-            return self.next_open_chrono(t);
-        };
-        self.first_instant(open.naive_utc(), t)
-    }
-
-    /// The earliest instant whose local time is `open`, or the first valid local time
-    /// after it if `open` falls in a DST gap; not before `t`.
-    fn first_instant(&self, open: chrono::NaiveDateTime, t: Timestamp) -> Timestamp {
-        let mut candidate = open;
-        for _ in 0..4 {
-            if let Some(utc) = self.tz.from_local_datetime(&candidate).earliest() {
-                return Timestamp(utc.timestamp_millis()).max(t);
-            }
-            candidate += chrono::Duration::minutes(30);
-        }
-        t.saturating_add(MINUTE)
-    }
-
-    /// [`QuietHours::next_open`] for instants chrono cannot represent (they read as
-    /// chrono's earliest instant).
-    fn next_open_chrono(&self, t: Timestamp) -> Timestamp {
-        let local = t.to_chrono().with_timezone(&self.tz);
-        let date = local.date_naive();
-        let weekday = date.weekday().num_days_from_monday();
-        let minute = local.hour() * 60 + local.minute();
-        if self.day_open(weekday) && minute >= self.start_minute && minute < self.end_minute {
-            return t;
-        }
-        let mut day = date;
-        if !(self.day_open(weekday) && minute < self.start_minute) {
-            day = (1..=7)
-                .map(|i| date + chrono::Days::new(i))
-                .find(|d| self.day_open(d.weekday().num_days_from_monday()))
-                .unwrap_or(date + chrono::Days::new(1));
-        }
-        let open =
-            day.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(self.start_minute));
-        self.first_instant(open, t)
-    }
-
-    /// The local clock at `t`, for explaining.
-    fn local_clock(&self, t: Timestamp) -> LocalClock {
-        let (weekday, minute) = match self.local(t) {
-            Some(l) => (l.weekday(), l.minute),
-            None => {
-                let local = t.to_chrono().with_timezone(&self.tz);
-                (
-                    local.weekday().num_days_from_monday(),
-                    local.hour() * 60 + local.minute(),
-                )
-            }
-        };
-        LocalClock {
-            weekday: weekday as u8,
-            minute: minute as u16,
-            zone: self.tz,
-        }
-    }
-}
-
-/// A reading of the customer's local clock, shown as "Wed 05:00 (America/New_York)".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalClock {
-    /// Monday = 0.
-    pub weekday: u8,
-    /// Minutes since local midnight.
-    pub minute: u16,
-    pub zone: Tz,
-}
-
-impl fmt::Display for LocalClock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-        let day = DAYS.get(usize::from(self.weekday)).unwrap_or(&"?");
-        write!(f, "{day} {} ({})", Clock(self.minute), self.zone.name())
-    }
-}
-
-/// Minutes since midnight, shown as "08:00".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock(pub u16);
-
-impl fmt::Display for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
     }
 }
 
@@ -1127,100 +949,4 @@ fn evaluate(
         reasons,
         alternatives: Vec::new(),
     }
-}
-
-/// A fatigue pause: `count` unanswered outreaches in a row; the channel pauses from
-/// `from` (when the last of them became unanswered) until `until`.
-#[derive(Clone, Copy, Debug)]
-struct Pause {
-    count: u32,
-    from: Timestamp,
-    until: Timestamp,
-}
-
-/// The fatigue pause on `channel` that is not over at `v.at`, if any, assuming no new
-/// events: the newest `unanswered` outreaches on the channel for `purposes` since the
-/// customer last engaged there, sent within `within` of each other. Each becomes
-/// unanswered at the first `OutreachUnanswered` event on the channel after it (ignored
-/// or bounced: at once), or when `reply_window` has passed after it; the pause starts
-/// when the last of them does, so it may start after `v.at` (then `from > v.at`).
-fn fatigue_pause(
-    v: &AsOf<'_>,
-    purposes: u8,
-    channel: Channel,
-    unanswered: u32,
-    within: Span,
-    pause: Span,
-    reply_window: Span,
-) -> Option<Pause> {
-    let at = v.at;
-    let mut count = 0u32;
-    let mut newest = None;
-    let mut from = Timestamp::MIN;
-    // The oldest `OutreachUnanswered` on the channel seen so far (newer than the
-    // touches still to come).
-    let mut reported: Option<Timestamp> = None;
-    for e in v.recent() {
-        // A pause for touches this old is over, and so is any older one.
-        if newest.is_none() && e.at.saturating_add(reply_window).saturating_add(pause) <= at {
-            break;
-        }
-        match e.mark {
-            Mark::Engaged(c, _) if c == channel => break,
-            Mark::Unanswered(c, _) if c == channel => reported = Some(e.at),
-            Mark::Touch {
-                channel: c,
-                purpose: p,
-                decision,
-                authorized,
-            } if c == channel && purposes & p.bit() != 0 && counts(v, decision, authorized) => {
-                let first = *newest.get_or_insert(e.at);
-                if first.since(e.at) > within {
-                    break;
-                }
-                let mut unanswered_at = e.at.saturating_add(reply_window);
-                if let Some(r) = reported {
-                    unanswered_at = unanswered_at.min(r);
-                }
-                from = from.max(unanswered_at);
-                count += 1;
-                if count >= unanswered {
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let until = from.saturating_add(pause);
-    (count >= unanswered && until > at).then_some(Pause { count, from, until })
-}
-
-/// Counts touches on `channels` for `purposes` in `(at - window, at]`. If `max` is
-/// reached, returns the count and when the window has room again: the `max`-th
-/// newest touch leaves the window at its time plus `window`.
-fn cap(v: &AsOf<'_>, channels: u8, purposes: u8, max: u32, window: Span) -> Option<(u32, Timestamp)> {
-    let since = v.at.saturating_sub(window);
-    let mut count = 0u32;
-    let mut until = None;
-    for e in v.recent() {
-        if e.at <= since {
-            break;
-        }
-        if let Mark::Touch {
-            channel: c,
-            purpose: p,
-            decision,
-            authorized,
-        } = e.mark
-            && channels & c.bit() != 0
-            && purposes & p.bit() != 0
-            && counts(v, decision, authorized)
-        {
-            count += 1;
-            if count == max {
-                until = Some(e.at.saturating_add(window));
-            }
-        }
-    }
-    until.map(|u| (count, u))
 }

@@ -8,9 +8,11 @@ pub mod decide;
 pub mod event;
 mod explain;
 pub mod policy;
+mod quiet;
 mod rules;
 pub mod state;
 pub mod time;
+mod touch;
 pub mod view;
 
 pub use decide::{

@@ -3,12 +3,13 @@
 
 use serde::Serialize;
 
-use crate::decide::{Detail, Effect, Proposal, decide, touches};
+use crate::decide::{Detail, Effect, Proposal, decide};
 use crate::event::{Channel, Purpose};
 use crate::policy::{Policy, RuleKind};
 use crate::rules::answer_first;
 use crate::state::{CustomerState, Mark};
 use crate::time::{Span, Timestamp};
+use crate::touch::touches;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,3 +2,4 @@
 //! a rule type").
 
 pub(crate) mod answer_first;
+pub(crate) mod fatigue;
