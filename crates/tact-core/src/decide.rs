@@ -216,14 +216,17 @@ pub fn decide_with_lag(
     let mut facts = Facts::new(state.read(policy, at));
     facts.lag = lag;
     let mut suggestions = Suggestions::default();
-    let mut decision = evaluate(
+    let (mut decision, every_channel_denied) = evaluate(
         &mut facts,
         policy,
         proposal.channel,
         proposal.purpose,
         Some(&mut suggestions),
     );
-    if decision.verdict != Verdict::Allow {
+    // A DENY that holds on every channel whatever the channel (a complaint, stale
+    // state, a message to answer first) leaves no alternative for this purpose: tact
+    // would deny each, so they are not evaluated.
+    if decision.verdict != Verdict::Allow && !every_channel_denied {
         decision.alternatives = alternatives(&mut facts, policy, proposal, &decision, &suggestions);
     }
     decision
@@ -239,32 +242,35 @@ struct Suggestions {
 }
 
 impl Suggestions {
-    /// Adds `channel`; a channel suggested by several rules keeps the smallest note, so
-    /// what is kept does not depend on the order of the rules.
+    /// Adds `channel`, keeping the suggestions in channel order (not in the order the
+    /// rules made them: the answer must not depend on the order of the rules); a channel
+    /// suggested by several rules keeps the smallest note, for the same reason.
     fn add(&mut self, channel: Channel, note: &'static str) {
+        let mut item = (channel, note);
         for slot in &mut self.items {
             match slot {
-                Some((c, n)) if *c == channel => {
-                    if note < *n {
-                        *n = note;
+                Some((c, n)) if *c == item.0 => {
+                    if item.1 < *n {
+                        *n = item.1;
                     }
                     return;
                 }
-                Some(_) => {}
+                Some(existing) => {
+                    if (item.0 as u8) < (existing.0 as u8) {
+                        std::mem::swap(existing, &mut item);
+                    }
+                }
                 None => {
-                    *slot = Some((channel, note));
+                    *slot = Some(item);
                     return;
                 }
             }
         }
     }
 
-    /// The suggestions in channel order (not in the order the rules made them: the
-    /// answer must not depend on the order of the rules).
+    /// The suggestions in channel order.
     fn sorted(&self) -> impl Iterator<Item = (Channel, &'static str)> + '_ {
-        let mut items = self.items;
-        items.sort_unstable_by_key(|s| s.map_or(u8::MAX, |(c, _)| c as u8));
-        items.into_iter().map_while(|s| s)
+        self.items.iter().map_while(|s| *s)
     }
 }
 
@@ -282,7 +288,7 @@ fn alternatives(
     // not depend on the channel are known by now). A couple of good ones are enough.
     for (channel, note) in candidates.take(MAX_ALTERNATIVES) {
         // Only suggest what tact would itself accept.
-        let d = evaluate(facts, policy, channel, proposal.purpose, None);
+        let (d, _) = evaluate(facts, policy, channel, proposal.purpose, None);
         if d.verdict != Verdict::Deny {
             out.push(Alternative {
                 channel,
@@ -369,27 +375,36 @@ impl<'a> Facts<'a> {
 /// open in all of them (two weeks and a day: every weekday twice, DST changes included).
 const QUIET_HORIZON: Span = Span(15 * DAY.0);
 
-/// The quiet-hours rules that apply to a proposal: one, usually, without allocating.
-#[derive(Default)]
-struct QuietRules<'a> {
-    first: Option<(usize, QuietHours<'a>)>,
-    more: Vec<(usize, QuietHours<'a>)>,
+/// A few items, usually none or one: the first without allocating. For the quiet-hours
+/// rules that apply to a proposal and the fatigue pauses ahead.
+struct Few<T> {
+    first: Option<T>,
+    more: Vec<T>,
 }
 
-impl<'a> QuietRules<'a> {
-    fn push(&mut self, q: (usize, QuietHours<'a>)) {
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl<T> Few<T> {
+    fn push(&mut self, item: T) {
         if self.first.is_none() {
-            self.first = Some(q);
+            self.first = Some(item);
         } else {
-            self.more.push(q);
+            self.more.push(item);
         }
     }
 
-    fn first(&self) -> Option<&(usize, QuietHours<'a>)> {
-        self.first.as_ref()
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &(usize, QuietHours<'a>)> {
+    fn iter(&self) -> impl Iterator<Item = &T> {
         self.first.iter().chain(&self.more)
     }
 }
@@ -401,7 +416,7 @@ fn evaluate(
     channel: Channel,
     purpose: Purpose,
     mut suggestions: Option<&mut Suggestions>,
-) -> Decision {
+) -> (Decision, bool) {
     let v = facts.v;
     let at = v.at;
     // Alternatives are evaluated for their verdict only: no reasons to build.
@@ -416,14 +431,17 @@ fn evaluate(
         Vec::new()
     };
     let mut denied = false;
+    // Denied by a rule on every channel whose outcome does not depend on the channel.
+    let mut every_channel_denied = false;
+    let all_channels = Channel::ALL.iter().fold(0u8, |m, c| m | c.bit());
     // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
     // stays satisfied with no new events. So the earliest instant satisfying all of
     // them is the latest of their thresholds, moved to the next open minute of every
     // quiet-hours rule together.
     let mut ok_from = at;
-    let mut quiet = QuietRules::default();
+    let mut quiet: Few<(usize, QuietHours<'_>)> = Few::default();
     // Fatigue pauses that start after `at` (see `fatigue_pause`).
-    let mut pauses: Vec<(&Rule, Pause)> = Vec::new();
+    let mut pauses: Few<(&Rule, Pause)> = Few::default();
     // Whether a service-reply rule exempts this proposal from do-not-contact. Known
     // before any other rule is looked at: the answer must not depend on rule order.
     let mut service_reply = false;
@@ -605,6 +623,7 @@ fn evaluate(
                         let until = when.saturating_add(*duration);
                         if until > at {
                             denied = true;
+                            every_channel_denied |= rule.channels == all_channels;
                             push(
                                 &mut reasons,
                                 rule,
@@ -796,6 +815,7 @@ fn evaluate(
                 RuleKind::StaleState => {
                     if facts.lag.0 > 0 {
                         denied = true;
+                        every_channel_denied |= rule.channels == all_channels;
                         push(
                             &mut reasons,
                             rule,
@@ -807,6 +827,7 @@ fn evaluate(
                 RuleKind::AnswerFirst { open_for } => {
                     if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
                         denied = true;
+                        every_channel_denied |= rule.channels == all_channels;
                         push(
                             &mut reasons,
                             rule,
@@ -856,7 +877,7 @@ fn evaluate(
         }
     }
 
-    if quiet.first().is_some() || !pauses.is_empty() {
+    if !quiet.is_empty() || !pauses.is_empty() {
         // The earliest instant at or after `ok_from` open in every quiet-hours rule and
         // outside every fatigue pause ahead: the least common fixpoint of their
         // `next_open`s and pause ends, whatever their order (each is monotone).
@@ -869,7 +890,7 @@ fn evaluate(
             (Some((index, q)), true, true) => open = facts.next_open(*index, q, ok_from),
             _ => loop {
                 let mut moved = false;
-                for (_, p) in &pauses {
+                for (_, p) in pauses.iter() {
                     if p.from <= open && open < p.until {
                         open = p.until;
                         moved = true;
@@ -915,7 +936,7 @@ fn evaluate(
             }
         }
         // A pause ahead is reported if the DEFER steps over part of it.
-        for (rule, p) in &pauses {
+        for (rule, p) in pauses.iter() {
             if explain && !never && p.from < open && p.until > ok_from {
                 reasons.push(Reason {
                     rule_id: rule.id.clone(),
@@ -931,22 +952,28 @@ fn evaluate(
         ok_from = open;
     }
     if denied {
-        return Decision {
-            verdict: Verdict::Deny,
-            not_before: None,
-            reasons,
-            alternatives: Vec::new(),
-        };
+        return (
+            Decision {
+                verdict: Verdict::Deny,
+                not_before: None,
+                reasons,
+                alternatives: Vec::new(),
+            },
+            every_channel_denied,
+        );
     }
     let verdict = if ok_from > at {
         Verdict::Defer
     } else {
         Verdict::Allow
     };
-    Decision {
-        verdict,
-        not_before: (ok_from > at).then_some(ok_from),
-        reasons,
-        alternatives: Vec::new(),
-    }
+    (
+        Decision {
+            verdict,
+            not_before: (ok_from > at).then_some(ok_from),
+            reasons,
+            alternatives: Vec::new(),
+        },
+        false,
+    )
 }
