@@ -316,12 +316,31 @@ async fn bad_requests_name_the_field() {
         requests: vec![request("c", Email, Marketing); 11],
     };
     assert_invalid(client.decide_batch(batch).await, "requests");
-    let mut requests = vec![request("c", Email, Marketing); 3];
+    // A bad request in a batch is named in its place; the others are answered.
+    let mut requests = vec![request("c", Email, Marketing); 4];
     requests[1].channel = 0;
-    assert_invalid(
-        client.decide_batch(pb::DecideBatchRequest { requests }).await,
-        "requests[1].channel",
-    );
+    requests[3].customer_id = "has space".into();
+    let decisions = client
+        .decide_batch(pb::DecideBatchRequest { requests })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    assert_eq!(decisions.len(), 4);
+    for i in [0, 2] {
+        assert!(decisions[i].error.is_none(), "{:?}", decisions[i]);
+        assert_eq!(verdict(&decisions[i]), pb::Verdict::Deny);
+        assert_eq!(decisions[i].customer_id, "c");
+    }
+    let item = |d: &pb::Decision| {
+        let e = d.error.as_ref().expect("an item error");
+        assert_eq!(verdict(d), pb::Verdict::Unspecified);
+        assert!(d.decision_id.is_empty() && d.reasons.is_empty());
+        (e.index, e.field.clone())
+    };
+    assert_eq!(item(&decisions[1]), (1, "channel".to_owned()));
+    assert_eq!(item(&decisions[3]), (3, "customer_id".to_owned()));
+    assert_eq!(decisions[3].customer_id, "has space");
 
     let too_many = (0..6)
         .map(|i| event(&format!("e{i}"), "c", wed_10am(), consent(Email, Sales, true)))
@@ -446,34 +465,42 @@ async fn batches_and_streams_answer_in_order() {
     server.stop().await;
 }
 
-/// A bad request in a stream: every request before it is answered, in order, then the
-/// stream ends with INVALID_ARGUMENT naming it (requests are decided in chunks).
+/// A bad request in a stream gets an error answer in its place, naming it, and the
+/// stream goes on: every request is answered, in order.
 #[tokio::test]
-async fn a_bad_request_ends_a_stream_after_the_answers_before_it() {
+async fn a_bad_request_in_a_stream_is_named_and_the_stream_goes_on() {
     let now = wed_10am();
     let server = TestServer::start(None, now).await;
     let mut client = server.client().await;
     record(&mut client, opted_in("c1", now.saturating_sub(days(10)))).await;
     let mut requests: Vec<_> = (0..150).map(|_| request("c1", Email, Marketing)).collect();
     requests[100].customer_id.clear();
+    requests[149].purpose = 77;
     let mut stream = client
         .decide_stream(tokio_stream_iter(requests))
         .await
         .unwrap()
         .into_inner();
-    let mut answered = 0;
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(d)) => {
-                assert_eq!(verdict(&d), pb::Verdict::Allow);
-                answered += 1;
+    let mut answers = Vec::new();
+    while let Some(d) = stream.message().await.expect("the stream ends cleanly") {
+        answers.push(d);
+    }
+    assert_eq!(answers.len(), 150);
+    for (i, d) in answers.iter().enumerate() {
+        match i {
+            100 | 149 => {
+                let e = d.error.as_ref().expect("an item error");
+                assert_eq!(e.index, i as u64);
+                assert_eq!(e.field, if i == 100 { "customer_id" } else { "purpose" });
+                assert!(!e.message.is_empty());
+                assert_eq!(verdict(d), pb::Verdict::Unspecified);
             }
-            Ok(None) => panic!("the stream ended without an error after {answered} answers"),
-            Err(status) => break status,
+            _ => {
+                assert!(d.error.is_none());
+                assert_eq!(verdict(d), pb::Verdict::Allow, "answer {i}");
+            }
         }
-    };
-    assert_eq!(answered, 100);
-    assert_invalid(Err::<(), _>(status), "request[100].customer_id");
+    }
     server.stop().await;
 }
 

@@ -1,17 +1,15 @@
 //! `decide(state, policy, proposal, at)`: the verdict on one proposed outreach, explained.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
 
-use chrono::{Datelike, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Channel, Purpose};
 use crate::policy::{Policy, Rule, RuleKind, rules_to_visit, signal_bit};
-use crate::state::{AsOf, CustomerState, Entry, Mark, Prefs};
-use crate::time::{DAY, MINUTE, Span, Timestamp};
+use crate::state::{AsOf, CustomerState, Mark, Prefs};
+use crate::time::{DAY, Span, Timestamp};
 
 /// "May I contact this customer on this channel, for this purpose?"
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,17 +48,13 @@ pub struct Reason {
     pub detail: Detail,
 }
 
-/// What kind of research signal started a cool-down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    PricingPage,
-    QuotePage,
-    ComparePage,
-    ResearchPage,
-    QuoteRequest,
-    Download,
-}
+/// Moved to [`crate::event`] (state and policy read it too); re-exported here.
+pub use crate::event::Signal;
+use crate::quiet::QuietHours;
+/// Quiet-hours clock readings, in [`crate::quiet`]; re-exported here.
+pub use crate::quiet::{Clock, LocalClock};
+use crate::rules::fatigue::{Pause, fatigue_pause};
+use crate::touch::cap;
 
 /// The facts behind a reason. Spans named `ago` are measured back from the decision time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,13 +143,19 @@ pub enum Detail {
     ChannelNotAccepted {
         channel: Channel,
     },
+    /// The customer's message on `channel`, `ago`, has not been answered yet.
+    AwaitingAnswer {
+        channel: Channel,
+        ago: Span,
+    },
     CustomerLimit {
         count: u32,
         max: u32,
         window: Span,
         until: Timestamp,
     },
-    /// Raised outside the core (the service knows how fresh its state is).
+    /// The state may be missing the events of the last `lag` (a `stale_state` rule;
+    /// the caller says how fresh its state is).
     StaleState {
         lag: Span,
     },
@@ -191,23 +191,42 @@ impl Decision {
     }
 }
 
-/// Decides on `proposal` as of `at`. Events that occurred after `at` are ignored,
-/// so an `at` in the past answers "what would tact have said then".
+/// Decides on `proposal` as of `at`, on state known to be complete. Events that
+/// occurred after `at` are ignored, so an `at` in the past answers "what would tact
+/// have said then".
 ///
 /// DENY wins over DEFER. A DEFER's `not_before` is the earliest instant at which every
 /// rule is satisfied together, assuming no new events: asked again then, the answer
 /// is not DEFER.
 pub fn decide(state: &CustomerState, policy: &Policy, proposal: &Proposal, at: Timestamp) -> Decision {
+    decide_with_lag(state, policy, proposal, at, Span(0))
+}
+
+/// [`decide`] on state that may be missing the events of the last `lag` that matter
+/// to this decision (the caller knows how far behind its event stream it is, and
+/// passes zero when that does not reach `at`). `stale_state` rules deny their channels
+/// and purposes when `lag` is positive: fail closed.
+pub fn decide_with_lag(
+    state: &CustomerState,
+    policy: &Policy,
+    proposal: &Proposal,
+    at: Timestamp,
+    lag: Span,
+) -> Decision {
     let mut facts = Facts::new(state.read(policy, at));
+    facts.lag = lag;
     let mut suggestions = Suggestions::default();
-    let mut decision = evaluate(
+    let (mut decision, every_channel_denied) = evaluate(
         &mut facts,
         policy,
         proposal.channel,
         proposal.purpose,
         Some(&mut suggestions),
     );
-    if decision.verdict != Verdict::Allow {
+    // A DENY that holds on every channel whatever the channel (a complaint, stale
+    // state, a message to answer first) leaves no alternative for this purpose: tact
+    // would deny each, so they are not evaluated.
+    if decision.verdict != Verdict::Allow && !every_channel_denied {
         decision.alternatives = alternatives(&mut facts, policy, proposal, &decision, &suggestions);
     }
     decision
@@ -223,20 +242,34 @@ struct Suggestions {
 }
 
 impl Suggestions {
+    /// Adds `channel`, keeping the suggestions in channel order (not in the order the
+    /// rules made them: the answer must not depend on the order of the rules); a channel
+    /// suggested by several rules keeps the smallest note, for the same reason.
     fn add(&mut self, channel: Channel, note: &'static str) {
+        let mut item = (channel, note);
         for slot in &mut self.items {
             match slot {
-                Some((c, _)) if *c == channel => return,
-                Some(_) => {}
+                Some((c, n)) if *c == item.0 => {
+                    if item.1 < *n {
+                        *n = item.1;
+                    }
+                    return;
+                }
+                Some(existing) => {
+                    if (item.0 as u8) < (existing.0 as u8) {
+                        std::mem::swap(existing, &mut item);
+                    }
+                }
                 None => {
-                    *slot = Some((channel, note));
+                    *slot = Some(item);
                     return;
                 }
             }
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (Channel, &'static str)> + '_ {
+    /// The suggestions in channel order.
+    fn sorted(&self) -> impl Iterator<Item = (Channel, &'static str)> + '_ {
         self.items.iter().map_while(|s| *s)
     }
 }
@@ -250,12 +283,12 @@ fn alternatives(
 ) -> Vec<Alternative> {
     let mut out = Vec::new();
     // Every suggestion is for the proposal's purpose: only the channel can differ.
-    let candidates = suggestions.iter().filter(|(c, _)| *c != proposal.channel);
+    let candidates = suggestions.sorted().filter(|(c, _)| *c != proposal.channel);
     // Each candidate costs an evaluation (cheaper than the first: the facts that do
     // not depend on the channel are known by now). A couple of good ones are enough.
     for (channel, note) in candidates.take(MAX_ALTERNATIVES) {
         // Only suggest what tact would itself accept.
-        let d = evaluate(facts, policy, channel, proposal.purpose, None);
+        let (d, _) = evaluate(facts, policy, channel, proposal.purpose, None);
         if d.verdict != Verdict::Deny {
             out.push(Alternative {
                 channel,
@@ -283,6 +316,8 @@ type CapReached = Option<(u32, Timestamp)>;
 /// channel, shared by the evaluation of the proposal and of its alternatives.
 struct Facts<'a> {
     v: AsOf<'a>,
+    /// How far behind the state may be for this decision (see [`decide_with_lag`]).
+    lag: Span,
     prefs: Option<Prefs>,
     /// Frequency caps counted so far: `(rule index, result)`.
     caps: [Option<(usize, CapReached)>; 4],
@@ -294,6 +329,7 @@ impl<'a> Facts<'a> {
     fn new(v: AsOf<'a>) -> Self {
         Facts {
             v,
+            lag: Span(0),
             prefs: None,
             caps: [None; 4],
             opens: [None; 2],
@@ -335,184 +371,41 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// Whether a touch counts: an outreach sent under a decision that tact recorded as
-/// authorized counts once, as the authorization.
-fn counts(v: &AsOf<'_>, decision: u32, authorized: bool) -> bool {
-    authorized || decision == 0 || v.authorized == 0 || !was_authorized(v, decision)
+/// How far past the other rules' threshold quiet-hours rules are searched for a time
+/// open in all of them (two weeks and a day: every weekday twice, DST changes included).
+const QUIET_HORIZON: Span = Span(15 * DAY.0);
+
+/// A few items, usually none or one: the first without allocating. For the quiet-hours
+/// rules that apply to a proposal and the fatigue pauses ahead.
+struct Few<T> {
+    first: Option<T>,
+    more: Vec<T>,
 }
 
-/// Newest-first touches that count, at or before `at`.
-pub(crate) fn touches<'a>(v: &AsOf<'a>) -> impl Iterator<Item = (&'a Entry, Channel, Purpose)> {
-    let v = *v;
-    v.recent().filter_map(move |e| match e.mark {
-        Mark::Touch {
-            channel,
-            purpose,
-            decision,
-            authorized,
-        } if counts(&v, decision, authorized) => Some((e, channel, purpose)),
-        _ => None,
-    })
-}
-
-/// Whether the decision's authorization is in the history decisions read: the policy's
-/// retention window before `at` (older entries may or may not still be held, and a
-/// decision must not depend on which). An authorization older than that counts in no
-/// window any more, so the report then counts on its own, which errs towards counting.
-fn was_authorized(v: &AsOf<'_>, decision: u32) -> bool {
-    let since = v.at.saturating_sub(v.window);
-    v.recent()
-        .take_while(|e| e.at >= since)
-        .any(|e| matches!(e.mark, Mark::Touch { decision: d, authorized: true, .. } if d == decision))
-}
-
-struct QuietHours<'a> {
-    rule: &'a Rule,
-    tz: Tz,
-    start_minute: u32,
-    end_minute: u32,
-    closed_days: u8,
-}
-
-/// A local clock reading: days since 1970-01-01 (local) and minute of the day.
-#[derive(Clone, Copy)]
-struct Local {
-    day: i64,
-    minute: u32,
-}
-
-impl Local {
-    /// Monday = 0 (1970-01-01 was a Thursday).
-    fn weekday(&self) -> u32 {
-        (self.day + 3).rem_euclid(7) as u32
-    }
-}
-
-impl QuietHours<'_> {
-    fn day_open(&self, weekday: u32) -> bool {
-        self.closed_days & (1 << weekday) == 0
-    }
-
-    /// The local clock at `t`, if chrono can represent `t`.
-    fn local(&self, t: Timestamp) -> Option<Local> {
-        let utc = chrono::DateTime::from_timestamp_millis(t.0)?;
-        let offset = i64::from(
-            self.tz
-                .offset_from_utc_datetime(&utc.naive_utc())
-                .fix()
-                .local_minus_utc(),
-        ) * 1000;
-        let local = t.0 + offset;
-        Some(Local {
-            day: local.div_euclid(DAY.0),
-            minute: (local.rem_euclid(DAY.0) / MINUTE.0) as u32,
-        })
-    }
-
-    /// The first instant at or after `t` when contact is open.
-    fn next_open(&self, t: Timestamp) -> Timestamp {
-        let Some(local) = self.local(t) else {
-            return self.next_open_chrono(t);
-        };
-        let weekday = local.weekday();
-        if self.day_open(weekday) && local.minute >= self.start_minute && local.minute < self.end_minute {
-            return t;
-        }
-        let mut day = local.day;
-        if !(self.day_open(weekday) && local.minute < self.start_minute) {
-            day = (1..=7)
-                .map(|i| local.day + i)
-                .find(|d| self.day_open((d + 3).rem_euclid(7) as u32))
-                .unwrap_or(local.day + 1);
-        }
-        let Some(open) =
-            chrono::DateTime::from_timestamp_millis(day * DAY.0 + i64::from(self.start_minute) * MINUTE.0)
-        else {
-            return self.next_open_chrono(t);
-        };
-        self.first_instant(open.naive_utc(), t)
-    }
-
-    /// The earliest instant whose local time is `open`, or the first valid local time
-    /// after it if `open` falls in a DST gap; not before `t`.
-    fn first_instant(&self, open: chrono::NaiveDateTime, t: Timestamp) -> Timestamp {
-        let mut candidate = open;
-        for _ in 0..4 {
-            if let Some(utc) = self.tz.from_local_datetime(&candidate).earliest() {
-                return Timestamp(utc.timestamp_millis()).max(t);
-            }
-            candidate += chrono::Duration::minutes(30);
-        }
-        t.saturating_add(MINUTE)
-    }
-
-    /// [`QuietHours::next_open`] for instants chrono cannot represent (they read as
-    /// chrono's earliest instant).
-    fn next_open_chrono(&self, t: Timestamp) -> Timestamp {
-        let local = t.to_chrono().with_timezone(&self.tz);
-        let date = local.date_naive();
-        let weekday = date.weekday().num_days_from_monday();
-        let minute = local.hour() * 60 + local.minute();
-        if self.day_open(weekday) && minute >= self.start_minute && minute < self.end_minute {
-            return t;
-        }
-        let mut day = date;
-        if !(self.day_open(weekday) && minute < self.start_minute) {
-            day = (1..=7)
-                .map(|i| date + chrono::Days::new(i))
-                .find(|d| self.day_open(d.weekday().num_days_from_monday()))
-                .unwrap_or(date + chrono::Days::new(1));
-        }
-        let open =
-            day.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(self.start_minute));
-        self.first_instant(open, t)
-    }
-
-    /// The local clock at `t`, for explaining.
-    fn local_clock(&self, t: Timestamp) -> LocalClock {
-        let (weekday, minute) = match self.local(t) {
-            Some(l) => (l.weekday(), l.minute),
-            None => {
-                let local = t.to_chrono().with_timezone(&self.tz);
-                (
-                    local.weekday().num_days_from_monday(),
-                    local.hour() * 60 + local.minute(),
-                )
-            }
-        };
-        LocalClock {
-            weekday: weekday as u8,
-            minute: minute as u16,
-            zone: self.tz,
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            more: Vec::new(),
         }
     }
 }
 
-/// A reading of the customer's local clock, shown as "Wed 05:00 (America/New_York)".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalClock {
-    /// Monday = 0.
-    pub weekday: u8,
-    /// Minutes since local midnight.
-    pub minute: u16,
-    pub zone: Tz,
-}
-
-impl fmt::Display for LocalClock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-        let day = DAYS.get(usize::from(self.weekday)).unwrap_or(&"?");
-        write!(f, "{day} {} ({})", Clock(self.minute), self.zone.name())
+impl<T> Few<T> {
+    fn push(&mut self, item: T) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.more.push(item);
+        }
     }
-}
 
-/// Minutes since midnight, shown as "08:00".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock(pub u16);
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
 
-impl fmt::Display for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(&self.more)
     }
 }
 
@@ -523,29 +416,34 @@ fn evaluate(
     channel: Channel,
     purpose: Purpose,
     mut suggestions: Option<&mut Suggestions>,
-) -> Decision {
+) -> (Decision, bool) {
     let v = facts.v;
     let at = v.at;
     // Alternatives are evaluated for their verdict only: no reasons to build.
     let explain = suggestions.is_some();
-    let rules = &policy.rules;
-    let mut base = 0;
-    let mut todo = match policy.rule_set(channel, purpose) {
-        Some(set) => set,
-        None => rules_to_visit(rules, 0, channel, purpose),
-    };
+    let rules = policy.rules();
+    let all = policy.rule_set(channel, purpose);
     // Room for a reason from each rule visited, and quiet hours.
     let mut reasons: Vec<Reason> = if explain {
-        Vec::with_capacity(todo.count_ones() as usize + 1)
+        let visited = all.map_or(8, |set| set.count_ones() as usize);
+        Vec::with_capacity(visited + 1)
     } else {
         Vec::new()
     };
     let mut denied = false;
+    // Denied by a rule on every channel whose outcome does not depend on the channel.
+    let mut every_channel_denied = false;
+    let all_channels = Channel::ALL.iter().fold(0u8, |m, c| m | c.bit());
     // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
     // stays satisfied with no new events. So the earliest instant satisfying all of
-    // them is the latest of their thresholds, moved to the next open minute.
+    // them is the latest of their thresholds, moved to the next open minute of every
+    // quiet-hours rule together.
     let mut ok_from = at;
-    let mut quiet: Option<(usize, QuietHours<'_>)> = None;
+    let mut quiet: Few<(usize, QuietHours<'_>)> = Few::default();
+    // Fatigue pauses that start after `at` (see `fatigue_pause`).
+    let mut pauses: Few<(&Rule, Pause)> = Few::default();
+    // Whether a service-reply rule exempts this proposal from do-not-contact. Known
+    // before any other rule is looked at: the answer must not depend on rule order.
     let mut service_reply = false;
     let mut suggest = |c: Channel, note: &'static str| {
         if let Some(s) = suggestions.as_deref_mut() {
@@ -562,24 +460,37 @@ fn evaluate(
             detail,
         });
     };
-    // The rules in file order, skipping those that do not apply; 64 at a time.
-    loop {
-        if todo == 0 {
-            base += 64;
-            if base >= rules.len() {
-                break;
+    // Two passes over the rules that apply, 64 at a time: first the exemptions
+    // (transactional, service reply), then every other rule. Within a pass each rule's
+    // outcome is folded in order-independently (any DENY, the latest DEFER threshold,
+    // every quiet-hours rule), so the answer does not depend on the order of the rules.
+    for exemptions in [true, false] {
+        let chunk = |base: usize| {
+            let mask = policy.exemptions(base);
+            let set = match all {
+                Some(set) if base == 0 => set,
+                _ => rules_to_visit(rules, base, channel, purpose),
+            };
+            if exemptions { set & mask } else { set & !mask }
+        };
+        let mut base = 0;
+        let mut todo = chunk(0);
+        loop {
+            if todo == 0 {
+                base += 64;
+                if base >= rules.len() {
+                    break;
+                }
+                todo = chunk(base);
+                continue;
             }
-            todo = rules_to_visit(rules, base, channel, purpose);
-            continue;
-        }
-        {
             // Only the verdict is wanted and it is settled: DENY wins over everything.
             if denied && !explain {
                 break;
             }
             let index = base + todo.trailing_zeros() as usize;
             todo &= todo - 1;
-            let rule = &policy.rules[index];
+            let rule = &rules[index];
             match &rule.kind {
                 RuleKind::DoNotContact => {
                     if service_reply {
@@ -712,6 +623,7 @@ fn evaluate(
                         let until = when.saturating_add(*duration);
                         if until > at {
                             denied = true;
+                            every_channel_denied |= rule.channels == all_channels;
                             push(
                                 &mut reasons,
                                 rule,
@@ -852,8 +764,8 @@ fn evaluate(
                     if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
                         continue;
                     }
-                    let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone);
-                    quiet = Some((
+                    let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone());
+                    quiet.push((
                         index,
                         QuietHours {
                             rule,
@@ -868,54 +780,63 @@ fn evaluate(
                     unanswered,
                     within,
                     pause,
+                    reply_window,
                 } => {
-                    let mut n = 0u32;
-                    let mut newest = None;
-                    for e in v.recent() {
-                        // A pause starting this long ago is over, and so is any older one.
-                        if newest.is_none() && e.at.saturating_add(*pause) <= at {
-                            break;
-                        }
-                        match e.mark {
-                            Mark::Engaged(c, _) if c == channel => break,
-                            Mark::Touch {
-                                channel: c,
-                                purpose: p,
-                                decision,
-                                authorized,
-                            } if c == channel
-                                && rule.purposes & p.bit() != 0
-                                && counts(&v, decision, authorized) =>
-                            {
-                                let first = *newest.get_or_insert(e.at);
-                                if first.since(e.at) > *within {
-                                    break;
-                                }
-                                n += 1;
-                                if n >= *unanswered {
-                                    break;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    if let Some(first) = newest
-                        && n >= *unanswered
-                    {
-                        let until = first.saturating_add(*pause);
-                        if until > at {
-                            ok_from = ok_from.max(until);
+                    let found = fatigue_pause(
+                        &v,
+                        rule.purposes,
+                        channel,
+                        *unanswered,
+                        *within,
+                        *pause,
+                        *reply_window,
+                    );
+                    if let Some(f) = found {
+                        if f.from <= at {
+                            // Paused now; over at `until` (no new events: upward closed).
+                            ok_from = ok_from.max(f.until);
                             push(
                                 &mut reasons,
                                 rule,
                                 Effect::Defer,
                                 Detail::Fatigue {
                                     channel,
-                                    unanswered: n,
-                                    until,
+                                    unanswered: f.count,
+                                    until: f.until,
                                 },
                             );
+                        } else {
+                            // A pause ahead, once the reply windows pass: not now, but a
+                            // DEFER must not end inside it.
+                            pauses.push((rule, f));
                         }
+                    }
+                }
+                RuleKind::StaleState => {
+                    if facts.lag.0 > 0 {
+                        denied = true;
+                        every_channel_denied |= rule.channels == all_channels;
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Deny,
+                            Detail::StaleState { lag: facts.lag },
+                        );
+                    }
+                }
+                RuleKind::AnswerFirst { open_for } => {
+                    if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
+                        denied = true;
+                        every_channel_denied |= rule.channels == all_channels;
+                        push(
+                            &mut reasons,
+                            rule,
+                            Effect::Deny,
+                            Detail::AwaitingAnswer {
+                                channel: c,
+                                ago: at.since(when),
+                            },
+                        );
                     }
                 }
                 RuleKind::CustomerPreferences { max_window } => {
@@ -956,74 +877,103 @@ fn evaluate(
         }
     }
 
-    if denied {
-        return Decision {
-            verdict: Verdict::Deny,
-            not_before: None,
-            reasons,
-            alternatives: Vec::new(),
-        };
-    }
-    if let Some((index, q)) = &quiet {
-        let open = facts.next_open(*index, q, ok_from);
-        // Reported if closed now, or if the other rules' threshold falls in closed hours.
-        if explain && (open > ok_from || (ok_from != at && facts.next_open(*index, q, at) > at)) {
-            if let (Some(c), Some(s)) = (q.rule.suggest, suggestions) {
-                s.add(c, "a channel that is open at this hour");
+    if !quiet.is_empty() || !pauses.is_empty() {
+        // The earliest instant at or after `ok_from` open in every quiet-hours rule and
+        // outside every fatigue pause ahead: the least common fixpoint of their
+        // `next_open`s and pause ends, whatever their order (each is monotone).
+        let mut open = ok_from;
+        let horizon = pauses
+            .iter()
+            .fold(ok_from, |h, (_, p)| h.max(p.until))
+            .saturating_add(QUIET_HORIZON);
+        match (&quiet.first, quiet.more.is_empty(), pauses.is_empty()) {
+            (Some((index, q)), true, true) => open = facts.next_open(*index, q, ok_from),
+            _ => loop {
+                let mut moved = false;
+                for (_, p) in pauses.iter() {
+                    if p.from <= open && open < p.until {
+                        open = p.until;
+                        moved = true;
+                    }
+                }
+                for (index, q) in quiet.iter() {
+                    let o = facts.next_open(*index, q, open);
+                    if o > open {
+                        open = o;
+                        moved = true;
+                    }
+                }
+                if !moved || open > horizon {
+                    break;
+                }
+            },
+        }
+        // Quiet-hours rules that together are never open: nothing can ever be sent.
+        let never = open > horizon;
+        if never {
+            denied = true;
+        }
+        for (index, q) in quiet.iter() {
+            // Reported if closed now, or if the other rules' threshold falls in closed
+            // hours (each judged on its own, so the set does not depend on rule order).
+            let closed = facts.next_open(*index, q, ok_from) > ok_from
+                || (ok_from != at && facts.next_open(*index, q, at) > at);
+            if explain && closed {
+                if let (Some(c), Some(s)) = (q.rule.suggest, suggestions.as_deref_mut()) {
+                    s.add(c, "a channel that is open at this hour");
+                }
+                reasons.push(Reason {
+                    rule_id: q.rule.id.clone(),
+                    effect: if never { Effect::Deny } else { Effect::Defer },
+                    detail: Detail::QuietHours {
+                        channel,
+                        local: q.local_clock(at),
+                        start_minute: q.start_minute as u16,
+                        end_minute: q.end_minute as u16,
+                        until: open,
+                    },
+                });
             }
-            reasons.push(Reason {
-                rule_id: q.rule.id.clone(),
-                effect: Effect::Defer,
-                detail: Detail::QuietHours {
-                    channel,
-                    local: q.local_clock(at),
-                    start_minute: q.start_minute as u16,
-                    end_minute: q.end_minute as u16,
-                    until: open,
-                },
-            });
+        }
+        // A pause ahead is reported if the DEFER steps over part of it.
+        for (rule, p) in pauses.iter() {
+            if explain && !never && p.from < open && p.until > ok_from {
+                reasons.push(Reason {
+                    rule_id: rule.id.clone(),
+                    effect: Effect::Defer,
+                    detail: Detail::Fatigue {
+                        channel,
+                        unanswered: p.count,
+                        until: p.until,
+                    },
+                });
+            }
         }
         ok_from = open;
+    }
+    if denied {
+        return (
+            Decision {
+                verdict: Verdict::Deny,
+                not_before: None,
+                reasons,
+                alternatives: Vec::new(),
+            },
+            every_channel_denied,
+        );
     }
     let verdict = if ok_from > at {
         Verdict::Defer
     } else {
         Verdict::Allow
     };
-    Decision {
-        verdict,
-        not_before: (ok_from > at).then_some(ok_from),
-        reasons,
-        alternatives: Vec::new(),
-    }
-}
-
-/// Counts touches on `channels` for `purposes` in `(at - window, at]`. If `max` is
-/// reached, returns the count and when the window has room again: the `max`-th
-/// newest touch leaves the window at its time plus `window`.
-fn cap(v: &AsOf<'_>, channels: u8, purposes: u8, max: u32, window: Span) -> Option<(u32, Timestamp)> {
-    let since = v.at.saturating_sub(window);
-    let mut count = 0u32;
-    let mut until = None;
-    for e in v.recent() {
-        if e.at <= since {
-            break;
-        }
-        if let Mark::Touch {
-            channel: c,
-            purpose: p,
-            decision,
-            authorized,
-        } = e.mark
-            && channels & c.bit() != 0
-            && purposes & p.bit() != 0
-            && counts(v, decision, authorized)
-        {
-            count += 1;
-            if count == max {
-                until = Some(e.at.saturating_add(window));
-            }
-        }
-    }
-    until.map(|u| (count, u))
+    (
+        Decision {
+            verdict,
+            not_before: (ok_from > at).then_some(ok_from),
+            reasons,
+            alternatives: Vec::new(),
+        },
+        false,
+    )
 }

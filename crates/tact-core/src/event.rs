@@ -87,6 +87,20 @@ named_enum!(
     }
 );
 
+/// What kind of research signal an event is (it starts research cool-downs). Derived
+/// from events by the state (`research_category`), named by policies, explained by
+/// decisions; here, below all three, so none of them imports another for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    PricingPage,
+    QuotePage,
+    ComparePage,
+    ResearchPage,
+    QuoteRequest,
+    Download,
+}
+
 /// A name that is not one of an enum's names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} `{name}`; expected one of: {}", expected.join(", "))]

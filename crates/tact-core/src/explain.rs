@@ -1,7 +1,7 @@
 //! Plain-English sentences for reasons: what a sales rep reads.
 
-use crate::decide::{Clock, Detail, Reason, Signal};
-use crate::event::{Channel, Purpose};
+use crate::decide::{Clock, Detail, Reason};
+use crate::event::{Channel, Purpose, Signal};
 
 fn channel_noun(c: Channel) -> &'static str {
     match c {
@@ -121,8 +121,12 @@ impl Reason {
                 Clock(*start_minute),
                 Clock(*end_minute),
             ),
+            Detail::AwaitingAnswer { channel, ago } => format!(
+                "The customer's {channel} message of {ago} ago has not been answered yet: answer it first."
+            ),
             Detail::Fatigue { channel, unanswered, until } => format!(
-                "The last {unanswered} {} went unanswered; marketing there pauses until {until} or until the customer engages.",
+                "The last {unanswered} {} went unanswered (reported ignored or bounced, or no reply within the reply window); \
+                 marketing there pauses until {until} or until the customer engages.",
                 channel_noun(*channel)
             ),
             Detail::ChannelNotAccepted { channel } => {

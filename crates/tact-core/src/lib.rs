@@ -9,16 +9,20 @@ pub mod decide;
 pub mod event;
 mod explain;
 pub mod policy;
+mod quiet;
+mod rules;
 pub mod state;
 pub mod time;
+mod touch;
 pub mod view;
 
 pub use decide::{
     Alternative, Clock, Decision, Detail, Effect, LocalClock, Proposal, Reason, Verdict, decide,
+    decide_with_lag,
 };
 pub use event::{
     Admission, Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Origin,
-    Purpose, UnknownName,
+    Purpose, Signal, UnknownName,
 };
 pub use policy::{Policy, PolicyError};
 pub use state::{CustomerState, Retention};

@@ -11,30 +11,28 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::decide::Signal;
-use crate::event::{Channel, Engagement, Purpose};
+use crate::event::{Channel, Engagement, Purpose, Signal};
 use crate::state::Retention;
 use crate::time::{DAY, Span, SpanText};
 
-/// A loaded, validated policy.
-///
-/// What is derived from the rules (the retention, which rules apply to each channel
-/// and purpose) is computed when the policy is loaded: treat `rules` as read-only.
+/// A loaded, validated policy. Immutable: it is only made by
+/// [`Policy::from_toml_str`], and what is derived from the rules (the retention, which
+/// rules apply to each channel and purpose) is computed then, so it cannot go stale.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub version: Arc<str>,
-    pub default_time_zone: Tz,
-    pub rules: Vec<Rule>,
+    version: Arc<str>,
+    default_time_zone: Tz,
+    rules: Vec<Rule>,
     retention: Retention,
     /// For each `(channel, purpose)`, the rules `decide` visits, as a bit set of rule
     /// indexes (see [`Policy::rule_set`]).
     rule_sets: RuleSets,
+    /// [`exemption_mask`] of the first 64 rules.
+    exemptions: u64,
 }
 
 #[derive(Clone, Debug)]
 struct RuleSets {
-    /// How many rules the sets were computed for.
-    rules: usize,
     sets: [u64; 32],
 }
 
@@ -46,10 +44,7 @@ impl RuleSets {
                 sets[Self::slot(channel, purpose)] = rules_to_visit(rules, 0, channel, purpose);
             }
         }
-        RuleSets {
-            rules: rules.len(),
-            sets,
-        }
+        RuleSets { sets }
     }
 
     fn slot(channel: Channel, purpose: Purpose) -> usize {
@@ -81,19 +76,58 @@ pub(crate) fn rules_to_visit(rules: &[Rule], base: usize, channel: Channel, purp
     set
 }
 
+/// Among `rules[base..base + 64]`, the exemptions (transactional and service-reply
+/// rules), as a bit set of their indexes less `base`. `decide` looks at them before any
+/// other rule, so what they exempt from does not depend on the order of the rules.
+pub(crate) fn exemption_mask(rules: &[Rule], base: usize) -> u64 {
+    let mut set = 0u64;
+    for (i, r) in rules.iter().skip(base).enumerate().take(64) {
+        if r.kind.is_exemption() {
+            set |= 1 << i;
+        }
+    }
+    set
+}
+
+/// One rule of a loaded policy (read-only: see [`Policy`]).
 #[derive(Clone, Debug)]
 pub struct Rule {
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
     /// Bit set of channels the rule applies to (all bits: every channel).
-    pub channels: u8,
+    pub(crate) channels: u8,
     /// Bit set of purposes the rule applies to.
-    pub purposes: u8,
+    pub(crate) purposes: u8,
     /// When this rule holds a proposal back, suggest this channel instead.
-    pub suggest: Option<Channel>,
-    pub kind: RuleKind,
+    pub(crate) suggest: Option<Channel>,
+    pub(crate) kind: RuleKind,
 }
 
 impl Rule {
+    /// The rule's id, as it appears in the decisions it takes part in.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// Bit set of the channels the rule applies to ([`Channel::bit`]).
+    pub fn channels(&self) -> u8 {
+        self.channels
+    }
+
+    /// Bit set of the purposes the rule applies to ([`Purpose::bit`]).
+    pub fn purposes(&self) -> u8 {
+        self.purposes
+    }
+
+    /// The channel suggested instead when the rule holds a proposal back.
+    pub fn suggest(&self) -> Option<Channel> {
+        self.suggest
+    }
+
+    /// The rule's type and parameters.
+    pub fn kind(&self) -> &RuleKind {
+        &self.kind
+    }
+
     pub fn applies(&self, channel: Channel, purpose: Purpose) -> bool {
         self.channels & channel.bit() != 0 && self.purposes & purpose.bit() != 0
     }
@@ -144,17 +178,39 @@ pub enum RuleKind {
         closed_days: u8,
         exempt: Vec<(Channel, Purpose)>,
     },
-    /// After `unanswered` outreaches in a row on a channel, within `within`, with no
-    /// engagement, the channel pauses for `pause` or until the customer engages.
+    /// After `unanswered` unanswered outreaches in a row on a channel, sent within
+    /// `within`, the channel pauses for `pause` from when the last of them became
+    /// unanswered, or until the customer engages there. An outreach is unanswered once
+    /// an `OutreachUnanswered` event on its channel (ignored or bounced) follows it, or
+    /// once `reply_window` has passed after it without engagement on the channel.
     Fatigue {
         unanswered: u32,
         within: Span,
         pause: Span,
+        reply_window: Span,
     },
+    /// While the customer's own message (within `open_for`) waits for a service
+    /// answer, the rule's purposes are denied on every channel.
+    AnswerFirst {
+        open_for: Span,
+    },
+    /// Fail closed: denies the rule's channels and purposes when the state may be
+    /// missing recent events (the lag passed to [`crate::decide_with_lag`]).
+    StaleState,
     /// The customer's accepted channels and own frequency limit.
     CustomerPreferences {
         max_window: Span,
     },
+}
+
+impl RuleKind {
+    /// Whether the rule exempts proposals from others (transactional, service reply).
+    pub fn is_exemption(&self) -> bool {
+        matches!(
+            self,
+            RuleKind::Transactional { .. } | RuleKind::ServiceReply { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -487,8 +543,16 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
                 unanswered,
                 within: r.span("within")?,
                 pause: r.span("pause")?,
+                reply_window: match r.get::<SpanText>("reply_window")? {
+                    None => DEFAULT_REPLY_WINDOW,
+                    Some(_) => r.span("reply_window")?,
+                },
             }
         }
+        "stale_state" => RuleKind::StaleState,
+        "answer_first" => RuleKind::AnswerFirst {
+            open_for: r.span("open_for")?,
+        },
         "customer_preferences" => RuleKind::CustomerPreferences {
             max_window: r.get::<SpanText>("max_window")?.map_or(Span(30 * DAY.0), |s| s.0),
         },
@@ -498,7 +562,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
                 format!(
                     "unknown rule type `{other}`; expected one of: consent, service_reply, transactional, \
                      do_not_contact, complaint_cool_off, research_cooldown, earned_meeting, frequency_cap, \
-                     quiet_hours, fatigue, customer_preferences"
+                     quiet_hours, fatigue, answer_first, stale_state, customer_preferences"
                 ),
             ));
         }
@@ -551,29 +615,92 @@ impl Policy {
                 used: HashSet::new(),
             })?);
         }
+        let stale: Vec<&Rule> = rules
+            .iter()
+            .filter(|r| matches!(r.kind, RuleKind::StaleState))
+            .collect();
+        if let Some(first) = stale.first() {
+            // Fail closed is an invariant: stale_state rules may hold back more than
+            // marketing and sales, never less.
+            let uncovered = Channel::ALL.iter().find_map(|c| {
+                [Purpose::Marketing, Purpose::Sales]
+                    .into_iter()
+                    .find(|p| !stale.iter().any(|r| r.applies(*c, *p)))
+                    .map(|p| (c, p))
+            });
+            if let Some((c, p)) = uncovered {
+                return Err(PolicyError::Rule {
+                    id: first.id.to_string(),
+                    field: "purposes".into(),
+                    why: format!(
+                        "stale_state rules must hold back marketing and sales on every channel (fail closed), \
+                         and none covers {p} on {c}"
+                    ),
+                });
+            }
+        }
+        if stale.is_empty() {
+            // Fail closed whatever the file says: a policy without a stale_state rule
+            // gets the built-in one (marketing and sales, every channel), first.
+            let id = [STALE_STATE_RULE, "stale-state-default"]
+                .into_iter()
+                .find(|id| !seen.contains(*id))
+                .unwrap_or("stale-state-builtin");
+            rules.insert(
+                0,
+                Rule {
+                    id: Arc::from(id),
+                    channels: all_bits(Channel::ALL, Channel::bit),
+                    purposes: Purpose::Marketing.bit() | Purpose::Sales.bit(),
+                    suggest: None,
+                    kind: RuleKind::StaleState,
+                },
+            );
+        }
         let retention = Self::retention_for(&rules);
         let rule_sets = RuleSets::for_rules(&rules);
+        let exemptions = exemption_mask(&rules, 0);
         Ok(Policy {
             version: Arc::from(raw.version.as_str()),
             default_time_zone,
             rules,
             retention,
             rule_sets,
+            exemptions,
         })
     }
 
     /// The rules `decide` visits for `(channel, purpose)`, as a bit set of rule
     /// indexes; `None` if the policy has more than 64 rules.
     pub(crate) fn rule_set(&self, channel: Channel, purpose: Purpose) -> Option<u64> {
-        let n = self.rules.len();
-        if n > 64 {
+        if self.rules.len() > 64 {
             return None;
         }
-        if self.rule_sets.rules != n {
-            // `rules` was changed after loading: compute afresh.
-            return Some(rules_to_visit(&self.rules, 0, channel, purpose));
-        }
         Some(self.rule_sets.sets[RuleSets::slot(channel, purpose)])
+    }
+
+    /// The policy's version, as stamped on every decision.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// The time zone of quiet hours for customers who have not told us theirs.
+    pub fn default_time_zone(&self) -> Tz {
+        self.default_time_zone
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// [`exemption_mask`] of `rules[base..base + 64]`.
+    pub(crate) fn exemptions(&self, base: usize) -> u64 {
+        if base == 0 {
+            self.exemptions
+        } else {
+            exemption_mask(&self.rules, base)
+        }
     }
 
     /// The shipped default policy (`config/policy.toml`).
@@ -597,13 +724,20 @@ impl Policy {
                 RuleKind::ResearchCooldown { cooldown, .. } => *cooldown,
                 RuleKind::EarnedMeeting { window, .. } => *window,
                 RuleKind::FrequencyCap { window, .. } => *window,
-                RuleKind::Fatigue { within, pause, .. } => Span(within.0.saturating_add(pause.0)),
+                RuleKind::Fatigue {
+                    within,
+                    pause,
+                    reply_window,
+                    ..
+                } => Span(within.0.saturating_add(pause.0).saturating_add(reply_window.0)),
                 RuleKind::CustomerPreferences { max_window } => *max_window,
+                RuleKind::AnswerFirst { open_for } => *open_for,
                 // Purchases and complaints are remembered beyond the timeline.
                 RuleKind::Transactional { .. }
                 | RuleKind::DoNotContact
                 | RuleKind::ComplaintCoolOff { .. }
-                | RuleKind::QuietHours { .. } => Span(0),
+                | RuleKind::QuietHours { .. }
+                | RuleKind::StaleState => Span(0),
             };
             window = window.max(w);
         }
@@ -617,6 +751,13 @@ impl Policy {
         self.rules.iter().find(|r| &*r.id == id)
     }
 }
+
+/// The id of the built-in `stale_state` rule a policy without one gets.
+pub const STALE_STATE_RULE: &str = "stale-state";
+
+/// How long an outreach waits for an answer before fatigue counts it as unanswered,
+/// when a fatigue rule does not say (`reply_window`).
+pub const DEFAULT_REPLY_WINDOW: Span = Span(3 * DAY.0);
 
 /// The shipped default policy text.
 pub const DEFAULT_POLICY: &str = include_str!("../../../config/policy.toml");

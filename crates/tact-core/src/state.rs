@@ -16,8 +16,7 @@
 use chrono_tz::{TZ_VARIANTS, Tz};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::decide::Signal;
-use crate::event::{Channel, ContactLimit, Engagement, Event, EventKind, NonResponse, Purpose};
+use crate::event::{Channel, ContactLimit, Engagement, Event, EventKind, NonResponse, Purpose, Signal};
 use crate::time::{DAY, Span, Timestamp};
 
 /// How much history the state keeps in its timeline: the policy's longest window.

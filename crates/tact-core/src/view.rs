@@ -3,11 +3,13 @@
 
 use serde::Serialize;
 
-use crate::decide::{Detail, Effect, Proposal, decide, touches};
+use crate::decide::{Detail, Effect, Proposal, decide};
 use crate::event::{Channel, Purpose};
 use crate::policy::{Policy, RuleKind};
+use crate::rules::answer_first;
 use crate::state::{CustomerState, Mark};
 use crate::time::{Span, Timestamp};
+use crate::touch::touches;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +52,10 @@ pub struct CooldownView {
 pub struct InboundView {
     pub channel: Channel,
     pub since: Timestamp,
+    /// How long it has waited for an answer, at the view's instant.
+    pub age: Span,
+    /// The `answer_first` rule it holds outreach back under, if any.
+    pub holds_back: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -134,7 +140,7 @@ pub fn customer_view(
         }
     }
 
-    for rule in &policy.rules {
+    for rule in policy.rules() {
         if let RuleKind::FrequencyCap { max, window, .. } = &rule.kind {
             let since = at.saturating_sub(*window);
             let count = touches(&state.read(policy, at))
@@ -153,23 +159,33 @@ pub fn customer_view(
                 window: *window,
             });
         }
-        if let RuleKind::ServiceReply { window } = &rule.kind {
-            let since = at.saturating_sub(*window);
-            let mut answered_after = None;
-            for e in state.recent(at).take_while(|e| e.at > since) {
-                match e.mark {
-                    Mark::Touch {
-                        purpose: Purpose::Service,
-                        ..
-                    } if answered_after.is_none() => answered_after = Some(e.at),
-                    Mark::Inbound(channel) if answered_after.is_none() => {
-                        view.open_inbound.push(InboundView { channel, since: e.at })
+        let open_for = match &rule.kind {
+            RuleKind::ServiceReply { window } => *window,
+            RuleKind::AnswerFirst { open_for } => *open_for,
+            _ => continue,
+        };
+        let holds_back = matches!(rule.kind, RuleKind::AnswerFirst { .. }).then(|| rule.id.to_string());
+        for (channel, since) in answer_first::open_messages(&state.as_of(at), open_for) {
+            match view
+                .open_inbound
+                .iter_mut()
+                .find(|i| i.channel == channel && i.since == since)
+            {
+                Some(known) => {
+                    if known.holds_back.is_none() {
+                        known.holds_back = holds_back.clone();
                     }
-                    _ => {}
                 }
+                None => view.open_inbound.push(InboundView {
+                    channel,
+                    since,
+                    age: at.since(since),
+                    holds_back: holds_back.clone(),
+                }),
             }
         }
     }
+    view.open_inbound.sort_by_key(|i| std::cmp::Reverse(i.since));
 
     let prefs = state.prefs(at);
     view.time_zone = prefs.time_zone.map(|tz| tz.name().to_owned());

@@ -45,6 +45,14 @@ impl History {
         self
     }
 
+    /// A copy with one more event.
+    pub fn clone_with(&self, at: Timestamp, kind: EventKind) -> Self {
+        History {
+            events: self.events.clone(),
+        }
+        .at(at, kind)
+    }
+
     pub fn consent(self, at: Timestamp, channel: Channel, purpose: Purpose, granted: bool) -> Self {
         self.at(
             at,
@@ -136,4 +144,16 @@ pub fn check(h: &History, channel: Channel, purpose: Purpose, at: Timestamp) -> 
 
 pub fn fired(d: &Decision, rule: &str) -> Option<Effect> {
     d.reasons.iter().find(|r| &*r.rule_id == rule).map(|r| r.effect)
+}
+
+/// `text` (a policy) with its `[[rule]]`s in the order `order` gives (indexes into the
+/// file's rules).
+pub fn reorder_rules(text: &str, order: &[usize]) -> String {
+    let mut doc: toml::Table = toml::from_str(text).unwrap();
+    let Some(toml::Value::Array(rules)) = doc.remove("rule") else {
+        panic!("a policy has rules")
+    };
+    let shuffled: Vec<toml::Value> = order.iter().map(|i| rules[*i].clone()).collect();
+    doc.insert("rule".into(), toml::Value::Array(shuffled));
+    toml::to_string(&doc).unwrap()
 }

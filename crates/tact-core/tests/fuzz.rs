@@ -36,8 +36,8 @@ fn config() -> ProptestConfig {
 /// `decide` is not meant for instants chrono cannot place in a calendar).
 fn exercise(policy: &Policy) {
     let _ = policy.retention();
-    for rule in &policy.rules {
-        assert!(policy.rule(&rule.id).is_some());
+    for rule in policy.rules() {
+        assert!(policy.rule(rule.id()).is_some());
     }
     let now = wed_10am();
     let history = History::new()

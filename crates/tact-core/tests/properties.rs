@@ -119,6 +119,43 @@ fn history(span_days: i64, max_len: usize) -> impl Strategy<Value = Vec<Event>> 
     })
 }
 
+/// The shipped policy with rules that interact more: a second quiet-hours rule on
+/// calls, do-not-contact also holding back transactional messages on SMS, a cap that
+/// counts service messages.
+fn rich_policy() -> String {
+    format!(
+        "{}{}",
+        tact_core::policy::DEFAULT_POLICY,
+        r#"
+[[rule]]
+id = "quiet-calls"
+type = "quiet_hours"
+channels = ["call"]
+start = "09:30"
+end = "20:00"
+closed_days = ["sat"]
+suggest = "sms"
+
+[[rule]]
+id = "transactional-sms"
+type = "transactional"
+channels = ["sms"]
+purposes = ["transactional"]
+respect_do_not_contact = true
+
+[[rule]]
+id = "cap-service"
+type = "frequency_cap"
+purposes = ["service"]
+max = 2
+window = "3d"
+suggest = "email"
+"#
+    )
+}
+
+const RICH_POLICY_RULES: usize = 20;
+
 fn fold<'a>(events: impl IntoIterator<Item = &'a Event>, policy: &Policy) -> CustomerState {
     let mut s = CustomerState::new();
     for e in events {
@@ -209,6 +246,37 @@ proptest! {
         } else {
             prop_assert!(d.not_before.is_none());
         }
+    }
+
+    /// The order of a policy's rules never changes a decision: verdict, `not_before`,
+    /// the set of rules that fired (with their effects) and the alternatives.
+    #[test]
+    fn rule_order_never_changes_a_decision(
+        events in history(40, 40),
+        c in channel(),
+        p in purpose(),
+        at_offset in 0..(3 * 24 * 60i64),
+        order in Just((0..RICH_POLICY_RULES).collect::<Vec<usize>>()).prop_shuffle(),
+    ) {
+        let text = rich_policy();
+        prop_assert_eq!(text.matches("[[rule]]").count(), RICH_POLICY_RULES);
+        let policy = Policy::from_toml_str(&text).unwrap();
+        let shuffled = Policy::from_toml_str(&reorder_rules(&text, &order)).unwrap();
+        let state = fold(&events, &policy);
+        let at = wed_10am().saturating_add(mins(at_offset));
+        let prop = proposal(c, p);
+        let a = decide(&state, &policy, &prop, at);
+        let b = decide(&state, &shuffled, &prop, at);
+        prop_assert_eq!(a.verdict, b.verdict);
+        prop_assert_eq!(a.not_before, b.not_before);
+        let fired = |d: &Decision| {
+            let mut ids: Vec<(String, Effect)> =
+                d.reasons.iter().map(|r| (r.rule_id.to_string(), r.effect)).collect();
+            ids.sort_by(|x, y| x.0.cmp(&y.0));
+            ids
+        };
+        prop_assert_eq!(fired(&a), fired(&b), "order {:?}", order);
+        prop_assert_eq!(&a.alternatives, &b.alternatives);
     }
 
     /// State stays bounded however long the history, side records included.

@@ -608,7 +608,8 @@ fn rules() {
             purpose: Marketing,
             at: now(),
             verdict: Verdict::Defer,
-            not_before: Some(ago(days(8)).saturating_add(days(30))),
+            // The last became unanswered when its 3-day reply window passed.
+            not_before: Some(ago(days(5)).saturating_add(days(30))),
             fired: &[("fatigue", Effect::Defer)],
             suggests: &[],
         },
@@ -777,5 +778,396 @@ fn alternatives_are_only_what_tact_would_accept() {
         d.alternatives
             .iter()
             .any(|a| a.channel == Email && a.not_before.is_none())
+    );
+}
+
+/// Issue #9: `do-not-contact` listed before `service-reply` used to deny the reply to
+/// the customer's own message; the exemption is known before any rule is looked at.
+#[test]
+fn do_not_contact_before_service_reply_still_lets_the_reply_through() {
+    let text = r#"
+version = "dnc-first"
+default_time_zone = "Europe/London"
+
+[[rule]]
+id = "do-not-contact"
+type = "do_not_contact"
+purposes = ["marketing", "sales", "service"]
+
+[[rule]]
+id = "service-reply"
+type = "service_reply"
+purposes = ["service"]
+window = "14d"
+"#;
+    let policy = Policy::from_toml_str(text).unwrap();
+    let h = History::new()
+        .at(
+            ago(days(30)),
+            EventKind::DoNotContact {
+                reason: "asked".into(),
+                until: None,
+            },
+        )
+        .at(
+            ago(days(1)),
+            EventKind::InboundMessage {
+                channel: Email,
+                topic: "billing question".into(),
+            },
+        );
+    let state = h.state(&policy);
+    let d = decide(&state, &policy, &proposal(Email, Service), now());
+    assert_eq!(d.verdict, Verdict::Allow, "{d:#?}");
+    assert_eq!(fired(&d, "service-reply"), Some(Effect::Allow));
+    assert_eq!(fired(&d, "do-not-contact"), None);
+    // Without the inbound message, do-not-contact holds the unsolicited service message.
+    let unsolicited = History::new().at(
+        ago(days(30)),
+        EventKind::DoNotContact {
+            reason: "asked".into(),
+            until: None,
+        },
+    );
+    let d = decide(
+        &unsolicited.state(&policy),
+        &policy,
+        &proposal(Email, Service),
+        now(),
+    );
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(fired(&d, "do-not-contact"), Some(Effect::Deny));
+    // And the same answers with the rules the other way round.
+    let swapped = Policy::from_toml_str(&reorder_rules(text, &[1, 0])).unwrap();
+    assert_eq!(
+        decide(&state, &swapped, &proposal(Email, Service), now()).verdict,
+        Verdict::Allow
+    );
+}
+
+/// Two quiet-hours rules on one channel: the DEFER is to the first minute open in both,
+/// whichever comes first in the file; rules that are never open together deny.
+#[test]
+fn several_quiet_hours_rules_defer_to_a_time_open_in_all() {
+    let text = |second: &str| {
+        format!(
+            r#"
+version = "two-quiet"
+default_time_zone = "Europe/London"
+
+[[rule]]
+id = "quiet-a"
+type = "quiet_hours"
+channels = ["call"]
+start = "08:00"
+end = "21:00"
+
+[[rule]]
+id = "quiet-b"
+type = "quiet_hours"
+channels = ["call"]
+{second}
+"#
+        )
+    };
+    let overlapping = text("start = \"19:00\"\nend = \"22:00\"\nclosed_days = [\"wed\"]");
+    let disjoint = text("start = \"06:00\"\nend = \"07:00\"");
+    let h = History::new();
+    for order in [[0, 1], [1, 0]] {
+        let policy = Policy::from_toml_str(&reorder_rules(&overlapping, &order)).unwrap();
+        let d = decide(&h.state(&policy), &policy, &proposal(Call, Service), now());
+        assert_eq!(d.verdict, Verdict::Defer, "{d:#?}");
+        // Wednesday is closed in quiet-b: Thursday 19:00 London.
+        assert_eq!(d.not_before, Some(t("2026-11-19T19:00:00Z")));
+        assert_eq!(fired(&d, "quiet-b"), Some(Effect::Defer));
+        let policy = Policy::from_toml_str(&reorder_rules(&disjoint, &order)).unwrap();
+        let d = decide(&h.state(&policy), &policy, &proposal(Call, Service), now());
+        assert_eq!(d.verdict, Verdict::Deny, "{d:#?}");
+    }
+}
+
+/// Consent and fatigue only, so fatigue is what the tests see.
+const FATIGUE_ONLY: &str = r#"
+version = "fatigue-only"
+default_time_zone = "Europe/London"
+
+[[rule]]
+id = "consent"
+type = "consent"
+purposes = ["marketing", "sales"]
+
+[[rule]]
+id = "fatigue"
+type = "fatigue"
+purposes = ["marketing"]
+unanswered = 3
+within = "30d"
+pause = "30d"
+"#;
+
+fn decide_fatigue(h: &History, at: Timestamp) -> Decision {
+    let policy = Policy::from_toml_str(FATIGUE_ONLY).unwrap();
+    let state = h.state(&policy);
+    let d = decide(&state, &policy, &proposal(Email, Marketing), at);
+    if let Some(nb) = d.not_before {
+        let again = decide(&state, &policy, &proposal(Email, Marketing), nb);
+        assert_ne!(again.verdict, Verdict::Defer, "honest DEFER: {d:#?}\n{again:#?}");
+    }
+    d
+}
+
+/// Issue #9: three emails authorized within a minute had no time to be answered.
+#[test]
+fn fatigue_waits_for_the_reply_window() {
+    let t0 = ago(days(10));
+    let h = (0..3).fold(History::new().opted_in(ago(days(400))), |h, i| {
+        h.at(
+            t0.saturating_add(Span(i * 20_000)),
+            EventKind::OutreachAuthorized {
+                decision_id: format!("d{i}"),
+                channel: Email,
+                purpose: Marketing,
+                campaign: "c".into(),
+                requested_by: "crm".into(),
+            },
+        )
+    });
+    let last = t0.saturating_add(Span(40_000));
+    let d = decide_fatigue(&h, t0.saturating_add(MINUTE));
+    assert_eq!(d.verdict, Verdict::Allow, "{d:#?}");
+    assert_eq!(fired(&d, "fatigue"), None);
+    // Still within the 3-day reply window (default).
+    let d = decide_fatigue(&h, t0.saturating_add(days(3)));
+    assert_eq!(d.verdict, Verdict::Allow, "{d:#?}");
+    // The window passed without engagement: paused for 30 days from then.
+    let unanswered_at = last.saturating_add(days(3));
+    let d = decide_fatigue(&h, unanswered_at);
+    assert_eq!(d.verdict, Verdict::Defer, "{d:#?}");
+    assert_eq!(d.not_before, Some(unanswered_at.saturating_add(days(30))));
+    assert_eq!(fired(&d, "fatigue"), Some(Effect::Defer));
+    // An engagement on the channel lifts the pause.
+    let engaged = h.clone_with(
+        unanswered_at.saturating_add(days(1)),
+        EventKind::OutreachEngaged {
+            channel: Email,
+            engagement: Engagement::Opened,
+        },
+    );
+    let d = decide_fatigue(&engaged, unanswered_at.saturating_add(days(2)));
+    assert_eq!(d.verdict, Verdict::Allow, "{d:#?}");
+    // Engagement on another channel does not.
+    let elsewhere = h.clone_with(
+        unanswered_at.saturating_add(days(1)),
+        EventKind::OutreachEngaged {
+            channel: Sms,
+            engagement: Engagement::Replied,
+        },
+    );
+    let d = decide_fatigue(&elsewhere, unanswered_at.saturating_add(days(2)));
+    assert_eq!(d.verdict, Verdict::Defer);
+}
+
+/// An `outreachUnanswered` event (ignored or bounced) counts at once, without waiting
+/// for the reply window; a DEFER for another reason steps over a pause ahead.
+#[test]
+fn fatigue_counts_reported_non_responses_at_once() {
+    let t0 = ago(days(2));
+    let h = History::new()
+        .opted_in(ago(days(400)))
+        .sent(t0, Email, Marketing)
+        .sent(t0.saturating_add(hours(1)), Email, Marketing)
+        .sent(t0.saturating_add(hours(2)), Email, Marketing);
+    for outcome in [NonResponse::Ignored, NonResponse::Bounced] {
+        let reported_at = t0.saturating_add(hours(3));
+        let reported = h.clone_with(
+            reported_at,
+            EventKind::OutreachUnanswered {
+                channel: Email,
+                outcome,
+            },
+        );
+        let d = decide_fatigue(&reported, reported_at.saturating_add(MINUTE));
+        assert_eq!(d.verdict, Verdict::Defer, "{outcome}: {d:#?}");
+        assert_eq!(d.not_before, Some(reported_at.saturating_add(days(30))));
+        // Reported on another channel: nothing yet.
+        let other = h.clone_with(
+            reported_at,
+            EventKind::OutreachUnanswered {
+                channel: Sms,
+                outcome,
+            },
+        );
+        assert_eq!(
+            decide_fatigue(&other, reported_at.saturating_add(MINUTE)).verdict,
+            Verdict::Allow
+        );
+    }
+    // The default policy: the email cap (3 in 7 days) defers to a time when the three
+    // emails will be unanswered, so the DEFER goes on to the end of that pause.
+    let d = check(&h, Email, Marketing, t0.saturating_add(hours(3)));
+    assert_eq!(d.verdict, Verdict::Defer, "{d:#?}");
+    assert_eq!(fired(&d, "cap-email"), Some(Effect::Defer));
+    assert_eq!(fired(&d, "fatigue"), Some(Effect::Defer));
+    assert_eq!(
+        d.not_before,
+        Some(
+            t0.saturating_add(hours(2))
+                .saturating_add(days(3))
+                .saturating_add(days(30))
+        )
+    );
+}
+
+/// `answer-first` (shipped on): the customer's own message waits for an answer before
+/// any marketing or sales; a service reply on any channel answers it.
+#[test]
+fn answer_first_holds_marketing_until_the_message_is_answered() {
+    let asked = ago(days(2));
+    let h = History::new().opted_in(ago(days(400))).at(
+        asked,
+        EventKind::InboundMessage {
+            channel: Email,
+            topic: "where is my order".into(),
+        },
+    );
+    for (channel, purpose) in [(Email, Marketing), (Call, Sales), (Sms, Marketing)] {
+        let d = check(&h, channel, purpose, now());
+        assert_eq!(d.verdict, Verdict::Deny, "{channel} {purpose}: {d:#?}");
+        assert_eq!(fired(&d, "answer-first"), Some(Effect::Deny));
+        let r = d.reasons.iter().find(|r| &*r.rule_id == "answer-first").unwrap();
+        assert_eq!(
+            r.detail,
+            Detail::AwaitingAnswer {
+                channel: Email,
+                ago: days(2)
+            }
+        );
+        assert!(r.message().contains("answer it first"), "{}", r.message());
+    }
+    // The reply itself is welcome (service-reply), and answers the message.
+    let d = check(&h, Sms, Service, now());
+    assert_eq!(d.verdict, Verdict::Allow, "{d:#?}");
+    let answered = h.clone_with(
+        ago(days(1)),
+        EventKind::OutreachSent {
+            channel: Call,
+            purpose: Service,
+            campaign: String::new(),
+            decision_id: None,
+        },
+    );
+    let d = check(&answered, Email, Marketing, now());
+    assert_eq!(d.verdict, Verdict::Allow, "{d:#?}");
+    assert_eq!(fired(&d, "answer-first"), None);
+    // A message older than 14 days no longer holds anything back.
+    assert_eq!(
+        fired(
+            &check(&h, Email, Marketing, asked.saturating_add(days(14))),
+            "answer-first"
+        ),
+        None
+    );
+    // A service outreach before the message does not answer it.
+    let before = h.clone_with(
+        ago(days(3)),
+        EventKind::OutreachSent {
+            channel: Email,
+            purpose: Service,
+            campaign: String::new(),
+            decision_id: None,
+        },
+    );
+    assert_eq!(check(&before, Email, Marketing, now()).verdict, Verdict::Deny);
+    // GetCustomer's view: the open message, its age, and the rule it holds back under.
+    let policy = Policy::default_policy();
+    let view = customer_view(&h.state(&policy), &policy, now(), 10);
+    assert_eq!(view.open_inbound.len(), 1, "{:?}", view.open_inbound);
+    let open = &view.open_inbound[0];
+    assert_eq!((open.channel, open.since, open.age), (Email, asked, days(2)));
+    assert_eq!(open.holds_back.as_deref(), Some("answer-first"));
+    let view = customer_view(&answered.state(&policy), &policy, now(), 10);
+    assert!(view.open_inbound.is_empty());
+}
+
+/// `stale_state` is a policy rule: the lag is an input of the decision, the channels
+/// and purposes it holds back are in the policy (marketing and sales by default).
+#[test]
+fn stale_state_is_a_rule_fed_the_lag() {
+    let policy = Policy::default_policy();
+    let h = History::new().opted_in(ago(days(400)));
+    let state = h.state(&policy);
+    let lag = Span(7_000);
+    for (purpose, verdict) in [
+        (Marketing, Verdict::Deny),
+        (Sales, Verdict::Deny),
+        (Service, Verdict::Allow),
+    ] {
+        let d = decide_with_lag(&state, &policy, &proposal(Email, purpose), now(), lag);
+        assert_eq!(d.verdict, verdict, "{purpose}: {d:#?}");
+        if verdict == Verdict::Deny {
+            let r = d
+                .reasons
+                .iter()
+                .find(|r| &*r.rule_id == "stale-state")
+                .expect("stale-state");
+            assert_eq!(r.detail, Detail::StaleState { lag });
+            assert!(d.alternatives.is_empty(), "{:?}", d.alternatives);
+        }
+        // Fresh state: as `decide`.
+        assert_eq!(
+            decide_with_lag(&state, &policy, &proposal(Email, purpose), now(), Span(0)),
+            decide(&state, &policy, &proposal(Email, purpose), now())
+        );
+    }
+    // The policy says what fails closed beyond marketing and sales: here service and
+    // transactional email too.
+    let text = r#"
+version = "stale-email"
+default_time_zone = "UTC"
+[[rule]]
+id = "stale-email"
+type = "stale_state"
+channels = ["email"]
+[[rule]]
+id = "stale-default"
+type = "stale_state"
+purposes = ["marketing", "sales"]
+[[rule]]
+id = "cap"
+type = "frequency_cap"
+max = 5
+window = "7d"
+"#;
+    let p = Policy::from_toml_str(text).unwrap();
+    let s = h.state(&p);
+    assert_eq!(
+        decide_with_lag(&s, &p, &proposal(Email, Service), now(), lag).verdict,
+        Verdict::Deny
+    );
+    assert_eq!(
+        decide_with_lag(&s, &p, &proposal(Sms, Marketing), now(), lag).verdict,
+        Verdict::Deny
+    );
+    assert_eq!(
+        decide_with_lag(&s, &p, &proposal(Sms, Service), now(), lag).verdict,
+        Verdict::Allow
+    );
+    // It may not hold back less (fail closed is an invariant).
+    let narrow = text.replace(
+        "purposes = [\"marketing\", \"sales\"]",
+        "purposes = [\"marketing\"]",
+    );
+    let err = Policy::from_toml_str(&narrow).unwrap_err().to_string();
+    assert!(err.contains("stale-email") && err.contains("sales"), "{err}");
+    // A policy without a stale_state rule gets the built-in one: marketing and sales.
+    let p = Policy::from_toml_str(&text.replace("stale_state", "transactional")).unwrap();
+    assert_eq!(&**p.rules()[0].id(), "stale-state");
+    assert_eq!(
+        decide_with_lag(&s, &p, &proposal(Sms, Marketing), now(), lag).verdict,
+        Verdict::Deny
+    );
+    assert_eq!(
+        decide_with_lag(&s, &p, &proposal(Sms, Service), now(), lag).verdict,
+        Verdict::Allow
     );
 }

@@ -27,8 +27,9 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tact_core::Event;
+use tact_log::LogHandle;
+use tact_log::feed::DeadLetter;
 use tact_log::{MetaEntry, PendingAppend};
-use tact_server::{DeadLetter, Engine};
 use tokio::runtime::Handle;
 
 use crate::decode::{Envelope, MessageAdmission, decode_admitted, find_header};
@@ -47,7 +48,7 @@ struct InFlight {
 /// inside `poll`).
 pub(crate) struct IngestContext {
     shared: Arc<Shared>,
-    engine: Arc<Engine>,
+    log: LogHandle,
     runtime: Handle,
     in_flight: Mutex<VecDeque<InFlight>>,
     /// The next offset expected per assigned partition (submitted, maybe not durable).
@@ -81,7 +82,7 @@ impl ConsumerContext for IngestContext {
         let topic = self.shared.opts.topic.clone();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored = match stored_offsets(&**self.engine.log().storage(), &topic) {
+                let stored = match stored_offsets(&**self.log.storage(), &topic) {
                     Ok(s) => s,
                     Err(e) => {
                         // Without stored offsets there is no safe place to resume: take
@@ -321,11 +322,11 @@ fn now_millis() -> i64 {
 
 /// Runs consumers until `shared.stop` (or a fatal log error), restarting one that the
 /// watchdog finds stalled or that cannot be created.
-pub(crate) fn run(shared: Arc<Shared>, engine: Arc<Engine>, runtime: Handle) {
+pub(crate) fn run(shared: Arc<Shared>, log: LogHandle, runtime: Handle) {
     while !shared.stopping() {
         let ctx = IngestContext {
             shared: Arc::clone(&shared),
-            engine: Arc::clone(&engine),
+            log: log.clone(),
             runtime: runtime.clone(),
             in_flight: Mutex::new(VecDeque::new()),
             expected: Mutex::new(BTreeMap::new()),
@@ -485,7 +486,7 @@ fn submit(ctx: &IngestContext, shared: &Shared, batch: Batch) {
         }
     }
     let events = batch.events.len();
-    match ctx.runtime.block_on(ctx.engine.log().submit(batch.events, meta)) {
+    match ctx.runtime.block_on(ctx.log.submit(batch.events, meta)) {
         Ok(pending) => ctx
             .in_flight
             .lock()

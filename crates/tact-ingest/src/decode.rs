@@ -257,8 +257,8 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use proptest::prelude::*;
+    use tact_log::feed::DeadLetter;
     use tact_proto::{WireFormat, event_to_bytes};
-    use tact_server::DeadLetter;
 
     use super::*;
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tact_core::Event;
-use tact_server::{Access, BoxFeedFuture, Engine, Feed, FeedError, FeedStatus, PartitionStatus};
+use tact_log::LogHandle;
+use tact_log::feed::{Access, BoxFeedFuture, Feed, FeedError, FeedStatus, PartitionStatus};
 
 use crate::freshness::{PartitionAccess, Tracker};
 use crate::partitioner::partition_for;
@@ -153,7 +154,7 @@ impl Feed for KafkaFeed {
         })
     }
 
-    fn start(&self, engine: Arc<Engine>) -> Result<(), FeedError> {
+    fn start(&self, log: LogHandle) -> Result<(), FeedError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| FeedError::Start(e.to_string()))?;
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         if !threads.is_empty() {
@@ -176,7 +177,7 @@ impl Feed for KafkaFeed {
         threads.push(
             std::thread::Builder::new()
                 .name("tact-consumer".into())
-                .spawn(move || crate::consumer::run(shared, engine, runtime))
+                .spawn(move || crate::consumer::run(shared, log, runtime))
                 .map_err(|e| FeedError::Start(e.to_string()))?,
         );
         tracing::info!(

@@ -1,12 +1,12 @@
 //! tact's Kafka ingestion: interaction events from a topic into the durable log,
 //! effectively once, with freshness tracking and partition ownership.
 //!
-//! - [`KafkaFeed`] is the server's [`tact_server::Feed`] in Kafka mode: a consumer
+//! - [`KafkaFeed`] is the server's [`tact_log::feed::Feed`] in Kafka mode: a consumer
 //!   thread appends each batch of messages to the log *together with the offsets it came
 //!   from* (one atomic, flushed append) and resumes from those stored offsets on every
 //!   assignment; a watchdog thread probes the broker's high watermarks to know how fresh
 //!   each owned partition is ([`freshness`]) and restarts a consumer that stalls;
-//!   [`KafkaFeed::publish`](tact_server::Feed::publish) produces what tact writes itself
+//!   [`KafkaFeed::publish`](tact_log::feed::Feed::publish) produces what tact writes itself
 //!   (idempotent producer, `acks=all`) before it is recorded locally.
 //! - [`rebuild_from_topic`] refills a log from the topic's beginning (`tact replay
 //!   --from-kafka`); [`Publisher::produce`] publishes events (`tact produce`).

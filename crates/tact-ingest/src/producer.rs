@@ -7,8 +7,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tact_core::Event;
+use tact_log::feed::DeadLetter;
 use tact_proto::{WireFormat, event_to_bytes};
-use tact_server::DeadLetter;
 
 use crate::origin::{ORIGIN_HEADER, OriginKey};
 use crate::{IngestError, KafkaOptions};

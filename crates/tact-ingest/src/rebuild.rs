@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use tact_log::feed::DeadLetter;
 use tact_log::{Appended, Log, MetaEntry};
-use tact_server::DeadLetter;
 use tokio::runtime::Handle;
 
 use crate::decode::{Envelope, decode_admitted, find_header};

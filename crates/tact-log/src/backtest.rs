@@ -210,8 +210,8 @@ pub fn run_backtest(
     // As the server keeps history: the longer of the two policies' windows, plus the skew.
     let retention = retention_for(baseline, candidate).with_slack(skew);
     let mut report = Report {
-        baseline_policy: baseline.version.to_string(),
-        candidate_policy: candidate.version.to_string(),
+        baseline_policy: baseline.version().to_string(),
+        candidate_policy: candidate.version().to_string(),
         events,
         customers: by_customer.len() as u64,
         ..Report::default()

@@ -10,13 +10,14 @@
 pub mod backtest;
 pub mod codec;
 mod error;
+pub mod feed;
 mod log;
 mod projection;
 pub mod snapshot;
 mod storage;
 
 pub use error::LogError;
-pub use log::{DurableHook, GroupCommit, Log, LogStats, PendingAppend};
+pub use log::{DurableHook, GroupCommit, Log, LogHandle, LogStats, PendingAppend};
 pub use projection::{Projection, ReplayStats, fold};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{

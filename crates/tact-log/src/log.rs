@@ -150,6 +150,49 @@ pub struct Log {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+async fn submit(
+    tx: &mpsc::Sender<Msg>,
+    events: Vec<Event>,
+    meta: Vec<MetaEntry>,
+) -> Result<PendingAppend, LogError> {
+    if events.is_empty() && meta.is_empty() {
+        return Ok(PendingAppend { answer: None });
+    }
+    let (reply, answer) = oneshot::channel();
+    tx.send(Msg::Append(Request { events, meta, reply }))
+        .await
+        .map_err(|_| LogError::Closed)?;
+    Ok(PendingAppend { answer: Some(answer) })
+}
+
+/// What a feed (e.g. the Kafka consumer) gets of the [`Log`]: [`LogHandle::submit`]
+/// (as [`Log::submit`]) and the storage for reads. Cheap to clone.
+#[derive(Clone)]
+pub struct LogHandle {
+    tx: mpsc::Sender<Msg>,
+    storage: Arc<dyn Storage>,
+}
+
+impl fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogHandle")
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+impl LogHandle {
+    /// [`Log::submit`].
+    pub async fn submit(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<PendingAppend, LogError> {
+        submit(&self.tx, events, meta).await
+    }
+
+    /// The storage under the log, for reads.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+}
+
 impl fmt::Debug for Log {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Log")
@@ -230,15 +273,16 @@ impl Log {
     /// one. Dropping the [`PendingAppend`] does not cancel the append, it only gives up
     /// hearing about it.
     pub async fn submit(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<PendingAppend, LogError> {
-        if events.is_empty() && meta.is_empty() {
-            return Ok(PendingAppend { answer: None });
+        submit(&self.tx, events, meta).await
+    }
+
+    /// A narrow handle for a feed: appends and reads of the storage, nothing else (it
+    /// cannot shut the log down; once the log is shut down, its appends fail `Closed`).
+    pub fn handle(&self) -> LogHandle {
+        LogHandle {
+            tx: self.tx.clone(),
+            storage: Arc::clone(&self.storage),
         }
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::Append(Request { events, meta, reply }))
-            .await
-            .map_err(|_| LogError::Closed)?;
-        Ok(PendingAppend { answer: Some(answer) })
     }
 
     /// The storage under the log, for reads.

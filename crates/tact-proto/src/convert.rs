@@ -661,6 +661,21 @@ pub fn decision_to_pb(
         policy_version: policy_version.to_owned(),
         log_position,
         customer_id: customer_id.to_owned(),
+        error: None,
+    }
+}
+
+/// The answer, in a batch or stream, to request `index` that could not be decided: no
+/// verdict (`VERDICT_UNSPECIFIED`), the request's customer id, and what is wrong with it.
+pub fn item_error_to_pb(index: u64, customer_id: &str, e: ConvertError) -> pb::Decision {
+    pb::Decision {
+        customer_id: customer_id.to_owned(),
+        error: Some(pb::ItemError {
+            index,
+            field: e.field,
+            message: e.why,
+        }),
+        ..pb::Decision::default()
     }
 }
 

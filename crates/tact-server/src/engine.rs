@@ -16,8 +16,8 @@ use hashbrown::HashTable;
 use tact_core::event::{TACT_ID_PREFIX, TACT_SOURCE};
 use tact_core::view::{CustomerView, customer_view};
 use tact_core::{
-    Admission, CustomerState, Decision, Detail, Effect, Event, EventKind, Policy, Proposal, Purpose, Reason,
-    Retention, Span, Timestamp, Verdict, decide,
+    Admission, CustomerState, Decision, Detail, Effect, Event, EventKind, Policy, Proposal, Reason,
+    Retention, Span, Timestamp, Verdict, decide_with_lag,
 };
 use tact_log::{Appended, GroupCommit, Log, LogError, Projection, ReplayStats, Storage, save_snapshot};
 
@@ -230,8 +230,9 @@ pub enum WriteError {
     Claimed { event_id: String },
 }
 
-/// The rule id of the fail-closed DENY on stale state.
-pub const STALE_STATE_RULE: &str = "stale-state";
+/// The rule id of the fail-closed DENY on stale state in the default policy (and of
+/// the built-in rule a policy without a `stale_state` rule gets).
+pub const STALE_STATE_RULE: &str = tact_core::policy::STALE_STATE_RULE;
 
 pub struct Engine {
     policy: Arc<Policy>,
@@ -251,7 +252,7 @@ pub struct Engine {
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("policy_version", &self.policy.version)
+            .field("policy_version", self.policy.version())
             .field("position", &self.position.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -444,26 +445,22 @@ impl Engine {
         log_position: u64,
     ) -> Decided {
         let at = at.unwrap_or(now);
-        let mut decision = decide(state, &self.policy, proposal, at);
-        if let Access::Owned { lag, stale: true, .. } = access {
-            let lag = Span(lag.as_millis().min(i64::MAX as u128) as i64);
-            // Fail closed: the state may miss events from the last `lag`, which matters
-            // for any decision about a moment inside that window.
-            let held = matches!(proposal.purpose, Purpose::Marketing | Purpose::Sales);
-            if held && at.0 >= now.0.saturating_sub(lag.0) {
-                decision.verdict = Verdict::Deny;
-                decision.not_before = None;
-                decision.alternatives.clear();
-                decision.reasons.insert(
-                    0,
-                    Reason {
-                        rule_id: STALE_STATE_RULE.into(),
-                        effect: Effect::Deny,
-                        detail: Detail::StaleState { lag },
-                    },
-                );
+        // How far behind the state may be for this decision: the feed's lag when it
+        // says the partition is stale and `at` falls inside that lag (events from then
+        // may be missing), else nothing. The policy's `stale_state` rules decide what
+        // that holds back (marketing and sales by default: fail closed).
+        let lag = match access {
+            Access::Owned { lag, stale: true, .. } => {
+                let lag = Span(lag.as_millis().min(i64::MAX as u128) as i64);
+                if at.0 >= now.0.saturating_sub(lag.0) {
+                    lag
+                } else {
+                    Span(0)
+                }
             }
-        }
+            _ => Span(0),
+        };
+        let decision = decide_with_lag(state, &self.policy, proposal, at, lag);
         Decided {
             decision,
             decision_id: decision_id(),

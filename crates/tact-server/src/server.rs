@@ -192,7 +192,7 @@ pub async fn run(
         (None, Some(dir)) => open_storage(dir)?,
         (None, None) => Arc::new(MemoryStorage::new()),
     };
-    let policy_version = opts.policy.version.clone();
+    let policy_version = opts.policy.version().clone();
     let (engine, stats) = Engine::open(
         storage,
         opts.policy,
@@ -213,7 +213,7 @@ pub async fn run(
     );
     let engine = Arc::new(engine);
     if let Some(feed) = &opts.feed {
-        feed.start(Arc::clone(&engine))?;
+        feed.start(engine.log().handle())?;
     }
 
     let listener = tokio::net::TcpListener::bind(opts.listen)

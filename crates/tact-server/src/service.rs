@@ -57,7 +57,7 @@ impl ContactPolicyService {
         convert::decision_to_pb(
             &decided.decision,
             &decided.decision_id,
-            &self.engine.policy().version,
+            self.engine.policy().version(),
             decided.log_position,
             customer_id,
         )
@@ -90,19 +90,70 @@ fn proposal(
     prefix: &str,
     admission: &Admission,
 ) -> Result<(Proposal, Option<Timestamp>), Status> {
-    let named = |e: ConvertError| {
+    checked_proposal(req, admission).map_err(|e| {
         let field = if prefix.is_empty() {
             e.field
         } else {
             format!("{prefix}.{}", e.field)
         };
         Status::from(ConvertError::new(field, e.why))
-    };
-    let (p, at) = convert::proposal_from_pb(req).map_err(named)?;
+    })
+}
+
+/// Converts and checks a proposal; errors name the field within the request.
+fn checked_proposal(
+    req: &pb::DecideRequest,
+    admission: &Admission,
+) -> Result<(Proposal, Option<Timestamp>), ConvertError> {
+    let (p, at) = convert::proposal_from_pb(req)?;
     admission
         .admit_proposal(&p)
-        .map_err(|e| named(convert::invalid_event(&e)))?;
+        .map_err(|e| convert::invalid_event(&e))?;
     Ok((p, at))
+}
+
+/// The answers to a batch or stream, in request order: decisions for the requests that
+/// were valid, an item error for each that was not (which does not fail the others).
+struct Items {
+    /// `None`: the next decision of `proposals`; `Some`: the item's error answer.
+    order: Vec<Option<pb::Decision>>,
+    proposals: Vec<(Proposal, Option<Timestamp>)>,
+}
+
+impl Items {
+    fn with_capacity(n: usize) -> Self {
+        Items {
+            order: Vec::with_capacity(n),
+            proposals: Vec::with_capacity(n),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Checks request number `index` and queues it.
+    fn push(&mut self, index: u64, req: &pb::DecideRequest, admission: &Admission) {
+        match checked_proposal(req, admission) {
+            Ok(p) => {
+                self.order.push(None);
+                self.proposals.push(p);
+            }
+            Err(e) => self
+                .order
+                .push(Some(convert::item_error_to_pb(index, &req.customer_id, e))),
+        }
+    }
+
+    /// Decides the valid requests together; the answers in request order.
+    fn answer(&mut self, service: &ContactPolicyService) -> Vec<pb::Decision> {
+        let mut decided = service.decide_many(&self.proposals).into_iter();
+        self.proposals.clear();
+        self.order
+            .drain(..)
+            .map(|item| item.unwrap_or_else(|| decided.next().expect("one decision per valid request")))
+            .collect()
+    }
 }
 
 fn log_status(e: LogError) -> Status {
@@ -179,12 +230,11 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         if requests.len() > self.limits.max_batch {
             return Err(too_many("requests", self.limits.max_batch, requests.len()));
         }
-        let proposals = requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| proposal(r, &format!("requests[{i}]"), self.engine.admission()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let decisions = self.decide_many(&proposals);
+        let mut items = Items::with_capacity(requests.len());
+        for (i, r) in requests.iter().enumerate() {
+            items.push(i as u64, r, self.engine.admission());
+        }
+        let decisions = items.answer(self);
         Ok(Response::new(pb::DecideBatchResponse { decisions }))
     }
 
@@ -197,28 +247,27 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let mut inbound = request.into_inner();
         let this = self.clone();
         let output = async_stream(move |tx| async move {
-            let mut n = 0usize;
-            let mut proposals = Vec::with_capacity(CHUNK);
+            let mut n = 0u64;
+            let mut items = Items::with_capacity(CHUNK);
             // Requests that have already arrived are decided together, up to a chunk.
+            // A request that is not valid gets an error answer in its place and the
+            // stream goes on; only a broken stream (a message that cannot be decoded or
+            // is too large) ends it.
             while let Some(first) = inbound.next().await {
                 let mut item = Some(first);
                 let mut failed = None;
                 let mut ended = false;
                 while let Some(next) = item.take() {
-                    match next.map_err(message_too_large).and_then(|r| {
-                        proposal(
-                            &r,
-                            &format!("request[{}]", n + proposals.len()),
-                            this.engine.admission(),
-                        )
-                    }) {
-                        Ok(p) => proposals.push(p),
+                    match next {
+                        Ok(r) => {
+                            items.push(n + items.len() as u64, &r, this.engine.admission());
+                        }
                         Err(status) => {
-                            failed = Some(status);
+                            failed = Some(message_too_large(status));
                             break;
                         }
                     }
-                    if proposals.len() < CHUNK {
+                    if items.len() < CHUNK {
                         match next_ready(&mut inbound).await {
                             Some(Some(next)) => item = Some(next),
                             Some(None) => ended = true,
@@ -230,10 +279,9 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 // that is ready into one buffer, so they leave in one DATA frame instead
                 // of one small frame each (which a client's h2 counts against its flood
                 // budget while they wait to be read).
+                n += items.len() as u64;
                 let mut answers: Vec<Result<pb::Decision, Status>> =
-                    this.decide_many(&proposals).into_iter().map(Ok).collect();
-                n += proposals.len();
-                proposals.clear();
+                    items.answer(&this).into_iter().map(Ok).collect();
                 let last = failed.is_some() || ended;
                 if let Some(status) = failed {
                     answers.push(Err(status));
@@ -340,7 +388,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         Ok(Response::new(view_to_pb(
             &req.customer_id,
             view,
-            &self.engine.policy().version,
+            self.engine.policy().version(),
             position,
             freshness,
         )))
@@ -353,7 +401,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let mut status = pb::ServiceStatus {
             log_position: engine.position(),
             customers: engine.customers() as u64,
-            policy_version: engine.policy().version.to_string(),
+            policy_version: engine.policy().version().to_string(),
             healthy: true,
             ..Default::default()
         };
@@ -522,6 +570,8 @@ fn view_to_pb(
                 channel: channel(i.channel),
                 since: Some(timestamp_to_pb(i.since)),
                 topic: String::new(),
+                age: Some(span_to_pb(i.age)),
+                holds_back: i.holds_back.unwrap_or_default(),
             })
             .collect(),
         timeline: v

@@ -213,9 +213,10 @@ async fn send(
 /// What `tact check` asks.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// The customer's id.
-    #[arg(long)]
-    pub customer: String,
+    /// The customer's id. Repeat it to screen several customers in one DecideBatch
+    /// (each answered on its own; a bad id is named and does not fail the others).
+    #[arg(long, required = true)]
+    pub customer: Vec<String>,
     /// email, sms, call, push, direct_mail, sales_meeting, social_dm, in_app
     #[arg(long, value_parser = crate::parse_channel)]
     pub channel: Channel,
@@ -239,9 +240,9 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-pub fn decide_request(a: &CheckArgs) -> pb::DecideRequest {
+pub fn decide_request(a: &CheckArgs, customer: &str) -> pb::DecideRequest {
     pb::DecideRequest {
-        customer_id: a.customer.clone(),
+        customer_id: customer.to_owned(),
         channel: pb::Channel::from(a.channel) as i32,
         purpose: pb::Purpose::from(a.purpose) as i32,
         campaign_id: a.campaign.clone(),
@@ -255,8 +256,14 @@ pub async fn check(server: &str, a: &CheckArgs) -> anyhow::Result<ExitCode> {
     if a.authorize && a.at.is_some() {
         bail!("--authorize always decides now; drop --at (or drop --authorize to ask about another time)");
     }
+    if a.customer.len() > 1 {
+        if a.authorize {
+            bail!("--authorize takes one --customer (authorizations are decided one at a time)");
+        }
+        return check_batch(server, a).await;
+    }
     let mut client = connect(server).await?;
-    let req = decide_request(a);
+    let req = decide_request(a, &a.customer[0]);
     let decision = if a.authorize {
         client.authorize(req).await.map_err(|s| status("Authorize", s))?
     } else {
@@ -271,7 +278,7 @@ pub async fn check(server: &str, a: &CheckArgs) -> anyhow::Result<ExitCode> {
             if a.authorize { "authorize" } else { "decide" },
             a.channel,
             a.purpose,
-            a.customer,
+            a.customer[0],
             a.at.map(|t| format!(" at {t}")).unwrap_or_default()
         );
         print!("{}", render::decision(&decision, a.at.unwrap_or_else(now), ""));
@@ -281,6 +288,41 @@ pub async fn check(server: &str, a: &CheckArgs) -> anyhow::Result<ExitCode> {
                 decision.decision_id
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tact check` with several customers: one DecideBatch. Each answer is printed under
+/// its customer; a request the server could not decide (e.g. a malformed id) is named
+/// with the field and why, and makes the exit status 1 once all are printed.
+async fn check_batch(server: &str, a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let requests = a.customer.iter().map(|c| decide_request(a, c)).collect();
+    let decisions = client
+        .decide_batch(pb::DecideBatchRequest { requests })
+        .await
+        .map_err(|s| status("DecideBatch", s))?
+        .into_inner()
+        .decisions;
+    let errors = decisions.iter().filter(|d| d.error.is_some()).count();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&decisions)?);
+    } else {
+        println!(
+            "decide {} for {} to {} customers{}",
+            a.channel,
+            a.purpose,
+            decisions.len(),
+            a.at.map(|t| format!(" at {t}")).unwrap_or_default()
+        );
+        for d in &decisions {
+            println!("{}:", d.customer_id);
+            print!("{}", render::decision(d, a.at.unwrap_or_else(now), "  "));
+        }
+    }
+    if errors > 0 {
+        eprintln!("{errors} of {} requests could not be decided", decisions.len());
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -156,7 +156,7 @@ fn story(n: u32, title: &str, lines: &[&str]) {
 pub async fn run(_settings: &Settings) -> anyhow::Result<ExitCode> {
     let dir = tempfile::TempDir::with_prefix("tact-demo-").context("cannot create a temporary directory")?;
     let policy = Policy::default_policy();
-    let version = policy.version.clone();
+    let version = policy.version().clone();
     let opts = ServerOptions::new(
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(dir.path().join("data")),

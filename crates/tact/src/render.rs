@@ -51,6 +51,15 @@ pub fn instant(ts: Option<&pbjson_types::Timestamp>, now: Timestamp) -> String {
 /// Every line is prefixed with `indent`.
 pub fn decision(d: &pb::Decision, now: Timestamp, indent: &str) -> String {
     let mut out = String::new();
+    if let Some(e) = &d.error {
+        // A request of a batch or stream that was not valid: no verdict.
+        let _ = writeln!(
+            out,
+            "{indent}not decided: request {} is not valid: {}: {}",
+            e.index, e.field, e.message
+        );
+        return out;
+    }
     let verdict = verdict_name(d.verdict);
     match d.not_before.as_ref() {
         Some(nb) if verdict == "DEFER" => {
@@ -174,9 +183,14 @@ pub fn customer(v: &pb::CustomerView, now: Timestamp) -> String {
     if !v.open_inbound.is_empty() {
         let _ = writeln!(out, "awaiting a reply:");
         for i in &v.open_inbound {
+            let held = if i.holds_back.is_empty() {
+                String::new()
+            } else {
+                format!(", holding marketing and sales back [{}]", i.holds_back)
+            };
             let _ = writeln!(
                 out,
-                "  - {} since {}",
+                "  - {} since {}{held}",
                 channel_name(i.channel),
                 instant(i.since.as_ref(), now)
             );

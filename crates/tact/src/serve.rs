@@ -33,7 +33,7 @@ pub async fn shutdown_signal() {
 /// `tact serve`: the engine and its gRPC API until SIGTERM or SIGINT.
 pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     let policy = settings.load_policy()?;
-    let policy_version = policy.version.clone();
+    let policy_version = policy.version().clone();
     let mut opts = ServerOptions::new(settings.listen, Some(settings.data_dir.clone()), policy);
     opts.group_commit = settings.group_commit();
     opts.limits = settings.limits();
@@ -213,7 +213,11 @@ pub async fn replay(
             stats.events_per_sec()
         ),
     }
-    println!("log position {}, policy {}", projection.position, policy.version);
+    println!(
+        "log position {}, policy {}",
+        projection.position,
+        policy.version()
+    );
     println!("state digest {:016x}", state_digest(&projection)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,244 @@
+//! Quiet-hours calendar arithmetic: the customer's local clock, and the next instant a
+//! quiet-hours rule is open, skipping closed days and stepping over DST gaps. Pure:
+//! time zones come from `chrono-tz`, instants are arguments.
+
+use std::fmt;
+
+use chrono::{Datelike, Offset, TimeZone, Timelike};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Rule;
+use crate::time::{DAY, MINUTE, Timestamp};
+
+/// One quiet-hours rule as it applies to one customer: open `start_minute` to
+/// `end_minute` (local minutes since midnight) on days not in `closed_days` (bit 0 =
+/// Monday), in time zone `tz`.
+pub(crate) struct QuietHours<'a> {
+    pub rule: &'a Rule,
+    pub tz: Tz,
+    pub start_minute: u32,
+    pub end_minute: u32,
+    pub closed_days: u8,
+}
+
+/// A local clock reading: days since 1970-01-01 (local) and minute of the day.
+#[derive(Clone, Copy)]
+struct Local {
+    day: i64,
+    minute: u32,
+}
+
+impl Local {
+    /// Monday = 0 (1970-01-01 was a Thursday).
+    fn weekday(&self) -> u32 {
+        (self.day + 3).rem_euclid(7) as u32
+    }
+}
+
+impl QuietHours<'_> {
+    fn day_open(&self, weekday: u32) -> bool {
+        self.closed_days & (1 << weekday) == 0
+    }
+
+    /// The local clock at `t`, if chrono can represent `t`.
+    fn local(&self, t: Timestamp) -> Option<Local> {
+        let utc = chrono::DateTime::from_timestamp_millis(t.0)?;
+        let offset = i64::from(
+            self.tz
+                .offset_from_utc_datetime(&utc.naive_utc())
+                .fix()
+                .local_minus_utc(),
+        ) * 1000;
+        let local = t.0 + offset;
+        Some(Local {
+            day: local.div_euclid(DAY.0),
+            minute: (local.rem_euclid(DAY.0) / MINUTE.0) as u32,
+        })
+    }
+
+    /// The first instant at or after `t` when contact is open.
+    pub fn next_open(&self, t: Timestamp) -> Timestamp {
+        let Some(local) = self.local(t) else {
+            return self.next_open_chrono(t);
+        };
+        let weekday = local.weekday();
+        if self.day_open(weekday) && local.minute >= self.start_minute && local.minute < self.end_minute {
+            return t;
+        }
+        let mut day = local.day;
+        if !(self.day_open(weekday) && local.minute < self.start_minute) {
+            day = (1..=7)
+                .map(|i| local.day + i)
+                .find(|d| self.day_open((d + 3).rem_euclid(7) as u32))
+                .unwrap_or(local.day + 1);
+        }
+        let Some(open) =
+            chrono::DateTime::from_timestamp_millis(day * DAY.0 + i64::from(self.start_minute) * MINUTE.0)
+        else {
+            return self.next_open_chrono(t);
+        };
+        self.first_instant(open.naive_utc(), t)
+    }
+
+    /// The earliest instant whose local time is `open`, or the first valid local time
+    /// after it if `open` falls in a DST gap; not before `t`.
+    fn first_instant(&self, open: chrono::NaiveDateTime, t: Timestamp) -> Timestamp {
+        let mut candidate = open;
+        for _ in 0..4 {
+            if let Some(utc) = self.tz.from_local_datetime(&candidate).earliest() {
+                return Timestamp(utc.timestamp_millis()).max(t);
+            }
+            candidate += chrono::Duration::minutes(30);
+        }
+        t.saturating_add(MINUTE)
+    }
+
+    /// [`QuietHours::next_open`] for instants chrono cannot represent (they read as
+    /// chrono's earliest instant).
+    fn next_open_chrono(&self, t: Timestamp) -> Timestamp {
+        let local = t.to_chrono().with_timezone(&self.tz);
+        let date = local.date_naive();
+        let weekday = date.weekday().num_days_from_monday();
+        let minute = local.hour() * 60 + local.minute();
+        if self.day_open(weekday) && minute >= self.start_minute && minute < self.end_minute {
+            return t;
+        }
+        let mut day = date;
+        if !(self.day_open(weekday) && minute < self.start_minute) {
+            day = (1..=7)
+                .map(|i| date + chrono::Days::new(i))
+                .find(|d| self.day_open(d.weekday().num_days_from_monday()))
+                .unwrap_or(date + chrono::Days::new(1));
+        }
+        let open =
+            day.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(self.start_minute));
+        self.first_instant(open, t)
+    }
+
+    /// The local clock at `t`, for explaining.
+    pub fn local_clock(&self, t: Timestamp) -> LocalClock {
+        let (weekday, minute) = match self.local(t) {
+            Some(l) => (l.weekday(), l.minute),
+            None => {
+                let local = t.to_chrono().with_timezone(&self.tz);
+                (
+                    local.weekday().num_days_from_monday(),
+                    local.hour() * 60 + local.minute(),
+                )
+            }
+        };
+        LocalClock {
+            weekday: weekday as u8,
+            minute: minute as u16,
+            zone: self.tz,
+        }
+    }
+}
+
+/// A reading of the customer's local clock, shown as "Wed 05:00 (America/New_York)".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalClock {
+    /// Monday = 0.
+    pub weekday: u8,
+    /// Minutes since local midnight.
+    pub minute: u16,
+    pub zone: Tz,
+}
+
+impl fmt::Display for LocalClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let day = DAYS.get(usize::from(self.weekday)).unwrap_or(&"?");
+        write!(f, "{day} {} ({})", Clock(self.minute), self.zone.name())
+    }
+}
+
+/// Minutes since midnight, shown as "08:00".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock(pub u16);
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Policy;
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    fn quiet<'a>(rule: &'a Rule, tz: &str, start: u32, end: u32, closed_days: u8) -> QuietHours<'a> {
+        QuietHours {
+            rule,
+            tz: tz.parse().unwrap(),
+            start_minute: start,
+            end_minute: end,
+            closed_days,
+        }
+    }
+
+    fn with_rule(f: impl FnOnce(&Rule)) {
+        let policy = Policy::default_policy();
+        f(&policy.rules()[0]);
+    }
+
+    #[test]
+    fn open_now_is_now_and_closed_waits_for_the_next_open_minute() {
+        with_rule(|r| {
+            let q = quiet(r, "Europe/London", 8 * 60, 21 * 60, 1 << 6);
+            // Wednesday 10:00 London (UTC in November): open.
+            assert_eq!(q.next_open(t("2026-11-18T10:00:00Z")), t("2026-11-18T10:00:00Z"));
+            // 21:00 is closed: Thursday 08:00.
+            assert_eq!(q.next_open(t("2026-11-18T21:00:00Z")), t("2026-11-19T08:00:00Z"));
+            // Saturday 22:00: Sunday is closed, so Monday 08:00.
+            assert_eq!(q.next_open(t("2026-11-21T22:00:00Z")), t("2026-11-23T08:00:00Z"));
+            assert_eq!(
+                q.local_clock(t("2026-11-22T12:30:00Z")).to_string(),
+                "Sun 12:30 (Europe/London)"
+            );
+        });
+    }
+
+    #[test]
+    fn spring_forward_skips_the_missing_hour() {
+        with_rule(|r| {
+            // Europe/London 2026-03-29: 01:00 local jumps to 02:00. Open from 01:30,
+            // which does not exist that day: the first valid local time after it.
+            let q = quiet(r, "Europe/London", 90, 21 * 60, 0);
+            assert_eq!(q.next_open(t("2026-03-29T00:10:00Z")), t("2026-03-29T01:00:00Z"));
+            // The day before and after, 01:30 local is 01:30 GMT / 00:30 UTC (BST).
+            assert_eq!(q.next_open(t("2026-03-28T00:00:00Z")), t("2026-03-28T01:30:00Z"));
+            assert_eq!(q.next_open(t("2026-03-29T22:00:00Z")), t("2026-03-30T00:30:00Z"));
+        });
+    }
+
+    #[test]
+    fn fall_back_opens_at_the_first_of_the_repeated_times() {
+        with_rule(|r| {
+            // America/New_York 2026-11-01: 02:00 EDT falls back to 01:00 EST, so 01:30
+            // local happens twice; open from the first (05:30 UTC).
+            let q = quiet(r, "America/New_York", 90, 21 * 60, 0);
+            assert_eq!(q.next_open(t("2026-11-01T04:00:00Z")), t("2026-11-01T05:30:00Z"));
+            // 08:00 local on the day after is EST (UTC-5).
+            let q = quiet(r, "America/New_York", 8 * 60, 21 * 60, 0);
+            assert_eq!(q.next_open(t("2026-11-02T02:00:00Z")), t("2026-11-02T13:00:00Z"));
+            // And the day before, EDT (UTC-4).
+            assert_eq!(q.next_open(t("2026-10-31T02:00:00Z")), t("2026-10-31T12:00:00Z"));
+        });
+    }
+
+    #[test]
+    fn closed_days_follow_the_local_date_not_utc() {
+        with_rule(|r| {
+            // Sunday closed in Tokyo (UTC+9): Saturday 20:00 UTC is Sunday 05:00 there.
+            let q = quiet(r, "Asia/Tokyo", 8 * 60, 21 * 60, 1 << 6);
+            assert_eq!(q.next_open(t("2026-11-21T20:00:00Z")), t("2026-11-22T23:00:00Z"));
+        });
+    }
+}

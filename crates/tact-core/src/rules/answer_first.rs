@@ -1,0 +1,55 @@
+//! `answer_first`: while the customer's own message waits for an answer, no outreach
+//! for the rule's purposes (marketing and sales in the shipped policy) on any channel.
+//!
+//! A message (`InboundMessage`) is open until an outreach for `service` is sent or
+//! authorized after it, on any channel; one older than `open_for` no longer holds
+//! anything back. The verdict is DENY, not DEFER: what lifts it is an answer, a new
+//! event, not the passing of time (a DEFER to the end of `open_for` would promise the
+//! wrong thing). Contact requests are not messages to answer: the customer asked to be
+//! contacted, which the consent rule's `contact_request` handles.
+
+use crate::event::{Channel, Purpose};
+use crate::state::{AsOf, Mark};
+use crate::time::{Span, Timestamp};
+
+/// The customer's oldest message still waiting for an answer at `v.at`, if any:
+/// `(channel, when)`. Messages older than `open_for` do not count.
+pub(crate) fn open_inbound(v: &AsOf<'_>, open_for: Span) -> Option<(Channel, Timestamp)> {
+    let since = v.at.saturating_sub(open_for);
+    let mut oldest = None;
+    for e in v.recent().take_while(|e| e.at > since) {
+        match e.mark {
+            // An answer: everything before it is answered.
+            Mark::Touch {
+                purpose: Purpose::Service,
+                ..
+            } => break,
+            Mark::Inbound(channel) => oldest = Some((channel, e.at)),
+            _ => {}
+        }
+    }
+    oldest
+}
+
+/// Every message waiting for an answer at `v.at`, newest first (for `GetCustomer`).
+pub(crate) fn open_messages<'a>(
+    v: &AsOf<'a>,
+    open_for: Span,
+) -> impl Iterator<Item = (Channel, Timestamp)> + 'a {
+    let since = v.at.saturating_sub(open_for);
+    v.recent()
+        .take_while(move |e| e.at > since)
+        .take_while(|e| {
+            !matches!(
+                e.mark,
+                Mark::Touch {
+                    purpose: Purpose::Service,
+                    ..
+                }
+            )
+        })
+        .filter_map(|e| match e.mark {
+            Mark::Inbound(channel) => Some((channel, e.at)),
+            _ => None,
+        })
+}
