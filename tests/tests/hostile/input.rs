@@ -297,19 +297,26 @@ async fn oversized_text_fields_are_refused_naming_the_field() {
         err.message()
     );
 
+    // In a batch, the oversized item gets its own error and the others their decisions.
     let mut req = request("c1", Email, Marketing);
     req.campaign_id = "c".repeat(10_000);
-    let err = client
+    let answers = client
         .decide_batch(pb::DecideBatchRequest {
             requests: vec![request("c1", Email, Marketing), req],
         })
         .await
-        .unwrap_err();
-    assert!(
-        err.message().contains("requests[1].campaign_id"),
-        "{}",
-        err.message()
+        .unwrap()
+        .into_inner()
+        .decisions;
+    assert_ne!(verdict(&answers[0]), pb::Verdict::Unspecified);
+    let error = answers[1].error.as_ref().expect("an item error");
+    assert_eq!(
+        (error.index, error.field.as_str()),
+        (1, "campaign_id"),
+        "{error:?}"
     );
+    assert!(error.message.starts_with("at most 4096 bytes"), "{error:?}");
+    assert_eq!(verdict(&answers[1]), pb::Verdict::Unspecified);
 
     // A field just under the limit is fine.
     let mut ok = pricing_view("ok-url", "c1", now);
