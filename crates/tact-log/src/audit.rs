@@ -333,7 +333,11 @@ impl AuditStore for SledAudit {
             let (k, v) = entry?;
             if let Ok(r) = decode_record(&k, &v) {
                 ids.remove(r.decision_id.as_bytes());
-                customers.remove(customer_key(&r.proposal.customer_id, r.answered_at, &r.decision_id));
+                customers.remove(customer_key(
+                    &r.proposal.customer_id,
+                    r.answered_at,
+                    &r.decision_id,
+                ));
             } else if let Some(id) = k.get(8..) {
                 // A record that does not decode still goes; its customer entry, if any,
                 // names a record no longer there and is skipped by `list`.
@@ -384,8 +388,11 @@ impl AuditStore for MemoryAudit {
             }
             let key = primary_key(r);
             m.ids.insert(r.decision_id.clone(), key.clone());
-            m.customers
-                .insert(customer_key(&r.proposal.customer_id, r.answered_at, &r.decision_id));
+            m.customers.insert(customer_key(
+                &r.proposal.customer_id,
+                r.answered_at,
+                &r.decision_id,
+            ));
             m.records.insert(key, r.clone());
         }
         Ok(())
@@ -427,8 +434,11 @@ impl AuditStore for MemoryAudit {
         for k in &keys {
             if let Some(r) = m.records.remove(k) {
                 m.ids.remove(&r.decision_id);
-                m.customers
-                    .remove(&customer_key(&r.proposal.customer_id, r.answered_at, &r.decision_id));
+                m.customers.remove(&customer_key(
+                    &r.proposal.customer_id,
+                    r.answered_at,
+                    &r.decision_id,
+                ));
             }
         }
         Ok(keys.len())
@@ -525,7 +535,10 @@ mod tests {
         let ids: Vec<_> = all.iter().map(|r| r.decision_id.as_str()).collect();
         assert_eq!(ids, ["d9", "d8", "d7", "d6", "d5", "d4", "d3", "d2", "d1", "d0"]);
         let page = store.list(&q(102, 108, 2, None)).unwrap();
-        assert_eq!(page.iter().map(|r| r.decision_id.as_str()).collect::<Vec<_>>(), ["d7", "d6"]);
+        assert_eq!(
+            page.iter().map(|r| r.decision_id.as_str()).collect::<Vec<_>>(),
+            ["d7", "d6"]
+        );
         let cursor = Cursor {
             answered_at: page[1].answered_at,
             decision_id: page[1].decision_id.clone(),
