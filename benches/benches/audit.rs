@@ -24,7 +24,10 @@ const BATCH_CALLERS: usize = 2;
 const UNARY_CALLERS: usize = 8;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 fn customer(i: usize) -> String {
@@ -58,7 +61,13 @@ fn drive(url: String, unary: bool, secs: Duration) -> f64 {
                             i += 1;
                         } else {
                             let requests = (0..BATCH)
-                                .map(|k| request(&customer((i + k) % CUSTOMERS), Channel::Email, Purpose::Marketing))
+                                .map(|k| {
+                                    request(
+                                        &customer((i + k) % CUSTOMERS),
+                                        Channel::Email,
+                                        Purpose::Marketing,
+                                    )
+                                })
                                 .collect();
                             match client.decide_batch(pb::DecideBatchRequest { requests }).await {
                                 Ok(r) => {
@@ -95,10 +104,14 @@ async fn start(dir: &std::path::Path, mode: AuditMode) -> TestServer {
     })
     .await;
     let mut loader = server.client().await;
-    let events: Vec<_> = (0..CUSTOMERS).flat_map(|i| opted_in(&customer(i), wed_10am())).collect();
+    let events: Vec<_> = (0..CUSTOMERS)
+        .flat_map(|i| opted_in(&customer(i), wed_10am()))
+        .collect();
     for chunk in events.chunks(5_000) {
         loader
-            .record_events(pb::RecordEventsRequest { events: chunk.to_vec() })
+            .record_events(pb::RecordEventsRequest {
+                events: chunk.to_vec(),
+            })
             .await
             .unwrap();
     }
@@ -136,10 +149,14 @@ fn main() {
             on.handle.auditor().sync().await;
         }
         let r = rounds as f64;
-        let (unary_on, unary_off, batch_on, batch_off) = (unary_on / r, unary_off / r, batch_on / r, batch_off / r);
+        let (unary_on, unary_off, batch_on, batch_off) =
+            (unary_on / r, unary_off / r, batch_on / r, batch_off / r);
         let kept = on.handle.auditor().store().count().unwrap() - kept_before;
         let dropped = on.handle.auditor().dropped() - dropped_before;
-        println!("cores: {}", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!(
+            "cores: {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
         println!("unary Decide, audit off:  {unary_off:.0} decisions/s ({UNARY_CALLERS} callers)");
         println!("unary Decide, audit all:  {unary_on:.0} decisions/s");
         println!("DecideBatch, audit off:   {batch_off:.0} decisions/s ({BATCH_CALLERS} callers x {BATCH})");

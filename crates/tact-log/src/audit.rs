@@ -165,7 +165,8 @@ impl Cursor {
 
     /// Parses [`to_token`](Cursor::to_token); `None` for anything else.
     pub fn from_token(token: &str) -> Option<Cursor> {
-        if token.len() % 2 != 0 || token.len() > 2 * (8 + MAX_DECISION_ID_BYTES) || token.len() < 18 {
+        if !token.len().is_multiple_of(2) || token.len() > 2 * (8 + MAX_DECISION_ID_BYTES) || token.len() < 18
+        {
             return None;
         }
         let bytes: Vec<u8> = (0..token.len())

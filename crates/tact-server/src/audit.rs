@@ -127,7 +127,7 @@ type Ack = oneshot::Sender<Result<(), Arc<AuditError>>>;
 
 enum Job {
     Records(Vec<AuditRecord>, OwnedSemaphorePermit),
-    Durable(AuditRecord, OwnedSemaphorePermit, Ack),
+    Durable(Box<AuditRecord>, OwnedSemaphorePermit, Ack),
     Sync(oneshot::Sender<()>),
     /// Write what came before, flush, and end the writer (releasing the store).
     Close(oneshot::Sender<()>),
@@ -265,6 +265,16 @@ impl Auditor {
         if records.is_empty() {
             return;
         }
+        if records.len() > self.capacity {
+            // More than the whole queue holds (a `max_batch` above the capacity): in parts.
+            let mut records = records;
+            while !records.is_empty() {
+                let rest = records.split_off(records.len().min(self.capacity));
+                self.submit(records);
+                records = rest;
+            }
+            return;
+        }
         let n = records.len();
         let permit = u32::try_from(n)
             .ok()
@@ -308,7 +318,7 @@ impl Auditor {
                 .map_err(|_| AuditWriteError::Closed)?;
             let (ack, done) = oneshot::channel();
             self.tx
-                .send(Job::Durable(record, permit, ack))
+                .send(Job::Durable(Box::new(record), permit, ack))
                 .map_err(|_| AuditWriteError::Closed)?;
             match done.await {
                 Ok(Ok(())) => Ok(()),
@@ -407,7 +417,7 @@ async fn write_loop(
                     permits.push(permit);
                 }
                 Job::Durable(record, permit, ack) => {
-                    batch.push(record);
+                    batch.push(*record);
                     permits.push(permit);
                     acks.push(ack);
                 }
