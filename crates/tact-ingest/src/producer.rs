@@ -180,6 +180,23 @@ impl Publisher {
         }
     }
 
+    // --- Decision audit (issue 11, section 2) ---
+
+    /// Queues one JSON message keyed `key` to this publisher's topic without waiting:
+    /// an error at once when librdkafka's queue is full (the decisions topic must never
+    /// hold anything up). The delivery resolves once the broker has it.
+    pub fn try_send_json(&self, key: &[u8], payload: &[u8]) -> Result<DeliveryFuture, IngestError> {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        });
+        let record = FutureRecord::to(&self.topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        self.producer.send_result(record).map_err(|(e, _)| e.into())
+    }
+
     /// Waits for queued messages to be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), IngestError> {
         self.producer.flush(timeout)?;

@@ -7,6 +7,7 @@
 //! - [`Projection`]: every customer's [`tact_core::CustomerState`], rebuilt by replay,
 //!   optionally from a snapshot ([`save_snapshot`], [`Projection::load`]).
 
+pub mod audit;
 pub mod backtest;
 pub mod codec;
 mod error;
@@ -16,6 +17,9 @@ mod projection;
 pub mod snapshot;
 mod storage;
 
+pub use audit::{
+    AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, ListQuery, MemoryAudit, SledAudit,
+};
 pub use error::LogError;
 pub use log::{DurableHook, GroupCommit, Log, LogHandle, LogStats, PendingAppend};
 pub use projection::{Projection, ReplayStats, fold};

@@ -24,7 +24,7 @@ pub enum Scope {
     Authorize,
     /// RecordEvents.
     Record,
-    /// GetCustomer, GetStatus.
+    /// GetCustomer, GetStatus, GetDecision, ListDecisions.
     Read,
     /// ListDeadLetters (and later operations).
     Admin,

@@ -169,6 +169,8 @@ where
             if caller.authenticated {
                 stamp(&caller, request.get_mut());
             }
+            // Who asked, for the decision audit (`crate::audit::client_of`).
+            request.extensions_mut().insert(caller.clone());
             let span = tracing::debug_span!("call", method, client = %caller.id);
             call(&caller, request).instrument(span).await
         }
@@ -282,6 +284,8 @@ where
                 return r;
             }
         };
+        let mut request = request;
+        request.extensions_mut().insert(caller.clone());
         let result = self.inner.decide_stream(request).await;
         observe("DecideStream", started, &result);
         let (metadata, inner, extensions) = result?.into_parts();
@@ -373,6 +377,40 @@ where
             no_cost,
             no_stamp,
             |_, r| self.inner.list_dead_letters(r),
+        )
+        .await
+    }
+
+    // --- Decision audit (issue 11, section 2): reading it needs `read`. ---
+
+    async fn get_decision(
+        &self,
+        request: Request<pb::GetDecisionRequest>,
+    ) -> Result<Response<pb::AuditedDecision>, Status> {
+        unary(
+            &self.guard,
+            "GetDecision",
+            Scope::Read,
+            request,
+            no_cost,
+            no_stamp,
+            |_, r| self.inner.get_decision(r),
+        )
+        .await
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<pb::ListDecisionsRequest>,
+    ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        unary(
+            &self.guard,
+            "ListDecisions",
+            Scope::Read,
+            request,
+            no_cost,
+            no_stamp,
+            |_, r| self.inner.list_decisions(r),
         )
         .await
     }

@@ -1,6 +1,7 @@
 //! tact's service: the [`Engine`] (event log + live projection + policy) and the
 //! `tact.v1.ContactPolicy` gRPC API over it, run with [`run`].
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod shed;
 pub mod tls;
 pub mod transport;
 
+pub use audit::{AuditMode, AuditOptions, AuditSink, Auditor};
 pub use auth::{
     AuthOptions, Authenticator, Caller, ClientEntry, ClientsError, ClientsFile, RateLimits, Scope,
 };
@@ -21,7 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Decided, Engine, EngineOptions, Refused, STALE_STATE_RULE, WriteError};
 pub use error::ServerError;
 pub use feed::{Access, BoxFeedFuture, DeadLetter, Feed, FeedError, FeedStatus, PartitionStatus};
-pub use server::{INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_storage, run};
+pub use server::{INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_audit, open_storage, run};
 pub use service::{ContactPolicyService, Limits};
 pub use shed::ShedOptions;
 pub use tls::TlsOptions;

@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tact_core::{Admission, Policy};
-use tact_log::{GroupCommit, MemoryStorage, ReplayStats, SledStorage, Storage};
+use tact_log::{
+    AuditStore, GroupCommit, MemoryAudit, MemoryStorage, ReplayStats, SledAudit, SledStorage, Storage,
+};
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 
+use crate::audit::{AuditOptions, Auditor};
 use crate::auth::{AuthOptions, Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineOptions};
@@ -55,6 +58,8 @@ pub struct ServerOptions {
     pub tls: Option<TlsOptions>,
     /// Bounded batch work and streams, so interactive calls stay fast.
     pub shed: ShedOptions,
+    /// The decision audit: which decisions are kept, for how long, where.
+    pub audit: AuditOptions,
 }
 
 impl ServerOptions {
@@ -74,6 +79,7 @@ impl ServerOptions {
             auth: AuthOptions::default(),
             tls: None,
             shed: ShedOptions::default(),
+            audit: AuditOptions::default(),
         }
     }
 }
@@ -94,6 +100,17 @@ pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, ServerError> {
         }
     })?;
     Ok(Arc::new(storage))
+}
+
+/// Opens the decision audit's sled database, `<data_dir>/audit` (created if missing):
+/// beside the event log, not in it.
+pub fn open_audit(data_dir: &Path) -> Result<Arc<dyn AuditStore>, ServerError> {
+    let path = data_dir.join("audit");
+    let store = SledAudit::open(&path).map_err(|e| ServerError::DataDir {
+        path: path.display().to_string(),
+        why: format!("decision audit: {e}"),
+    })?;
+    Ok(Arc::new(store))
 }
 
 /// tonic answers a request message over `max_decoding_message_size` with OUT_OF_RANGE
@@ -119,6 +136,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
+    auditor: Arc<Auditor>,
     replay: ReplayStats,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -135,6 +153,11 @@ impl ServerHandle {
     /// Who may call: reload the clients file with `auth().reload()` (SIGHUP in `tact serve`).
     pub fn auth(&self) -> &Arc<Authenticator> {
         &self.auth
+    }
+
+    /// The decision audit (`sync` to wait for queued records, `prune_now`).
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.auditor
     }
 
     /// How state was rebuilt at start (events replayed, snapshot used).
@@ -192,6 +215,17 @@ pub async fn run(
         (None, Some(dir)) => open_storage(dir)?,
         (None, None) => Arc::new(MemoryStorage::new()),
     };
+    let audit_store: Arc<dyn AuditStore> = match (&opts.audit.store, &opts.data_dir) {
+        (Some(store), _) => Arc::clone(store),
+        (None, Some(dir)) => open_audit(dir)?,
+        (None, None) => Arc::new(MemoryAudit::new()),
+    };
+    let auditor = Auditor::start(audit_store, &opts.audit, Arc::clone(&opts.clock));
+    tracing::info!(
+        mode = auditor.mode().as_str(),
+        retention_days = opts.audit.retention.as_secs() / 86_400,
+        "decision audit"
+    );
     let policy_version = opts.policy.version().clone();
     let (engine, stats) = Engine::open(
         storage,
@@ -307,7 +341,7 @@ pub async fn run(
     let limits = opts.limits;
     let guard = Arc::new(Guard::new(Arc::clone(&auth), opts.shed));
     let api = ContactPolicyServer::new(Guarded::new(
-        ContactPolicyService::new(Arc::clone(&engine), limits),
+        ContactPolicyService::new(Arc::clone(&engine), limits).with_audit(Arc::clone(&auditor)),
         guard,
     ))
     .max_decoding_message_size(limits.max_request_bytes)
@@ -322,6 +356,7 @@ pub async fn run(
 
     let snapshot = opts.snapshot_on_shutdown;
     let task_engine = Arc::clone(&engine);
+    let task_auditor = Arc::clone(&auditor);
     let slots = Arc::new(Semaphore::new(transport.max_connections));
     let signals = Signals::default();
     let incoming = Incoming::new(listener, Arc::clone(&slots), &transport, signals.clone(), tls);
@@ -390,6 +425,14 @@ pub async fn run(
                 }
             }
         };
+        // The audit records of the calls answered are written and flushed (bounded: a
+        // hung disk is not waited for).
+        if tokio::time::timeout(transport.flush_timeout, task_auditor.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit records not flushed in time at shutdown");
+        }
         // Whatever happened to the transport, make the log durable before leaving
         // (unless the storage has failed: then there is nothing to wait for).
         let closed = task_engine
@@ -404,6 +447,7 @@ pub async fn run(
         local_addr,
         engine,
         auth,
+        auditor,
         replay: stats,
         task,
     })

@@ -12,8 +12,10 @@ use tact_proto::pb;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{Auditor, client_of, list_query, record_to_pb};
 use crate::engine::{CHUNK, Decided, Engine, Refused, WriteError};
 use crate::feed::Access;
+use tact_log::audit::AuditMethod;
 
 /// The most dead letters one `ListDeadLetters` answer holds (whatever `limit` asks).
 pub const MAX_DEAD_LETTERS_PER_ANSWER: usize = 1_000;
@@ -46,11 +48,34 @@ impl Default for Limits {
 pub struct ContactPolicyService {
     engine: Arc<Engine>,
     limits: Limits,
+    /// The decision audit (`None`: nothing is kept and the audit RPCs answer UNAVAILABLE).
+    audit: Option<Arc<Auditor>>,
 }
 
 impl ContactPolicyService {
     pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
-        ContactPolicyService { engine, limits }
+        ContactPolicyService {
+            engine,
+            limits,
+            audit: None,
+        }
+    }
+
+    /// Keeps a record of every decision answered, as `auditor`'s mode says.
+    pub fn with_audit(mut self, auditor: Arc<Auditor>) -> Self {
+        self.audit = Some(auditor);
+        self
+    }
+
+    /// The auditor, if `method`'s decisions are kept.
+    fn auditing(&self, method: AuditMethod) -> Option<&Arc<Auditor>> {
+        self.audit.as_ref().filter(|a| a.wants(method))
+    }
+
+    fn auditor(&self) -> Result<&Arc<Auditor>, Status> {
+        self.audit
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("the decision audit is not configured on this server"))
     }
 
     fn to_pb(&self, decided: &Decided, customer_id: &str) -> pb::Decision {
@@ -65,13 +90,36 @@ impl ContactPolicyService {
 
     /// The decisions of a batch or stream, in order: a customer this instance cannot
     /// answer for gets a DENY saying why, not an error that would fail the others.
-    fn decide_many(&self, proposals: &[(Proposal, Option<Timestamp>)]) -> Vec<pb::Decision> {
-        self.engine
-            .decide_many(proposals)
+    fn decide_many(
+        &self,
+        proposals: Vec<(Proposal, Option<Timestamp>)>,
+        method: AuditMethod,
+        client: Option<&str>,
+    ) -> Vec<pb::Decision> {
+        let decided = self.engine.decide_many(&proposals);
+        let answers: Vec<pb::Decision> = decided
             .iter()
-            .zip(proposals)
+            .zip(&proposals)
             .map(|(decided, (p, _))| self.to_pb(decided, &p.customer_id))
-            .collect()
+            .collect();
+        if let (Some(auditor), Some(first)) = (self.auditing(method), answers.first()) {
+            let records = decided
+                .into_iter()
+                .zip(proposals)
+                .map(|(decided, (p, at))| {
+                    auditor.record(
+                        method,
+                        p,
+                        decided,
+                        at.is_some(),
+                        client.map(str::to_owned),
+                        &first.policy_version,
+                    )
+                })
+                .collect();
+            auditor.submit(records);
+        }
+        answers
     }
 }
 
@@ -146,9 +194,14 @@ impl Items {
     }
 
     /// Decides the valid requests together; the answers in request order.
-    fn answer(&mut self, service: &ContactPolicyService) -> Vec<pb::Decision> {
-        let mut decided = service.decide_many(&self.proposals).into_iter();
-        self.proposals.clear();
+    fn answer(
+        &mut self,
+        service: &ContactPolicyService,
+        method: AuditMethod,
+        client: Option<&str>,
+    ) -> Vec<pb::Decision> {
+        let proposals = std::mem::take(&mut self.proposals);
+        let mut decided = service.decide_many(proposals, method, client).into_iter();
         self.order
             .drain(..)
             .map(|item| item.unwrap_or_else(|| decided.next().expect("one decision per valid request")))
@@ -208,7 +261,19 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
         let (proposal, at) = proposal(request.get_ref(), "", self.engine.admission())?;
         let decided = self.engine.decide(&proposal, at).map_err(refused_status)?;
-        Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
+        let answer = self.to_pb(&decided, &proposal.customer_id);
+        if let Some(auditor) = self.auditing(AuditMethod::Decide) {
+            let record = auditor.record(
+                AuditMethod::Decide,
+                proposal,
+                decided,
+                at.is_some(),
+                client_of(&request),
+                &answer.policy_version,
+            );
+            auditor.submit(vec![record]);
+        }
+        Ok(Response::new(answer))
     }
 
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
@@ -219,13 +284,33 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             ));
         }
         let decided = self.engine.authorize(&proposal).await.map_err(write_status)?;
-        Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
+        let answer = self.to_pb(&decided, &proposal.customer_id);
+        if let Some(auditor) = self.auditing(AuditMethod::Authorize) {
+            // Never lost: written and flushed before the answer (see crate::audit).
+            let record = auditor.record(
+                AuditMethod::Authorize,
+                proposal,
+                decided,
+                false,
+                client_of(&request),
+                &answer.policy_version,
+            );
+            if let Err(e) = auditor.submit_durable(record).await {
+                tracing::error!(error = %e, decision_id = %answer.decision_id, "authorize answer withheld: audit record not kept");
+                return Err(Status::unavailable(format!(
+                    "{e}; do not act on this authorization (decision {})",
+                    answer.decision_id
+                )));
+            }
+        }
+        Ok(Response::new(answer))
     }
 
     async fn decide_batch(
         &self,
         request: Request<pb::DecideBatchRequest>,
     ) -> Result<Response<pb::DecideBatchResponse>, Status> {
+        let client = client_of(&request);
         let requests = &request.get_ref().requests;
         if requests.len() > self.limits.max_batch {
             return Err(too_many("requests", self.limits.max_batch, requests.len()));
@@ -234,7 +319,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         for (i, r) in requests.iter().enumerate() {
             items.push(i as u64, r, self.engine.admission());
         }
-        let decisions = items.answer(self);
+        let decisions = items.answer(self, AuditMethod::DecideBatch, client.as_deref());
         Ok(Response::new(pb::DecideBatchResponse { decisions }))
     }
 
@@ -244,6 +329,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         &self,
         request: Request<Streaming<pb::DecideRequest>>,
     ) -> Result<Response<Self::DecideStreamStream>, Status> {
+        let client = client_of(&request);
         let mut inbound = request.into_inner();
         let this = self.clone();
         let output = async_stream(move |tx| async move {
@@ -280,8 +366,11 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 // of one small frame each (which a client's h2 counts against its flood
                 // budget while they wait to be read).
                 n += items.len() as u64;
-                let mut answers: Vec<Result<pb::Decision, Status>> =
-                    items.answer(&this).into_iter().map(Ok).collect();
+                let mut answers: Vec<Result<pb::Decision, Status>> = items
+                    .answer(&this, AuditMethod::DecideStream, client.as_deref())
+                    .into_iter()
+                    .map(Ok)
+                    .collect();
                 let last = failed.is_some() || ended;
                 if let Some(status) = failed {
                     answers.push(Err(status));
@@ -469,6 +558,61 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             })
             .collect();
         Ok(Response::new(pb::ListDeadLettersResponse { dead_letters }))
+    }
+
+    // --- Decision audit (issue 11, section 2) ---
+
+    async fn get_decision(
+        &self,
+        request: Request<pb::GetDecisionRequest>,
+    ) -> Result<Response<pb::AuditedDecision>, Status> {
+        let auditor = self.auditor()?;
+        let id = &request.get_ref().decision_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("decision_id: must not be empty"));
+        }
+        if id.len() > tact_log::audit::MAX_DECISION_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "decision_id: at most {} bytes (got {})",
+                tact_log::audit::MAX_DECISION_ID_BYTES,
+                id.len()
+            )));
+        }
+        match auditor.get(id.clone()).await {
+            Ok(Some(record)) => Ok(Response::new(record_to_pb(&record))),
+            Ok(None) => Err(Status::not_found(format!(
+                "decision_id: no record of decision {id} (unknown, pruned, or not audited)"
+            ))),
+            Err(e) => {
+                tracing::error!(error = %e, "audit read failed");
+                Err(Status::unavailable(format!("audit store: {e}")))
+            }
+        }
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<pb::ListDecisionsRequest>,
+    ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        let auditor = self.auditor()?;
+        let query = list_query(request.get_ref(), auditor.now())?;
+        let limit = query.limit;
+        let records = auditor.list(query).await.map_err(|e| {
+            tracing::error!(error = %e, "audit read failed");
+            Status::unavailable(format!("audit store: {e}"))
+        })?;
+        let next_page_token = match records.last() {
+            Some(last) if records.len() == limit => tact_log::audit::Cursor {
+                answered_at: last.answered_at,
+                decision_id: last.decision_id.clone(),
+            }
+            .to_token(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListDecisionsResponse {
+            decisions: records.iter().map(record_to_pb).collect(),
+            next_page_token,
+        }))
     }
 }
 

@@ -104,6 +104,20 @@ pub struct Settings {
     /// certificate's subject CN (else first DNS SAN) names the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    // --- Decision audit (issue 11, section 2) ---
+    /// Which decisions are kept: `all`, `authorize` (only Authorize), `off`.
+    #[serde(default)]
+    pub audit: tact_server::AuditMode,
+    /// Audit records are pruned this many days after the decision.
+    #[serde(default = "default_audit_retention_days")]
+    pub audit_retention_days: u32,
+    /// With Kafka: also produce every audit record, as JSON, to this topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_decision_topic: Option<String>,
+}
+
+fn default_audit_retention_days() -> u32 {
+    tact_server::audit::DEFAULT_RETENTION_DAYS
 }
 
 fn ms(d: Duration) -> u64 {
@@ -148,6 +162,9 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            audit: tact_server::AuditMode::All,
+            audit_retention_days: default_audit_retention_days(),
+            kafka_decision_topic: None,
         }
     }
 }
@@ -188,6 +205,9 @@ const ENV_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_client_ca",
+    "audit",
+    "audit_retention_days",
+    "kafka_decision_topic",
 ];
 
 /// The settings given as flags; unset flags do not override anything.
@@ -366,6 +386,18 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "TACT_TLS_CLIENT_CA", value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Decisions kept in the audit: all, authorize, off [default: all]
+    #[arg(long, global = true, env = "TACT_AUDIT", value_name = "MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<tact_server::AuditMode>,
+    /// Days audit records are kept [default: 400]
+    #[arg(long, global = true, env = "TACT_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<u32>,
+    /// With Kafka, also produce audit records as JSON to this topic [default: unset]
+    #[arg(long, global = true, env = "TACT_KAFKA_DECISION_TOPIC", value_name = "TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_decision_topic: Option<String>,
 }
 
 /// Layers the settings. `config` is the `--config` flag: a file named there must exist;
@@ -401,6 +433,8 @@ fn layers(file: figment::providers::Data<Toml>, flags: &SettingsArgs) -> Figment
 
 /// The largest group-commit wait: appenders wait this long for their answer.
 const MAX_GROUP_COMMIT_WAIT_MS: u64 = 1_000;
+/// The longest audit retention (100 years).
+const MAX_AUDIT_RETENTION_DAYS: u32 = 36_500;
 /// The longest clock skew: it is also kept as extra history for every customer.
 const MAX_CLOCK_SKEW_MS: u64 = 30 * 24 * 3_600_000;
 
@@ -467,6 +501,14 @@ impl Settings {
             (64..=1 << 20).contains(&self.max_text_bytes),
             "max_text_bytes",
             format!("must be between 64 and 1048576 (got {})", self.max_text_bytes),
+        );
+        check(
+            (1..=MAX_AUDIT_RETENTION_DAYS).contains(&self.audit_retention_days),
+            "audit_retention_days",
+            format!(
+                "must be between 1 and {MAX_AUDIT_RETENTION_DAYS} (got {})",
+                self.audit_retention_days
+            ),
         );
         if problems.is_empty() {
             Ok(())
@@ -598,6 +640,15 @@ impl Settings {
         }
     }
 
+    /// The decision audit's options (the Kafka sink is added by `serve`).
+    pub fn audit(&self) -> tact_server::AuditOptions {
+        tact_server::AuditOptions {
+            mode: self.audit,
+            retention: Duration::from_secs(u64::from(self.audit_retention_days.max(1)) * 86_400),
+            ..tact_server::AuditOptions::default()
+        }
+    }
+
     /// Loads and checks the policy file.
     pub fn load_policy(&self) -> anyhow::Result<Policy> {
         load_policy(&self.policy)
@@ -697,6 +748,35 @@ mod tests {
     }
 
     #[test]
+    fn audit_settings_layer_and_bad_ones_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "audit = \"authorize\"\naudit_retention_days = 30\n")?;
+            let s = load(Some(Path::new("t.toml")), &flags()).map_err(|e| e.to_string())?;
+            assert_eq!(s.audit, tact_server::AuditMode::Authorize);
+            assert_eq!(s.audit().retention, Duration::from_secs(30 * 86_400));
+            jail.set_env("TACT_AUDIT", "off");
+            jail.set_env("TACT_KAFKA_DECISION_TOPIC", "tact.decisions");
+            let s = load(Some(Path::new("t.toml")), &flags()).map_err(|e| e.to_string())?;
+            assert_eq!(s.audit, tact_server::AuditMode::Off);
+            assert_eq!(s.kafka_decision_topic.as_deref(), Some("tact.decisions"));
+            let f = SettingsArgs {
+                audit: Some(tact_server::AuditMode::All),
+                ..flags()
+            };
+            assert_eq!(
+                load(Some(Path::new("t.toml")), &f).unwrap().audit,
+                tact_server::AuditMode::All
+            );
+            jail.create_file("bad.toml", "audit = \"sometimes\"\n")?;
+            let err = load(Some(Path::new("bad.toml")), &flags())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("audit") && err.contains("sometimes"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("t.toml", "lisen = \"127.0.0.1:1\"\n")?;
@@ -733,6 +813,7 @@ mod tests {
             ("max_batch", "0"),
             ("max_events_per_request", "0"),
             ("max_clock_skew_ms", "99999999999"),
+            ("audit_retention_days", "0"),
             ("max_text_bytes", "0"),
         ] {
             figment::Jail::expect_with(|jail| {

@@ -4,10 +4,12 @@
 //! to a running server; `replay` rebuilds state from a stopped server's log; `demo`
 //! plays a few stories against a throw-away server.
 
+mod audit_sink;
 mod backtest;
 mod client;
 mod clients;
 mod config;
+mod decisions;
 mod demo;
 mod produce;
 mod render;
@@ -121,6 +123,32 @@ enum Command {
         #[command(subcommand)]
         command: clients::ClientsCommand,
     },
+    /// Show one decision as tact answered it, from the decision audit (GetDecision).
+    Decision {
+        /// The decision id (a Decision's decision_id).
+        id: String,
+        /// Print canonical protobuf JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a customer's decisions from the decision audit, newest first (ListDecisions).
+    Decisions {
+        /// The customer's id.
+        #[arg(long)]
+        customer: String,
+        /// Decisions answered at or after this RFC 3339 instant.
+        #[arg(long, value_parser = parse_instant)]
+        from: Option<Timestamp>,
+        /// Decisions answered before this RFC 3339 instant.
+        #[arg(long, value_parser = parse_instant)]
+        to: Option<Timestamp>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One canonical protobuf JSON object (AuditedDecision) a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -206,6 +234,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => client::status_cmd(&settings.server, json).await,
         Command::Demo => demo::run(&settings).await,
         Command::Clients { command } => clients::run(&settings, &command),
+        Command::Decision { id, json } => decisions::decision(&settings.server, &id, json).await,
+        Command::Decisions {
+            customer,
+            from,
+            to,
+            limit,
+            json,
+        } => decisions::decisions(&settings.server, &customer, from, to, limit, json).await,
     }
 }
 

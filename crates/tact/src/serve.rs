@@ -59,7 +59,19 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!(addr = %addr, "serving prometheus metrics at /metrics");
     }
+    opts.audit = settings.audit();
+    if settings.kafka_decision_topic.is_some() && settings.kafka().is_none() {
+        tracing::warn!(
+            "kafka_decision_topic is set without kafka_brokers: audit records go nowhere but the audit"
+        );
+    }
     if let Some(mut kafka) = settings.kafka() {
+        if let Some(topic) = settings.kafka_decision_topic.as_deref().filter(|t| !t.is_empty()) {
+            let sink = crate::audit_sink::KafkaDecisions::new(&kafka, topic)
+                .context("cannot set up the Kafka producer for the decisions topic")?;
+            tracing::info!(topic, "audit records also go to the decisions topic");
+            opts.audit.sink = Some(Arc::new(sink));
+        }
         kafka.admission.origin_key = Some(settings.kafka_origin_key(true)?);
         tracing::info!(brokers = %kafka.brokers, topic = %kafka.topic, group = %kafka.group, "kafka mode");
         let feed = tact_ingest::KafkaFeed::new(kafka).context("cannot set up the Kafka client")?;

@@ -1,0 +1,553 @@
+//! The decision audit of the service: every decision answered is handed, after the
+//! answer is built, to the [`Auditor`], which writes records in groups on a task of
+//! its own (off the hot path), prunes them after the retention, and reads them back
+//! for `GetDecision` and `ListDecisions`.
+//!
+//! - `Decide`, `DecideBatch`, `DecideStream`: the records go into a bounded queue
+//!   (`try`, never waiting). When it is full they are dropped and counted
+//!   (`tact_audit_dropped_total`, and a warning at most every 10 s): an interactive
+//!   decision is never slowed by the audit.
+//! - `Authorize`: its record is written with backpressure: the call waits for room in
+//!   the queue and then for the record to be written and flushed (grouped with the
+//!   others the writer has), and only then answers. If that fails or takes longer than
+//!   [`AUTHORIZE_AUDIT_TIMEOUT`], the call fails with UNAVAILABLE: tact answers no
+//!   authorization it could not account for.
+//!
+//! The queue is counted in records (a semaphore of `capacity` permits): a batch takes
+//! one permit per decision, so a burst of large batches cannot grow memory without bound.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tact_core::{Proposal, Span, Timestamp};
+use tact_log::audit::{AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, ListQuery};
+use tact_proto::convert::{self, timestamp_to_pb};
+use tact_proto::pb;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::engine::Decided;
+
+/// Which decisions are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// Every decision (Decide, Authorize, each item of DecideBatch and DecideStream).
+    #[default]
+    All,
+    /// Only Authorize.
+    Authorize,
+    /// None (records kept earlier stay readable until pruned).
+    Off,
+}
+
+impl AuditMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditMode::All => "all",
+            AuditMode::Authorize => "authorize",
+            AuditMode::Off => "off",
+        }
+    }
+
+    pub fn wants(self, method: AuditMethod) -> bool {
+        match self {
+            AuditMode::All => true,
+            AuditMode::Authorize => method == AuditMethod::Authorize,
+            AuditMode::Off => false,
+        }
+    }
+}
+
+impl FromStr for AuditMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(AuditMode::All),
+            "authorize" => Ok(AuditMode::Authorize),
+            "off" => Ok(AuditMode::Off),
+            other => Err(format!("`{other}` is not one of all, authorize, off")),
+        }
+    }
+}
+
+/// Where records also go once written (e.g. a Kafka topic for the warehouse).
+/// `publish` must not block; its failures are its own to count and log, and never
+/// affect an answer.
+pub trait AuditSink: Send + Sync + fmt::Debug {
+    fn publish(&self, records: &[AuditRecord]);
+}
+
+/// Days records are kept by default.
+pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+/// Records queued for the writer, at most, by default.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+/// How long `Authorize` waits for its record to be durable before failing.
+pub const AUTHORIZE_AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most records one `ListDecisions` answer holds.
+pub const MAX_LIST: usize = 1_000;
+/// Records written in one group, at most.
+const MAX_GROUP: usize = 8_192;
+/// Records removed per prune step (each step is one short blocking task).
+const PRUNE_STEP: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    pub mode: AuditMode,
+    /// Records answered longer ago than this are pruned.
+    pub retention: Duration,
+    /// The store; `None`: `<data_dir>/audit` (sled), or memory without a data directory.
+    pub store: Option<Arc<dyn AuditStore>>,
+    pub sink: Option<Arc<dyn AuditSink>>,
+    /// Records queued for the writer, at most (then `Decide`'s are dropped).
+    pub capacity: usize,
+    /// How often the background prune runs (also once at start).
+    pub prune_every: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            mode: AuditMode::All,
+            retention: Duration::from_secs(u64::from(DEFAULT_RETENTION_DAYS) * 86_400),
+            store: None,
+            sink: None,
+            capacity: DEFAULT_CAPACITY,
+            prune_every: Duration::from_secs(3_600),
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), Arc<AuditError>>>;
+
+enum Job {
+    Records(Vec<AuditRecord>, OwnedSemaphorePermit),
+    Durable(Box<AuditRecord>, OwnedSemaphorePermit, Ack),
+    Sync(oneshot::Sender<()>),
+    /// Write what came before, flush, and end the writer (releasing the store).
+    Close(oneshot::Sender<()>),
+}
+
+/// Why an `Authorize` record could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditWriteError {
+    #[error("the audit trail is unavailable: {0}")]
+    Store(Arc<AuditError>),
+    #[error("the audit trail did not keep the record within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("the audit trail is closed")]
+    Closed,
+}
+
+/// The audit's writer, pruner and reader.
+pub struct Auditor {
+    mode: AuditMode,
+    store: Arc<dyn AuditStore>,
+    tx: mpsc::UnboundedSender<Job>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    clock: Arc<dyn Clock>,
+    retention: Span,
+    dropped: AtomicU64,
+    /// Milliseconds since `started` of the last "dropped" warning.
+    last_warn: AtomicI64,
+    started: Instant,
+}
+
+impl fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auditor")
+            .field("mode", &self.mode)
+            .field("retention", &self.retention)
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The caller's client name, when authenticated, from a request's extensions (the
+/// guard puts the [`crate::Caller`] there).
+pub fn client_of<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .filter(|c| c.authenticated)
+        .map(|c| c.id.to_string())
+}
+
+impl Auditor {
+    /// Starts the writer and the background pruner. Must run inside a tokio runtime.
+    pub fn start(store: Arc<dyn AuditStore>, opts: &AuditOptions, clock: Arc<dyn Clock>) -> Arc<Auditor> {
+        let capacity = opts.capacity.clamp(1, Semaphore::MAX_PERMITS);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let auditor = Arc::new(Auditor {
+            mode: opts.mode,
+            store: Arc::clone(&store),
+            tx,
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            clock,
+            retention: Span(opts.retention.as_millis().min(i64::MAX as u128) as i64),
+            dropped: AtomicU64::new(0),
+            last_warn: AtomicI64::new(i64::MIN),
+            started: Instant::now(),
+        });
+        tokio::spawn(write_loop(store, rx, opts.sink.clone()));
+        let weak = Arc::downgrade(&auditor);
+        let every = opts.prune_every.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(auditor) = weak.upgrade() else { return };
+                if let Err(e) = auditor.prune_now().await {
+                    tracing::warn!(error = %e, "audit prune failed");
+                }
+            }
+        });
+        auditor
+    }
+
+    pub fn mode(&self) -> AuditMode {
+        self.mode
+    }
+
+    pub fn wants(&self, method: AuditMethod) -> bool {
+        self.mode.wants(method)
+    }
+
+    pub fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.store
+    }
+
+    /// Records dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A record of a decision as answered.
+    pub fn record(
+        &self,
+        method: AuditMethod,
+        proposal: Proposal,
+        decided: Decided,
+        at_requested: bool,
+        client: Option<String>,
+        policy_version: &str,
+    ) -> AuditRecord {
+        let Decided {
+            decision,
+            decision_id,
+            at,
+            log_position,
+        } = decided;
+        AuditRecord {
+            decision_id,
+            answered_at: self.clock.now(),
+            at,
+            at_requested,
+            method,
+            proposal,
+            client,
+            decision,
+            policy_version: policy_version.to_owned(),
+            log_position,
+        }
+    }
+
+    /// Queues records without waiting: dropped (and counted) when the queue is full.
+    pub fn submit(&self, records: Vec<AuditRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        if records.len() > self.capacity {
+            // More than the whole queue holds (a `max_batch` above the capacity): in parts.
+            let mut records = records;
+            while !records.is_empty() {
+                let rest = records.split_off(records.len().min(self.capacity));
+                self.submit(records);
+                records = rest;
+            }
+            return;
+        }
+        let n = records.len();
+        let permit = u32::try_from(n)
+            .ok()
+            .filter(|_| n <= self.capacity)
+            .and_then(|n| Arc::clone(&self.permits).try_acquire_many_owned(n).ok());
+        match permit {
+            Some(permit) => {
+                if self.tx.send(Job::Records(records, permit)).is_err() {
+                    self.drop_records(n as u64);
+                }
+            }
+            None => self.drop_records(n as u64),
+        }
+    }
+
+    fn drop_records(&self, n: u64) {
+        metrics::counter!("tact_audit_dropped_total").increment(n);
+        let total = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let now = self.started.elapsed().as_millis() as i64;
+        let last = self.last_warn.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .last_warn
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                dropped_total = total,
+                capacity = self.capacity,
+                "audit cannot keep up: decision records dropped (answers are not affected)"
+            );
+        }
+    }
+
+    /// Writes one record with backpressure and waits until it is durable (Authorize).
+    pub async fn submit_durable(&self, record: AuditRecord) -> Result<(), AuditWriteError> {
+        let keep = async {
+            let permit = Arc::clone(&self.permits)
+                .acquire_many_owned(1)
+                .await
+                .map_err(|_| AuditWriteError::Closed)?;
+            let (ack, done) = oneshot::channel();
+            self.tx
+                .send(Job::Durable(Box::new(record), permit, ack))
+                .map_err(|_| AuditWriteError::Closed)?;
+            match done.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(AuditWriteError::Store(e)),
+                Err(_) => Err(AuditWriteError::Closed),
+            }
+        };
+        match tokio::time::timeout(AUTHORIZE_AUDIT_TIMEOUT, keep).await {
+            Ok(r) => r,
+            Err(_) => Err(AuditWriteError::Timeout(AUTHORIZE_AUDIT_TIMEOUT)),
+        }
+    }
+
+    /// Removes the records older than the retention (as of the clock); how many.
+    pub async fn prune_now(&self) -> Result<usize, AuditError> {
+        let before = self.clock.now().saturating_sub(self.retention);
+        let mut total = 0;
+        loop {
+            let store = Arc::clone(&self.store);
+            let n = tokio::task::spawn_blocking(move || store.prune(before, PRUNE_STEP))
+                .await
+                .unwrap_or(Ok(0))?;
+            total += n;
+            if n < PRUNE_STEP {
+                break;
+            }
+        }
+        if total > 0 {
+            metrics::counter!("tact_audit_pruned_total").increment(total as u64);
+            tracing::info!(
+                pruned = total,
+                before = before.0,
+                "audit records past the retention pruned"
+            );
+        }
+        Ok(total)
+    }
+
+    /// Waits until everything queued so far is written and flushed (tests, shutdown).
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Sync(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Writes and flushes everything queued so far, then stops the writer: later
+    /// records are dropped. For shutdown.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub async fn get(&self, decision_id: String) -> Result<Option<AuditRecord>, AuditError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.get(&decision_id))
+            .await
+            .unwrap_or(Ok(None))
+    }
+
+    pub async fn list(&self, query: ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.list(&query))
+            .await
+            .unwrap_or(Ok(Vec::new()))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+/// The writer: takes every job already queued (up to [`MAX_GROUP`] records), writes
+/// them with one store call on the blocking pool, flushes if an `Authorize` record is
+/// among them, answers those, then hands the group to the sink. A `Sync` (from
+/// [`Auditor::sync`]) flushes and answers once everything before it is written; the
+/// loop ends when the auditor is dropped.
+async fn write_loop(
+    store: Arc<dyn AuditStore>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    sink: Option<Arc<dyn AuditSink>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch: Vec<AuditRecord> = Vec::new();
+        let mut permits = Vec::new();
+        let mut acks: Vec<Ack> = Vec::new();
+        let mut syncs = Vec::new();
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Records(mut records, permit) => {
+                    batch.append(&mut records);
+                    permits.push(permit);
+                }
+                Job::Durable(record, permit, ack) => {
+                    batch.push(*record);
+                    permits.push(permit);
+                    acks.push(ack);
+                }
+                Job::Sync(done) => {
+                    syncs.push(done);
+                    break;
+                }
+                Job::Close(done) => {
+                    close = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        let flush = !acks.is_empty() || !syncs.is_empty() || close.is_some();
+        let written = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || {
+                let r = if batch.is_empty() {
+                    Ok(())
+                } else {
+                    store.write(&batch)
+                };
+                let r = r.and_then(|()| if flush { store.flush() } else { Ok(()) });
+                (batch, r)
+            })
+            .await
+        };
+        drop(permits);
+        let (batch, result) = match written {
+            Ok((batch, r)) => (batch, r.map_err(Arc::new)),
+            Err(e) => (
+                Vec::new(),
+                Err(Arc::new(AuditError::Corrupt {
+                    key: String::new(),
+                    reason: format!("audit writer task failed: {e}"),
+                })),
+            ),
+        };
+        match &result {
+            Ok(()) => {
+                metrics::counter!("tact_audit_written_total").increment(batch.len() as u64);
+            }
+            Err(e) => {
+                metrics::counter!("tact_audit_write_errors_total").increment(1);
+                tracing::error!(error = %e, records = batch.len(), "audit records not written");
+            }
+        }
+        for ack in acks {
+            let _ = ack.send(result.clone());
+        }
+        for done in syncs {
+            let _ = done.send(());
+        }
+        if let (Some(sink), Ok(())) = (&sink, &result)
+            && !batch.is_empty()
+        {
+            sink.publish(&batch);
+        }
+        if let Some(done) = close {
+            drop(store);
+            let _ = done.send(());
+            return;
+        }
+    }
+    if let Err(e) = store.flush() {
+        tracing::warn!(error = %e, "audit store not flushed at shutdown");
+    }
+}
+
+/// A record as `GetDecision` and `ListDecisions` answer it: the decision rendered
+/// exactly as it was answered (the same `decision_to_pb`, from the same facts).
+pub fn record_to_pb(r: &AuditRecord) -> pb::AuditedDecision {
+    pb::AuditedDecision {
+        decision: Some(convert::decision_to_pb(
+            &r.decision,
+            &r.decision_id,
+            &r.policy_version,
+            r.log_position,
+            &r.proposal.customer_id,
+        )),
+        answered_at: Some(timestamp_to_pb(r.answered_at)),
+        proposal: Some(pb::DecideRequest {
+            customer_id: r.proposal.customer_id.clone(),
+            channel: pb::Channel::from(r.proposal.channel) as i32,
+            purpose: pb::Purpose::from(r.proposal.purpose) as i32,
+            campaign_id: r.proposal.campaign_id.clone(),
+            requested_by: r.proposal.requested_by.clone(),
+            at: r.at_requested.then(|| timestamp_to_pb(r.at)),
+        }),
+        client: r.client.clone().unwrap_or_default(),
+        method: r.method.as_str().to_owned(),
+        at: Some(timestamp_to_pb(r.at)),
+        policy_version: r.policy_version.clone(),
+        log_position: r.log_position,
+    }
+}
+
+/// Checks a `ListDecisions` request: the query, or INVALID_ARGUMENT naming the field.
+pub fn list_query(req: &pb::ListDecisionsRequest, now: Timestamp) -> Result<ListQuery, tonic::Status> {
+    tact_core::event::validate_customer_id(&req.customer_id)
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let from = match &req.from {
+        Some(t) => convert::timestamp_from_pb(t, "from")?,
+        None => Timestamp(i64::MIN),
+    };
+    let to = match &req.to {
+        // Just past now: a decision answered this millisecond is listed.
+        None => now.saturating_add(Span(1)),
+        Some(t) => convert::timestamp_from_pb(t, "to")?,
+    };
+    let after =
+        if req.page_token.is_empty() {
+            None
+        } else {
+            Some(Cursor::from_token(&req.page_token).ok_or_else(|| {
+                tonic::Status::invalid_argument("page_token: not a token ListDecisions gave")
+            })?)
+        };
+    let limit = match req.limit {
+        0 => 100,
+        n => (n as usize).min(MAX_LIST),
+    };
+    Ok(ListQuery {
+        customer_id: req.customer_id.clone(),
+        from,
+        to,
+        limit,
+        after,
+    })
+}

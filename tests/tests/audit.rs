@@ -1,0 +1,556 @@
+//! The decision audit: every answer kept, readable by id and by customer, across
+//! restarts; its switch, retention, bounds, and what happens when it cannot keep up.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+use tact_core::{Channel, EventKind, Purpose, Timestamp};
+use tact_log::audit::{AuditError, AuditRecord, AuditStore, ListQuery, MemoryAudit};
+use tact_proto::pb;
+use tact_server::{AuditMode, RateLimits, Scope};
+use tact_tests::*;
+use tonic::Code;
+
+/// Ann opted in 200 days ago and looked at pricing an hour ago: a sales call is
+/// deferred (research cool-down), an email is allowed.
+async fn ann(client: &mut Client) {
+    let now = wed_10am();
+    let mut events = opted_in("ann", now.saturating_sub(days(200)));
+    events.push(event(
+        "ann-pricing",
+        "ann",
+        now.saturating_sub(hours(1)),
+        EventKind::PageViewed {
+            url: "/pricing".into(),
+            category: "pricing".into(),
+        },
+    ));
+    record(client, events).await;
+}
+
+async fn get(client: &mut Client, id: &str) -> Result<pb::AuditedDecision, tonic::Status> {
+    client
+        .get_decision(pb::GetDecisionRequest {
+            decision_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn list(client: &mut Client, customer: &str, limit: u32, token: &str) -> pb::ListDecisionsResponse {
+    client
+        .list_decisions(pb::ListDecisionsRequest {
+            customer_id: customer.into(),
+            from: None,
+            to: None,
+            limit,
+            page_token: token.into(),
+        })
+        .await
+        .expect("list_decisions")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn get_decision_after_a_restart_returns_the_answer_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(Some(dir.path().to_path_buf()), wed_10am()).await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    let mut asked_at = request("ann", Channel::Call, Purpose::Sales);
+    asked_at.at = Some(tact_proto::convert::timestamp_to_pb(
+        wed_10am().saturating_add(hours(2)),
+    ));
+    let deferred = client
+        .decide(request("ann", Channel::Call, Purpose::Sales))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&deferred), pb::Verdict::Defer);
+    assert!(rules(&deferred).contains(&"research-cooldown"), "{deferred:?}");
+    server.clock.advance(minutes(1));
+    let planned = client.decide(asked_at.clone()).await.unwrap().into_inner();
+    server.clock.advance(minutes(1));
+    let authorized = client
+        .authorize(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&authorized), pb::Verdict::Allow);
+    server.handle.auditor().sync().await;
+
+    let before: Vec<pb::AuditedDecision> = {
+        let mut out = Vec::new();
+        for d in [&deferred, &planned, &authorized] {
+            out.push(get(&mut client, &d.decision_id).await.unwrap());
+        }
+        out
+    };
+    server.stop().await;
+
+    let server = TestServer::start(Some(dir.path().to_path_buf()), wed_10am().saturating_add(days(3))).await;
+    let mut client = server.client().await;
+    for ((answer, kept), method) in
+        [&deferred, &planned, &authorized]
+            .into_iter()
+            .zip(&before)
+            .zip(["Decide", "Decide", "Authorize"])
+    {
+        let audited = get(&mut client, &answer.decision_id).await.unwrap();
+        assert_eq!(&audited, kept, "same record before and after the restart");
+        // Exactly the answer: verdict, not_before, reasons with their sentences,
+        // alternatives, policy version, log position.
+        assert_eq!(audited.decision.as_ref(), Some(answer));
+        assert_eq!(audited.method, method);
+        assert_eq!(audited.policy_version, answer.policy_version);
+        assert_eq!(audited.log_position, answer.log_position);
+        let proposal = audited.proposal.unwrap();
+        assert_eq!(proposal.customer_id, "ann");
+        assert_eq!(proposal.campaign_id, "autumn");
+        assert_eq!(proposal.requested_by, "crm");
+        assert_eq!(audited.client, "", "unauthenticated mode names no client");
+    }
+    // `at` as asked, and when tact answered.
+    assert_eq!(before[1].proposal.as_ref().unwrap().at, asked_at.at);
+    assert_eq!(before[1].at, asked_at.at);
+    assert_eq!(
+        before[0].answered_at,
+        Some(tact_proto::convert::timestamp_to_pb(wed_10am()))
+    );
+    assert_eq!(before[0].proposal.as_ref().unwrap().at, None);
+
+    // The customer's decisions, newest first.
+    let page = list(&mut client, "ann", 0, "").await;
+    let ids: Vec<&str> = page
+        .decisions
+        .iter()
+        .map(|d| d.decision.as_ref().unwrap().decision_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            authorized.decision_id.as_str(),
+            planned.decision_id.as_str(),
+            deferred.decision_id.as_str()
+        ]
+    );
+    assert!(page.next_page_token.is_empty());
+    assert!(list(&mut client, "bob", 0, "").await.decisions.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_item_of_a_batch_and_a_stream_is_audited() {
+    let server = TestServer::start(None, wed_10am()).await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    let mut bad = request("ann", Channel::Email, Purpose::Marketing);
+    bad.channel = 0;
+    let batch = client
+        .decide_batch(pb::DecideBatchRequest {
+            requests: vec![
+                request("ann", Channel::Email, Purpose::Marketing),
+                bad.clone(),
+                request("ann", Channel::Call, Purpose::Sales),
+                request("bob", Channel::Sms, Purpose::Marketing),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    let stream = client
+        .decide_stream(tokio_stream::iter(vec![
+            request("ann", Channel::Sms, Purpose::Sales),
+            bad,
+            request("cid", Channel::Email, Purpose::Service),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let stream: Vec<pb::Decision> = tokio_stream::StreamExt::collect::<Vec<_>>(stream)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    server.handle.auditor().sync().await;
+    for (answers, method) in [(&batch, "DecideBatch"), (&stream, "DecideStream")] {
+        assert_eq!(answers.iter().filter(|d| d.error.is_some()).count(), 1);
+        for d in answers.iter().filter(|d| d.error.is_none()) {
+            let audited = get(&mut client, &d.decision_id).await.unwrap();
+            assert_eq!(audited.decision.as_ref(), Some(d));
+            assert_eq!(audited.method, method);
+        }
+    }
+    assert_eq!(server.handle.auditor().store().count().unwrap(), 5);
+    assert_eq!(list(&mut client, "ann", 0, "").await.decisions.len(), 3);
+    server.stop().await;
+}
+
+async fn decide_everything(client: &mut Client) -> Vec<pb::Decision> {
+    ann(client).await;
+    let mut out = vec![
+        client
+            .decide(request("ann", Channel::Email, Purpose::Marketing))
+            .await
+            .unwrap()
+            .into_inner(),
+        client
+            .authorize(request("ann", Channel::Email, Purpose::Marketing))
+            .await
+            .unwrap()
+            .into_inner(),
+        client
+            .authorize(request("ann", Channel::Call, Purpose::Sales))
+            .await
+            .unwrap()
+            .into_inner(),
+    ];
+    out.extend(
+        client
+            .decide_batch(pb::DecideBatchRequest {
+                requests: vec![request("ann", Channel::Sms, Purpose::Marketing); 3],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions,
+    );
+    out
+}
+
+#[tokio::test]
+async fn audit_off_records_nothing() {
+    let server = TestServer::start_with(None, wed_10am(), |o| o.audit.mode = AuditMode::Off).await;
+    let mut client = server.client().await;
+    let answers = decide_everything(&mut client).await;
+    server.handle.auditor().sync().await;
+    assert_eq!(server.handle.auditor().store().count().unwrap(), 0);
+    for d in &answers {
+        let e = get(&mut client, &d.decision_id).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        assert!(e.message().starts_with("decision_id:"), "{}", e.message());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn audit_authorize_records_only_authorize() {
+    let server = TestServer::start_with(None, wed_10am(), |o| o.audit.mode = AuditMode::Authorize).await;
+    let mut client = server.client().await;
+    let answers = decide_everything(&mut client).await;
+    server.handle.auditor().sync().await;
+    assert_eq!(server.handle.auditor().store().count().unwrap(), 2);
+    // Both Authorize answers (an ALLOW and a DEFER) are kept, nothing else.
+    for (i, d) in answers.iter().enumerate() {
+        let got = get(&mut client, &d.decision_id).await;
+        if i == 1 || i == 2 {
+            let audited = got.unwrap();
+            assert_eq!(audited.method, "Authorize");
+            assert_eq!(audited.decision.as_ref(), Some(d));
+        } else {
+            assert_eq!(got.unwrap_err().code(), Code::NotFound);
+        }
+    }
+    assert_eq!(verdict(&answers[1]), pb::Verdict::Allow);
+    assert_eq!(verdict(&answers[2]), pb::Verdict::Defer);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retention_prunes_records_by_the_servers_clock() {
+    let server = TestServer::start(None, wed_10am()).await;
+    let mut client = server.client().await;
+    let old = client
+        .decide(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap()
+        .into_inner();
+    server.clock.advance(days(399));
+    let recent = client
+        .decide(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap()
+        .into_inner();
+    let auditor = server.handle.auditor();
+    auditor.sync().await;
+    assert_eq!(
+        auditor.prune_now().await.unwrap(),
+        0,
+        "nothing is 400 days old yet"
+    );
+    server.clock.advance(days(1));
+    server.clock.advance(minutes(1));
+    assert_eq!(auditor.prune_now().await.unwrap(), 1);
+    assert_eq!(
+        get(&mut client, &old.decision_id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(get(&mut client, &recent.decision_id).await.is_ok());
+    assert_eq!(list(&mut client, "ann", 0, "").await.decisions.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_hostile_list_stays_bounded() {
+    let server = TestServer::start(None, wed_10am()).await;
+    let mut client = server.client().await;
+    client
+        .decide_batch(pb::DecideBatchRequest {
+            requests: vec![request("ann", Channel::Email, Purpose::Marketing); 1_500],
+        })
+        .await
+        .unwrap();
+    server.handle.auditor().sync().await;
+    let everything = pb::ListDecisionsRequest {
+        customer_id: "ann".into(),
+        from: Some(pbjson_types::Timestamp {
+            seconds: -62_135_596_800,
+            nanos: 0,
+        }),
+        to: Some(pbjson_types::Timestamp {
+            seconds: 253_402_300_799,
+            nanos: 999_999_999,
+        }),
+        limit: u32::MAX,
+        page_token: String::new(),
+    };
+    let first = client
+        .list_decisions(everything.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.decisions.len(), 1_000, "at most 1000 per page");
+    assert!(!first.next_page_token.is_empty());
+    let second = client
+        .list_decisions(pb::ListDecisionsRequest {
+            page_token: first.next_page_token.clone(),
+            ..everything.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.decisions.len(), 500);
+    assert!(second.next_page_token.is_empty());
+    let mut ids: Vec<String> = first
+        .decisions
+        .iter()
+        .chain(&second.decisions)
+        .map(|d| d.decision.as_ref().unwrap().decision_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1_500, "pages neither repeat nor skip");
+
+    for (req, field) in [
+        (
+            pb::ListDecisionsRequest {
+                page_token: "zz".repeat(5_000),
+                ..everything.clone()
+            },
+            "page_token",
+        ),
+        (
+            pb::ListDecisionsRequest {
+                customer_id: String::new(),
+                ..everything.clone()
+            },
+            "customer_id",
+        ),
+        (
+            pb::ListDecisionsRequest {
+                from: Some(pbjson_types::Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                }),
+                ..everything.clone()
+            },
+            "from",
+        ),
+    ] {
+        let e = client.list_decisions(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with(field), "{field}: {}", e.message());
+    }
+    // Reversed range: nothing, not an error.
+    let reversed = client
+        .list_decisions(pb::ListDecisionsRequest {
+            from: everything.to,
+            to: everything.from,
+            ..everything.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reversed.decisions.is_empty());
+    for id in [String::new(), "d".repeat(100_000)] {
+        let e = get(&mut client, &id).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("decision_id:"), "{}", e.message());
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_client_is_recorded_and_reading_needs_the_read_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.toml");
+    write_clients(
+        &path,
+        &[
+            (
+                "crm",
+                "crm-key",
+                &[Scope::Decide, Scope::Record],
+                RateLimits::default(),
+            ),
+            (
+                "dialer",
+                "dialer-key",
+                &[Scope::Decide, Scope::Authorize, Scope::Read],
+                RateLimits::default(),
+            ),
+        ],
+    );
+    let server = TestServer::start_with(None, wed_10am(), move |o| o.auth.clients_file = Some(path)).await;
+    let mut client = server.client().await;
+    client
+        .record_events(bearer(
+            pb::RecordEventsRequest {
+                events: opted_in("ann", wed_10am().saturating_sub(days(10))),
+            },
+            "crm-key",
+        ))
+        .await
+        .unwrap();
+    let decided = client
+        .decide(bearer(
+            request("ann", Channel::Email, Purpose::Marketing),
+            "crm-key",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let authorized = client
+        .authorize(bearer(
+            request("ann", Channel::Email, Purpose::Marketing),
+            "dialer-key",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    server.handle.auditor().sync().await;
+    let get_as = |id: &str, key: &str| {
+        bearer(
+            pb::GetDecisionRequest {
+                decision_id: id.into(),
+            },
+            key,
+        )
+    };
+    let e = client
+        .get_decision(get_as(&decided.decision_id, "crm-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("`read`"), "{}", e.message());
+    let d = client
+        .get_decision(get_as(&decided.decision_id, "dialer-key"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.client, "crm");
+    assert_eq!(d.proposal.unwrap().requested_by, "crm");
+    let a = client
+        .get_decision(get_as(&authorized.decision_id, "dialer-key"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.client, "dialer");
+    assert_eq!(a.proposal.unwrap().requested_by, "dialer/crm");
+    server.stop().await;
+}
+
+/// A store whose writes wait while the gate is closed (a slow disk).
+#[derive(Debug, Default)]
+struct Gated {
+    inner: MemoryAudit,
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gated {
+    fn set(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+}
+
+impl AuditStore for Gated {
+    fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+        drop(closed);
+        self.inner.write(records)
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+    fn get(&self, id: &str) -> Result<Option<AuditRecord>, AuditError> {
+        self.inner.get(id)
+    }
+    fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        self.inner.list(q)
+    }
+    fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError> {
+        self.inner.prune(before, max)
+    }
+    fn count(&self) -> Result<usize, AuditError> {
+        self.inner.count()
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_audit_drops_decide_records_but_never_delays_answers_or_loses_authorize() {
+    let store = Arc::new(Gated::default());
+    store.set(true);
+    let s: Arc<dyn AuditStore> = store.clone();
+    let server = TestServer::start_with(None, wed_10am(), move |o| {
+        o.audit.store = Some(s);
+        o.audit.capacity = 4;
+    })
+    .await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        client
+            .decide(request("ann", Channel::Email, Purpose::Marketing))
+            .await
+            .unwrap();
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answers do not wait for the audit"
+    );
+    let auditor = server.handle.auditor();
+    assert!(auditor.dropped() >= 40, "dropped {}", auditor.dropped());
+    // Authorize waits for its record (with backpressure) and answers once it is kept.
+    let authorize = {
+        let mut client = server.client().await;
+        tokio::spawn(async move {
+            client
+                .authorize(request("ann", Channel::Email, Purpose::Marketing))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!authorize.is_finished(), "authorize waits for its record");
+    store.set(false);
+    let answer = authorize.await.unwrap().unwrap().into_inner();
+    assert_eq!(verdict(&answer), pb::Verdict::Allow);
+    let kept = get(&mut client, &answer.decision_id).await.unwrap();
+    assert_eq!(kept.decision.as_ref(), Some(&answer));
+    server.stop().await;
+}
