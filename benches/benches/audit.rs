@@ -1,8 +1,8 @@
 //! The decision audit's cost (issue #11, section 2): unary `Decide` and `DecideBatch`
 //! throughput with `audit = "all"` against `audit = "off"`, on two servers with sled
-//! data directories in the same run, measured in alternating rounds. Targets: unary
-//! >= 0.85x, batch >= 0.7x. Also prints how many records the audit kept and dropped
-//! (a dropped record is counted, never waited for).
+//! data directories in the same run, measured in alternating rounds. Targets: unary at
+//! least 0.85x, batch at least 0.7x. Also prints how many records the audit kept and
+//! dropped (a dropped record is counted, never waited for).
 //!
 //! `cargo bench -p tact-benches --bench audit` (`BENCH_SECS`, default 3, per round;
 //! `BENCH_ROUNDS`, default 2).

@@ -93,6 +93,9 @@ pub const AUTHORIZE_AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_LIST: usize = 1_000;
 /// Records written in one group, at most.
 const MAX_GROUP: usize = 8_192;
+/// A group smaller than this, with nobody waiting for it, waits [`LINGER`] for more.
+const LINGER_BELOW: usize = 1_024;
+const LINGER: Duration = Duration::from_millis(10);
 /// Records removed per prune step (each step is one short blocking task).
 const PRUNE_STEP: usize = 10_000;
 
@@ -432,6 +435,35 @@ async fn write_loop(
             }
             if batch.len() < MAX_GROUP {
                 next = rx.try_recv().ok();
+            }
+        }
+        let flush = !acks.is_empty() || !syncs.is_empty() || close.is_some();
+        // A small group with nobody waiting for it lingers a little, so that records of
+        // single calls are written many at a time (one blocking task and one sled batch
+        // per group, not per call).
+        if !flush && batch.len() < LINGER_BELOW {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(Job::Records(mut records, permit)) => {
+                        batch.append(&mut records);
+                        permits.push(permit);
+                    }
+                    Ok(Job::Durable(record, permit, ack)) => {
+                        batch.push(*record);
+                        permits.push(permit);
+                        acks.push(ack);
+                    }
+                    Ok(Job::Sync(done)) => {
+                        syncs.push(done);
+                        break;
+                    }
+                    Ok(Job::Close(done)) => {
+                        close = Some(done);
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
         }
         let flush = !acks.is_empty() || !syncs.is_empty() || close.is_some();

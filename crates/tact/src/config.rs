@@ -767,6 +767,7 @@ mod tests {
                 load(Some(Path::new("t.toml")), &f).unwrap().audit,
                 tact_server::AuditMode::All
             );
+            jail.clear_env();
             jail.create_file("bad.toml", "audit = \"sometimes\"\n")?;
             let err = load(Some(Path::new("bad.toml")), &flags())
                 .unwrap_err()
