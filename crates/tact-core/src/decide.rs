@@ -472,6 +472,8 @@ impl<'p> Visit<'p> {
 impl Iterator for Visit<'_> {
     type Item = usize;
 
+    // Called once per rule visited: inlined into `evaluate`'s loop.
+    #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         while self.todo == 0 {
             if let Some(second) = self.second.take() {
@@ -497,6 +499,56 @@ impl Iterator for Visit<'_> {
     }
 }
 
+/// What the rules of one evaluation have said so far.
+struct Outcome {
+    /// Whether reasons are built (not for alternatives: their verdict is enough).
+    explain: bool,
+    reasons: Vec<Reason>,
+    denied: bool,
+    /// Denied by a rule on every channel whose outcome does not depend on the channel.
+    every_channel_denied: bool,
+}
+
+impl Outcome {
+    fn new(explain: bool, visited: Option<u64>) -> Self {
+        Outcome {
+            explain,
+            // Room for a reason from each rule visited, and quiet hours.
+            reasons: if explain {
+                Vec::with_capacity(visited.map_or(8, |set| set.count_ones() as usize) + 1)
+            } else {
+                Vec::new()
+            },
+            denied: false,
+            every_channel_denied: false,
+        }
+    }
+
+    fn push(&mut self, rule: &Rule, effect: Effect, detail: Detail) {
+        if self.explain {
+            self.reasons.push(Reason {
+                rule_id: rule.id.clone(),
+                effect,
+                detail,
+            });
+        }
+    }
+
+    /// `rule` denies the proposal.
+    fn deny(&mut self, rule: &Rule, detail: Detail) {
+        self.denied = true;
+        self.push(rule, Effect::Deny, detail);
+    }
+
+    /// `rule` denies the proposal for a reason that does not depend on the channel:
+    /// if the rule applies to every channel, so would its DENY.
+    fn deny_on_every_channel(&mut self, rule: &Rule, detail: Detail) {
+        let all_channels = Channel::ALL.iter().fold(0u8, |m, c| m | c.bit());
+        self.every_channel_denied |= rule.channels == all_channels;
+        self.deny(rule, detail);
+    }
+}
+
 /// Evaluates every rule. `suggestions` is `None` when evaluating an alternative.
 fn evaluate(
     facts: &mut Facts<'_>,
@@ -511,17 +563,7 @@ fn evaluate(
     let explain = suggestions.is_some();
     let rules = policy.rules();
     let all = policy.rule_set(channel, purpose);
-    // Room for a reason from each rule visited, and quiet hours.
-    let mut reasons: Vec<Reason> = if explain {
-        let visited = all.map_or(8, |set| set.count_ones() as usize);
-        Vec::with_capacity(visited + 1)
-    } else {
-        Vec::new()
-    };
-    let mut denied = false;
-    // Denied by a rule on every channel whose outcome does not depend on the channel.
-    let mut every_channel_denied = false;
-    let all_channels = Channel::ALL.iter().fold(0u8, |m, c| m | c.bit());
+    let mut out = Outcome::new(explain, all);
     // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
     // stays satisfied with no new events. So the earliest instant satisfying all of
     // them is the latest of their thresholds, moved to the next open minute of every
@@ -538,16 +580,6 @@ fn evaluate(
             s.add(c, note);
         }
     };
-    let push = |reasons: &mut Vec<Reason>, rule: &Rule, effect: Effect, detail: Detail| {
-        if !explain {
-            return;
-        }
-        reasons.push(Reason {
-            rule_id: rule.id.clone(),
-            effect,
-            detail,
-        });
-    };
     // Two passes over the rules that apply (see `Visit`): first the exemptions
     // (transactional, service reply), then every other rule. Within a pass each rule's
     // outcome is folded in order-independently (any DENY, the latest DEFER threshold,
@@ -555,7 +587,7 @@ fn evaluate(
     let mut visit = Visit::new(policy, all, channel, purpose);
     while let Some(index) = visit.next() {
         // Only the verdict is wanted and it is settled: DENY wins over everything.
-        if denied && !explain {
+        if out.denied && !explain {
             break;
         }
         let rule = &rules[index];
@@ -565,11 +597,8 @@ fn evaluate(
                     continue;
                 }
                 if let Some(d) = v.do_not_contact() {
-                    denied = true;
-                    push(
-                        &mut reasons,
+                    out.deny(
                         rule,
-                        Effect::Deny,
                         Detail::DoNotContact {
                             ago: at.since(d.at),
                             until: d.until,
@@ -577,7 +606,7 @@ fn evaluate(
                     );
                 }
             }
-            RuleKind::Transactional { .. } => push(&mut reasons, rule, Effect::Allow, Detail::Transactional),
+            RuleKind::Transactional { .. } => out.push(rule, Effect::Allow, Detail::Transactional),
             RuleKind::ServiceReply { window } => {
                 let since = at.saturating_sub(*window);
                 let inbound = v
@@ -589,8 +618,7 @@ fn evaluate(
                     });
                 if let Some((c, when)) = inbound {
                     service_reply = true;
-                    push(
-                        &mut reasons,
+                    out.push(
                         rule,
                         Effect::Allow,
                         Detail::ServiceReply {
@@ -607,8 +635,7 @@ fn evaluate(
             } => {
                 let record = v.consent(channel, purpose);
                 if let Some(r) = record.filter(|r| r.live(at)) {
-                    push(
-                        &mut reasons,
+                    out.push(
                         rule,
                         Effect::Allow,
                         Detail::ConsentGranted {
@@ -626,8 +653,7 @@ fn evaluate(
                     && let Some(bought) = v.last_purchase()
                     && at.since(bought) < so.purchase_within
                 {
-                    push(
-                        &mut reasons,
+                    out.push(
                         rule,
                         Effect::Allow,
                         Detail::SoftOptIn {
@@ -647,8 +673,7 @@ fn evaluate(
                         .take_while(|e| e.at > since)
                         .find(|e| e.mark == Mark::ContactRequest(channel));
                     if let Some(e) = asked {
-                        push(
-                            &mut reasons,
+                        out.push(
                             rule,
                             Effect::Allow,
                             Detail::ContactRequested {
@@ -659,7 +684,7 @@ fn evaluate(
                         continue;
                     }
                 }
-                denied = true;
+                out.denied = true;
                 if !explain {
                     continue;
                 }
@@ -676,7 +701,7 @@ fn evaluate(
                     },
                     None => Detail::ConsentMissing { channel, purpose },
                 };
-                push(&mut reasons, rule, Effect::Deny, detail);
+                out.push(rule, Effect::Deny, detail);
                 let consented = v.consented_channels(purpose);
                 for c in Channel::ALL {
                     if *c != channel && consented & c.bit() != 0 {
@@ -688,12 +713,8 @@ fn evaluate(
                 if let Some(when) = v.last_complaint() {
                     let until = when.saturating_add(*duration);
                     if until > at {
-                        denied = true;
-                        every_channel_denied |= rule.channels == all_channels;
-                        push(
-                            &mut reasons,
+                        out.deny_on_every_channel(
                             rule,
-                            Effect::Deny,
                             Detail::ComplaintCoolOff {
                                 ago: at.since(when),
                                 until,
@@ -726,8 +747,7 @@ fn evaluate(
                 {
                     let until = when.saturating_add(*cooldown);
                     ok_from = ok_from.max(until);
-                    push(
-                        &mut reasons,
+                    out.push(
                         rule,
                         Effect::Defer,
                         Detail::ResearchCooldown {
@@ -761,15 +781,13 @@ fn evaluate(
                     }
                 }
                 if let Some(when) = requested {
-                    push(
-                        &mut reasons,
+                    out.push(
                         rule,
                         Effect::Allow,
                         Detail::MeetingRequested { ago: at.since(when) },
                     );
                 } else if count >= *min_engagements {
-                    push(
-                        &mut reasons,
+                    out.push(
                         rule,
                         Effect::Allow,
                         Detail::MeetingEarned {
@@ -778,11 +796,8 @@ fn evaluate(
                         },
                     );
                 } else {
-                    denied = true;
-                    push(
-                        &mut reasons,
+                    out.deny(
                         rule,
-                        Effect::Deny,
                         Detail::MeetingNotEarned {
                             engagements: count,
                             needed: *min_engagements,
@@ -805,8 +820,7 @@ fn evaluate(
                     }
                     let one = (rule.channels & (rule.channels - 1)) == 0;
                     let ch = one.then_some(channel);
-                    push(
-                        &mut reasons,
+                    out.push(
                         rule,
                         Effect::Defer,
                         Detail::CapReached {
@@ -853,8 +867,7 @@ fn evaluate(
                     if f.from <= at {
                         // Paused now; over at `until` (no new events: upward closed).
                         ok_from = ok_from.max(f.until);
-                        push(
-                            &mut reasons,
+                        out.push(
                             rule,
                             Effect::Defer,
                             Detail::Fatigue {
@@ -872,24 +885,13 @@ fn evaluate(
             }
             RuleKind::StaleState => {
                 if facts.lag.0 > 0 {
-                    denied = true;
-                    every_channel_denied |= rule.channels == all_channels;
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Deny,
-                        Detail::StaleState { lag: facts.lag },
-                    );
+                    out.deny_on_every_channel(rule, Detail::StaleState { lag: facts.lag });
                 }
             }
             RuleKind::AnswerFirst { open_for } => {
                 if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
-                    denied = true;
-                    every_channel_denied |= rule.channels == all_channels;
-                    push(
-                        &mut reasons,
+                    out.deny_on_every_channel(
                         rule,
-                        Effect::Deny,
                         Detail::AwaitingAnswer {
                             channel: c,
                             ago: at.since(when),
@@ -900,13 +902,7 @@ fn evaluate(
             RuleKind::CustomerPreferences { max_window } => {
                 let p = facts.prefs();
                 if p.accepted != 0 && p.accepted & channel.bit() == 0 {
-                    denied = true;
-                    push(
-                        &mut reasons,
-                        rule,
-                        Effect::Deny,
-                        Detail::ChannelNotAccepted { channel },
-                    );
+                    out.deny(rule, Detail::ChannelNotAccepted { channel });
                     for c in Channel::ALL.iter().filter(|c| p.accepted & c.bit() != 0) {
                         suggest(*c, "a channel the customer accepts");
                     }
@@ -917,8 +913,7 @@ fn evaluate(
                     let counted = rule.purposes & !Purpose::Transactional.bit();
                     if let Some((count, until)) = facts.cap(index, u8::MAX, counted, limit.max, window) {
                         ok_from = ok_from.max(until);
-                        push(
-                            &mut reasons,
+                        out.push(
                             rule,
                             Effect::Defer,
                             Detail::CustomerLimit {
@@ -936,8 +931,8 @@ fn evaluate(
 
     // Only the verdict is wanted and it is DENY: quiet hours and pauses ahead cannot
     // change it (they add reasons, which are not built here).
-    if denied && !explain {
-        return (Decision::deny(reasons), every_channel_denied);
+    if out.denied && !explain {
+        return (Decision::deny(out.reasons), out.every_channel_denied);
     }
     if !quiet.is_empty() || !pauses.is_empty() {
         // The earliest instant at or after `ok_from` open in every quiet-hours rule and
@@ -973,7 +968,7 @@ fn evaluate(
         // Quiet-hours rules that together are never open: nothing can ever be sent.
         let never = open > horizon;
         if never {
-            denied = true;
+            out.denied = true;
         }
         for (index, q) in quiet.iter() {
             // Reported if closed now, or if the other rules' threshold falls in closed
@@ -984,7 +979,7 @@ fn evaluate(
                 if let (Some(c), Some(s)) = (q.rule.suggest, suggestions.as_deref_mut()) {
                     s.add(c, "a channel that is open at this hour");
                 }
-                reasons.push(Reason {
+                out.reasons.push(Reason {
                     rule_id: q.rule.id.clone(),
                     effect: if never { Effect::Deny } else { Effect::Defer },
                     detail: Detail::QuietHours {
@@ -1000,7 +995,7 @@ fn evaluate(
         // A pause ahead is reported if the DEFER steps over part of it.
         for (rule, p) in pauses.iter() {
             if explain && !never && p.from < open && p.until > ok_from {
-                reasons.push(Reason {
+                out.reasons.push(Reason {
                     rule_id: rule.id.clone(),
                     effect: Effect::Defer,
                     detail: Detail::Fatigue {
@@ -1013,8 +1008,8 @@ fn evaluate(
         }
         ok_from = open;
     }
-    if denied {
-        return (Decision::deny(reasons), every_channel_denied);
+    if out.denied {
+        return (Decision::deny(out.reasons), out.every_channel_denied);
     }
     let verdict = if ok_from > at {
         Verdict::Defer
@@ -1025,7 +1020,7 @@ fn evaluate(
         Decision {
             verdict,
             not_before: (ok_from > at).then_some(ok_from),
-            reasons,
+            reasons: out.reasons,
             alternatives: Vec::new(),
         },
         false,
