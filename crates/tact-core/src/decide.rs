@@ -186,6 +186,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A DENY for `reasons`, with no alternatives (yet).
+    fn deny(reasons: Vec<Reason>) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            not_before: None,
+            reasons,
+            alternatives: Vec::new(),
+        }
+    }
+
     pub fn is_allowed(&self) -> bool {
         self.verdict == Verdict::Allow
     }
@@ -409,6 +419,136 @@ impl<T> Few<T> {
     }
 }
 
+/// The indexes of the rules `evaluate` visits for a proposal, in two passes: first
+/// the exemptions (transactional, service reply), then every other rule; within a pass
+/// in index order, 64 rules at a time.
+struct Visit<'p> {
+    policy: &'p Policy,
+    channel: Channel,
+    purpose: Purpose,
+    /// The current chunk's rules still to visit, as bits of their index less `base`.
+    todo: u64,
+    base: usize,
+    /// Policies of at most 64 rules: the second pass, while it is still to come.
+    second: Option<u64>,
+    /// More than 64 rules: chunk after chunk, pass after pass.
+    large: bool,
+    /// Large policies: whether the current pass is the exemptions'.
+    exemptions: bool,
+}
+
+impl<'p> Visit<'p> {
+    fn new(policy: &'p Policy, all: Option<u64>, channel: Channel, purpose: Purpose) -> Self {
+        let mut visit = Visit {
+            policy,
+            channel,
+            purpose,
+            todo: 0,
+            base: 0,
+            second: None,
+            large: all.is_none(),
+            exemptions: true,
+        };
+        match all {
+            // At most 64 rules: both passes known at once.
+            Some(set) => {
+                let mask = policy.exemptions(0);
+                visit.todo = set & mask;
+                visit.second = Some(set & !mask);
+            }
+            None => visit.todo = visit.chunk(0),
+        }
+        visit
+    }
+
+    /// The rules of `rules[base..base + 64]` in the current pass (large policies).
+    fn chunk(&self, base: usize) -> u64 {
+        let set = rules_to_visit(self.policy.rules(), base, self.channel, self.purpose);
+        let mask = self.policy.exemptions(base);
+        if self.exemptions { set & mask } else { set & !mask }
+    }
+}
+
+impl Iterator for Visit<'_> {
+    type Item = usize;
+
+    // Called once per rule visited: inlined into `evaluate`'s loop.
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        while self.todo == 0 {
+            if let Some(second) = self.second.take() {
+                self.todo = second;
+                continue;
+            }
+            if !self.large {
+                return None;
+            }
+            self.base += 64;
+            if self.base >= self.policy.rules().len() {
+                if !self.exemptions {
+                    return None;
+                }
+                self.exemptions = false;
+                self.base = 0;
+            }
+            self.todo = self.chunk(self.base);
+        }
+        let index = self.base + self.todo.trailing_zeros() as usize;
+        self.todo &= self.todo - 1;
+        Some(index)
+    }
+}
+
+/// What the rules of one evaluation have said so far.
+struct Outcome {
+    /// Whether reasons are built (not for alternatives: their verdict is enough).
+    explain: bool,
+    reasons: Vec<Reason>,
+    denied: bool,
+    /// Denied by a rule on every channel whose outcome does not depend on the channel.
+    every_channel_denied: bool,
+}
+
+impl Outcome {
+    fn new(explain: bool, visited: Option<u64>) -> Self {
+        Outcome {
+            explain,
+            // Room for a reason from each rule visited, and quiet hours.
+            reasons: if explain {
+                Vec::with_capacity(visited.map_or(8, |set| set.count_ones() as usize) + 1)
+            } else {
+                Vec::new()
+            },
+            denied: false,
+            every_channel_denied: false,
+        }
+    }
+
+    fn push(&mut self, rule: &Rule, effect: Effect, detail: Detail) {
+        if self.explain {
+            self.reasons.push(Reason {
+                rule_id: rule.id.clone(),
+                effect,
+                detail,
+            });
+        }
+    }
+
+    /// `rule` denies the proposal.
+    fn deny(&mut self, rule: &Rule, detail: Detail) {
+        self.denied = true;
+        self.push(rule, Effect::Deny, detail);
+    }
+
+    /// `rule` denies the proposal for a reason that does not depend on the channel:
+    /// if the rule applies to every channel, so would its DENY.
+    fn deny_on_every_channel(&mut self, rule: &Rule, detail: Detail) {
+        let all_channels = Channel::ALL.iter().fold(0u8, |m, c| m | c.bit());
+        self.every_channel_denied |= rule.channels == all_channels;
+        self.deny(rule, detail);
+    }
+}
+
 /// Evaluates every rule. `suggestions` is `None` when evaluating an alternative.
 fn evaluate(
     facts: &mut Facts<'_>,
@@ -423,17 +563,7 @@ fn evaluate(
     let explain = suggestions.is_some();
     let rules = policy.rules();
     let all = policy.rule_set(channel, purpose);
-    // Room for a reason from each rule visited, and quiet hours.
-    let mut reasons: Vec<Reason> = if explain {
-        let visited = all.map_or(8, |set| set.count_ones() as usize);
-        Vec::with_capacity(visited + 1)
-    } else {
-        Vec::new()
-    };
-    let mut denied = false;
-    // Denied by a rule on every channel whose outcome does not depend on the channel.
-    let mut every_channel_denied = false;
-    let all_channels = Channel::ALL.iter().fold(0u8, |m, c| m | c.bit());
+    let mut out = Outcome::new(explain, all);
     // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
     // stays satisfied with no new events. So the earliest instant satisfying all of
     // them is the latest of their thresholds, moved to the next open minute of every
@@ -450,433 +580,360 @@ fn evaluate(
             s.add(c, note);
         }
     };
-    let push = |reasons: &mut Vec<Reason>, rule: &Rule, effect: Effect, detail: Detail| {
-        if !explain {
-            return;
-        }
-        reasons.push(Reason {
-            rule_id: rule.id.clone(),
-            effect,
-            detail,
-        });
-    };
-    // Two passes over the rules that apply, 64 at a time: first the exemptions
+    // Two passes over the rules that apply (see `Visit`): first the exemptions
     // (transactional, service reply), then every other rule. Within a pass each rule's
     // outcome is folded in order-independently (any DENY, the latest DEFER threshold,
     // every quiet-hours rule), so the answer does not depend on the order of the rules.
-    for exemptions in [true, false] {
-        let chunk = |base: usize| {
-            let mask = policy.exemptions(base);
-            let set = match all {
-                Some(set) if base == 0 => set,
-                _ => rules_to_visit(rules, base, channel, purpose),
-            };
-            if exemptions { set & mask } else { set & !mask }
-        };
-        let mut base = 0;
-        let mut todo = chunk(0);
-        loop {
-            if todo == 0 {
-                base += 64;
-                if base >= rules.len() {
-                    break;
+    let mut visit = Visit::new(policy, all, channel, purpose);
+    while let Some(index) = visit.next() {
+        // Only the verdict is wanted and it is settled: DENY wins over everything.
+        if out.denied && !explain {
+            break;
+        }
+        let rule = &rules[index];
+        match &rule.kind {
+            RuleKind::DoNotContact => {
+                if service_reply {
+                    continue;
                 }
-                todo = chunk(base);
-                continue;
+                if let Some(d) = v.do_not_contact() {
+                    out.deny(
+                        rule,
+                        Detail::DoNotContact {
+                            ago: at.since(d.at),
+                            until: d.until,
+                        },
+                    );
+                }
             }
-            // Only the verdict is wanted and it is settled: DENY wins over everything.
-            if denied && !explain {
-                break;
+            RuleKind::Transactional { .. } => out.push(rule, Effect::Allow, Detail::Transactional),
+            RuleKind::ServiceReply { window } => {
+                let since = at.saturating_sub(*window);
+                let inbound = v
+                    .recent()
+                    .take_while(|e| e.at > since)
+                    .find_map(|e| match e.mark {
+                        Mark::Inbound(c) | Mark::ContactRequest(c) => Some((c, e.at)),
+                        _ => None,
+                    });
+                if let Some((c, when)) = inbound {
+                    service_reply = true;
+                    out.push(
+                        rule,
+                        Effect::Allow,
+                        Detail::ServiceReply {
+                            inbound_channel: c,
+                            ago: at.since(when),
+                            window: *window,
+                        },
+                    );
+                }
             }
-            let index = base + todo.trailing_zeros() as usize;
-            todo &= todo - 1;
-            let rule = &rules[index];
-            match &rule.kind {
-                RuleKind::DoNotContact => {
-                    if service_reply {
-                        continue;
-                    }
-                    if let Some(d) = v.do_not_contact() {
-                        denied = true;
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Deny,
-                            Detail::DoNotContact {
-                                ago: at.since(d.at),
-                                until: d.until,
-                            },
-                        );
-                    }
-                }
-                RuleKind::Transactional { .. } => {
-                    push(&mut reasons, rule, Effect::Allow, Detail::Transactional)
-                }
-                RuleKind::ServiceReply { window } => {
-                    let since = at.saturating_sub(*window);
-                    let inbound = v
-                        .recent()
-                        .take_while(|e| e.at > since)
-                        .find_map(|e| match e.mark {
-                            Mark::Inbound(c) | Mark::ContactRequest(c) => Some((c, e.at)),
-                            _ => None,
-                        });
-                    if let Some((c, when)) = inbound {
-                        service_reply = true;
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Allow,
-                            Detail::ServiceReply {
-                                inbound_channel: c,
-                                ago: at.since(when),
-                                window: *window,
-                            },
-                        );
-                    }
-                }
-                RuleKind::Consent {
-                    soft_opt_in,
-                    contact_request,
-                } => {
-                    let record = v.consent(channel, purpose);
-                    if let Some(r) = record.filter(|r| r.live(at)) {
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Allow,
-                            Detail::ConsentGranted {
-                                channel,
-                                purpose,
-                                ago: at.since(r.at),
-                            },
-                        );
-                        continue;
-                    }
-                    if let Some(so) = soft_opt_in
-                        && so.channels & channel.bit() != 0
-                        && so.purposes & purpose.bit() != 0
-                        && !v.ever_withdrawn(channel, purpose)
-                        && let Some(bought) = v.last_purchase()
-                        && at.since(bought) < so.purchase_within
-                    {
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Allow,
-                            Detail::SoftOptIn {
-                                purchase_ago: at.since(bought),
-                            },
-                        );
-                        continue;
-                    }
-                    if let Some(cr) = contact_request
-                        && cr.purposes & purpose.bit() != 0
-                    {
-                        let since = at
-                            .saturating_sub(cr.valid_for)
-                            .max(record.map_or(Timestamp::MIN, |r| r.at));
-                        let asked = v
-                            .recent()
-                            .take_while(|e| e.at > since)
-                            .find(|e| e.mark == Mark::ContactRequest(channel));
-                        if let Some(e) = asked {
-                            push(
-                                &mut reasons,
-                                rule,
-                                Effect::Allow,
-                                Detail::ContactRequested {
-                                    channel,
-                                    ago: at.since(e.at),
-                                },
-                            );
-                            continue;
-                        }
-                    }
-                    denied = true;
-                    if !explain {
-                        continue;
-                    }
-                    let detail = match record {
-                        Some(r) if r.withdrawn => Detail::ConsentWithdrawn {
+            RuleKind::Consent {
+                soft_opt_in,
+                contact_request,
+            } => {
+                let record = v.consent(channel, purpose);
+                if let Some(r) = record.filter(|r| r.live(at)) {
+                    out.push(
+                        rule,
+                        Effect::Allow,
+                        Detail::ConsentGranted {
                             channel,
                             purpose,
                             ago: at.since(r.at),
                         },
-                        Some(r) => Detail::ConsentExpired {
-                            channel,
-                            purpose,
-                            ago: at.since(r.expires_at.unwrap_or(r.at)),
+                    );
+                    continue;
+                }
+                if let Some(so) = soft_opt_in
+                    && so.channels & channel.bit() != 0
+                    && so.purposes & purpose.bit() != 0
+                    && !v.ever_withdrawn(channel, purpose)
+                    && let Some(bought) = v.last_purchase()
+                    && at.since(bought) < so.purchase_within
+                {
+                    out.push(
+                        rule,
+                        Effect::Allow,
+                        Detail::SoftOptIn {
+                            purchase_ago: at.since(bought),
                         },
-                        None => Detail::ConsentMissing { channel, purpose },
-                    };
-                    push(&mut reasons, rule, Effect::Deny, detail);
-                    let consented = v.consented_channels(purpose);
-                    for c in Channel::ALL {
-                        if *c != channel && consented & c.bit() != 0 {
-                            suggest(*c, "the customer has given consent on this channel");
-                        }
-                    }
+                    );
+                    continue;
                 }
-                RuleKind::ComplaintCoolOff { duration } => {
-                    if let Some(when) = v.last_complaint() {
-                        let until = when.saturating_add(*duration);
-                        if until > at {
-                            denied = true;
-                            every_channel_denied |= rule.channels == all_channels;
-                            push(
-                                &mut reasons,
-                                rule,
-                                Effect::Deny,
-                                Detail::ComplaintCoolOff {
-                                    ago: at.since(when),
-                                    until,
-                                },
-                            );
-                        }
-                    }
-                }
-                RuleKind::ResearchCooldown { signals, cooldown } => {
-                    // The newest research signal within the cool-down, and whether the
-                    // customer asked for contact on this channel after it.
-                    let since = at.saturating_sub(*cooldown);
-                    let mut asked: Option<Timestamp> = None;
-                    let mut latest = None;
-                    for e in v.recent() {
-                        if e.at <= since {
-                            break;
-                        }
-                        match e.mark {
-                            Mark::Research(s) if signals & signal_bit(s) != 0 => {
-                                latest = Some((s, e.at));
-                                break;
-                            }
-                            Mark::ContactRequest(c) if c == channel && asked.is_none() => asked = Some(e.at),
-                            _ => {}
-                        }
-                    }
-                    if let Some((signal, when)) = latest
-                        && asked.is_none_or(|a| a <= when)
-                    {
-                        let until = when.saturating_add(*cooldown);
-                        ok_from = ok_from.max(until);
-                        push(
-                            &mut reasons,
+                if let Some(cr) = contact_request
+                    && cr.purposes & purpose.bit() != 0
+                {
+                    let since = at
+                        .saturating_sub(cr.valid_for)
+                        .max(record.map_or(Timestamp::MIN, |r| r.at));
+                    let asked = v
+                        .recent()
+                        .take_while(|e| e.at > since)
+                        .find(|e| e.mark == Mark::ContactRequest(channel));
+                    if let Some(e) = asked {
+                        out.push(
                             rule,
-                            Effect::Defer,
-                            Detail::ResearchCooldown {
-                                signal,
-                                ago: at.since(when),
-                                cooldown: *cooldown,
+                            Effect::Allow,
+                            Detail::ContactRequested {
                                 channel,
+                                ago: at.since(e.at),
+                            },
+                        );
+                        continue;
+                    }
+                }
+                out.denied = true;
+                if !explain {
+                    continue;
+                }
+                let detail = match record {
+                    Some(r) if r.withdrawn => Detail::ConsentWithdrawn {
+                        channel,
+                        purpose,
+                        ago: at.since(r.at),
+                    },
+                    Some(r) => Detail::ConsentExpired {
+                        channel,
+                        purpose,
+                        ago: at.since(r.expires_at.unwrap_or(r.at)),
+                    },
+                    None => Detail::ConsentMissing { channel, purpose },
+                };
+                out.push(rule, Effect::Deny, detail);
+                let consented = v.consented_channels(purpose);
+                for c in Channel::ALL {
+                    if *c != channel && consented & c.bit() != 0 {
+                        suggest(*c, "the customer has given consent on this channel");
+                    }
+                }
+            }
+            RuleKind::ComplaintCoolOff { duration } => {
+                if let Some(when) = v.last_complaint() {
+                    let until = when.saturating_add(*duration);
+                    if until > at {
+                        out.deny_on_every_channel(
+                            rule,
+                            Detail::ComplaintCoolOff {
+                                ago: at.since(when),
                                 until,
                             },
                         );
-                        if let Some(c) = rule.suggest {
-                            suggest(c, "an acknowledgement is welcome now");
-                        }
                     }
                 }
-                RuleKind::EarnedMeeting {
-                    window,
-                    min_engagements,
-                    engagements,
-                } => {
-                    let since = at.saturating_sub(*window);
-                    let mut count = 0u32;
-                    let mut requested = None;
-                    for e in v.recent().take_while(|e| e.at > since) {
-                        match e.mark {
-                            Mark::ContactRequest(Channel::SalesMeeting) if requested.is_none() => {
-                                requested = Some(e.at)
-                            }
-                            Mark::Engaged(_, kind) if engagements & (1 << (kind as u8)) != 0 => count += 1,
-                            _ => {}
-                        }
+            }
+            RuleKind::ResearchCooldown { signals, cooldown } => {
+                // The newest research signal within the cool-down, and whether the
+                // customer asked for contact on this channel after it.
+                let since = at.saturating_sub(*cooldown);
+                let mut asked: Option<Timestamp> = None;
+                let mut latest = None;
+                for e in v.recent() {
+                    if e.at <= since {
+                        break;
                     }
-                    if let Some(when) = requested {
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Allow,
-                            Detail::MeetingRequested { ago: at.since(when) },
+                    match e.mark {
+                        Mark::Research(s) if signals & signal_bit(s) != 0 => {
+                            latest = Some((s, e.at));
+                            break;
+                        }
+                        Mark::ContactRequest(c) if c == channel && asked.is_none() => asked = Some(e.at),
+                        _ => {}
+                    }
+                }
+                if let Some((signal, when)) = latest
+                    && asked.is_none_or(|a| a <= when)
+                {
+                    let until = when.saturating_add(*cooldown);
+                    ok_from = ok_from.max(until);
+                    out.push(
+                        rule,
+                        Effect::Defer,
+                        Detail::ResearchCooldown {
+                            signal,
+                            ago: at.since(when),
+                            cooldown: *cooldown,
+                            channel,
+                            until,
+                        },
+                    );
+                    if let Some(c) = rule.suggest {
+                        suggest(c, "an acknowledgement is welcome now");
+                    }
+                }
+            }
+            RuleKind::EarnedMeeting {
+                window,
+                min_engagements,
+                engagements,
+            } => {
+                let since = at.saturating_sub(*window);
+                let mut count = 0u32;
+                let mut requested = None;
+                for e in v.recent().take_while(|e| e.at > since) {
+                    match e.mark {
+                        Mark::ContactRequest(Channel::SalesMeeting) if requested.is_none() => {
+                            requested = Some(e.at)
+                        }
+                        Mark::Engaged(_, kind) if engagements & (1 << (kind as u8)) != 0 => count += 1,
+                        _ => {}
+                    }
+                }
+                if let Some(when) = requested {
+                    out.push(
+                        rule,
+                        Effect::Allow,
+                        Detail::MeetingRequested { ago: at.since(when) },
+                    );
+                } else if count >= *min_engagements {
+                    out.push(
+                        rule,
+                        Effect::Allow,
+                        Detail::MeetingEarned {
+                            engagements: count,
+                            window: *window,
+                        },
+                    );
+                } else {
+                    out.deny(
+                        rule,
+                        Detail::MeetingNotEarned {
+                            engagements: count,
+                            needed: *min_engagements,
+                            window: *window,
+                        },
+                    );
+                    if let Some(c) = rule.suggest {
+                        suggest(
+                            c,
+                            "share relevant content instead and let the customer ask for a meeting",
                         );
-                    } else if count >= *min_engagements {
-                        push(
-                            &mut reasons,
+                    }
+                }
+            }
+            RuleKind::FrequencyCap { max, window } => {
+                if let Some((count, until)) = facts.cap(index, rule.channels, rule.purposes, *max, *window) {
+                    ok_from = ok_from.max(until);
+                    if let Some(c) = rule.suggest {
+                        suggest(c, "a less intrusive channel that still has room");
+                    }
+                    let one = (rule.channels & (rule.channels - 1)) == 0;
+                    let ch = one.then_some(channel);
+                    out.push(
+                        rule,
+                        Effect::Defer,
+                        Detail::CapReached {
+                            channel: ch,
+                            count,
+                            max: *max,
+                            window: *window,
+                            until,
+                        },
+                    );
+                }
+            }
+            RuleKind::QuietHours {
+                start_minute,
+                end_minute,
+                closed_days,
+                exempt,
+            } => {
+                if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
+                    continue;
+                }
+                let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone());
+                quiet.push((
+                    index,
+                    QuietHours::new(rule, tz, *start_minute, *end_minute, *closed_days),
+                ));
+            }
+            RuleKind::Fatigue {
+                unanswered,
+                within,
+                pause,
+                reply_window,
+            } => {
+                let found = fatigue_pause(
+                    &v,
+                    rule.purposes,
+                    channel,
+                    *unanswered,
+                    *within,
+                    *pause,
+                    *reply_window,
+                );
+                if let Some(f) = found {
+                    if f.from <= at {
+                        // Paused now; over at `until` (no new events: upward closed).
+                        ok_from = ok_from.max(f.until);
+                        out.push(
                             rule,
-                            Effect::Allow,
-                            Detail::MeetingEarned {
-                                engagements: count,
-                                window: *window,
+                            Effect::Defer,
+                            Detail::Fatigue {
+                                channel,
+                                unanswered: f.count,
+                                until: f.until,
                             },
                         );
                     } else {
-                        denied = true;
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Deny,
-                            Detail::MeetingNotEarned {
-                                engagements: count,
-                                needed: *min_engagements,
-                                window: *window,
-                            },
-                        );
-                        if let Some(c) = rule.suggest {
-                            suggest(
-                                c,
-                                "share relevant content instead and let the customer ask for a meeting",
-                            );
-                        }
+                        // A pause ahead, once the reply windows pass: not now, but a
+                        // DEFER must not end inside it.
+                        pauses.push((rule, f));
                     }
                 }
-                RuleKind::FrequencyCap { max, window } => {
-                    if let Some((count, until)) =
-                        facts.cap(index, rule.channels, rule.purposes, *max, *window)
-                    {
+            }
+            RuleKind::StaleState => {
+                if facts.lag.0 > 0 {
+                    out.deny_on_every_channel(rule, Detail::StaleState { lag: facts.lag });
+                }
+            }
+            RuleKind::AnswerFirst { open_for } => {
+                if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
+                    out.deny_on_every_channel(
+                        rule,
+                        Detail::AwaitingAnswer {
+                            channel: c,
+                            ago: at.since(when),
+                        },
+                    );
+                }
+            }
+            RuleKind::CustomerPreferences { max_window } => {
+                let p = facts.prefs();
+                if p.accepted != 0 && p.accepted & channel.bit() == 0 {
+                    out.deny(rule, Detail::ChannelNotAccepted { channel });
+                    for c in Channel::ALL.iter().filter(|c| p.accepted & c.bit() != 0) {
+                        suggest(*c, "a channel the customer accepts");
+                    }
+                }
+                if let Some(limit) = p.limit {
+                    let window = limit.window.min(*max_window);
+                    // Transactional messages never count.
+                    let counted = rule.purposes & !Purpose::Transactional.bit();
+                    if let Some((count, until)) = facts.cap(index, u8::MAX, counted, limit.max, window) {
                         ok_from = ok_from.max(until);
-                        if let Some(c) = rule.suggest {
-                            suggest(c, "a less intrusive channel that still has room");
-                        }
-                        let one = (rule.channels & (rule.channels - 1)) == 0;
-                        let ch = one.then_some(channel);
-                        push(
-                            &mut reasons,
+                        out.push(
                             rule,
                             Effect::Defer,
-                            Detail::CapReached {
-                                channel: ch,
+                            Detail::CustomerLimit {
                                 count,
-                                max: *max,
-                                window: *window,
+                                max: limit.max,
+                                window,
                                 until,
                             },
                         );
-                    }
-                }
-                RuleKind::QuietHours {
-                    start_minute,
-                    end_minute,
-                    closed_days,
-                    exempt,
-                } => {
-                    if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
-                        continue;
-                    }
-                    let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone());
-                    quiet.push((
-                        index,
-                        QuietHours {
-                            rule,
-                            tz,
-                            start_minute: *start_minute,
-                            end_minute: *end_minute,
-                            closed_days: *closed_days,
-                        },
-                    ));
-                }
-                RuleKind::Fatigue {
-                    unanswered,
-                    within,
-                    pause,
-                    reply_window,
-                } => {
-                    let found = fatigue_pause(
-                        &v,
-                        rule.purposes,
-                        channel,
-                        *unanswered,
-                        *within,
-                        *pause,
-                        *reply_window,
-                    );
-                    if let Some(f) = found {
-                        if f.from <= at {
-                            // Paused now; over at `until` (no new events: upward closed).
-                            ok_from = ok_from.max(f.until);
-                            push(
-                                &mut reasons,
-                                rule,
-                                Effect::Defer,
-                                Detail::Fatigue {
-                                    channel,
-                                    unanswered: f.count,
-                                    until: f.until,
-                                },
-                            );
-                        } else {
-                            // A pause ahead, once the reply windows pass: not now, but a
-                            // DEFER must not end inside it.
-                            pauses.push((rule, f));
-                        }
-                    }
-                }
-                RuleKind::StaleState => {
-                    if facts.lag.0 > 0 {
-                        denied = true;
-                        every_channel_denied |= rule.channels == all_channels;
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Deny,
-                            Detail::StaleState { lag: facts.lag },
-                        );
-                    }
-                }
-                RuleKind::AnswerFirst { open_for } => {
-                    if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
-                        denied = true;
-                        every_channel_denied |= rule.channels == all_channels;
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Deny,
-                            Detail::AwaitingAnswer {
-                                channel: c,
-                                ago: at.since(when),
-                            },
-                        );
-                    }
-                }
-                RuleKind::CustomerPreferences { max_window } => {
-                    let p = facts.prefs();
-                    if p.accepted != 0 && p.accepted & channel.bit() == 0 {
-                        denied = true;
-                        push(
-                            &mut reasons,
-                            rule,
-                            Effect::Deny,
-                            Detail::ChannelNotAccepted { channel },
-                        );
-                        for c in Channel::ALL.iter().filter(|c| p.accepted & c.bit() != 0) {
-                            suggest(*c, "a channel the customer accepts");
-                        }
-                    }
-                    if let Some(limit) = p.limit {
-                        let window = limit.window.min(*max_window);
-                        // Transactional messages never count.
-                        let counted = rule.purposes & !Purpose::Transactional.bit();
-                        if let Some((count, until)) = facts.cap(index, u8::MAX, counted, limit.max, window) {
-                            ok_from = ok_from.max(until);
-                            push(
-                                &mut reasons,
-                                rule,
-                                Effect::Defer,
-                                Detail::CustomerLimit {
-                                    count,
-                                    max: limit.max,
-                                    window,
-                                    until,
-                                },
-                            );
-                        }
                     }
                 }
             }
         }
     }
 
+    // Only the verdict is wanted and it is DENY: quiet hours and pauses ahead cannot
+    // change it (they add reasons, which are not built here).
+    if out.denied && !explain {
+        return (Decision::deny(out.reasons), out.every_channel_denied);
+    }
     if !quiet.is_empty() || !pauses.is_empty() {
         // The earliest instant at or after `ok_from` open in every quiet-hours rule and
         // outside every fatigue pause ahead: the least common fixpoint of their
@@ -911,7 +968,7 @@ fn evaluate(
         // Quiet-hours rules that together are never open: nothing can ever be sent.
         let never = open > horizon;
         if never {
-            denied = true;
+            out.denied = true;
         }
         for (index, q) in quiet.iter() {
             // Reported if closed now, or if the other rules' threshold falls in closed
@@ -922,7 +979,7 @@ fn evaluate(
                 if let (Some(c), Some(s)) = (q.rule.suggest, suggestions.as_deref_mut()) {
                     s.add(c, "a channel that is open at this hour");
                 }
-                reasons.push(Reason {
+                out.reasons.push(Reason {
                     rule_id: q.rule.id.clone(),
                     effect: if never { Effect::Deny } else { Effect::Defer },
                     detail: Detail::QuietHours {
@@ -938,7 +995,7 @@ fn evaluate(
         // A pause ahead is reported if the DEFER steps over part of it.
         for (rule, p) in pauses.iter() {
             if explain && !never && p.from < open && p.until > ok_from {
-                reasons.push(Reason {
+                out.reasons.push(Reason {
                     rule_id: rule.id.clone(),
                     effect: Effect::Defer,
                     detail: Detail::Fatigue {
@@ -951,16 +1008,8 @@ fn evaluate(
         }
         ok_from = open;
     }
-    if denied {
-        return (
-            Decision {
-                verdict: Verdict::Deny,
-                not_before: None,
-                reasons,
-                alternatives: Vec::new(),
-            },
-            every_channel_denied,
-        );
+    if out.denied {
+        return (Decision::deny(out.reasons), out.every_channel_denied);
     }
     let verdict = if ok_from > at {
         Verdict::Defer
@@ -971,7 +1020,7 @@ fn evaluate(
         Decision {
             verdict,
             not_before: (ok_from > at).then_some(ok_from),
-            reasons,
+            reasons: out.reasons,
             alternatives: Vec::new(),
         },
         false,

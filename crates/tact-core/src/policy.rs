@@ -229,8 +229,9 @@ pub struct ContactRequestConsent {
 /// What is wrong with a policy, naming the rule and field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// The text is not TOML, or not a policy's shape (the parser's error, with where).
     #[error("policy is not valid TOML: {0}")]
-    Syntax(String),
+    Syntax(#[source] toml::de::Error),
     #[error("policy field `{field}`: {why}")]
     Top { field: &'static str, why: String },
     #[error("rule #{index}: `id` is missing or empty")]
@@ -581,7 +582,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
 impl Policy {
     /// Parses and validates a policy.
     pub fn from_toml_str(text: &str) -> Result<Policy, PolicyError> {
-        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(PolicyError::Syntax)?;
         if raw.version.trim().is_empty() {
             return Err(PolicyError::Top {
                 field: "version",
@@ -761,3 +762,20 @@ pub const DEFAULT_REPLY_WINDOW: Span = Span(3 * DAY.0);
 
 /// The shipped default policy text.
 pub const DEFAULT_POLICY: &str = include_str!("../../../config/policy.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_keeps_the_parsers_error() {
+        let err = Policy::from_toml_str("version = \"v\"\ndefault_time_zone = \n").unwrap_err();
+        let PolicyError::Syntax(source) = &err else {
+            panic!("not a syntax error: {err:?}");
+        };
+        // The parser's own error, with where it went wrong, is the source.
+        assert!(source.span().is_some(), "{source:?}");
+        let chained = std::error::Error::source(&err).expect("a source");
+        assert!(chained.downcast_ref::<toml::de::Error>().is_some());
+    }
+}

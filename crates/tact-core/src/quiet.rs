@@ -2,6 +2,7 @@
 //! quiet-hours rule is open, skipping closed days and stepping over DST gaps. Pure:
 //! time zones come from `chrono-tz`, instants are arguments.
 
+use std::cell::Cell;
 use std::fmt;
 
 use chrono::{Datelike, Offset, TimeZone, Timelike};
@@ -20,6 +21,9 @@ pub(crate) struct QuietHours<'a> {
     pub start_minute: u32,
     pub end_minute: u32,
     pub closed_days: u8,
+    /// The last local clock reading (`local(t)` looks the zone's offset up, the
+    /// costliest step; a decision reads the same instant a few times).
+    last: Cell<Option<(Timestamp, Option<Local>)>>,
 }
 
 /// A local clock reading: days since 1970-01-01 (local) and minute of the day.
@@ -36,13 +40,35 @@ impl Local {
     }
 }
 
-impl QuietHours<'_> {
+impl<'a> QuietHours<'a> {
+    pub fn new(rule: &'a Rule, tz: Tz, start_minute: u32, end_minute: u32, closed_days: u8) -> Self {
+        QuietHours {
+            rule,
+            tz,
+            start_minute,
+            end_minute,
+            closed_days,
+            last: Cell::new(None),
+        }
+    }
+
     fn day_open(&self, weekday: u32) -> bool {
         self.closed_days & (1 << weekday) == 0
     }
 
     /// The local clock at `t`, if chrono can represent `t`.
     fn local(&self, t: Timestamp) -> Option<Local> {
+        if let Some((at, local)) = self.last.get()
+            && at == t
+        {
+            return local;
+        }
+        let local = self.local_uncached(t);
+        self.last.set(Some((t, local)));
+        local
+    }
+
+    fn local_uncached(&self, t: Timestamp) -> Option<Local> {
         let utc = chrono::DateTime::from_timestamp_millis(t.0)?;
         let offset = i64::from(
             self.tz
@@ -174,13 +200,7 @@ mod tests {
     }
 
     fn quiet<'a>(rule: &'a Rule, tz: &str, start: u32, end: u32, closed_days: u8) -> QuietHours<'a> {
-        QuietHours {
-            rule,
-            tz: tz.parse().unwrap(),
-            start_minute: start,
-            end_minute: end,
-            closed_days,
-        }
+        QuietHours::new(rule, tz.parse().unwrap(), start, end, closed_days)
     }
 
     fn with_rule(f: impl FnOnce(&Rule)) {

@@ -150,35 +150,35 @@ impl Feed for KafkaFeed {
                 .publisher
                 .publish(events)
                 .await
-                .map_err(|e| FeedError::Publish(e.to_string()))
+                .map_err(|e| FeedError::Publish(e.into()))
         })
     }
 
     fn start(&self, log: LogHandle) -> Result<(), FeedError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| FeedError::Start(e.to_string()))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| FeedError::Start(e.into()))?;
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         if !threads.is_empty() {
-            return Err(FeedError::Start("already started".into()));
+            return Err(FeedError::AlreadyStarted);
         }
         let watch: BaseConsumer = self
             .shared
             .opts
             .client_config("watchdog")
             .create()
-            .map_err(|e| FeedError::Start(e.to_string()))?;
+            .map_err(|e| FeedError::Start(e.into()))?;
         let shared = Arc::clone(&self.shared);
         threads.push(
             std::thread::Builder::new()
                 .name("tact-watchdog".into())
                 .spawn(move || watchdog(&shared, &watch))
-                .map_err(|e| FeedError::Start(e.to_string()))?,
+                .map_err(|e| FeedError::Start(e.into()))?,
         );
         let shared = Arc::clone(&self.shared);
         threads.push(
             std::thread::Builder::new()
                 .name("tact-consumer".into())
                 .spawn(move || crate::consumer::run(shared, log, runtime))
-                .map_err(|e| FeedError::Start(e.to_string()))?,
+                .map_err(|e| FeedError::Start(e.into()))?,
         );
         tracing::info!(
             brokers = %self.shared.opts.brokers,

@@ -68,12 +68,18 @@ pub struct FeedStatus {
     pub healthy: bool,
 }
 
+/// A feed's own error (its client's, its runtime's), kept as the source of a
+/// [`FeedError`]: the log does not know which stream a feed talks to.
+pub type FeedSource = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error("publishing to the event stream failed: {0}")]
-    Publish(String),
+    Publish(#[source] FeedSource),
     #[error("cannot start the event feed: {0}")]
-    Start(String),
+    Start(#[source] FeedSource),
+    #[error("cannot start the event feed: already started")]
+    AlreadyStarted,
 }
 
 /// An external stream of interaction events that feeds the engine's log.
@@ -133,5 +139,19 @@ impl DeadLetter {
 
     pub fn decode(bytes: &[u8]) -> Result<DeadLetter, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod feed_error_tests {
+    use super::FeedError;
+
+    #[test]
+    fn a_feed_error_keeps_its_source() {
+        let cause = std::io::Error::other("no more threads");
+        let e = FeedError::Start(cause.into());
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(e.to_string(), "cannot start the event feed: no more threads");
     }
 }

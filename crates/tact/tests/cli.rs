@@ -408,3 +408,58 @@ fn backtest_reports_what_a_stricter_policy_would_have_changed() {
     assert!(human.contains("ALLOW->DEFER: 4"), "{human}");
     assert!(human.contains("candidate: cap-email [DEFER]"), "{human}");
 }
+
+/// `tact check` with several `--customer`s: one DecideBatch. A malformed id is named
+/// (its index and field) and the others are still decided; the exit status says one
+/// could not be.
+#[test]
+fn check_names_a_bad_customer_and_decides_the_rest() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let server = Server::start(cwd.path(), &data);
+    let url = server.url();
+    let out = run(tact(cwd.path()).args([
+        "check",
+        "--server",
+        &url,
+        "--customer",
+        "c1",
+        "--customer",
+        "not an id",
+        "--customer",
+        "c3",
+        "--channel",
+        "email",
+        "--purpose",
+        "transactional",
+    ]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "a bad customer must fail the check:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("to 3 customers"), "{stdout}");
+    // The good ones are decided, each under its name.
+    for good in ["c1:", "c3:"] {
+        let at = stdout
+            .find(good)
+            .unwrap_or_else(|| panic!("no {good} in:\n{stdout}"));
+        assert!(
+            stdout[at..]
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("verdict: ALLOW")),
+            "{good} not decided:\n{stdout}"
+        );
+    }
+    // The bad one is named: its index in the batch and the field at fault.
+    assert!(
+        stdout.contains("not decided: request 1 is not valid: customer_id:"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 of 3 requests could not be decided"),
+        "{stderr}"
+    );
+    assert!(server.terminate().success());
+}
