@@ -9,8 +9,8 @@
 use pbjson_types::{Duration as PbDuration, Timestamp as PbTimestamp};
 use tact_core::event::validate_customer_id;
 use tact_core::{
-    Channel, ContactLimit, Decision, Effect, Engagement, Event, EventKind, InvalidEvent, NonResponse,
-    Proposal, Purpose, Span, Timestamp, Verdict,
+    Channel, ContactLimit, Decision, Effect, Engagement, Event, EventKind, Explain, InvalidEvent,
+    NonResponse, Proposal, Purpose, Span, Timestamp, Verdict,
 };
 
 use crate::pb;
@@ -635,6 +635,39 @@ pub fn decision_to_pb(
     log_position: u64,
     customer_id: &str,
 ) -> pb::Decision {
+    decision_to_pb_explained(
+        d,
+        decision_id,
+        policy_version,
+        log_position,
+        customer_id,
+        Explain::Full,
+    )
+}
+
+/// Converts a wire `tact.v1.Detail` value (how much of a decision to send), naming
+/// `field` when it is unknown. `DETAIL_FULL`, the default, is the full answer.
+pub fn explain_from_wire(value: i32, field: &str) -> Result<Explain, ConvertError> {
+    match pb::Detail::try_from(value) {
+        Ok(pb::Detail::Full) => Ok(Explain::Full),
+        Ok(pb::Detail::Rules) => Ok(Explain::Reasons),
+        Ok(pb::Detail::Verdict) => Ok(Explain::Verdict),
+        Err(_) => Err(ConvertError::new(field, format!("unknown value {value}"))),
+    }
+}
+
+/// [`decision_to_pb`] at a level of detail: below [`Explain::Full`] the reasons'
+/// sentences are not rendered (a decision worked out at that level has no
+/// alternatives, and at [`Explain::Verdict`] no reasons either).
+pub fn decision_to_pb_explained(
+    d: &Decision,
+    decision_id: &str,
+    policy_version: &str,
+    log_position: u64,
+    customer_id: &str,
+    explain: Explain,
+) -> pb::Decision {
+    let full = explain == Explain::Full;
     pb::Decision {
         verdict: pb::Verdict::from(d.verdict) as i32,
         not_before: d.not_before.map(timestamp_to_pb),
@@ -644,7 +677,7 @@ pub fn decision_to_pb(
             .map(|r| pb::Reason {
                 rule_id: r.rule_id.to_string(),
                 effect: pb::Effect::from(r.effect) as i32,
-                message: r.message(),
+                message: if full { r.message() } else { String::new() },
             })
             .collect(),
         alternatives: d

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tact_core::view::ConsentVia;
-use tact_core::{Admission, Event, Origin, Proposal, Timestamp};
+use tact_core::{Admission, Event, Explain, Origin, Proposal, Timestamp};
 use tact_log::{Appended, LogError};
 use tact_proto::convert::{self, ConvertError, span_to_pb, timestamp_to_pb};
 use tact_proto::pb;
@@ -53,26 +53,42 @@ impl ContactPolicyService {
         ContactPolicyService { engine, limits }
     }
 
-    fn to_pb(&self, decided: &Decided, customer_id: &str) -> pb::Decision {
-        convert::decision_to_pb(
+    fn to_pb(&self, decided: &Decided, customer_id: &str, explain: Explain) -> pb::Decision {
+        convert::decision_to_pb_explained(
             &decided.decision,
             &decided.decision_id,
             self.engine.policy().version(),
             decided.log_position,
             customer_id,
+            explain,
         )
     }
 
-    /// The decisions of a batch or stream, in order: a customer this instance cannot
-    /// answer for gets a DENY saying why, not an error that would fail the others.
-    fn decide_many(&self, proposals: &[(Proposal, Option<Timestamp>)]) -> Vec<pb::Decision> {
+    /// The decisions of a batch or stream, in order, each worked out and sent at the
+    /// level of detail it asks for (`explain[i]` for `proposals[i]`): a customer this
+    /// instance cannot answer for gets a DENY saying why, not an error that would fail
+    /// the others.
+    fn decide_many(
+        &self,
+        proposals: &[(Proposal, Option<Timestamp>)],
+        explain: &[Explain],
+    ) -> Vec<pb::Decision> {
         self.engine
-            .decide_many(proposals)
+            .decide_many_explained(proposals, |i| explain[i])
             .iter()
-            .zip(proposals)
-            .map(|(decided, (p, _))| self.to_pb(decided, &p.customer_id))
+            .zip(proposals.iter().zip(explain))
+            .map(|(decided, ((p, _), e))| self.to_pb(decided, &p.customer_id, *e))
             .collect()
     }
+}
+
+/// The level of detail a request asks for; in a batch, `batch` for a request that does
+/// not say (see `tact.v1.Detail`).
+fn explain_of(req: &pb::DecideRequest, batch: Explain) -> Result<Explain, ConvertError> {
+    if req.detail == pb::Detail::Full as i32 {
+        return Ok(batch);
+    }
+    convert::explain_from_wire(req.detail, "detail")
 }
 
 /// The stream's next item if it is already there, without waiting.
@@ -112,12 +128,24 @@ fn checked_proposal(
     Ok((p, at))
 }
 
+/// [`proposal`] and the level of detail asked for, for Decide and Authorize.
+fn unary_proposal(
+    req: &pb::DecideRequest,
+    admission: &Admission,
+) -> Result<(Proposal, Option<Timestamp>, Explain), Status> {
+    let (p, at) = proposal(req, "", admission)?;
+    let explain = explain_of(req, Explain::Full)?;
+    Ok((p, at, explain))
+}
+
 /// The answers to a batch or stream, in request order: decisions for the requests that
 /// were valid, an item error for each that was not (which does not fail the others).
 struct Items {
     /// `None`: the next decision of `proposals`; `Some`: the item's error answer.
     order: Vec<Option<pb::Decision>>,
     proposals: Vec<(Proposal, Option<Timestamp>)>,
+    /// The level of detail of each of `proposals`.
+    explain: Vec<Explain>,
 }
 
 impl Items {
@@ -125,6 +153,7 @@ impl Items {
         Items {
             order: Vec::with_capacity(n),
             proposals: Vec::with_capacity(n),
+            explain: Vec::with_capacity(n),
         }
     }
 
@@ -132,12 +161,13 @@ impl Items {
         self.order.len()
     }
 
-    /// Checks request number `index` and queues it.
-    fn push(&mut self, index: u64, req: &pb::DecideRequest, admission: &Admission) {
-        match checked_proposal(req, admission) {
-            Ok(p) => {
+    /// Checks request number `index` and queues it; `batch`: the batch's level of detail.
+    fn push(&mut self, index: u64, req: &pb::DecideRequest, admission: &Admission, batch: Explain) {
+        match checked_proposal(req, admission).and_then(|p| Ok((p, explain_of(req, batch)?))) {
+            Ok((p, explain)) => {
                 self.order.push(None);
                 self.proposals.push(p);
+                self.explain.push(explain);
             }
             Err(e) => self
                 .order
@@ -147,8 +177,9 @@ impl Items {
 
     /// Decides the valid requests together; the answers in request order.
     fn answer(&mut self, service: &ContactPolicyService) -> Vec<pb::Decision> {
-        let mut decided = service.decide_many(&self.proposals).into_iter();
+        let mut decided = service.decide_many(&self.proposals, &self.explain).into_iter();
         self.proposals.clear();
+        self.explain.clear();
         self.order
             .drain(..)
             .map(|item| item.unwrap_or_else(|| decided.next().expect("one decision per valid request")))
@@ -206,33 +237,50 @@ type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + 
 #[tonic::async_trait]
 impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at) = proposal(request.get_ref(), "", self.engine.admission())?;
-        let decided = self.engine.decide(&proposal, at).map_err(refused_status)?;
-        Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
+        let (proposal, at, explain) = unary_proposal(request.get_ref(), self.engine.admission())?;
+        let decided = self
+            .engine
+            .decide_explained(&proposal, at, explain)
+            .map_err(refused_status)?;
+        Ok(Response::new(self.to_pb(
+            &decided,
+            &proposal.customer_id,
+            explain,
+        )))
     }
 
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at) = proposal(request.get_ref(), "", self.engine.admission())?;
+        let (proposal, at, explain) = unary_proposal(request.get_ref(), self.engine.admission())?;
         if at.is_some() {
             return Err(Status::invalid_argument(
                 "at: Authorize always decides now (use Decide to ask about another time)",
             ));
         }
-        let decided = self.engine.authorize(&proposal).await.map_err(write_status)?;
-        Ok(Response::new(self.to_pb(&decided, &proposal.customer_id)))
+        let decided = self
+            .engine
+            .authorize_explained(&proposal, explain)
+            .await
+            .map_err(write_status)?;
+        Ok(Response::new(self.to_pb(
+            &decided,
+            &proposal.customer_id,
+            explain,
+        )))
     }
 
     async fn decide_batch(
         &self,
         request: Request<pb::DecideBatchRequest>,
     ) -> Result<Response<pb::DecideBatchResponse>, Status> {
-        let requests = &request.get_ref().requests;
+        let batch = request.get_ref();
+        let requests = &batch.requests;
         if requests.len() > self.limits.max_batch {
             return Err(too_many("requests", self.limits.max_batch, requests.len()));
         }
+        let explain = convert::explain_from_wire(batch.detail, "detail")?;
         let mut items = Items::with_capacity(requests.len());
         for (i, r) in requests.iter().enumerate() {
-            items.push(i as u64, r, self.engine.admission());
+            items.push(i as u64, r, self.engine.admission(), explain);
         }
         let decisions = items.answer(self);
         Ok(Response::new(pb::DecideBatchResponse { decisions }))
@@ -260,7 +308,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 while let Some(next) = item.take() {
                     match next {
                         Ok(r) => {
-                            items.push(n + items.len() as u64, &r, this.engine.admission());
+                            items.push(n + items.len() as u64, &r, this.engine.admission(), Explain::Full);
                         }
                         Err(status) => {
                             failed = Some(message_too_large(status));
