@@ -5,6 +5,7 @@
 //! plays a few stories against a throw-away server.
 
 mod backtest;
+mod bench;
 mod client;
 mod clients;
 mod config;
@@ -121,6 +122,13 @@ enum Command {
         #[command(subcommand)]
         command: clients::ClientsCommand,
     },
+    /// Load a running server: populate synthetic customers, drive Decide, Authorize,
+    /// DecideBatch, DecideStream or RecordEvents at a concurrency for a duration, and
+    /// print throughput and latency percentiles.
+    Bench(bench::BenchArgs),
+    /// A server with tact's API that decides nothing (a baseline for `tact bench`), on --listen.
+    #[command(hide = true)]
+    BenchNoopServer,
 }
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -206,6 +214,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => client::status_cmd(&settings.server, json).await,
         Command::Demo => demo::run(&settings).await,
         Command::Clients { command } => clients::run(&settings, &command),
+        Command::Bench(args) => bench::run(&settings.server, &args).await,
+        Command::BenchNoopServer => bench::noop::serve(settings.listen).await,
     }
 }
 
