@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn tact_bin() -> PathBuf {
@@ -305,7 +308,12 @@ fn redis_baseline(dir: &Path, customers: u64, secs: u64, rounds: u64) -> Option<
                 );
                 Resp::encode(
                     &mut buf,
-                    &[b"ZADD", format!("sent:{i}").as_bytes(), at.as_bytes(), member.as_bytes()],
+                    &[
+                        b"ZADD",
+                        format!("sent:{i}").as_bytes(),
+                        at.as_bytes(),
+                        member.as_bytes(),
+                    ],
                 );
                 replies += 2;
             }
@@ -319,58 +327,58 @@ fn redis_baseline(dir: &Path, customers: u64, secs: u64, rounds: u64) -> Option<
         "  redis: {customers} customers populated in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // The load: redis-benchmark (C, from redis-tools) on core 1, EVALSHA of the check
+    // pipelined 32 deep on 4 connections, each key of a random customer.
+    let Some(tool) = Command::new("sh")
+        .args(["-c", "command -v redis-benchmark"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    else {
+        println!("  redis: no redis-benchmark (redis-tools): the baseline is skipped");
+        return None;
+    };
+    let keyspace = customers.to_string();
+    let requests = (60_000 * secs).to_string();
+    let (now_s, week, month) = (
+        now.to_string(),
+        (7 * DAY_MS).to_string(),
+        (30 * DAY_MS).to_string(),
+    );
     let mut out = Vec::new();
     for _ in 0..rounds {
         let cpu0 = cpu_us(redis.pid());
-        let end = Instant::now() + Duration::from_secs(secs);
-        let threads: Vec<_> = (0..4u64)
-            .map(|t| {
-                let sha = sha.clone();
-                std::thread::spawn(move || {
-                    let mut c = Resp::connect(port);
-                    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
-                    let mut checks = 0u64;
-                    let mut buf = Vec::new();
-                    let now_s = now.to_string();
-                    while Instant::now() < end {
-                        buf.clear();
-                        for _ in 0..32 {
-                            x ^= x << 13;
-                            x ^= x >> 7;
-                            x ^= x << 17;
-                            let i = x % customers;
-                            let ch = CHANNELS[(x >> 40) as usize % 4];
-                            Resp::encode(
-                                &mut buf,
-                                &[
-                                    b"EVALSHA",
-                                    sha.as_bytes(),
-                                    b"3",
-                                    format!("consent:{i}").as_bytes(),
-                                    format!("sent:{i}:{ch}").as_bytes(),
-                                    format!("sent:{i}").as_bytes(),
-                                    format!("{ch}:marketing").as_bytes(),
-                                    now_s.as_bytes(),
-                                    (7 * DAY_MS).to_string().as_bytes(),
-                                    b"3",
-                                    (30 * DAY_MS).to_string().as_bytes(),
-                                    b"8",
-                                ],
-                            );
-                        }
-                        c.send(&buf);
-                        for _ in 0..32 {
-                            c.reply().expect("check");
-                        }
-                        checks += 32;
-                    }
-                    checks
-                })
-            })
-            .collect();
-        let checks: u64 = threads.into_iter().map(|t| t.join().expect("client")).sum();
+        let t0 = Instant::now();
+        let run = Command::new("taskset")
+            .args([
+                "-c", "1", &tool, "-p", &port_s, "-c", "4", "-P", "32", "-n", &requests,
+            ])
+            .args(["-r", &keyspace, "--csv", "EVALSHA", &sha, "3"])
+            .args([
+                "consent:__rand_int__",
+                "sent:__rand_int__:email",
+                "sent:__rand_int__",
+            ])
+            .args(["email:marketing", &now_s, &week, "3", &month, "8"])
+            .output()
+            .expect("run redis-benchmark");
+        let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_us(redis.pid()) - cpu0;
-        out.push((checks as f64 / secs as f64, cpu / checks as f64));
+        let csv = String::from_utf8_lossy(&run.stdout);
+        let rps: f64 = csv
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split(',').nth(1))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("redis-benchmark gave no rate: {csv}"));
+        let checks = requests.parse::<f64>().expect("number");
+        println!(
+            "  redis + lua (redis-benchmark -c 4 -P 32)   {rps:>10.0}/s  server {:>6.2} µs/check ({:.2} cores)",
+            cpu / checks,
+            cpu / 1e6 / wall
+        );
+        out.push((rps, cpu / checks));
     }
     drop(redis);
     Some(out)
@@ -441,7 +449,14 @@ fn main() {
     let out = Command::new("taskset")
         .args(["-c", "1"])
         .arg(&tact)
-        .args(["bench", "--quiet", "--target", &tu, "--populate", "--populate-only"])
+        .args([
+            "bench",
+            "--quiet",
+            "--target",
+            &tu,
+            "--populate",
+            "--populate-only",
+        ])
         .args(["--customers", &n])
         .status()
         .expect("populate");
@@ -474,11 +489,19 @@ fn main() {
         line("no-op Decide, unloaded", &n1);
         let bf = run(&tu, server.pid(), &[&batch[..], &["--detail", "full"]].concat());
         line("tact DecideBatch 1000 x4, full", &bf);
-        let bv = run(&tu, server.pid(), &[&batch[..], &["--detail", "verdict"]].concat());
+        let bv = run(
+            &tu,
+            server.pid(),
+            &[&batch[..], &["--detail", "verdict"]].concat(),
+        );
         line("tact DecideBatch 1000 x4, verdict", &bv);
         let sf = run(&tu, server.pid(), &[&stream[..], &["--detail", "full"]].concat());
         line("tact DecideStream 4 x1000, full", &sf);
-        let sv = run(&tu, server.pid(), &[&stream[..], &["--detail", "verdict"]].concat());
+        let sv = run(
+            &tu,
+            server.pid(),
+            &[&stream[..], &["--detail", "verdict"]].concat(),
+        );
         line("tact DecideStream 4 x1000, verdict", &sv);
         let nb = run(&nu, noop.pid(), &[&batch[..], &["--detail", "verdict"]].concat());
         line("no-op DecideBatch 1000 x4, verdict", &nb);

@@ -53,32 +53,15 @@ impl ContactPolicyService {
         ContactPolicyService { engine, limits }
     }
 
-    fn to_pb(&self, decided: &Decided, customer_id: &str, explain: Explain) -> pb::Decision {
+    fn to_pb(&self, decided: Decided, customer_id: String, explain: Explain) -> pb::Decision {
         convert::decision_to_pb_explained(
             &decided.decision,
-            &decided.decision_id,
+            decided.decision_id,
             self.engine.policy().version(),
             decided.log_position,
             customer_id,
             explain,
         )
-    }
-
-    /// The decisions of a batch or stream, in order, each worked out and sent at the
-    /// level of detail it asks for (`explain[i]` for `proposals[i]`): a customer this
-    /// instance cannot answer for gets a DENY saying why, not an error that would fail
-    /// the others.
-    fn decide_many(
-        &self,
-        proposals: &[(Proposal, Option<Timestamp>)],
-        explain: &[Explain],
-    ) -> Vec<pb::Decision> {
-        self.engine
-            .decide_many_explained(proposals, |i| explain[i])
-            .iter()
-            .zip(proposals.iter().zip(explain))
-            .map(|(decided, ((p, _), e))| self.to_pb(decided, &p.customer_id, *e))
-            .collect()
     }
 }
 
@@ -162,24 +145,47 @@ impl Items {
     }
 
     /// Checks request number `index` and queues it; `batch`: the batch's level of detail.
-    fn push(&mut self, index: u64, req: &pb::DecideRequest, admission: &Admission, batch: Explain) {
-        match checked_proposal(req, admission).and_then(|p| Ok((p, explain_of(req, batch)?))) {
-            Ok((p, explain)) => {
+    ///
+    /// The request's strings move into the proposal (a screening batch has thousands):
+    /// `req` is left with empty ones if it is valid, untouched if not.
+    fn push(&mut self, index: u64, req: &mut pb::DecideRequest, admission: &Admission, batch: Explain) {
+        let p = match convert::proposal_from_pb_taken(req) {
+            Ok(p) => p,
+            Err(e) => {
+                let error = convert::item_error_to_pb(index, &req.customer_id, e);
+                self.order.push(Some(error));
+                return;
+            }
+        };
+        let checked = admission
+            .admit_proposal(&p.0)
+            .map_err(|e| convert::invalid_event(&e))
+            .and_then(|()| explain_of(req, batch));
+        match checked {
+            Ok(explain) => {
                 self.order.push(None);
                 self.proposals.push(p);
                 self.explain.push(explain);
             }
-            Err(e) => self
-                .order
-                .push(Some(convert::item_error_to_pb(index, &req.customer_id, e))),
+            Err(e) => {
+                let error = convert::item_error_to_pb(index, &p.0.customer_id, e);
+                self.order.push(Some(error));
+            }
         }
     }
 
-    /// Decides the valid requests together; the answers in request order.
+    /// Decides the valid requests together, each worked out and sent at the level of
+    /// detail it asks for; the answers in request order. A customer this instance cannot
+    /// answer for gets a DENY saying why, not an error that would fail the others.
     fn answer(&mut self, service: &ContactPolicyService) -> Vec<pb::Decision> {
-        let mut decided = service.decide_many(&self.proposals, &self.explain).into_iter();
-        self.proposals.clear();
-        self.explain.clear();
+        let explain = &self.explain;
+        let decided = service
+            .engine
+            .decide_many_explained(&self.proposals, |i| explain[i]);
+        let mut decided = decided
+            .into_iter()
+            .zip(self.proposals.drain(..).zip(self.explain.drain(..)))
+            .map(|(d, ((p, _), e))| service.to_pb(d, p.customer_id, e));
         self.order
             .drain(..)
             .map(|item| item.unwrap_or_else(|| decided.next().expect("one decision per valid request")))
@@ -242,11 +248,7 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             .engine
             .decide_explained(&proposal, at, explain)
             .map_err(refused_status)?;
-        Ok(Response::new(self.to_pb(
-            &decided,
-            &proposal.customer_id,
-            explain,
-        )))
+        Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)))
     }
 
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
@@ -261,25 +263,21 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             .authorize_explained(&proposal, explain)
             .await
             .map_err(write_status)?;
-        Ok(Response::new(self.to_pb(
-            &decided,
-            &proposal.customer_id,
-            explain,
-        )))
+        Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)))
     }
 
     async fn decide_batch(
         &self,
         request: Request<pb::DecideBatchRequest>,
     ) -> Result<Response<pb::DecideBatchResponse>, Status> {
-        let batch = request.get_ref();
-        let requests = &batch.requests;
+        let mut batch = request.into_inner();
+        let requests = &mut batch.requests;
         if requests.len() > self.limits.max_batch {
             return Err(too_many("requests", self.limits.max_batch, requests.len()));
         }
         let explain = convert::explain_from_wire(batch.detail, "detail")?;
         let mut items = Items::with_capacity(requests.len());
-        for (i, r) in requests.iter().enumerate() {
+        for (i, r) in requests.iter_mut().enumerate() {
             items.push(i as u64, r, self.engine.admission(), explain);
         }
         let decisions = items.answer(self);
@@ -307,8 +305,13 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 let mut ended = false;
                 while let Some(next) = item.take() {
                     match next {
-                        Ok(r) => {
-                            items.push(n + items.len() as u64, &r, this.engine.admission(), Explain::Full);
+                        Ok(mut r) => {
+                            items.push(
+                                n + items.len() as u64,
+                                &mut r,
+                                this.engine.admission(),
+                                Explain::Full,
+                            );
                         }
                         Err(status) => {
                             failed = Some(message_too_large(status));
