@@ -3,7 +3,8 @@
 //! 100,000 synthetic customers with 10-30 events each. Baselines in the same run, on
 //! the same core: a no-op server with the same proto (`tact bench-noop-server`), and
 //! Redis + Lua, what users build instead (consent check, one channel sliding-window cap,
-//! one global cap; read-only like Decide; pipelined 32 deep on 4 connections).
+//! one global cap; read-only like Decide; `redis-benchmark` pipelined 32 deep on 4
+//! connections, on core 1).
 //!
 //! Targets (ratios, not timed tests): unary Decide at 64 in flight >= 0.9x the no-op's
 //! throughput and p99 <= 1.2x; DecideBatch (1,000 a call, 4 in flight) and DecideStream
