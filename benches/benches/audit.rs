@@ -69,7 +69,13 @@ fn drive(url: String, unary: bool, secs: Duration) -> f64 {
                                     )
                                 })
                                 .collect();
-                            match client.decide_batch(pb::DecideBatchRequest { requests }).await {
+                            match client
+                                .decide_batch(pb::DecideBatchRequest {
+                                    requests,
+                                    ..Default::default()
+                                })
+                                .await
+                            {
                                 Ok(r) => {
                                     done.fetch_add(r.into_inner().decisions.len() as u64, Ordering::Relaxed);
                                 }

@@ -68,7 +68,13 @@ async fn batches(url: String, key: &'static str, stop: Arc<AtomicBool>) -> u64 {
                     })
                     .collect();
                 match client
-                    .decide_batch(bearer(tact_proto::pb::DecideBatchRequest { requests }, key))
+                    .decide_batch(bearer(
+                        tact_proto::pb::DecideBatchRequest {
+                            requests,
+                            ..Default::default()
+                        },
+                        key,
+                    ))
                     .await
                 {
                     Ok(r) => {

@@ -221,6 +221,7 @@ pub fn request(customer: &str, channel: Channel, purpose: Purpose) -> pb::Decide
         campaign_id: "autumn".into(),
         requested_by: "crm".into(),
         at: None,
+        ..Default::default()
     }
 }
 

@@ -153,6 +153,7 @@ async fn every_item_of_a_batch_and_a_stream_is_audited() {
                 request("ann", Channel::Call, Purpose::Sales),
                 request("bob", Channel::Sms, Purpose::Marketing),
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -209,6 +210,7 @@ async fn decide_everything(client: &mut Client) -> Vec<pb::Decision> {
         client
             .decide_batch(pb::DecideBatchRequest {
                 requests: vec![request("ann", Channel::Sms, Purpose::Marketing); 3],
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -297,6 +299,7 @@ async fn a_hostile_list_stays_bounded() {
     client
         .decide_batch(pb::DecideBatchRequest {
             requests: vec![request("ann", Channel::Email, Purpose::Marketing); 1_500],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -151,6 +151,7 @@ async fn a_client_over_its_rate_is_told_when_to_retry_and_another_is_unaffected(
     // A batch of 2 spends the whole burst of `slow`.
     let batch = pb::DecideBatchRequest {
         requests: vec![decide_req(), decide_req()],
+        ..Default::default()
     };
     client.decide_batch(bearer(batch, SLOW)).await.unwrap();
     let e = client.decide(bearer(decide_req(), SLOW)).await.unwrap_err();
@@ -171,6 +172,7 @@ async fn a_client_over_its_rate_is_told_when_to_retry_and_another_is_unaffected(
     // A batch bigger than the burst can never pass: refused, and told to split it.
     let big = pb::DecideBatchRequest {
         requests: vec![decide_req(); 3],
+        ..Default::default()
     };
     let e = client.decide_batch(bearer(big, SLOW)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);

@@ -314,6 +314,7 @@ async fn bad_requests_name_the_field() {
 
     let batch = pb::DecideBatchRequest {
         requests: vec![request("c", Email, Marketing); 11],
+        ..Default::default()
     };
     assert_invalid(client.decide_batch(batch).await, "requests");
     // A bad request in a batch is named in its place; the others are answered.
@@ -321,7 +322,10 @@ async fn bad_requests_name_the_field() {
     requests[1].channel = 0;
     requests[3].customer_id = "has space".into();
     let decisions = client
-        .decide_batch(pb::DecideBatchRequest { requests })
+        .decide_batch(pb::DecideBatchRequest {
+            requests,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -428,6 +432,7 @@ async fn batches_and_streams_answer_in_order() {
     let batch = client
         .decide_batch(pb::DecideBatchRequest {
             requests: requests.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -494,7 +494,10 @@ async fn two_instances_split_partitions_refuse_each_others_customers_and_take_ov
         );
         // In a batch, the other instance's customer is a DENY, never an ALLOW.
         let batch = other
-            .decide_batch(pb::DecideBatchRequest { requests: vec![req] })
+            .decide_batch(pb::DecideBatchRequest {
+                requests: vec![req],
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

@@ -223,20 +223,50 @@ pub fn decide_with_lag(
     at: Timestamp,
     lag: Span,
 ) -> Decision {
+    decide_explained(state, policy, proposal, at, lag, Explain::Full)
+}
+
+/// How much of a decision's explanation to work out. The verdict and `not_before`
+/// never depend on it: [`decide_explained`] gives the same ones at every level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Explain {
+    /// Reasons with their facts, and the alternatives (what [`decide`] answers).
+    #[default]
+    Full,
+    /// Reasons with their facts, no alternatives (none are evaluated).
+    Reasons,
+    /// The verdict and `not_before` only: no reasons, no alternatives, and the rules
+    /// stop being evaluated as soon as one denies (DENY wins over everything).
+    Verdict,
+}
+
+/// [`decide_with_lag`], working out only as much of the explanation as `explain` asks
+/// for: the cheap path for screening an audience, where only the verdict is read.
+/// Same verdict and `not_before` as the full answer, always.
+pub fn decide_explained(
+    state: &CustomerState,
+    policy: &Policy,
+    proposal: &Proposal,
+    at: Timestamp,
+    lag: Span,
+    explain: Explain,
+) -> Decision {
     let mut facts = Facts::new(state.read(policy, at));
     facts.lag = lag;
     let mut suggestions = Suggestions::default();
+    let full = explain == Explain::Full;
     let (mut decision, every_channel_denied) = evaluate(
         &mut facts,
         policy,
         proposal.channel,
         proposal.purpose,
-        Some(&mut suggestions),
+        explain != Explain::Verdict,
+        full.then_some(&mut suggestions),
     );
     // A DENY that holds on every channel whatever the channel (a complaint, stale
     // state, a message to answer first) leaves no alternative for this purpose: tact
     // would deny each, so they are not evaluated.
-    if decision.verdict != Verdict::Allow && !every_channel_denied {
+    if full && decision.verdict != Verdict::Allow && !every_channel_denied {
         decision.alternatives = alternatives(&mut facts, policy, proposal, &decision, &suggestions);
     }
     decision
@@ -298,7 +328,7 @@ fn alternatives(
     // not depend on the channel are known by now). A couple of good ones are enough.
     for (channel, note) in candidates.take(MAX_ALTERNATIVES) {
         // Only suggest what tact would itself accept.
-        let (d, _) = evaluate(facts, policy, channel, proposal.purpose, None);
+        let (d, _) = evaluate(facts, policy, channel, proposal.purpose, false, None);
         if d.verdict != Verdict::Deny {
             out.push(Alternative {
                 channel,
@@ -549,18 +579,19 @@ impl Outcome {
     }
 }
 
-/// Evaluates every rule. `suggestions` is `None` when evaluating an alternative.
+/// Evaluates every rule. `explain`: build the reasons (not for an alternative, nor for
+/// a verdict-only answer); `suggestions`: collect alternatives to evaluate (only for
+/// the full answer).
 fn evaluate(
     facts: &mut Facts<'_>,
     policy: &Policy,
     channel: Channel,
     purpose: Purpose,
+    explain: bool,
     mut suggestions: Option<&mut Suggestions>,
 ) -> (Decision, bool) {
     let v = facts.v;
     let at = v.at;
-    // Alternatives are evaluated for their verdict only: no reasons to build.
-    let explain = suggestions.is_some();
     let rules = policy.rules();
     let all = policy.rule_set(channel, purpose);
     let mut out = Outcome::new(explain, all);

@@ -17,8 +17,8 @@ mod touch;
 pub mod view;
 
 pub use decide::{
-    Alternative, Clock, Decision, Detail, Effect, LocalClock, Proposal, Reason, Verdict, decide,
-    decide_with_lag,
+    Alternative, Clock, Decision, Detail, Effect, Explain, LocalClock, Proposal, Reason, Verdict, decide,
+    decide_explained, decide_with_lag,
 };
 pub use event::{
     Admission, Channel, ContactLimit, Engagement, Event, EventKind, InvalidEvent, NonResponse, Origin,

@@ -330,6 +330,42 @@ proptest! {
         );
     }
 
+    /// A verdict-only or reasons-only answer has the verdict and `not_before` of the full
+    /// answer, on the shipped and the rich policy, with or without stale state; the
+    /// reasons-only answer has the full answer's reasons, and neither has alternatives.
+    #[test]
+    fn a_cheaper_answer_has_the_full_answers_verdict(
+        events in history(40, 60),
+        c in channel(),
+        p in purpose(),
+        at_offset in -(2 * 24 * 60i64)..(3 * 24 * 60),
+        lag in prop::sample::select(vec![0i64, 60_000]),
+        rich in any::<bool>(),
+    ) {
+        let policy = if rich {
+            Policy::from_toml_str(&rich_policy()).unwrap()
+        } else {
+            Policy::default_policy()
+        };
+        let state = fold(&events, &policy);
+        let at = wed_10am().saturating_add(mins(at_offset));
+        let prop = proposal(c, p);
+        let full = decide_with_lag(&state, &policy, &prop, at, Span(lag));
+        prop_assert_eq!(
+            &full,
+            &decide_explained(&state, &policy, &prop, at, Span(lag), Explain::Full)
+        );
+        let verdict = decide_explained(&state, &policy, &prop, at, Span(lag), Explain::Verdict);
+        prop_assert_eq!(verdict.verdict, full.verdict, "full: {:?}", full);
+        prop_assert_eq!(verdict.not_before, full.not_before, "full: {:?}", full);
+        prop_assert!(verdict.reasons.is_empty() && verdict.alternatives.is_empty());
+        let reasons = decide_explained(&state, &policy, &prop, at, Span(lag), Explain::Reasons);
+        prop_assert_eq!(reasons.verdict, full.verdict);
+        prop_assert_eq!(reasons.not_before, full.not_before);
+        prop_assert_eq!(&reasons.reasons, &full.reasons);
+        prop_assert!(reasons.alternatives.is_empty());
+    }
+
     /// With tight bounds (a short window, few entries), pruning and compaction still
     /// give the same state whatever the arrival order.
     #[test]

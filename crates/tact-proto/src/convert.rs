@@ -9,8 +9,8 @@
 use pbjson_types::{Duration as PbDuration, Timestamp as PbTimestamp};
 use tact_core::event::validate_customer_id;
 use tact_core::{
-    Channel, ContactLimit, Decision, Effect, Engagement, Event, EventKind, InvalidEvent, NonResponse,
-    Proposal, Purpose, Span, Timestamp, Verdict,
+    Channel, ContactLimit, Decision, Effect, Engagement, Event, EventKind, Explain, InvalidEvent,
+    NonResponse, Proposal, Purpose, Span, Timestamp, Verdict,
 };
 
 use crate::pb;
@@ -635,6 +635,40 @@ pub fn decision_to_pb(
     log_position: u64,
     customer_id: &str,
 ) -> pb::Decision {
+    decision_to_pb_explained(
+        d,
+        decision_id.to_owned(),
+        policy_version,
+        log_position,
+        customer_id.to_owned(),
+        Explain::Full,
+    )
+}
+
+/// Converts a wire `tact.v1.Detail` value (how much of a decision to send), naming
+/// `field` when it is unknown. `DETAIL_FULL`, the default, is the full answer.
+pub fn explain_from_wire(value: i32, field: &str) -> Result<Explain, ConvertError> {
+    match pb::Detail::try_from(value) {
+        Ok(pb::Detail::Full) => Ok(Explain::Full),
+        Ok(pb::Detail::Rules) => Ok(Explain::Reasons),
+        Ok(pb::Detail::Verdict) => Ok(Explain::Verdict),
+        Err(_) => Err(ConvertError::new(field, format!("unknown value {value}"))),
+    }
+}
+
+/// [`decision_to_pb`] at a level of detail: below [`Explain::Full`] the reasons'
+/// sentences are not rendered (a decision worked out at that level has no
+/// alternatives, and at [`Explain::Verdict`] no reasons either). The ids are moved in,
+/// not copied: a screening batch converts thousands.
+pub fn decision_to_pb_explained(
+    d: &Decision,
+    decision_id: String,
+    policy_version: &str,
+    log_position: u64,
+    customer_id: String,
+    explain: Explain,
+) -> pb::Decision {
+    let full = explain == Explain::Full;
     pb::Decision {
         verdict: pb::Verdict::from(d.verdict) as i32,
         not_before: d.not_before.map(timestamp_to_pb),
@@ -644,7 +678,7 @@ pub fn decision_to_pb(
             .map(|r| pb::Reason {
                 rule_id: r.rule_id.to_string(),
                 effect: pb::Effect::from(r.effect) as i32,
-                message: r.message(),
+                message: if full { r.message() } else { String::new() },
             })
             .collect(),
         alternatives: d
@@ -657,10 +691,10 @@ pub fn decision_to_pb(
                 note: a.note.to_string(),
             })
             .collect(),
-        decision_id: decision_id.to_owned(),
+        decision_id,
         policy_version: policy_version.to_owned(),
         log_position,
-        customer_id: customer_id.to_owned(),
+        customer_id,
         error: None,
     }
 }
@@ -677,6 +711,28 @@ pub fn item_error_to_pb(index: u64, customer_id: &str, e: ConvertError) -> pb::D
         }),
         ..pb::Decision::default()
     }
+}
+
+/// [`proposal_from_pb`], moving the request's strings into the proposal instead of
+/// copying them: on success `req` is left with empty strings; on error it is untouched.
+pub fn proposal_from_pb_taken(
+    req: &mut pb::DecideRequest,
+) -> Result<(Proposal, Option<Timestamp>), ConvertError> {
+    validate_customer_id(&req.customer_id).map_err(|e| ConvertError {
+        field: "customer_id".to_owned(),
+        why: invalid_event(&e).why,
+    })?;
+    let channel = channel_from_wire(req.channel, "channel")?;
+    let purpose = purpose_from_wire(req.purpose, "purpose")?;
+    let at = opt_timestamp_from_pb(req.at.as_ref(), "at")?;
+    let proposal = Proposal {
+        customer_id: std::mem::take(&mut req.customer_id),
+        channel,
+        purpose,
+        campaign_id: std::mem::take(&mut req.campaign_id),
+        requested_by: std::mem::take(&mut req.requested_by),
+    };
+    Ok((proposal, at))
 }
 
 /// Checks and converts a decide request: the proposal, and the instant to decide at

@@ -554,6 +554,7 @@ fn decide_request() -> pb::DecideRequest {
         campaign_id: "spring".into(),
         requested_by: "crm".into(),
         at: None,
+        ..Default::default()
     }
 }
 

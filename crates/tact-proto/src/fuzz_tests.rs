@@ -436,7 +436,7 @@ proptest! {
         requested_by in wire_text(),
         at in proptest::option::of(pb_timestamp()),
     ) {
-        let req = pb::DecideRequest { customer_id, channel, purpose, campaign_id, requested_by, at };
+        let req = pb::DecideRequest { customer_id, channel, purpose, campaign_id, requested_by, at, ..Default::default() };
         match proposal_from_pb(&req) {
             Ok((proposal, at)) => {
                 prop_assert_eq!(&proposal.customer_id, &req.customer_id);

@@ -541,6 +541,7 @@ pub fn record_to_pb(r: &AuditRecord) -> pb::AuditedDecision {
             campaign_id: r.proposal.campaign_id.clone(),
             requested_by: r.proposal.requested_by.clone(),
             at: r.at_requested.then(|| timestamp_to_pb(r.at)),
+            ..Default::default()
         }),
         client: r.client.clone().unwrap_or_default(),
         method: r.method.as_str().to_owned(),

@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tact_core::view::ConsentVia;
-use tact_core::{Admission, Event, Origin, Proposal, Timestamp};
+use tact_core::{Admission, Event, Explain, Origin, Proposal, Timestamp};
+use tact_log::audit::AuditMethod;
 use tact_log::{Appended, LogError};
 use tact_proto::convert::{self, ConvertError, span_to_pb, timestamp_to_pb};
 use tact_proto::pb;
@@ -15,7 +16,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::{Auditor, client_of, list_query, record_to_pb};
 use crate::engine::{CHUNK, Decided, Engine, Refused, WriteError};
 use crate::feed::Access;
-use tact_log::audit::AuditMethod;
 
 /// The most dead letters one `ListDeadLetters` answer holds (whatever `limit` asks).
 pub const MAX_DEAD_LETTERS_PER_ANSWER: usize = 1_000;
@@ -78,49 +78,25 @@ impl ContactPolicyService {
             .ok_or_else(|| Status::unavailable("the decision audit is not configured on this server"))
     }
 
-    fn to_pb(&self, decided: &Decided, customer_id: &str) -> pb::Decision {
-        convert::decision_to_pb(
+    fn to_pb(&self, decided: Decided, customer_id: String, explain: Explain) -> pb::Decision {
+        convert::decision_to_pb_explained(
             &decided.decision,
-            &decided.decision_id,
+            decided.decision_id,
             self.engine.policy().version(),
             decided.log_position,
             customer_id,
+            explain,
         )
     }
+}
 
-    /// The decisions of a batch or stream, in order: a customer this instance cannot
-    /// answer for gets a DENY saying why, not an error that would fail the others.
-    fn decide_many(
-        &self,
-        proposals: Vec<(Proposal, Option<Timestamp>)>,
-        method: AuditMethod,
-        client: Option<&str>,
-    ) -> Vec<pb::Decision> {
-        let decided = self.engine.decide_many(&proposals);
-        let answers: Vec<pb::Decision> = decided
-            .iter()
-            .zip(&proposals)
-            .map(|(decided, (p, _))| self.to_pb(decided, &p.customer_id))
-            .collect();
-        if let (Some(auditor), Some(first)) = (self.auditing(method), answers.first()) {
-            let records = decided
-                .into_iter()
-                .zip(proposals)
-                .map(|(decided, (p, at))| {
-                    auditor.record(
-                        method,
-                        p,
-                        decided,
-                        at.is_some(),
-                        client.map(str::to_owned),
-                        &first.policy_version,
-                    )
-                })
-                .collect();
-            auditor.submit(records);
-        }
-        answers
+/// The level of detail a request asks for; in a batch, `batch` for a request that does
+/// not say (see `tact.v1.Detail`).
+fn explain_of(req: &pb::DecideRequest, batch: Explain) -> Result<Explain, ConvertError> {
+    if req.detail == pb::Detail::Full as i32 {
+        return Ok(batch);
     }
+    convert::explain_from_wire(req.detail, "detail")
 }
 
 /// The stream's next item if it is already there, without waiting.
@@ -160,12 +136,24 @@ fn checked_proposal(
     Ok((p, at))
 }
 
+/// [`proposal`] and the level of detail asked for, for Decide and Authorize.
+fn unary_proposal(
+    req: &pb::DecideRequest,
+    admission: &Admission,
+) -> Result<(Proposal, Option<Timestamp>, Explain), Status> {
+    let (p, at) = proposal(req, "", admission)?;
+    let explain = explain_of(req, Explain::Full)?;
+    Ok((p, at, explain))
+}
+
 /// The answers to a batch or stream, in request order: decisions for the requests that
 /// were valid, an item error for each that was not (which does not fail the others).
 struct Items {
     /// `None`: the next decision of `proposals`; `Some`: the item's error answer.
     order: Vec<Option<pb::Decision>>,
     proposals: Vec<(Proposal, Option<Timestamp>)>,
+    /// The level of detail of each of `proposals`.
+    explain: Vec<Explain>,
 }
 
 impl Items {
@@ -173,6 +161,7 @@ impl Items {
         Items {
             order: Vec::with_capacity(n),
             proposals: Vec::with_capacity(n),
+            explain: Vec::with_capacity(n),
         }
     }
 
@@ -180,31 +169,83 @@ impl Items {
         self.order.len()
     }
 
-    /// Checks request number `index` and queues it.
-    fn push(&mut self, index: u64, req: &pb::DecideRequest, admission: &Admission) {
-        match checked_proposal(req, admission) {
-            Ok(p) => {
+    /// Checks request number `index` and queues it; `batch`: the batch's level of detail.
+    ///
+    /// The request's strings move into the proposal (a screening batch has thousands):
+    /// `req` is left with empty ones if it is valid, untouched if not.
+    fn push(&mut self, index: u64, req: &mut pb::DecideRequest, admission: &Admission, batch: Explain) {
+        let p = match convert::proposal_from_pb_taken(req) {
+            Ok(p) => p,
+            Err(e) => {
+                let error = convert::item_error_to_pb(index, &req.customer_id, e);
+                self.order.push(Some(error));
+                return;
+            }
+        };
+        let checked = admission
+            .admit_proposal(&p.0)
+            .map_err(|e| convert::invalid_event(&e))
+            .and_then(|()| explain_of(req, batch));
+        match checked {
+            Ok(explain) => {
                 self.order.push(None);
                 self.proposals.push(p);
+                self.explain.push(explain);
             }
-            Err(e) => self
-                .order
-                .push(Some(convert::item_error_to_pb(index, &req.customer_id, e))),
+            Err(e) => {
+                let error = convert::item_error_to_pb(index, &p.0.customer_id, e);
+                self.order.push(Some(error));
+            }
         }
     }
 
-    /// Decides the valid requests together; the answers in request order.
+    /// Decides the valid requests together, each worked out and sent at the level of
+    /// detail it asks for; the answers in request order. A customer this instance cannot
+    /// answer for gets a DENY saying why, not an error that would fail the others.
+    ///
+    /// `method`: what the caller called, for the decision audit; `client`: who called.
     fn answer(
         &mut self,
         service: &ContactPolicyService,
         method: AuditMethod,
         client: Option<&str>,
     ) -> Vec<pb::Decision> {
-        let proposals = std::mem::take(&mut self.proposals);
-        let mut decided = service.decide_many(proposals, method, client).into_iter();
+        let explain = &self.explain;
+        let decided = service
+            .engine
+            .decide_many_explained(&self.proposals, |i| explain[i]);
+        let answers: Vec<pb::Decision> = match service.auditing(method) {
+            None => decided
+                .into_iter()
+                .zip(self.proposals.drain(..).zip(self.explain.drain(..)))
+                .map(|(d, ((p, _), e))| service.to_pb(d, p.customer_id, e))
+                .collect(),
+            Some(auditor) => {
+                let mut records = Vec::with_capacity(decided.len());
+                let answers = decided
+                    .into_iter()
+                    .zip(self.proposals.drain(..).zip(self.explain.drain(..)))
+                    .map(|(d, ((p, at), e))| {
+                        let answer = service.to_pb(d.clone(), p.customer_id.clone(), e);
+                        records.push(auditor.record(
+                            method,
+                            p,
+                            d,
+                            at.is_some(),
+                            client.map(str::to_owned),
+                            &answer.policy_version,
+                        ));
+                        answer
+                    })
+                    .collect();
+                auditor.submit(records);
+                answers
+            }
+        };
+        let mut answers = answers.into_iter();
         self.order
             .drain(..)
-            .map(|item| item.unwrap_or_else(|| decided.next().expect("one decision per valid request")))
+            .map(|item| item.unwrap_or_else(|| answers.next().expect("one decision per valid request")))
             .collect()
     }
 }
@@ -259,49 +300,58 @@ type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + 
 #[tonic::async_trait]
 impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at) = proposal(request.get_ref(), "", self.engine.admission())?;
-        let decided = self.engine.decide(&proposal, at).map_err(refused_status)?;
-        let answer = self.to_pb(&decided, &proposal.customer_id);
-        if let Some(auditor) = self.auditing(AuditMethod::Decide) {
-            let record = auditor.record(
-                AuditMethod::Decide,
-                proposal,
-                decided,
-                at.is_some(),
-                client_of(&request),
-                &answer.policy_version,
-            );
-            auditor.submit(vec![record]);
-        }
+        let (proposal, at, explain) = unary_proposal(request.get_ref(), self.engine.admission())?;
+        let decided = self
+            .engine
+            .decide_explained(&proposal, at, explain)
+            .map_err(refused_status)?;
+        let Some(auditor) = self.auditing(AuditMethod::Decide) else {
+            return Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)));
+        };
+        let answer = self.to_pb(decided.clone(), proposal.customer_id.clone(), explain);
+        let record = auditor.record(
+            AuditMethod::Decide,
+            proposal,
+            decided,
+            at.is_some(),
+            client_of(&request),
+            &answer.policy_version,
+        );
+        auditor.submit(vec![record]);
         Ok(Response::new(answer))
     }
 
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at) = proposal(request.get_ref(), "", self.engine.admission())?;
+        let (proposal, at, explain) = unary_proposal(request.get_ref(), self.engine.admission())?;
         if at.is_some() {
             return Err(Status::invalid_argument(
                 "at: Authorize always decides now (use Decide to ask about another time)",
             ));
         }
-        let decided = self.engine.authorize(&proposal).await.map_err(write_status)?;
-        let answer = self.to_pb(&decided, &proposal.customer_id);
-        if let Some(auditor) = self.auditing(AuditMethod::Authorize) {
-            // Never lost: written and flushed before the answer (see crate::audit).
-            let record = auditor.record(
-                AuditMethod::Authorize,
-                proposal,
-                decided,
-                false,
-                client_of(&request),
-                &answer.policy_version,
-            );
-            if let Err(e) = auditor.submit_durable(record).await {
-                tracing::error!(error = %e, decision_id = %answer.decision_id, "authorize answer withheld: audit record not kept");
-                return Err(Status::unavailable(format!(
-                    "{e}; do not act on this authorization (decision {})",
-                    answer.decision_id
-                )));
-            }
+        let decided = self
+            .engine
+            .authorize_explained(&proposal, explain)
+            .await
+            .map_err(write_status)?;
+        let Some(auditor) = self.auditing(AuditMethod::Authorize) else {
+            return Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)));
+        };
+        let answer = self.to_pb(decided.clone(), proposal.customer_id.clone(), explain);
+        // Never lost: written and flushed before the answer (see crate::audit).
+        let record = auditor.record(
+            AuditMethod::Authorize,
+            proposal,
+            decided,
+            false,
+            client_of(&request),
+            &answer.policy_version,
+        );
+        if let Err(e) = auditor.submit_durable(record).await {
+            tracing::error!(error = %e, decision_id = %answer.decision_id, "authorize answer withheld: audit record not kept");
+            return Err(Status::unavailable(format!(
+                "{e}; do not act on this authorization (decision {})",
+                answer.decision_id
+            )));
         }
         Ok(Response::new(answer))
     }
@@ -311,13 +361,15 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         request: Request<pb::DecideBatchRequest>,
     ) -> Result<Response<pb::DecideBatchResponse>, Status> {
         let client = client_of(&request);
-        let requests = &request.get_ref().requests;
+        let mut batch = request.into_inner();
+        let requests = &mut batch.requests;
         if requests.len() > self.limits.max_batch {
             return Err(too_many("requests", self.limits.max_batch, requests.len()));
         }
+        let explain = convert::explain_from_wire(batch.detail, "detail")?;
         let mut items = Items::with_capacity(requests.len());
-        for (i, r) in requests.iter().enumerate() {
-            items.push(i as u64, r, self.engine.admission());
+        for (i, r) in requests.iter_mut().enumerate() {
+            items.push(i as u64, r, self.engine.admission(), explain);
         }
         let decisions = items.answer(self, AuditMethod::DecideBatch, client.as_deref());
         Ok(Response::new(pb::DecideBatchResponse { decisions }))
@@ -345,8 +397,13 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 let mut ended = false;
                 while let Some(next) = item.take() {
                     match next {
-                        Ok(r) => {
-                            items.push(n + items.len() as u64, &r, this.engine.admission());
+                        Ok(mut r) => {
+                            items.push(
+                                n + items.len() as u64,
+                                &mut r,
+                                this.engine.admission(),
+                                Explain::Full,
+                            );
                         }
                         Err(status) => {
                             failed = Some(message_too_large(status));

@@ -248,6 +248,7 @@ pub fn decide_request(a: &CheckArgs, customer: &str) -> pb::DecideRequest {
         campaign_id: a.campaign.clone(),
         requested_by: a.requested_by.clone(),
         at: a.at.map(timestamp_to_pb),
+        ..Default::default()
     }
 }
 
@@ -299,7 +300,10 @@ async fn check_batch(server: &str, a: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut client = connect(server).await?;
     let requests = a.customer.iter().map(|c| decide_request(a, c)).collect();
     let decisions = client
-        .decide_batch(pb::DecideBatchRequest { requests })
+        .decide_batch(pb::DecideBatchRequest {
+            requests,
+            ..Default::default()
+        })
         .await
         .map_err(|s| status("DecideBatch", s))?
         .into_inner()

@@ -121,6 +121,7 @@ impl Demo {
             campaign_id: "demo".to_owned(),
             requested_by: "tact-demo".to_owned(),
             at: None,
+            ..Default::default()
         };
         let d = if authorize {
             self.client.authorize(req).await.context("Authorize")?

@@ -6,6 +6,7 @@
 
 mod audit_sink;
 mod backtest;
+mod bench;
 mod client;
 mod clients;
 mod config;
@@ -149,6 +150,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a running server: populate synthetic customers, drive Decide, Authorize,
+    /// DecideBatch, DecideStream or RecordEvents at a concurrency for a duration, and
+    /// print throughput and latency percentiles.
+    Bench(bench::BenchArgs),
+    /// A server with tact's API that decides nothing (a baseline for `tact bench`), on --listen.
+    #[command(hide = true)]
+    BenchNoopServer,
 }
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -242,6 +250,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => decisions::decisions(&settings.server, &customer, from, to, limit, json).await,
+        Command::Bench(args) => bench::run(&settings.server, &args).await,
+        Command::BenchNoopServer => bench::noop::serve(settings.listen).await,
     }
 }
 

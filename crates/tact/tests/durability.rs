@@ -192,10 +192,14 @@ async fn answer(client: &mut Client, customer: &str) -> (pb::CustomerView, Vec<p
             campaign_id: "probe".into(),
             requested_by: "test".into(),
             at,
+            ..Default::default()
         })
         .collect();
     let mut decisions = client
-        .decide_batch(pb::DecideBatchRequest { requests })
+        .decide_batch(pb::DecideBatchRequest {
+            requests,
+            ..Default::default()
+        })
         .await
         .expect("DecideBatch")
         .into_inner()

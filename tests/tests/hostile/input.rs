@@ -303,6 +303,7 @@ async fn oversized_text_fields_are_refused_naming_the_field() {
     let answers = client
         .decide_batch(pb::DecideBatchRequest {
             requests: vec![request("c1", Email, Marketing), req],
+            ..Default::default()
         })
         .await
         .unwrap()

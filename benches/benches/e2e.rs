@@ -1,0 +1,541 @@
+//! The end-to-end bench (issue #12), as a user would measure a node: the release `tact
+//! serve` pinned to core 0 and `tact bench` (the load generator) pinned to core 1, on
+//! 100,000 synthetic customers with 10-30 events each. Baselines in the same run, on
+//! the same core: a no-op server with the same proto (`tact bench-noop-server`), and
+//! Redis + Lua, what users build instead (consent check, one channel sliding-window cap,
+//! one global cap; read-only like Decide; `redis-benchmark` pipelined 32 deep on 4
+//! connections, on core 1).
+//!
+//! Targets (ratios, not timed tests): unary Decide at 64 in flight >= 0.9x the no-op's
+//! throughput and p99 <= 1.2x; DecideBatch (1,000 a call, 4 in flight) and DecideStream
+//! at verdict-only >= 8x Redis + Lua's checks/s.
+//!
+//! `scripts/bench-e2e` builds the release binary, installs redis-server if it can, and
+//! runs this. Directly: `cargo build --release -p tact && cargo bench -p tact-benches
+//! --bench e2e`. Environment: `E2E_CUSTOMERS` (100000), `E2E_SECS` per phase (8),
+//! `E2E_ROUNDS` (2), `TACT_BIN` (default: target/release/tact).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn tact_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TACT_BIN") {
+        return PathBuf::from(p);
+    }
+    // This bench runs as target/release/deps/e2e-<hash>.
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("tact"))
+        .expect("target dir")
+}
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop on SIGTERM: killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program args` pinned to `core`, its output to `log`.
+fn pinned(name: &'static str, core: u32, program: &Path, args: &[&str], log: &Path) -> Proc {
+    let out = std::fs::File::create(log).expect("log file");
+    // taskset execs the program: the child's pid is the program's.
+    let child = Command::new("taskset")
+        .arg("-c")
+        .arg(core.to_string())
+        .arg(program)
+        .args(args)
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Proc { child, name }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not listen on port {port} within 60 s");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `tact bench ARGS --json` pinned to core 1: its report.
+fn bench(tact: &Path, target: &str, pid: u32, args: &[&str]) -> Value {
+    let out = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(tact)
+        .args(["bench", "--quiet", "--json", "--target", target])
+        .args(["--server-pid", &pid.to_string()])
+        .args(args)
+        .output()
+        .expect("run tact bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match serde_json::from_str(stdout.trim()) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "tact bench {args:?} gave no report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+fn p99(v: &Value) -> f64 {
+    v["latency_us"]["p99"].as_f64().unwrap_or(f64::NAN)
+}
+
+fn line(label: &str, v: &Value) {
+    let l = &v["latency_us"];
+    println!(
+        "  {label:<34} {:>10.0}/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  server {:>6.2} µs/decision ({:.2} cores)  errors {} shed {}",
+        f(v, "decisions_per_sec"),
+        l["p50"],
+        l["p99"],
+        l["p999"],
+        f(v, "server_cpu_us_per_decision"),
+        f(v, "server_cores"),
+        v["errors"],
+        v["shed"],
+    );
+}
+
+/// The server's CPU time so far (user + system), from `/proc/<pid>/stat`, in µs.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let rest = stat.rsplit_once(')').expect("stat").1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks as f64 * 1e6 / hz
+}
+
+/// A Redis connection speaking just enough RESP for the baseline.
+struct Resp {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Resp {
+    fn connect(port: u16) -> Resp {
+        let w = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+        w.set_nodelay(true).ok();
+        let r = BufReader::new(w.try_clone().expect("clone socket"));
+        Resp { w, r }
+    }
+
+    fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
+        write!(buf, "*{}\r\n", args.len()).unwrap();
+        for a in args {
+            write!(buf, "${}\r\n", a.len()).unwrap();
+            buf.extend_from_slice(a);
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// One reply: an integer, or a string (simple or bulk); arrays are read and dropped.
+    fn reply(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("read from redis");
+        let body = line.trim_end().to_owned();
+        match body.as_bytes().first() {
+            Some(b'+') | Some(b':') => Ok(body[1..].to_owned()),
+            Some(b'-') => Err(body[1..].to_owned()),
+            Some(b'$') => {
+                let n: i64 = body[1..].parse().expect("bulk length");
+                if n < 0 {
+                    return Ok(String::new());
+                }
+                let mut data = vec![0u8; n as usize + 2];
+                std::io::Read::read_exact(&mut self.r, &mut data).expect("bulk");
+                Ok(String::from_utf8_lossy(&data[..n as usize]).into_owned())
+            }
+            Some(b'*') => {
+                let n: i64 = body[1..].parse().expect("array length");
+                for _ in 0..n.max(0) {
+                    self.reply()?;
+                }
+                Ok(String::new())
+            }
+            _ => Err(format!("unexpected reply {body:?}")),
+        }
+    }
+
+    fn send(&mut self, buf: &[u8]) {
+        self.w.write_all(buf).expect("write to redis");
+    }
+}
+
+/// Consent for channel:purpose, else DENY; the channel's sends in the window under its
+/// cap, and all sends under the global cap, else DEFER.
+const CHECK: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= '1' then return 0 end
+local now = tonumber(ARGV[2])
+if redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[3]), '+inf') >= tonumber(ARGV[4]) then return 2 end
+if redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[5]), '+inf') >= tonumber(ARGV[6]) then return 2 end
+return 1
+";
+
+const CHANNELS: [&str; 4] = ["email", "sms", "call", "push"];
+const DAY_MS: u64 = 86_400_000;
+
+/// The Redis + Lua baseline: populate as many customers (consents, 5-20 sends over 90
+/// days), then check for `secs` from 4 connections pipelined 32 deep. `None` when
+/// redis-server is not installed.
+fn redis_baseline(dir: &Path, customers: u64, secs: u64, rounds: u64) -> Option<Vec<(f64, f64)>> {
+    let server = Command::new("sh")
+        .args(["-c", "command -v redis-server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))?;
+    let port = free_port();
+    let port_s = port.to_string();
+    let redis = pinned(
+        "redis-server",
+        0,
+        &server,
+        &[
+            "--port",
+            &port_s,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir.to_str().expect("utf-8 dir"),
+        ],
+        &dir.join("redis.log"),
+    );
+    wait_for_port(port, "redis-server");
+    let mut c = Resp::connect(port);
+    let mut buf = Vec::new();
+    Resp::encode(&mut buf, &[b"SCRIPT", b"LOAD", CHECK.as_bytes()]);
+    c.send(&buf);
+    let sha = c.reply().expect("script loads");
+    let now: u64 = 1_800_000_000_000;
+    let mut x: u64 = 0x5eed;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let started = Instant::now();
+    for chunk in (0..customers).collect::<Vec<_>>().chunks(1000) {
+        buf.clear();
+        let mut replies = 0;
+        for &i in chunk {
+            for ch in CHANNELS {
+                let granted = if rnd(100) < 80 { "1" } else { "0" };
+                Resp::encode(
+                    &mut buf,
+                    &[
+                        b"HSET",
+                        format!("consent:{i}").as_bytes(),
+                        format!("{ch}:marketing").as_bytes(),
+                        granted.as_bytes(),
+                    ],
+                );
+                replies += 1;
+            }
+            for _ in 0..5 + rnd(16) {
+                let at = (now - rnd(90 * DAY_MS)).to_string();
+                let ch = CHANNELS[rnd(4) as usize];
+                let member = format!("{at}-{}", rnd(1 << 30));
+                Resp::encode(
+                    &mut buf,
+                    &[
+                        b"ZADD",
+                        format!("sent:{i}:{ch}").as_bytes(),
+                        at.as_bytes(),
+                        member.as_bytes(),
+                    ],
+                );
+                Resp::encode(
+                    &mut buf,
+                    &[
+                        b"ZADD",
+                        format!("sent:{i}").as_bytes(),
+                        at.as_bytes(),
+                        member.as_bytes(),
+                    ],
+                );
+                replies += 2;
+            }
+        }
+        c.send(&buf);
+        for _ in 0..replies {
+            c.reply().expect("populate");
+        }
+    }
+    println!(
+        "  redis: {customers} customers populated in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // The load: redis-benchmark (C, from redis-tools) on core 1, EVALSHA of the check
+    // pipelined 32 deep on 4 connections, each key of a random customer.
+    let Some(tool) = Command::new("sh")
+        .args(["-c", "command -v redis-benchmark"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    else {
+        println!("  redis: no redis-benchmark (redis-tools): the baseline is skipped");
+        return None;
+    };
+    let keyspace = customers.to_string();
+    let requests = (60_000 * secs).to_string();
+    let (now_s, week, month) = (
+        now.to_string(),
+        (7 * DAY_MS).to_string(),
+        (30 * DAY_MS).to_string(),
+    );
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let cpu0 = cpu_us(redis.pid());
+        let t0 = Instant::now();
+        let run = Command::new("taskset")
+            .args([
+                "-c", "1", &tool, "-p", &port_s, "-c", "4", "-P", "32", "-n", &requests,
+            ])
+            .args(["-r", &keyspace, "--csv", "EVALSHA", &sha, "3"])
+            .args([
+                "consent:__rand_int__",
+                "sent:__rand_int__:email",
+                "sent:__rand_int__",
+            ])
+            .args(["email:marketing", &now_s, &week, "3", &month, "8"])
+            .output()
+            .expect("run redis-benchmark");
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_us(redis.pid()) - cpu0;
+        let csv = String::from_utf8_lossy(&run.stdout);
+        let rps: f64 = csv
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split(',').nth(1))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("redis-benchmark gave no rate: {csv}"));
+        let checks = requests.parse::<f64>().expect("number");
+        println!(
+            "  redis + lua (redis-benchmark -c 4 -P 32)   {rps:>10.0}/s  server {:>6.2} µs/check ({:.2} cores)",
+            cpu / checks,
+            cpu / 1e6 / wall
+        );
+        out.push((rps, cpu / checks));
+    }
+    drop(redis);
+    Some(out)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let customers = env_or("E2E_CUSTOMERS", 100_000);
+    let secs = env_or("E2E_SECS", 8);
+    let rounds = env_or("E2E_ROUNDS", 2);
+    let tact = tact_bin();
+    if !tact.exists() {
+        eprintln!(
+            "e2e: no release tact at {} (build it: cargo build --release -p tact, or set TACT_BIN)",
+            tact.display()
+        );
+        std::process::exit(1);
+    }
+    if Command::new("taskset").arg("-V").output().is_err() {
+        eprintln!("e2e: taskset (util-linux) is needed to pin the server and the load generator");
+        std::process::exit(1);
+    }
+    // This process (the Redis client) runs beside tact bench, on core 1.
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policy = root.join("config/policy.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (tp, np) = (free_port(), free_port());
+    let listen = |p: u16| format!("127.0.0.1:{p}");
+    let data = dir.path().join("data");
+    let server = pinned(
+        "tact serve",
+        0,
+        &tact,
+        &[
+            "serve",
+            "--listen",
+            &listen(tp),
+            "--data-dir",
+            data.to_str().expect("utf-8 dir"),
+            "--policy",
+            policy.to_str().expect("utf-8 path"),
+            "--snapshot-on-shutdown",
+            "false",
+        ],
+        &dir.path().join("tact.log"),
+    );
+    let noop = pinned(
+        "tact bench-noop-server",
+        0,
+        &tact,
+        &["bench-noop-server", "--listen", &listen(np)],
+        &dir.path().join("noop.log"),
+    );
+    wait_for_port(tp, "tact serve");
+    wait_for_port(np, "the no-op server");
+    let (tu, nu) = (format!("http://{}", listen(tp)), format!("http://{}", listen(np)));
+    println!(
+        "e2e: tact serve (pid {}) and the no-op server (pid {}) on core 0, tact bench on core 1; {customers} customers, {secs} s a phase, {rounds} rounds",
+        server.pid(),
+        noop.pid()
+    );
+    let started = Instant::now();
+    let n = customers.to_string();
+    let out = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(&tact)
+        .args([
+            "bench",
+            "--quiet",
+            "--target",
+            &tu,
+            "--populate",
+            "--populate-only",
+        ])
+        .args(["--customers", &n])
+        .status()
+        .expect("populate");
+    assert!(out.success(), "populate failed");
+    println!(
+        "  populated {customers} customers in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let s = secs.to_string();
+    let common = ["--customers", &n, "--duration", &s, "--warmup", "2"];
+    let run = |url: &str, pid: u32, extra: &[&str]| {
+        let mut args: Vec<&str> = common.to_vec();
+        args.extend_from_slice(extra);
+        bench(&tact, url, pid, &args)
+    };
+    let unary = ["--op", "decide", "--concurrency", "64"];
+    let unloaded = ["--op", "decide", "--concurrency", "1"];
+    let batch = ["--op", "batch", "--concurrency", "4", "--batch-size", "1000"];
+    let stream = ["--op", "stream", "--concurrency", "4", "--batch-size", "1000"];
+    let mut summary = Vec::new();
+    for round in 1..=rounds {
+        println!("round {round}");
+        let t64 = run(&tu, server.pid(), &unary);
+        line("tact Decide, 64 in flight", &t64);
+        let n64 = run(&nu, noop.pid(), &unary);
+        line("no-op Decide, 64 in flight", &n64);
+        let t1 = run(&tu, server.pid(), &unloaded);
+        line("tact Decide, unloaded", &t1);
+        let n1 = run(&nu, noop.pid(), &unloaded);
+        line("no-op Decide, unloaded", &n1);
+        let bf = run(&tu, server.pid(), &[&batch[..], &["--detail", "full"]].concat());
+        line("tact DecideBatch 1000 x4, full", &bf);
+        let bv = run(
+            &tu,
+            server.pid(),
+            &[&batch[..], &["--detail", "verdict"]].concat(),
+        );
+        line("tact DecideBatch 1000 x4, verdict", &bv);
+        let sf = run(&tu, server.pid(), &[&stream[..], &["--detail", "full"]].concat());
+        line("tact DecideStream 4 x1000, full", &sf);
+        let sv = run(
+            &tu,
+            server.pid(),
+            &[&stream[..], &["--detail", "verdict"]].concat(),
+        );
+        line("tact DecideStream 4 x1000, verdict", &sv);
+        let nb = run(&nu, noop.pid(), &[&batch[..], &["--detail", "verdict"]].concat());
+        line("no-op DecideBatch 1000 x4, verdict", &nb);
+        summary.push((t64, n64, t1, n1, bf, bv, sf, sv));
+    }
+    drop(server);
+    drop(noop);
+    let redis = redis_baseline(dir.path(), customers, secs, rounds);
+    println!("\nsummary (each round: tact and its baseline back to back on the same cores)");
+    for (i, (t64, n64, t1, n1, bf, bv, sf, sv)) in summary.iter().enumerate() {
+        println!(
+            "  round {}: unary 64 in flight {:.2}x the no-op's throughput (target >= 0.9), p99 {:.2}x (<= 1.2), server CPU per call {:.2}x; unloaded p99 {:.2}x",
+            i + 1,
+            f(t64, "decisions_per_sec") / f(n64, "decisions_per_sec"),
+            p99(t64) / p99(n64),
+            f(t64, "server_cpu_us_per_decision") / f(n64, "server_cpu_us_per_decision"),
+            p99(t1) / p99(n1),
+        );
+        let per = |v: &Value| (f(v, "decisions_per_sec"), f(v, "server_cpu_us_per_decision"));
+        let ((bfr, bfc), (bvr, bvc), (sfr, sfc), (svr, svc)) = (per(bf), per(bv), per(sf), per(sv));
+        println!(
+            "           batch full {bfr:.0}/s {bfc:.2} µs, verdict {bvr:.0}/s {bvc:.2} µs; stream full {sfr:.0}/s {sfc:.2} µs, verdict {svr:.0}/s {svc:.2} µs (server CPU per decision)"
+        );
+        match redis.as_ref().and_then(|r| r.get(i)) {
+            Some((checks, cpu)) => println!(
+                "           redis + lua {checks:.0} checks/s, {cpu:.2} µs per check: batch verdict {:.1}x, stream verdict {:.1}x, batch full {:.1}x (target >= 8x)",
+                bvr / checks,
+                svr / checks,
+                bfr / checks
+            ),
+            None => println!(
+                "           redis + lua: skipped (redis-server not installed: apt-get install -y redis-server)"
+            ),
+        }
+    }
+}
