@@ -615,8 +615,7 @@ fn evaluate(
     // (transactional, service reply), then every other rule. Within a pass each rule's
     // outcome is folded in order-independently (any DENY, the latest DEFER threshold,
     // every quiet-hours rule), so the answer does not depend on the order of the rules.
-    let mut visit = Visit::new(policy, all, channel, purpose);
-    while let Some(index) = visit.next() {
+    for index in Visit::new(policy, all, channel, purpose) {
         // Only the verdict is wanted and it is settled: DENY wins over everything.
         if out.denied && !explain {
             break;
