@@ -26,5 +26,5 @@ pub use projection::{Projection, ReplayStats, fold};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
     Appended, DEAD_LETTER_PREFIX, EventIter, MemoryStorage, MetaEntry, RawVisitor, SNAPSHOT_FILE,
-    SledStorage, Storage,
+    SledOptions, SledStorage, Storage,
 };

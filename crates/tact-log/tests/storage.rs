@@ -249,7 +249,20 @@ fn a_corrupt_sled_record_is_an_error_naming_its_seq() {
     let err = tact_log::Projection::rebuild(storage.as_ref(), Default::default()).unwrap_err();
     assert_corrupt_at(err, 3);
     drop(storage);
-    // Reopening rebuilds the indexes from the records: the bad one stops it, by name.
+    // Reopening reads neither the records nor the indexes in full (they are on disk):
+    // it opens, and the bad record is still an error by name wherever it is read.
+    let s = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(s.last_seq().unwrap(), 5);
+    assert_corrupt_at(s.get(3).unwrap_err(), 3);
+    assert_corrupt_at(s.customer_events(&customer).unwrap_err(), 3);
+    assert_eq!(s.seq_of(&stream(5, 2)[2].event_id).unwrap(), Some(3));
+    drop(s);
+    // A log without its index (as written by an older version) builds it from the
+    // records at open: the bad one stops it, by name.
+    {
+        let s = SledStorage::open(dir.path()).unwrap();
+        s.db().drop_tree("log_index").unwrap();
+    }
     assert_corrupt_at(SledStorage::open(dir.path()).unwrap_err(), 3);
 
     // A value of an unknown format version.

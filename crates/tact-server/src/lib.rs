@@ -23,7 +23,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Decided, Engine, EngineOptions, Refused, STALE_STATE_RULE, WriteError};
 pub use error::ServerError;
 pub use feed::{Access, BoxFeedFuture, DeadLetter, Feed, FeedError, FeedStatus, PartitionStatus};
-pub use server::{INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_audit, open_storage, run};
+pub use server::{
+    INGEST_HEALTH_SERVICE, ServerHandle, ServerOptions, open_audit, open_storage, open_storage_with, run,
+};
 pub use service::{ContactPolicyService, Limits};
 pub use shed::ShedOptions;
 pub use tls::TlsOptions;

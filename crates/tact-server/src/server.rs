@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tact_core::{Admission, Policy};
 use tact_log::{
-    AuditStore, GroupCommit, MemoryAudit, MemoryStorage, ReplayStats, SledAudit, SledStorage, Storage,
+    AuditStore, GroupCommit, MemoryAudit, MemoryStorage, ReplayStats, SledAudit, SledOptions, SledStorage,
+    Storage,
 };
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
 use tokio::sync::Semaphore;
@@ -60,6 +61,8 @@ pub struct ServerOptions {
     pub shed: ShedOptions,
     /// The decision audit: which decisions are kept, for how long, where.
     pub audit: AuditOptions,
+    /// The sled log's memory: its page cache and the cache of recent event ids.
+    pub log_memory: SledOptions,
 }
 
 impl ServerOptions {
@@ -80,18 +83,24 @@ impl ServerOptions {
             tls: None,
             shed: ShedOptions::default(),
             audit: AuditOptions::default(),
+            log_memory: SledOptions::default(),
         }
     }
 }
 
-/// Opens the sled log under `data_dir` (created if missing).
+/// Opens the sled log under `data_dir` (created if missing), with the default caches.
 pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, ServerError> {
+    open_storage_with(data_dir, SledOptions::default())
+}
+
+/// Opens the sled log under `data_dir` (created if missing) with the given caches.
+pub fn open_storage_with(data_dir: &Path, memory: SledOptions) -> Result<Arc<dyn Storage>, ServerError> {
     let err = |why: String| ServerError::DataDir {
         path: data_dir.display().to_string(),
         why,
     };
     std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
-    let storage = SledStorage::open(data_dir.join("log")).map_err(|e| {
+    let storage = SledStorage::open_with_options(data_dir.join("log"), memory).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("lock") || msg.contains("WouldBlock") || msg.contains("temporarily unavailable") {
             err(format!("{msg} (is another tact process using it?)"))
@@ -212,7 +221,7 @@ pub async fn run(
     }
     let storage: Arc<dyn Storage> = match (opts.storage, &opts.data_dir) {
         (Some(storage), _) => storage,
-        (None, Some(dir)) => open_storage(dir)?,
+        (None, Some(dir)) => open_storage_with(dir, opts.log_memory)?,
         (None, None) => Arc::new(MemoryStorage::new()),
     };
     let audit_store: Arc<dyn AuditStore> = match (&opts.audit.store, &opts.data_dir) {

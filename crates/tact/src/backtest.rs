@@ -51,7 +51,7 @@ pub async fn backtest(settings: &Settings, args: &BacktestArgs) -> anyhow::Resul
     let baseline = load_policy(args.baseline.as_deref().unwrap_or(&settings.policy))?;
     let candidate = load_policy(&args.candidate)?;
     let only = args.customers.as_deref().map(read_customers).transpose()?;
-    let storage = open_existing(&settings.data_dir)?;
+    let storage = open_existing(&settings.data_dir, settings.log_memory())?;
     let skew = settings.admission().max_clock_skew;
     let period = Period {
         from: args.from,

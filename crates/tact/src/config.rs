@@ -39,6 +39,11 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// Write a snapshot of the state on clean shutdown (faster restarts).
     pub snapshot_on_shutdown: bool,
+    /// The event log's page cache (sled's `cache_capacity`), bytes.
+    pub log_cache_bytes: u64,
+    /// Recently recorded event ids kept in memory for duplicate checks (the rest are
+    /// looked up in the log's disk index).
+    pub index_cache_entries: usize,
     /// Kafka bootstrap servers (`HOST:PORT,...`); unset: the embedded default, no Kafka.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_brokers: Option<String>,
@@ -138,6 +143,8 @@ impl Default for Settings {
             max_events_per_request: 10_000,
             max_request_bytes: 16 << 20,
             snapshot_on_shutdown: true,
+            log_cache_bytes: tact_log::SledOptions::default().cache_bytes,
+            index_cache_entries: tact_log::SledOptions::default().id_cache_entries,
             kafka_brokers: None,
             kafka_topic: tact_ingest::KafkaOptions::DEFAULT_TOPIC.to_owned(),
             kafka_group: tact_ingest::KafkaOptions::DEFAULT_GROUP.to_owned(),
@@ -181,6 +188,8 @@ const ENV_KEYS: &[&str] = &[
     "max_events_per_request",
     "max_request_bytes",
     "snapshot_on_shutdown",
+    "log_cache_bytes",
+    "index_cache_entries",
     "kafka_brokers",
     "kafka_topic",
     "kafka_group",
@@ -253,6 +262,14 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "TACT_SNAPSHOT_ON_SHUTDOWN", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_on_shutdown: Option<bool>,
+    /// Bytes of the event log's page cache [default: 268435456]
+    #[arg(long, global = true, env = "TACT_LOG_CACHE_BYTES", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_cache_bytes: Option<u64>,
+    /// Recent event ids kept in memory for duplicate checks [default: 262144]
+    #[arg(long, global = true, env = "TACT_INDEX_CACHE_ENTRIES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_cache_entries: Option<usize>,
     /// Kafka bootstrap servers, HOST:PORT[,...]; unset: no Kafka [default: unset]
     #[arg(long, global = true, env = "TACT_KAFKA_BROKERS", value_name = "HOSTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -435,6 +452,11 @@ fn layers(file: figment::providers::Data<Toml>, flags: &SettingsArgs) -> Figment
 const MAX_GROUP_COMMIT_WAIT_MS: u64 = 1_000;
 /// The longest audit retention (100 years).
 const MAX_AUDIT_RETENTION_DAYS: u32 = 36_500;
+/// The event log's page cache: at least 1 MiB, at most 64 GiB.
+const MIN_LOG_CACHE_BYTES: u64 = 1 << 20;
+const MAX_LOG_CACHE_BYTES: u64 = 64 << 30;
+/// The most event ids the in-memory cache may hold (about 100 bytes each).
+const MAX_INDEX_CACHE_ENTRIES: usize = 1 << 26;
 /// The longest clock skew: it is also kept as extra history for every customer.
 const MAX_CLOCK_SKEW_MS: u64 = 30 * 24 * 3_600_000;
 
@@ -459,6 +481,22 @@ impl Settings {
             format!(
                 "at most {MAX_GROUP_COMMIT_WAIT_MS} ms: every write waits for it (got {})",
                 self.group_commit_max_wait_ms
+            ),
+        );
+        check(
+            (MIN_LOG_CACHE_BYTES..=MAX_LOG_CACHE_BYTES).contains(&self.log_cache_bytes),
+            "log_cache_bytes",
+            format!(
+                "from {MIN_LOG_CACHE_BYTES} (1 MiB) to {MAX_LOG_CACHE_BYTES} (64 GiB) (got {})",
+                self.log_cache_bytes
+            ),
+        );
+        check(
+            self.index_cache_entries <= MAX_INDEX_CACHE_ENTRIES,
+            "index_cache_entries",
+            format!(
+                "at most {MAX_INDEX_CACHE_ENTRIES} (about 100 bytes each) (got {})",
+                self.index_cache_entries
             ),
         );
         check(
@@ -560,6 +598,14 @@ impl Settings {
             max_batch_events: self.group_commit_max_batch.max(1),
             max_wait: Duration::from_millis(self.group_commit_max_wait_ms),
             ..tact_log::GroupCommit::default()
+        }
+    }
+
+    /// The event log's memory: sled's page cache and the cache of recent event ids.
+    pub fn log_memory(&self) -> tact_log::SledOptions {
+        tact_log::SledOptions {
+            cache_bytes: self.log_cache_bytes,
+            id_cache_entries: self.index_cache_entries,
         }
     }
 
@@ -816,6 +862,9 @@ mod tests {
             ("max_clock_skew_ms", "99999999999"),
             ("audit_retention_days", "0"),
             ("max_text_bytes", "0"),
+            ("log_cache_bytes", "1000"),
+            ("log_cache_bytes", "99999999999999"),
+            ("index_cache_entries", "999999999999"),
         ] {
             figment::Jail::expect_with(|jail| {
                 jail.create_file("t.toml", &format!("{key} = {value}\n"))?;

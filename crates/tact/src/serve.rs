@@ -38,6 +38,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.group_commit = settings.group_commit();
     opts.limits = settings.limits();
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
+    opts.log_memory = settings.log_memory();
     opts.admission = settings.admission();
     opts.transport = settings.transport()?;
     opts.auth = settings.auth();
@@ -147,7 +148,7 @@ fn data_dir_error(e: ServerError, dir: &Path) -> anyhow::Error {
 }
 
 /// Opens the data directory of a stopped server.
-pub fn open_existing(dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
+pub fn open_existing(dir: &Path, memory: tact_log::SledOptions) -> anyhow::Result<Arc<dyn Storage>> {
     if !dir.join("log").is_dir() {
         bail!(
             "no tact event log in {} (expected {})",
@@ -155,7 +156,7 @@ pub fn open_existing(dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
             dir.join("log").display()
         );
     }
-    tact_server::open_storage(dir).map_err(|e| data_dir_error(e, dir))
+    tact_server::open_storage_with(dir, memory).map_err(|e| data_dir_error(e, dir))
 }
 
 /// `tact replay`: rebuilds every customer's state from the log, offline, and reports.
@@ -169,7 +170,7 @@ pub async fn replay(
     let storage = if from_kafka {
         let mut kafka = settings.require_kafka()?;
         kafka.admission.origin_key = Some(settings.kafka_origin_key(false)?);
-        let storage = tact_server::open_storage(&settings.data_dir)
+        let storage = tact_server::open_storage_with(&settings.data_dir, settings.log_memory())
             .map_err(|e| data_dir_error(e, &settings.data_dir))?;
         let log = tact_log::Log::open(Arc::clone(&storage), settings.group_commit(), |_| {});
         let runtime = tokio::runtime::Handle::current();
@@ -194,7 +195,7 @@ pub async fn replay(
         );
         storage
     } else {
-        open_existing(&settings.data_dir)?
+        open_existing(&settings.data_dir, settings.log_memory())?
     };
     let last_seq = storage.last_seq()?;
     // As the server keeps it: the policy's windows and the clock skew it admits.

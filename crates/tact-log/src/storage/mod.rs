@@ -10,10 +10,11 @@ use crate::codec;
 use crate::error::LogError;
 
 mod memory;
+mod sled_index;
 mod sled_store;
 
 pub use self::memory::MemoryStorage;
-pub use self::sled_store::{SNAPSHOT_FILE, SledStorage};
+pub use self::sled_store::{SNAPSHOT_FILE, SledOptions, SledStorage};
 
 /// The visitor of [`Storage::scan_raw`]: gets each record's seq and raw bytes, returns
 /// whether to go on.

@@ -23,17 +23,19 @@
 //! record of seq `s` is found in the chunk under the greatest key `<= s`.
 //!
 //! The idempotency index (event id -> seq) and the customer index (customer id -> seqs)
-//! live in memory: they are rebuilt at open from the records themselves (their ids are
-//! the first two fields of each record, decoded without the rest) and updated under the
-//! append lock once an append has committed.
+//! live on disk, in the `log_index` tree (see [`super::sled_index`]), written by each
+//! append right after its events and repaired from the records at open if a crash came
+//! between the two; a bounded cache of recently recorded ids ([`SledOptions`]) answers
+//! most duplicate checks without reading the disk. Opening reads the last chunk and the
+//! index's `through` mark, never the whole log (except once, to index a log written by a
+//! version without these indexes).
 //!
 //! Older databases hold one record per key (a value starting with the record version
 //! instead of the chunk version) and, beside them, either per-event `ids` / `customers`
 //! trees or an `index` journal of ids per append. Their records read as chunks of one,
-//! the indexes are rebuilt from the records like any other, and the old index trees are
+//! the `log_index` is built from the records like any other, and the old index trees are
 //! left alone (never read nor written again).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -42,6 +44,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Db, IVec, Tree};
 use tact_core::Event;
 
+use super::sled_index::{self, IdCache};
 use super::{Appended, DEAD_LETTER_PREFIX, MetaEntry, RawVisitor, Storage, plan_batch};
 use crate::codec;
 use crate::error::LogError;
@@ -55,25 +58,21 @@ pub const SNAPSHOT_FILE: &str = "tact-snapshot";
 /// the same atomic write). Keeps sled's nodes and page rewrites of a reasonable size.
 const CHUNK_MAX_EVENTS: usize = 1024;
 
-/// The most ids [`load_index`] reserves room for up front.
-const MAX_RESERVED_IDS: usize = 1 << 22;
-
-/// The in-memory indexes of the log.
-#[derive(Default)]
-struct Index {
-    ids: HashMap<Box<str>, u64>,
-    /// Each customer's seqs, ascending.
-    customers: HashMap<Box<str>, Vec<u64>>,
+/// How a [`SledStorage`] uses memory: both bounds are independent of the log's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SledOptions {
+    /// sled's page cache, in bytes (sled's `cache_capacity`).
+    pub cache_bytes: u64,
+    /// How many recently recorded event ids (with their seqs) are kept in memory for
+    /// duplicate checks; older ones are looked up in the disk index. 0: none.
+    pub id_cache_entries: usize,
 }
 
-impl Index {
-    fn add(&mut self, event_id: &str, customer_id: &str, seq: u64) {
-        self.ids.insert(event_id.into(), seq);
-        match self.customers.get_mut(customer_id) {
-            Some(seqs) => seqs.push(seq),
-            None => {
-                self.customers.insert(customer_id.into(), vec![seq]);
-            }
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_bytes: 256 * 1024 * 1024,
+            id_cache_entries: 1 << 18,
         }
     }
 }
@@ -90,12 +89,14 @@ pub struct SledStorage {
     snapshots: Tree,
     /// Where the snapshot lives; `None`: in the `snapshots` tree.
     snapshot_file: Option<PathBuf>,
+    /// The disk indexes (see [`super::sled_index`]).
+    index: Tree,
     /// Serializes appends: seq assignment and the duplicate check happen outside the
-    /// write, which is safe because only appends write `events`.
+    /// write, which is safe because only appends write `events` and `log_index`.
     append_lock: Mutex<()>,
     last_seq: AtomicU64,
-    /// Changed only under `append_lock`, after the write committed.
-    index: RwLock<Index>,
+    /// Recently recorded ids; changed only under `append_lock`, after the write.
+    ids: RwLock<IdCache>,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -114,11 +115,19 @@ impl SledStorage {
     /// handle is dropped, so a reopen in the same process (a restart in tests, a
     /// `replay` right after `serve`) briefly retries a held lock before giving up.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
-        let config = sled::Config::new().path(path);
+        Self::open_with_options(path, SledOptions::default())
+    }
+
+    /// [`open`](SledStorage::open) with the given memory bounds.
+    pub fn open_with_options(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, LogError> {
+        let config = sled::Config::new().path(path).cache_capacity(options.cache_bytes);
         let deadline = std::time::Instant::now() + LOCK_RETRY;
         loop {
             match config.open() {
-                Ok(db) => return Self::with_snapshot_file(db, Some(config.get_path().join(SNAPSHOT_FILE))),
+                Ok(db) => {
+                    let file = config.get_path().join(SNAPSHOT_FILE);
+                    return Self::with_snapshot_file(db, Some(file), options);
+                }
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -133,29 +142,39 @@ impl SledStorage {
     /// Opens a database from an explicit sled configuration (cache size, temporary, ...).
     pub fn open_with(config: sled::Config) -> Result<Self, LogError> {
         let file = config.get_path().join(SNAPSHOT_FILE);
-        Self::with_snapshot_file(config.open()?, Some(file))
+        Self::with_snapshot_file(config.open()?, Some(file), SledOptions::default())
     }
 
     /// Uses an already opened database; the snapshot is kept in its `snapshots` tree
     /// (sled does not say where its directory is).
     pub fn from_db(db: Db) -> Result<Self, LogError> {
-        Self::with_snapshot_file(db, None)
+        Self::with_snapshot_file(db, None, SledOptions::default())
     }
 
-    fn with_snapshot_file(db: Db, snapshot_file: Option<PathBuf>) -> Result<Self, LogError> {
+    fn with_snapshot_file(
+        db: Db,
+        snapshot_file: Option<PathBuf>,
+        options: SledOptions,
+    ) -> Result<Self, LogError> {
         let events = db.open_tree("events")?;
-        let (index, last_seq) = load_index(&events)?;
-        tracing::debug!(last_seq, ids = index.ids.len(), "opened sled log");
+        let index = db.open_tree(sled_index::TREE)?;
+        let last_seq = last_seq_of(&events)?;
+        let indexed = sled_index::repair(&index, last_seq, |from, visit| scan_tree(&events, from, visit))?;
+        if indexed > 0 {
+            db.flush()?;
+        }
+        tracing::debug!(last_seq, indexed, "opened sled log");
         Ok(SledStorage {
             meta: db.open_tree("meta")?,
             dead_letters: db.open_tree("dead_letters")?,
             snapshots: db.open_tree("snapshots")?,
             snapshot_file,
             events,
+            index,
             db,
             append_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
-            index: RwLock::new(index),
+            ids: RwLock::new(IdCache::new(options.id_cache_entries)),
         })
     }
 
@@ -170,8 +189,22 @@ impl SledStorage {
         Ok(self.db.size_on_disk()?)
     }
 
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+    /// How many event ids the in-memory cache holds now (at most
+    /// [`SledOptions::id_cache_entries`]).
+    pub fn id_cache_len(&self) -> usize {
+        self.read_ids().len()
+    }
+
+    fn read_ids(&self) -> std::sync::RwLockReadGuard<'_, IdCache> {
+        self.ids.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The seq of `event_id`: from the cache, else from the disk index.
+    fn lookup_id(&self, event_id: &str) -> Result<Option<u64>, LogError> {
+        if let Some(seq) = self.read_ids().get(event_id) {
+            return Ok(Some(seq));
+        }
+        sled_index::seq_of(&self.index, event_id)
     }
 
     /// Flushes asynchronously (sled's `flush_async`), for callers outside [`crate::Log`].
@@ -216,10 +249,7 @@ impl Storage for SledStorage {
     fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
         let last = self.last_seq.load(Ordering::Acquire);
-        let results = {
-            let index = self.read_index();
-            plan_batch(events, last, |id| Ok::<_, LogError>(index.ids.get(id).copied()))?
-        };
+        let results = plan_batch(events, last, |id| self.lookup_id(id))?;
         // Encode everything first: the write only inserts (and a transaction may be retried).
         let recorded: Vec<&Event> = events
             .iter()
@@ -238,6 +268,12 @@ impl Storage for SledStorage {
             chunks.push((codec::seq_key(first), value));
             first += part.len() as u64;
         }
+        let new_last = last + recorded.len() as u64;
+        let mut index_batch = sled::Batch::default();
+        for (event, seq) in recorded.iter().zip(last + 1..) {
+            sled_index::add(&mut index_batch, &event.event_id, &event.customer_id, seq);
+        }
+        sled_index::set_through(&mut index_batch, new_last);
         if meta.is_empty() {
             match chunks.as_slice() {
                 [] => return Ok(results),
@@ -270,14 +306,16 @@ impl Storage for SledStorage {
                 TransactionError::Abort(e) => e,
             })?;
         }
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let mut seq = last;
-        for event in recorded {
-            seq += 1;
-            index.add(&event.event_id, &event.customer_id, seq);
+        if !recorded.is_empty() {
+            // After the events, in the same flush: a crash in between leaves the index
+            // behind the records, which the next open repairs from them.
+            self.index.apply_batch(index_batch)?;
+            self.ids
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(recorded.iter().copied(), last + 1);
         }
-        drop(index);
-        self.last_seq.store(seq, Ordering::Release);
+        self.last_seq.store(new_last, Ordering::Release);
         Ok(results)
     }
 
@@ -301,30 +339,11 @@ impl Storage for SledStorage {
     }
 
     fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
-        // The chunk holding `from` may start before it.
-        if let Some((first, value)) = self.chunk_at_or_before(from)?
-            && first < from
-            && !visit_chunk(&codec::parse_chunk(first, &value)?, from, visit)?
-        {
-            return Ok(());
-        }
-        for item in self.events.range(codec::seq_key(from)..) {
-            let (k, v) = item?;
-            let first = codec::parse_seq("events", &k)?;
-            if !visit_chunk(&codec::parse_chunk(first, &v)?, first, visit)? {
-                break;
-            }
-        }
-        Ok(())
+        scan_tree(&self.events, from, visit)
     }
 
     fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
-        let seqs = self
-            .read_index()
-            .customers
-            .get(customer_id)
-            .cloned()
-            .unwrap_or_default();
+        let seqs = sled_index::customer_seqs(&self.index, customer_id)?;
         let mut out = Vec::with_capacity(seqs.len());
         // A customer's events often share a chunk: read each chunk once for all of them.
         let mut i = 0;
@@ -340,7 +359,7 @@ impl Storage for SledStorage {
                     Some(chunk) => chunk.record(seq)?,
                     None => None,
                 };
-                if let Some(event) = codec::decode_indexed("index", customer_id, seq, raw)? {
+                if let Some(event) = codec::decode_indexed(sled_index::TREE, customer_id, seq, raw)? {
                     out.push((seq, event));
                 }
                 i += 1;
@@ -353,7 +372,7 @@ impl Storage for SledStorage {
     }
 
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
-        Ok(self.read_index().ids.get(event_id).copied())
+        self.lookup_id(event_id)
     }
 
     fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
@@ -467,37 +486,33 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Rebuilds the in-memory indexes from the records (checking each one's crc), and
-/// finds the last seq.
-fn load_index(events: &Tree) -> Result<(Index, u64), LogError> {
-    let mut index = Index::default();
-    // Size the id index once instead of growing it by rehashing. The last seq comes
-    // from a key, which no crc guards: a corrupt one (near u64::MAX) must not size an
-    // allocation, so beyond 4M ids the index grows as it goes.
-    if let Some((k, v)) = events.last()? {
+/// Visits the records of the `events` tree with seq >= `from`, in order.
+fn scan_tree(events: &Tree, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
+    // The chunk holding `from` may start before it.
+    if let Some(item) = events.range(..=codec::seq_key(from)).next_back() {
+        let (k, value) = item?;
         let first = codec::parse_seq("events", &k)?;
-        let expected = codec::parse_chunk(first, &v)?.last_seq();
-        index
-            .ids
-            .reserve(usize::try_from(expected).unwrap_or(0).min(MAX_RESERVED_IDS));
+        if first < from && !visit_chunk(&codec::parse_chunk(first, &value)?, from, visit)? {
+            return Ok(());
+        }
     }
-    let mut last = 0;
-    for item in events.iter() {
+    for item in events.range(codec::seq_key(from)..) {
         let (k, v) = item?;
         let first = codec::parse_seq("events", &k)?;
-        let chunk = codec::parse_chunk(first, &v)?;
-        if first <= last {
-            return Err(LogError::corrupt(
-                first,
-                format!("the chunk starting here overlaps the one before it, which ends at seq {last}"),
-            ));
+        if !visit_chunk(&codec::parse_chunk(first, &v)?, first, visit)? {
+            break;
         }
-        for record in chunk.records_from(first) {
-            let (seq, raw) = record?;
-            let (event_id, customer_id) = codec::decode_ids(seq, raw)?;
-            index.add(event_id, customer_id, seq);
-        }
-        last = chunk.last_seq();
     }
-    Ok((index, last))
+    Ok(())
+}
+
+/// The last seq in the `events` tree (0 if empty), from its last chunk alone.
+fn last_seq_of(events: &Tree) -> Result<u64, LogError> {
+    match events.last()? {
+        Some((k, v)) => {
+            let first = codec::parse_seq("events", &k)?;
+            Ok(codec::parse_chunk(first, &v)?.last_seq())
+        }
+        None => Ok(0),
+    }
 }
