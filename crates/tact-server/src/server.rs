@@ -10,10 +10,12 @@ use std::time::Duration;
 use tact_core::{Admission, Policy};
 use tact_log::{GroupCommit, MemoryStorage, ReplayStats, SledStorage, Storage};
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
+use tact_proto::pb::tact_admin_server::TactAdminServer;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 
+use crate::admin::{AdminService, ReloadFailed, ReloadReport, reload_from_file};
 use crate::auth::{AuthOptions, Authenticator};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineOptions};
@@ -37,6 +39,9 @@ pub struct ServerOptions {
     /// a failing disk).
     pub storage: Option<Arc<dyn Storage>>,
     pub policy: Policy,
+    /// The file `policy` was read from: SIGHUP ([`ServerHandle::reload_policy`]) and
+    /// the `ReloadPolicy` RPC re-read it. `None`: the policy cannot be reloaded.
+    pub policy_file: Option<PathBuf>,
     pub group_commit: GroupCommit,
     pub limits: Limits,
     /// Write a snapshot of the projection on clean shutdown, so the next start
@@ -64,6 +69,7 @@ impl ServerOptions {
             data_dir,
             storage: None,
             policy,
+            policy_file: None,
             group_commit: GroupCommit::default(),
             limits: Limits::default(),
             snapshot_on_shutdown: true,
@@ -119,6 +125,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
+    policy_file: Option<PathBuf>,
     replay: ReplayStats,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -135,6 +142,13 @@ impl ServerHandle {
     /// Who may call: reload the clients file with `auth().reload()` (SIGHUP in `tact serve`).
     pub fn auth(&self) -> &Arc<Authenticator> {
         &self.auth
+    }
+
+    /// Re-reads the policy file and puts it in force (SIGHUP in `tact serve`; the
+    /// `ReloadPolicy` RPC does the same). A file that does not read or validate changes
+    /// nothing and says why.
+    pub async fn reload_policy(&self) -> Result<ReloadReport, ReloadFailed> {
+        reload_from_file(&self.engine, self.policy_file.as_deref()).await
     }
 
     /// How state was rebuilt at start (events replayed, snapshot used).
@@ -159,6 +173,7 @@ async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
     health
         .set_not_serving::<ContactPolicyServer<ContactPolicyService>>()
         .await;
+    health.set_not_serving::<TactAdminServer<AdminService>>().await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -231,6 +246,7 @@ pub async fn run(
     health
         .set_serving::<ContactPolicyServer<ContactPolicyService>>()
         .await;
+    health.set_serving::<TactAdminServer<AdminService>>().await;
     metrics::gauge!("tact_log_poisoned").set(0.0);
     // A poisoned log (a storage failure) records nothing until tact is restarted: say
     // so, for the API and the server as a whole.
@@ -308,6 +324,13 @@ pub async fn run(
     let guard = Arc::new(Guard::new(Arc::clone(&auth), opts.shed));
     let api = ContactPolicyServer::new(Guarded::new(
         ContactPolicyService::new(Arc::clone(&engine), limits),
+        Arc::clone(&guard),
+    ))
+    .max_decoding_message_size(limits.max_request_bytes)
+    .max_encoding_message_size(usize::MAX);
+    // tact.v1.TactAdmin (issue #11): policy reloads and history, live backtests.
+    let admin = TactAdminServer::new(Guarded::new(
+        AdminService::new(Arc::clone(&engine), opts.policy_file.clone()),
         guard,
     ))
     .max_decoding_message_size(limits.max_request_bytes)
@@ -360,6 +383,7 @@ pub async fn run(
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(served);
         let grace_over = async {
@@ -404,6 +428,7 @@ pub async fn run(
         local_addr,
         engine,
         auth,
+        policy_file: opts.policy_file,
         replay: stats,
         task,
     })

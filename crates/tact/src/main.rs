@@ -9,7 +9,9 @@ mod client;
 mod clients;
 mod config;
 mod demo;
+mod policy;
 mod produce;
+mod progress;
 mod render;
 mod serve;
 
@@ -121,6 +123,12 @@ enum Command {
         #[command(subcommand)]
         command: clients::ClientsCommand,
     },
+    /// Check a policy file, reload the running server's policy, list the policies that
+    /// took effect.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -193,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::customer(&settings.server, &customer, at, json).await
         }
         Command::Replay { until, from_kafka } => serve::replay(&settings, until, from_kafka).await,
-        Command::Backtest(args) => backtest::backtest(&settings, &args).await,
+        Command::Backtest(args) => backtest::backtest(&settings, &args, cli.settings.server.is_some()).await,
         Command::Produce { file, format } => {
             let mut opts = settings.require_kafka()?;
             opts.format = match format {
@@ -206,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => client::status_cmd(&settings.server, json).await,
         Command::Demo => demo::run(&settings).await,
         Command::Clients { command } => clients::run(&settings, &command),
+        Command::Policy { command } => policy::run(&settings, &command).await,
     }
 }
 
