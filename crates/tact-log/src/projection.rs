@@ -135,7 +135,8 @@ impl Projection {
     /// are ignored, so feeding the same event twice is harmless. Returns whether it was
     /// folded.
     pub fn apply(&mut self, seq: u64, event: &Event) -> bool {
-        if !self.admit(seq, event) {
+        if !self.admit(seq, event) || !event.kind.is_customer_event() {
+            // Already in, after a time cut, or tact's own policy event (not folded).
             return false;
         }
         fold(&mut self.customers, event, self.retention);
