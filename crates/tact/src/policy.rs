@@ -3,7 +3,7 @@
 //! took effect (recorded in the log).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -45,7 +45,7 @@ pub enum PolicyCommand {
 
 pub async fn run(settings: &Settings, command: &PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PolicyCommand::Check { file, against } => check(file, against.as_ref()),
+        PolicyCommand::Check { file, against } => check(file, against.as_deref()),
         PolicyCommand::Reload => reload(&settings.server).await,
         PolicyCommand::History { json, live } => {
             let history = if *live {
@@ -62,9 +62,9 @@ pub async fn run(settings: &Settings, command: &PolicyCommand) -> anyhow::Result
     }
 }
 
-fn check(file: &PathBuf, against: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+fn check(file: &Path, against: Option<&Path>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(file)?;
-    let other = against.map(|p| load_policy(p)).transpose()?;
+    let other = against.map(load_policy).transpose()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: valid", file.display())?;
     writeln!(out, "content hash {}", content_hash(policy.text()))?;

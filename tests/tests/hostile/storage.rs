@@ -109,7 +109,11 @@ mod corrupt_snapshot {
         );
         // Every customer event replayed: all but the log's first, tact's record of the
         // policy (not folded into any customer).
-        assert_eq!(stats.events, before.position - 1, "the whole log replayed: {stats:?}");
+        assert_eq!(
+            stats.events,
+            before.position - 1,
+            "the whole log replayed: {stats:?}"
+        );
         let after = server.handle.engine().projection();
         assert_eq!(after.position, before.position);
         assert!(after.customers == before.customers, "replayed state differs");
