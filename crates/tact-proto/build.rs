@@ -6,7 +6,11 @@ use std::env;
 use std::error::Error;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["tact/v1/events.proto", "tact/v1/contact_policy.proto"];
+const PROTOS: &[&str] = &[
+    "tact/v1/events.proto",
+    "tact/v1/contact_policy.proto",
+    "tact/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);

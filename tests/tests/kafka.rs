@@ -295,7 +295,8 @@ async fn a_restart_resumes_from_the_offsets_in_the_log_exactly_once() {
     produce(&opts, batch(0, 2_000)).await;
     let server = KafkaServer::start(opts.clone(), Some(dir.path().to_path_buf())).await;
     server.wait_healthy(WAIT).await;
-    assert_eq!(server.handle.engine().position(), 2_000);
+    // The log's first event is tact's record of the policy it started with.
+    assert_eq!(server.handle.engine().position(), 1 + 2_000);
     server.stop().await;
 
     // While tact is down: 1,000 new events, and 500 old ones produced again (a producer
@@ -307,8 +308,8 @@ async fn a_restart_resumes_from_the_offsets_in_the_log_exactly_once() {
     server.wait_healthy(WAIT).await;
     assert_eq!(
         server.handle.engine().position(),
-        3_000,
-        "each event once in the log"
+        1 + 3_000,
+        "each event once in the log (and the policy, recorded once: it did not change)"
     );
     let status = tact_server::Feed::status(&*server.feed);
     let total: i64 = status.assigned.iter().map(|p| p.position).sum();
@@ -577,15 +578,16 @@ async fn resuming_in_the_middle_of_a_record_batch_loses_nothing() {
     let server = KafkaServer::start(opts, Some(dir.path().to_path_buf())).await;
     server.wait_healthy(WAIT).await;
     let deadline = std::time::Instant::now() + WAIT;
-    while server.handle.engine().position() < 983 {
+    // The policy's event first, then offsets 17..1000.
+    while server.handle.engine().position() < 1 + 983 {
         assert!(
             std::time::Instant::now() < deadline,
-            "applied {} of 983",
+            "applied {} of 1 + 983",
             server.handle.engine().position()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.handle.engine().position(), 983);
+    assert_eq!(server.handle.engine().position(), 1 + 983);
     let status = server.feed.status();
     assert_eq!(status.assigned[0].position, 1_000);
     server.stop().await;
@@ -615,7 +617,8 @@ async fn stopping_does_not_wait_forever_for_an_unreachable_broker() {
         )
         .await;
         let deadline = std::time::Instant::now() + WAIT;
-        while server.handle.engine().position() < 1 {
+        // After the policy's event at 1.
+        while server.handle.engine().position() < 2 {
             assert!(std::time::Instant::now() < deadline, "event not applied");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -651,6 +654,6 @@ async fn stopping_does_not_wait_forever_for_an_unreachable_broker() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        assert_eq!(storage.last_seq().unwrap(), 1);
+        assert_eq!(storage.last_seq().unwrap(), 2);
     }
 }

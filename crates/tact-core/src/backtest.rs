@@ -29,6 +29,35 @@ impl Period {
     }
 }
 
+/// How history is read (see the module's doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reading {
+    /// History as it happened: every recorded outreach counts in later caps, whatever
+    /// either policy says of it.
+    #[default]
+    AsHappened,
+    /// As if the candidate had been in force: an outreach the candidate would not have
+    /// allowed (and the report of an outreach sent under such an authorization) is not
+    /// folded into the candidate's state, so it does not count in its later caps. The
+    /// baseline still decides on history as it happened. Callers after a refusal are
+    /// assumed to have done nothing else instead.
+    Counterfactual,
+}
+
+impl std::str::FromStr for Reading {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "as_happened" | "as-happened" => Ok(Reading::AsHappened),
+            "counterfactual" => Ok(Reading::Counterfactual),
+            other => Err(format!(
+                "unknown reading `{other}`; expected as_happened or counterfactual"
+            )),
+        }
+    }
+}
+
 /// One outreach, re-decided under both policies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redecided<'a> {
@@ -58,6 +87,27 @@ pub fn backtest_customer<'a>(
     candidate: &Policy,
     retention: Retention,
     period: Period,
+    visit: impl FnMut(Redecided<'a>),
+) -> usize {
+    backtest_customer_as(
+        events,
+        baseline,
+        candidate,
+        retention,
+        period,
+        Reading::AsHappened,
+        visit,
+    )
+}
+
+/// [`backtest_customer`] with the history read as `reading` says.
+pub fn backtest_customer_as<'a>(
+    events: &mut [(u64, &'a Event)],
+    baseline: &Policy,
+    candidate: &Policy,
+    retention: Retention,
+    period: Period,
+    reading: Reading,
     mut visit: impl FnMut(Redecided<'a>),
 ) -> usize {
     events.sort_by_key(|(position, e)| (e.occurred_at, *position));
@@ -69,19 +119,42 @@ pub fn backtest_customer<'a>(
         })
         .collect();
     let mut state = CustomerState::new();
+    // Counterfactual: the candidate's own history, without what it would have blocked.
+    let mut own = (reading == Reading::Counterfactual).then(CustomerState::new);
+    let mut blocked: HashSet<u32> = HashSet::new();
     for (_, event) in events.iter() {
+        let mut counts_for_candidate = true;
         if period.contains(event.occurred_at)
             && let Some(proposal) = outreach(event, &authorized)
         {
             let at = event.occurred_at;
+            let candidate = decide(own.as_ref().unwrap_or(&state), candidate, &proposal, at);
+            if own.is_some() && candidate.verdict != crate::decide::Verdict::Allow {
+                counts_for_candidate = false;
+                if let EventKind::OutreachAuthorized { decision_id, .. } = &event.kind {
+                    blocked.insert(decision_hash(decision_id));
+                }
+            }
             visit(Redecided {
                 event,
                 baseline: decide(&state, baseline, &proposal, at),
-                candidate: decide(&state, candidate, &proposal, at),
+                candidate,
                 proposal,
             });
+        } else if let EventKind::OutreachSent {
+            decision_id: Some(d), ..
+        } = &event.kind
+            && !blocked.is_empty()
+            && blocked.contains(&decision_hash(d))
+        {
+            counts_for_candidate = false;
         }
         state.apply(event, retention);
+        if let Some(own) = own.as_mut()
+            && counts_for_candidate
+        {
+            own.apply(event, retention);
+        }
     }
     events.len()
 }
@@ -226,5 +299,53 @@ mod tests {
             |r| only.push(r.event.event_id.clone()),
         );
         assert_eq!(only, vec!["s2".to_owned()]);
+    }
+
+    #[test]
+    fn counterfactual_history_leaves_out_what_the_candidate_blocked() {
+        let t0 = Timestamp::parse_rfc3339("2026-11-02T10:00:00Z").unwrap();
+        let day = |n: i64| t0.saturating_add(Span(n * DAY.0));
+        let events = [
+            ev(
+                "consent",
+                day(-30),
+                EventKind::ConsentChanged {
+                    channel: Channel::Email,
+                    purpose: Purpose::Marketing,
+                    granted: true,
+                    expires_at: None,
+                    proof: "form".into(),
+                },
+            ),
+            sent("s1", day(0), None),
+            sent("s2", day(1), None),
+            sent("s3", day(7).saturating_add(Span(3_600_000)), None),
+        ];
+        let (baseline, candidate) = (Policy::default_policy(), stricter());
+        let run = |reading| {
+            let mut refs: Vec<(u64, &Event)> =
+                events.iter().enumerate().map(|(i, e)| (i as u64, e)).collect();
+            let mut seen = Vec::new();
+            backtest_customer_as(
+                &mut refs,
+                &baseline,
+                &candidate,
+                retention_for(&baseline, &candidate),
+                Period::default(),
+                reading,
+                |r| seen.push(r.candidate.verdict),
+            );
+            seen
+        };
+        // As it happened, s2 (day 1) still counts on day 7: one email in the week.
+        assert_eq!(
+            run(Reading::AsHappened),
+            vec![Verdict::Allow, Verdict::Defer, Verdict::Defer]
+        );
+        // The candidate would not have sent s2, and s1 has left the week.
+        assert_eq!(
+            run(Reading::Counterfactual),
+            vec![Verdict::Allow, Verdict::Defer, Verdict::Allow]
+        );
     }
 }

@@ -214,9 +214,30 @@ pub enum EventKind {
         campaign: String,
         requested_by: String,
     },
+    /// Written by tact itself when a policy takes effect (at start, when it differs
+    /// from the last one recorded, and on each reload). Not about a customer: it is
+    /// stored under [`POLICY_KEY`], and folding ignores it. Never admitted from
+    /// outside, nor from the Kafka topic (tact does not publish it).
+    PolicyActivated {
+        version: String,
+        /// SHA-256 of `text`, lowercase hex.
+        content_hash: String,
+        /// The policy file's text, as loaded.
+        text: String,
+    },
 }
 
+/// The customer-id key tact's own policy events are stored under: not a customer id
+/// (customer ids have no whitespace), so no event from outside can ever share it.
+pub const POLICY_KEY: &str = "tact policy";
+
 impl EventKind {
+    /// Whether the event is about a customer (every kind but tact's own
+    /// [`EventKind::PolicyActivated`]): only those are folded into customer state.
+    pub fn is_customer_event(&self) -> bool {
+        !matches!(self, EventKind::PolicyActivated { .. })
+    }
+
     /// A short lowercase name, as used in logs and timelines.
     pub fn name(&self) -> &'static str {
         match self {
@@ -234,6 +255,7 @@ impl EventKind {
             EventKind::PreferencesChanged { .. } => "preferences_changed",
             EventKind::DoNotContact { .. } => "do_not_contact",
             EventKind::OutreachAuthorized { .. } => "outreach_authorized",
+            EventKind::PolicyActivated { .. } => "policy_activated",
         }
     }
 }
@@ -377,7 +399,9 @@ impl Event {
                 out[2] = ("outreach_authorized.campaign", campaign);
                 out[3] = ("outreach_authorized.requested_by", requested_by);
             }
-            EventKind::OutreachEngaged { .. } | EventKind::OutreachUnanswered { .. } => {}
+            EventKind::OutreachEngaged { .. }
+            | EventKind::OutreachUnanswered { .. }
+            | EventKind::PolicyActivated { .. } => {}
         }
         out.into_iter().filter(|(field, _)| !field.is_empty())
     }
@@ -441,6 +465,15 @@ impl Admission {
             return Err(InvalidEvent::Field {
                 field: "preferences_changed.accepted_channels",
                 why: format!("at most {} channels (got {})", Channel::ALL.len(), cs.len()),
+            });
+        }
+        // Policy events are tact's alone, and only ever written to its own log: neither
+        // callers nor the Kafka topic (signed by tact or not) may write one.
+        if matches!(event.kind, EventKind::PolicyActivated { .. }) {
+            return Err(InvalidEvent::Field {
+                field: "policy_activated",
+                why: "only tact records the policies it puts in force (tact policy, SIGHUP, ReloadPolicy)"
+                    .into(),
             });
         }
         let ahead = event.occurred_at.since(now);

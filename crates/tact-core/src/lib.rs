@@ -6,9 +6,11 @@
 
 pub mod backtest;
 pub mod decide;
+pub mod describe;
 pub mod event;
 mod explain;
 pub mod policy;
+pub mod proof;
 mod quiet;
 mod rules;
 pub mod state;

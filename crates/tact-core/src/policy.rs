@@ -29,6 +29,8 @@ pub struct Policy {
     rule_sets: RuleSets,
     /// [`exemption_mask`] of the first 64 rules.
     exemptions: u64,
+    /// The text it was loaded from (recorded in the log when the policy takes effect).
+    text: Arc<str>,
 }
 
 #[derive(Clone, Debug)]
@@ -668,7 +670,13 @@ impl Policy {
             retention,
             rule_sets,
             exemptions,
+            text: Arc::from(text),
         })
+    }
+
+    /// The text the policy was loaded from.
+    pub fn text(&self) -> &Arc<str> {
+        &self.text
     }
 
     /// The rules `decide` visits for `(channel, purpose)`, as a bit set of rule

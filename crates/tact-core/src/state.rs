@@ -599,6 +599,8 @@ impl CustomerState {
                 }
                 None
             }
+            // Not about a customer (folding skips it; see `EventKind::is_customer_event`).
+            EventKind::PolicyActivated { .. } => return,
         };
         if at > self.latest {
             self.latest = at;

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use serde::Serialize;
-use tact_core::backtest::{Period, Redecided, backtest_customer, retention_for};
+use serde::{Deserialize, Serialize};
+use tact_core::backtest::{Period, Reading, Redecided, backtest_customer_as, retention_for};
 use tact_core::{Decision, Effect, Event, Policy, Span, Verdict};
 
 use crate::error::LogError;
@@ -19,7 +19,7 @@ const SAMPLE: usize = 20;
 /// Events read from the log at a time.
 const READ_BATCH: usize = 65_536;
 
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub allow: u64,
     pub deny: u64,
@@ -37,7 +37,7 @@ impl Counts {
 }
 
 /// One kind of change (e.g. ALLOW -> DENY), broken down.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Transition {
     pub count: u64,
     /// The rules that decided the changed answer (the candidate's, unless it allows).
@@ -47,7 +47,7 @@ pub struct Transition {
     pub by_campaign: BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Side {
     pub verdict: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,7 +56,7 @@ pub struct Side {
     pub reasons: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Change {
     pub customer_id: String,
     pub event_id: String,
@@ -68,8 +68,25 @@ pub struct Change {
     pub candidate: Side,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+/// How far a backtest is ([`run_backtest_with`] reports it as it goes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `"reading"` (the log) or `"deciding"`.
+    pub phase: &'static str,
+    pub events_read: u64,
+    /// Events in the log when the backtest started.
+    pub events_total: u64,
+    pub customers_done: u64,
+    pub customers_total: u64,
+}
+
+/// Customers decided between two progress reports.
+const PROGRESS_CUSTOMERS: usize = 1_024;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
+    /// How history was read: `as_happened` or `counterfactual`.
+    pub reading: Reading,
     pub baseline_policy: String,
     pub candidate_policy: String,
     /// Events read from the log (and folded), customers they belong to.
@@ -187,17 +204,61 @@ pub fn run_backtest(
     period: Period,
     only: Option<&HashSet<String>>,
 ) -> Result<Report, LogError> {
+    let report = run_backtest_with(
+        storage,
+        baseline,
+        candidate,
+        skew,
+        period,
+        only,
+        Reading::AsHappened,
+        &mut |_| true,
+    )?;
+    Ok(report.expect("never cancelled"))
+}
+
+/// [`run_backtest`], reading history as `reading` says and calling `progress` as it
+/// goes (after each batch of events read, and every 1,024 customers decided); when
+/// `progress` answers `false` the backtest stops and answers `None` (a client that
+/// went away).
+#[allow(clippy::too_many_arguments)]
+pub fn run_backtest_with(
+    storage: &dyn Storage,
+    baseline: &Policy,
+    candidate: &Policy,
+    skew: Span,
+    period: Period,
+    only: Option<&HashSet<String>>,
+    reading: Reading,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Option<Report>, LogError> {
     let started = Instant::now();
     // Every event, by customer.
     let mut by_customer: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
     let mut next = 1;
     let mut events = 0u64;
+    let mut at = Progress {
+        phase: "reading",
+        events_total: storage.last_seq()?,
+        ..Progress::default()
+    };
+    if !progress(&at) {
+        return Ok(None);
+    }
     loop {
         let batch = storage.read_from(next, READ_BATCH)?;
         let Some((last, _)) = batch.last() else { break };
         next = last + 1;
+        at.events_read += batch.len() as u64;
+        at.events_total = at.events_total.max(at.events_read);
+        if !progress(&at) {
+            return Ok(None);
+        }
         for (seq, event) in batch {
             events += 1;
+            if !event.kind.is_customer_event() {
+                continue;
+            }
             if only.is_some_and(|o| !o.contains(&event.customer_id)) {
                 continue;
             }
@@ -210,6 +271,7 @@ pub fn run_backtest(
     // As the server keeps history: the longer of the two policies' windows, plus the skew.
     let retention = retention_for(baseline, candidate).with_slack(skew);
     let mut report = Report {
+        reading,
         baseline_policy: baseline.version().to_string(),
         candidate_policy: candidate.version().to_string(),
         events,
@@ -219,15 +281,28 @@ pub fn run_backtest(
     let mut affected = HashSet::new();
     let mut ids: Vec<&String> = by_customer.keys().collect();
     ids.sort_unstable();
-    for id in ids {
+    at.phase = "deciding";
+    at.customers_total = ids.len() as u64;
+    if !progress(&at) {
+        return Ok(None);
+    }
+    for (i, id) in ids.into_iter().enumerate() {
         let mut refs: Vec<(u64, &Event)> = by_customer[id].iter().map(|(s, e)| (*s, e)).collect();
-        backtest_customer(&mut refs, baseline, candidate, retention, period, |r| {
+        backtest_customer_as(&mut refs, baseline, candidate, retention, period, reading, |r| {
             report.add(&r, &mut affected)
         });
+        if (i + 1) % PROGRESS_CUSTOMERS == 0 {
+            at.customers_done = i as u64 + 1;
+            if !progress(&at) {
+                return Ok(None);
+            }
+        }
     }
+    at.customers_done = at.customers_total;
+    progress(&at);
     report.customers_affected = affected.len() as u64;
     let elapsed = started.elapsed();
     report.elapsed_ms = elapsed.as_millis() as u64;
     report.events_per_sec = events as f64 / elapsed.as_secs_f64().max(1e-9);
-    Ok(report)
+    Ok(Some(report))
 }

@@ -13,6 +13,7 @@ pub mod codec;
 mod error;
 pub mod feed;
 mod log;
+pub mod policies;
 mod projection;
 pub mod snapshot;
 mod storage;
@@ -22,7 +23,8 @@ pub use audit::{
 };
 pub use error::LogError;
 pub use log::{DurableHook, GroupCommit, Log, LogHandle, LogStats, PendingAppend};
-pub use projection::{Projection, ReplayStats, fold};
+pub use policies::{PolicyRecord, policy_history, policy_in_force};
+pub use projection::{Projection, ReplayStats, fold, replay_progress};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
     Appended, DEAD_LETTER_PREFIX, EventIter, MemoryStorage, MetaEntry, RawVisitor, SNAPSHOT_FILE,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::mem;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -40,9 +40,22 @@ impl Chunk {
     }
 }
 
+/// Events read by every replay in this process so far (counted a chunk at a time), for
+/// progress bars: a caller notes it before a replay and watches it grow.
+static REPLAYED: AtomicU64 = AtomicU64::new(0);
+
+/// Events read by replays ([`Projection::catch_up`]) in this process so far.
+pub fn replay_progress() -> u64 {
+    REPLAYED.load(Ordering::Relaxed)
+}
+
 /// Folds `event` into its customer's state in `customers`, creating the state for a
 /// customer seen for the first time.
 pub fn fold(customers: &mut HashMap<String, CustomerState>, event: &Event, retention: Retention) {
+    if !event.kind.is_customer_event() {
+        // tact's own policy events: not about a customer.
+        return;
+    }
     match customers.get_mut(event.customer_id.as_str()) {
         Some(state) => state.apply(event, retention),
         None => {
@@ -122,7 +135,8 @@ impl Projection {
     /// are ignored, so feeding the same event twice is harmless. Returns whether it was
     /// folded.
     pub fn apply(&mut self, seq: u64, event: &Event) -> bool {
-        if !self.admit(seq, event) {
+        if !self.admit(seq, event) || !event.kind.is_customer_event() {
+            // Already in, after a time cut, or tact's own policy event (not folded).
             return false;
         }
         fold(&mut self.customers, event, self.retention);
@@ -165,6 +179,7 @@ impl Projection {
         storage.scan_raw(from, &mut |seq, raw| {
             let event = codec::decode_event(seq, raw)?;
             events += u64::from(self.apply(seq, &event));
+            REPLAYED.fetch_add(1, Ordering::Relaxed);
             Ok(true)
         })?;
         Ok(events)
@@ -221,6 +236,7 @@ impl Projection {
             for msg in rx {
                 let mut chunk = msg?;
                 queued.fetch_sub(1, Ordering::AcqRel);
+                REPLAYED.fetch_add(chunk.decoded.len() as u64, Ordering::Relaxed);
                 for (seq, event) in chunk.decoded.drain(..) {
                     events += u64::from(self.apply(seq, &event));
                 }
@@ -228,6 +244,7 @@ impl Projection {
                     let event = codec::decode_event(seq, &chunk.bytes[start..end])?;
                     events += u64::from(self.apply(seq, &event));
                 }
+                REPLAYED.fetch_add((chunk.raw.len()) as u64, Ordering::Relaxed);
                 chunk.raw.clear();
                 chunk.bytes.clear();
                 let _ = recycle_tx.send(chunk);

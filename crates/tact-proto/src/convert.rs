@@ -414,6 +414,11 @@ fn kind_from_pb(kind: Kind) -> Result<EventKind, ConvertError> {
             campaign: m.campaign,
             requested_by: m.requested_by,
         },
+        Kind::PolicyActivated(m) => EventKind::PolicyActivated {
+            version: m.version,
+            content_hash: m.content_hash,
+            text: m.text,
+        },
     })
 }
 
@@ -520,6 +525,15 @@ fn kind_to_pb(kind: &EventKind) -> Kind {
             purpose: purpose_to_wire(*purpose),
             campaign: campaign.clone(),
             requested_by: requested_by.clone(),
+        }),
+        EventKind::PolicyActivated {
+            version,
+            content_hash,
+            text,
+        } => Kind::PolicyActivated(pb::PolicyActivated {
+            version: version.clone(),
+            content_hash: content_hash.clone(),
+            text: text.clone(),
         }),
     }
 }

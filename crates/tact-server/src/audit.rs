@@ -241,13 +241,13 @@ impl Auditor {
         decided: Decided,
         at_requested: bool,
         client: Option<String>,
-        policy_version: &str,
     ) -> AuditRecord {
         let Decided {
             decision,
             decision_id,
             at,
             log_position,
+            policy_version,
         } = decided;
         AuditRecord {
             decision_id,
@@ -258,7 +258,7 @@ impl Auditor {
             proposal,
             client,
             decision,
-            policy_version: policy_version.to_owned(),
+            policy_version: policy_version.to_string(),
             log_position,
         }
     }

@@ -12,13 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hashbrown::HashTable;
-use tact_core::event::{TACT_ID_PREFIX, TACT_SOURCE};
+use tact_core::event::{POLICY_KEY, TACT_ID_PREFIX, TACT_SOURCE};
 use tact_core::view::{CustomerView, customer_view};
 use tact_core::{
     Admission, CustomerState, Decision, Detail, Effect, Event, EventKind, Explain, Policy, Proposal, Reason,
     Retention, Span, Timestamp, Verdict, decide_explained,
 };
+use tact_log::policies::{PolicyRecord, content_hash, policy_event, policy_history, policy_record};
 use tact_log::{Appended, GroupCommit, Log, LogError, Projection, ReplayStats, Storage, save_snapshot};
 
 use crate::clock::Clock;
@@ -44,20 +46,35 @@ struct Shards {
     /// other systems, so collisions must not be something a sender can arrange.
     hasher: RandomState,
     maps: Box<[RwLock<Table>]>,
+    /// How much history folding keeps. Read by writers under their shard's write lock
+    /// and changed only while every shard's write lock is held (a policy that needs
+    /// more history swaps in rebuilt tables and this together, see
+    /// [`Engine::reload_policy`]).
+    retention: RwLock<Retention>,
 }
 
 impl Shards {
-    fn new(customers: HashMap<String, CustomerState>) -> Self {
+    fn new(customers: HashMap<String, CustomerState>, retention: Retention) -> Self {
         let hasher = RandomState::new();
+        let maps = Self::tables(&hasher, customers);
+        Shards {
+            hasher,
+            maps: maps.into_iter().map(RwLock::new).collect(),
+            retention: RwLock::new(retention),
+        }
+    }
+
+    fn tables(hasher: &RandomState, customers: HashMap<String, CustomerState>) -> Vec<Table> {
         let mut maps: Vec<Table> = (0..SHARDS).map(|_| Table::new()).collect();
         for (id, state) in customers {
             let hash = hasher.hash_one(id.as_str());
             maps[shard_of_hash(hash)].insert_unique(hash, (id, state), |(k, _)| hasher.hash_one(k.as_str()));
         }
-        Shards {
-            hasher,
-            maps: maps.into_iter().map(RwLock::new).collect(),
-        }
+        maps
+    }
+
+    fn retention(&self) -> Retention {
+        *self.retention.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn hash(&self, customer_id: &str) -> u64 {
@@ -68,13 +85,18 @@ impl Shards {
         shard_of_hash(self.hash(customer_id))
     }
 
-    /// Folds `event` into its customer's state, creating it for a new customer.
-    fn apply(&self, event: &Event, retention: Retention) {
+    /// Folds `event` into its customer's state, creating it for a new customer (tact's
+    /// own policy events are not about a customer and are skipped).
+    fn apply(&self, event: &Event) {
+        if !event.kind.is_customer_event() {
+            return;
+        }
         let id = event.customer_id.as_str();
         let hash = self.hash(id);
         let mut table = self.maps[shard_of_hash(hash)]
             .write()
             .unwrap_or_else(|p| p.into_inner());
+        let retention = self.retention();
         match table.find_mut(hash, |(k, _)| k == id) {
             Some((_, state)) => state.apply(event, retention),
             None => {
@@ -180,6 +202,9 @@ pub struct Decided {
     pub decision_id: String,
     pub at: Timestamp,
     pub log_position: u64,
+    /// The version of the policy this decision was made under (policies can be
+    /// swapped while the server runs).
+    pub policy_version: Arc<str>,
 }
 
 /// Decision ids: `d` and 128 random bits in hex, from the thread's cryptographically
@@ -243,9 +268,14 @@ pub enum WriteError {
 pub const STALE_STATE_RULE: &str = tact_core::policy::STALE_STATE_RULE;
 
 pub struct Engine {
-    policy: Arc<Policy>,
-    /// The policy's retention with the admission's clock skew as slack.
-    retention: Retention,
+    /// The policy in force, swapped whole by [`Engine::reload_policy`]. An `ArcSwap`,
+    /// not an `RwLock<Arc<Policy>>`: every decision reads it, and `ArcSwap::load` is a
+    /// few uncontended atomics on thread-local slots, where a read lock (or cloning
+    /// the `Arc`) is a read-modify-write on one cache line shared by every core deciding.
+    policy: ArcSwap<Policy>,
+    /// Held while a policy is being put in force (one reload at a time, including the
+    /// background rebuild of a policy that needs more history).
+    reloading: Arc<tokio::sync::Mutex<()>>,
     admission: Admission,
     log: Log,
     shards: Arc<Shards>,
@@ -260,7 +290,7 @@ pub struct Engine {
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("policy_version", self.policy.version())
+            .field("policy_version", self.policy.load().version())
             .field("position", &self.position.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -280,21 +310,21 @@ impl Engine {
             .await
             .map_err(|e| ServerError::Join(e.to_string()))??;
         let position = Arc::new(AtomicU64::new(projection.position));
-        let shards = Arc::new(Shards::new(projection.customers));
+        let shards = Arc::new(Shards::new(projection.customers, retention));
         let hook = {
             let shards = Arc::clone(&shards);
             let position = Arc::clone(&position);
             move |events: &[(u64, &Event)]| {
                 for (seq, event) in events {
-                    shards.apply(event, retention);
+                    shards.apply(event);
                     position.store(*seq, Ordering::Release);
                 }
             }
         };
         let log = Log::open(storage, opts.group_commit, hook);
         let engine = Engine {
-            policy: Arc::new(policy),
-            retention,
+            policy: ArcSwap::from_pointee(policy),
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
             admission: opts.admission,
             log,
             shards,
@@ -303,11 +333,14 @@ impl Engine {
             clock: opts.clock,
             feed: opts.feed,
         };
+        engine.record_policy_at_start().await?;
         Ok((engine, stats))
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The policy in force (a decision made a moment later may see another one: each
+    /// [`Decided`] says which version it was made under).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
     }
 
     /// What events from outside must satisfy (see [`EngineOptions::admission`]).
@@ -315,9 +348,11 @@ impl Engine {
         &self.admission
     }
 
-    /// How much history each customer's state keeps.
+    /// How much history each customer's state keeps (the policy's retention with the
+    /// admission's clock skew as slack; after a reload, at least what the longest
+    /// policy in force since the start needed).
     pub fn retention(&self) -> Retention {
-        self.retention
+        self.shards.retention()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -405,6 +440,7 @@ impl Engine {
                 .collect();
             let now = self.clock.now();
             let log_position = self.position();
+            let policy = self.policy.load();
             self.shards.with_many(&ids, |states| {
                 let mut states = states.iter();
                 for (i, ((proposal, at), access)) in chunk.iter().zip(&access).enumerate() {
@@ -412,9 +448,9 @@ impl Engine {
                         Ok(access) => {
                             let state = states.next().expect("one state per owned customer");
                             let explain = explain(c * CHUNK + i);
-                            self.decide_on(state, proposal, *at, access, now, log_position, explain)
+                            self.decide_on(&policy, state, proposal, *at, access, now, log_position, explain)
                         }
-                        Err(refused) => self.refusal(refused, *at),
+                        Err(refused) => self.refusal(refused, *at, policy.version()),
                     });
                 }
             });
@@ -423,7 +459,7 @@ impl Engine {
     }
 
     /// The DENY a batch gives for a customer this instance cannot answer for.
-    fn refusal(&self, refused: &Refused, at: Option<Timestamp>) -> Decided {
+    fn refusal(&self, refused: &Refused, at: Option<Timestamp>, policy_version: &Arc<str>) -> Decided {
         let at = at.unwrap_or_else(|| self.clock.now());
         let (rule_id, detail) = match refused {
             Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
@@ -443,6 +479,7 @@ impl Engine {
             decision_id: decision_id(),
             at,
             log_position: self.position(),
+            policy_version: Arc::clone(policy_version),
         }
     }
 
@@ -466,14 +503,16 @@ impl Engine {
     ) -> Decided {
         let now = self.clock.now();
         let log_position = self.position();
+        let policy = self.policy.load();
         self.shards.with(&proposal.customer_id, |s| {
-            self.decide_on(s, proposal, at, access, now, log_position, explain)
+            self.decide_on(&policy, s, proposal, at, access, now, log_position, explain)
         })
     }
 
     #[allow(clippy::too_many_arguments)]
     fn decide_on(
         &self,
+        policy: &Policy,
         state: &CustomerState,
         proposal: &Proposal,
         at: Option<Timestamp>,
@@ -498,12 +537,13 @@ impl Engine {
             }
             _ => Span(0),
         };
-        let decision = decide_explained(state, &self.policy, proposal, at, lag, explain);
+        let decision = decide_explained(state, policy, proposal, at, lag, explain);
         Decided {
             decision,
             decision_id: decision_id(),
             at,
             log_position,
+            policy_version: Arc::clone(policy.version()),
         }
     }
 
@@ -595,9 +635,10 @@ impl Engine {
         let at = at.unwrap_or_else(|| self.clock.now());
         let position = self.position();
         let access = self.access(customer_id);
+        let policy = self.policy.load();
         let view = self
             .shards
-            .with(customer_id, |s| customer_view(s, &self.policy, at, timeline_len));
+            .with(customer_id, |s| customer_view(s, &policy, at, timeline_len));
         (view, position, access)
     }
 
@@ -625,7 +666,7 @@ impl Engine {
 
     /// The projection as it stands (a copy).
     pub fn projection(&self) -> Projection {
-        let mut p = Projection::new(self.retention);
+        let mut p = Projection::new(self.retention());
         // Taken while appends may still land: the position is read first, so the copy
         // covers at least that much; replaying from it again is harmless (idempotent).
         p.position = self.position();
@@ -689,6 +730,257 @@ impl Engine {
             std::mem::forget(Arc::clone(self.log.storage()));
         }
         result
+    }
+}
+
+// ---- Putting a policy in force while the server runs (issue #11, section 3) ----
+
+/// What [`Engine::reload_policy`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The policy in force has the same text: nothing changed, nothing recorded.
+    Unchanged { version: Arc<str> },
+    /// The new policy is in force from the next decision; its event is in the log.
+    Activated {
+        previous: Arc<str>,
+        record: PolicyRecord,
+    },
+    /// The new policy needs more history than the state keeps: state is being rebuilt
+    /// from the log in the background, and the policy takes effect (and is recorded)
+    /// when that is done. Until then the old policy stays in force.
+    Rebuilding {
+        previous: Arc<str>,
+        version: Arc<str>,
+        /// History the state keeps now, and what the new policy needs.
+        kept: Span,
+        needed: Span,
+    },
+}
+
+/// Why a policy was not put in force (the policy in force stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("a state rebuild for another policy is in progress; reload again once it has taken effect")]
+    Busy,
+    #[error("cannot record the policy in the log: {0}")]
+    Log(#[from] LogError),
+    #[error("rebuilding state for the new policy failed: {0}")]
+    Rebuild(String),
+}
+
+/// Events folded into rebuilt state before the swap without holding any lock; what is
+/// left after that is folded in while every shard is locked.
+const REBUILD_CATCH_UP_LEFT: u64 = 4_096;
+
+impl Engine {
+    /// At start: record the policy in the log if it is not the last one recorded.
+    async fn record_policy_at_start(&self) -> Result<(), ServerError> {
+        let storage = Arc::clone(self.log.storage());
+        let last = tokio::task::spawn_blocking(move || {
+            storage.customer_events(POLICY_KEY).map(|events| {
+                events
+                    .iter()
+                    .rev()
+                    .find_map(|(seq, e)| policy_record(*seq, e))
+                    .map(|r| r.content_hash)
+            })
+        })
+        .await
+        .map_err(|e| ServerError::Join(e.to_string()))??;
+        let policy = self.policy.load_full();
+        if last.as_deref() == Some(content_hash(policy.text()).as_str()) {
+            return Ok(());
+        }
+        let record = self.record_policy(&policy).await?;
+        tracing::info!(
+            version = %record.version,
+            content_hash = %record.content_hash,
+            seq = record.seq,
+            "policy recorded in the log"
+        );
+        Ok(())
+    }
+
+    /// Appends the event recording that `policy` takes effect now (never published to a
+    /// feed: it is this instance's own history).
+    async fn record_policy(&self, policy: &Policy) -> Result<PolicyRecord, LogError> {
+        let event = policy_event(policy, self.clock.now());
+        let appended = self.log.append(vec![event.clone()], Vec::new()).await?;
+        let seq = match appended.first() {
+            Some(Appended::Recorded { seq }) | Some(Appended::Duplicate { existing_seq: seq }) => *seq,
+            None => return Err(LogError::Writer("the append answered no result".into())),
+        };
+        Ok(policy_record(seq, &event).expect("a policy event"))
+    }
+
+    /// Every policy that took effect, as recorded in the log (oldest first).
+    pub async fn policy_history(&self) -> Result<Vec<PolicyRecord>, LogError> {
+        let storage = Arc::clone(self.log.storage());
+        tokio::task::spawn_blocking(move || policy_history(&*storage))
+            .await
+            .map_err(|e| LogError::Writer(e.to_string()))?
+    }
+
+    /// Puts `policy` in force for the next decision, recording it in the log first (a
+    /// policy that cannot be recorded does not take effect).
+    ///
+    /// A policy whose longest window needs more history than the state keeps cannot
+    /// decide on that state: the state is rebuilt from the log with the longer
+    /// retention in the background, and the policy is swapped in (with the rebuilt
+    /// state) when that is done ([`Reloaded::Rebuilding`]). A policy needing less keeps
+    /// the longer history (decisions read only within their policy's windows).
+    pub async fn reload_policy(self: &Arc<Self>, policy: Policy) -> Result<Reloaded, ReloadError> {
+        let turn = Arc::clone(&self.reloading)
+            .try_lock_owned()
+            .map_err(|_| ReloadError::Busy)?;
+        let current = self.policy.load_full();
+        if current.text() == policy.text() {
+            return Ok(Reloaded::Unchanged {
+                version: Arc::clone(current.version()),
+            });
+        }
+        let kept = self.retention();
+        let needed = policy.retention().with_slack(self.admission.max_clock_skew);
+        if needed.window <= kept.window && needed.max_entries <= kept.max_entries {
+            let record = self.record_policy(&policy).await?;
+            self.policy.store(Arc::new(policy));
+            tracing::info!(
+                previous = %current.version(),
+                version = %record.version,
+                content_hash = %record.content_hash,
+                seq = record.seq,
+                "policy reloaded: in force from the next decision"
+            );
+            return Ok(Reloaded::Activated {
+                previous: Arc::clone(current.version()),
+                record,
+            });
+        }
+        let retention = Retention {
+            window: needed.window.max(kept.window),
+            max_entries: needed.max_entries.max(kept.max_entries),
+        };
+        let version = Arc::clone(policy.version());
+        tracing::info!(
+            version = %version,
+            kept = %kept.window,
+            needed = %needed.window,
+            "policy needs more history than the state keeps: rebuilding state from the log in the background"
+        );
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let _turn = turn;
+            match engine.rebuild_and_swap(policy, retention).await {
+                Ok(record) => tracing::info!(
+                    version = %record.version,
+                    content_hash = %record.content_hash,
+                    seq = record.seq,
+                    "state rebuilt: policy in force from the next decision"
+                ),
+                Err(e) => tracing::error!(error = %e, "policy not put in force, keeping the policy in force"),
+            }
+        });
+        Ok(Reloaded::Rebuilding {
+            previous: Arc::clone(current.version()),
+            version,
+            kept: kept.window,
+            needed: needed.window,
+        })
+    }
+
+    /// Rebuilds every customer's state with `retention` from the log, then swaps it in
+    /// with `policy`. Folding is idempotent (state is a function of the set of events),
+    /// so events the live hook folds again after the swap change nothing.
+    async fn rebuild_and_swap(
+        &self,
+        policy: Policy,
+        retention: Retention,
+    ) -> Result<PolicyRecord, ReloadError> {
+        let storage = Arc::clone(self.log.storage());
+        let hasher = self.shards.hasher.clone();
+        // Replay and catch up without holding any lock (this is the long part).
+        let (tables, position) = tokio::task::spawn_blocking(move || {
+            let (mut projection, _) = Projection::rebuild(&*storage, retention)?;
+            loop {
+                let before = projection.position;
+                projection.catch_up(&*storage)?;
+                if projection.position - before <= REBUILD_CATCH_UP_LEFT {
+                    break;
+                }
+            }
+            let position = projection.position;
+            Ok::<_, LogError>((Shards::tables(&hasher, projection.customers), position))
+        })
+        .await
+        .map_err(|e| ReloadError::Rebuild(e.to_string()))??;
+        // Record the policy first: if that fails, nothing is swapped.
+        let record = self.record_policy(&policy).await?;
+        let mut tables = tables;
+        // Every shard locked (in order, as batches lock them): the hook waits, so no
+        // event is folded with the old retention into the new tables. What the log
+        // holds beyond `position` is folded in here; the hook may fold some of it
+        // again afterwards, which is harmless.
+        let mut guards: Vec<_> = self
+            .shards
+            .maps
+            .iter()
+            .map(|m| m.write().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let rest = self.log.storage().read_from(position + 1, usize::MAX);
+        let rest = match rest {
+            Ok(rest) => rest,
+            Err(e) => {
+                drop(guards);
+                return Err(ReloadError::Log(e));
+            }
+        };
+        for (_, event) in &rest {
+            if !event.kind.is_customer_event() {
+                continue;
+            }
+            let id = event.customer_id.as_str();
+            let hash = self.shards.hash(id);
+            let table = &mut tables[shard_of_hash(hash)];
+            match table.find_mut(hash, |(k, _)| k == id) {
+                Some((_, state)) => state.apply(event, retention),
+                None => {
+                    let mut state = CustomerState::new();
+                    state.apply(event, retention);
+                    table.insert_unique(hash, (id.to_owned(), state), |(k, _)| self.shards.hash(k));
+                }
+            }
+        }
+        *self.shards.retention.write().unwrap_or_else(|p| p.into_inner()) = retention;
+        for (guard, table) in guards.iter_mut().zip(tables) {
+            **guard = table;
+        }
+        self.policy.store(Arc::new(policy));
+        drop(guards);
+        Ok(record)
+    }
+}
+
+// ---- Consent proof (issue #11, section 4) ----
+
+impl Engine {
+    /// Proof of the customer's consents and their consent, do-not-contact and
+    /// preference history as of `at` (default: now), read from the log (the state
+    /// keeps no proofs). Costs a read of the customer's events.
+    pub async fn consent_history(
+        &self,
+        customer_id: &str,
+        at: Option<Timestamp>,
+    ) -> Result<tact_core::proof::ConsentHistory, LogError> {
+        let at = at.unwrap_or_else(|| self.clock.now());
+        let storage = Arc::clone(self.log.storage());
+        let id = customer_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let events = storage.customer_events(&id)?;
+            let refs: Vec<(u64, &Event)> = events.iter().map(|(s, e)| (*s, e)).collect();
+            Ok(tact_core::proof::consent_history(&refs, at))
+        })
+        .await
+        .map_err(|e| LogError::Writer(e.to_string()))?
     }
 }
 

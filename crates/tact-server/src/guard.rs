@@ -415,3 +415,66 @@ where
         .await
     }
 }
+
+// ---- tact.v1.TactAdmin (issue #11): every method needs the scope `admin` ----
+
+type BacktestUpdates = Pin<Box<dyn Stream<Item = Result<pb::BacktestUpdate, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl<S> pb::tact_admin_server::TactAdmin for Guarded<S>
+where
+    S: pb::tact_admin_server::TactAdmin<BacktestStream = BacktestUpdates>,
+{
+    async fn reload_policy(
+        &self,
+        request: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        unary(
+            &self.guard,
+            "ReloadPolicy",
+            Scope::Admin,
+            request,
+            no_cost,
+            no_stamp,
+            |caller, r| {
+                tracing::info!(client = %caller.id, "policy reload asked");
+                self.inner.reload_policy(r)
+            },
+        )
+        .await
+    }
+
+    async fn policy_history(
+        &self,
+        request: Request<pb::PolicyHistoryRequest>,
+    ) -> Result<Response<pb::PolicyHistoryResponse>, Status> {
+        unary(
+            &self.guard,
+            "PolicyHistory",
+            Scope::Admin,
+            request,
+            no_cost,
+            no_stamp,
+            |_, r| self.inner.policy_history(r),
+        )
+        .await
+    }
+
+    type BacktestStream = BacktestUpdates;
+
+    async fn backtest(
+        &self,
+        request: Request<pb::BacktestRequest>,
+    ) -> Result<Response<Self::BacktestStream>, Status> {
+        unary(
+            &self.guard,
+            "Backtest",
+            Scope::Admin,
+            request,
+            no_cost,
+            no_stamp,
+            |_, r| self.inner.backtest(r),
+        )
+        .await
+    }
+}

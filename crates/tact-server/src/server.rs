@@ -13,10 +13,12 @@ use tact_log::{
     Storage,
 };
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
+use tact_proto::pb::tact_admin_server::TactAdminServer;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 
+use crate::admin::{AdminService, ReloadFailed, ReloadReport, reload_from_file};
 use crate::audit::{AuditOptions, Auditor};
 use crate::auth::{AuthOptions, Authenticator};
 use crate::clock::{Clock, SystemClock};
@@ -41,6 +43,9 @@ pub struct ServerOptions {
     /// a failing disk).
     pub storage: Option<Arc<dyn Storage>>,
     pub policy: Policy,
+    /// The file `policy` was read from: SIGHUP ([`ServerHandle::reload_policy`]) and
+    /// the `ReloadPolicy` RPC re-read it. `None`: the policy cannot be reloaded.
+    pub policy_file: Option<PathBuf>,
     pub group_commit: GroupCommit,
     pub limits: Limits,
     /// Write a snapshot of the projection on clean shutdown, so the next start
@@ -72,6 +77,7 @@ impl ServerOptions {
             data_dir,
             storage: None,
             policy,
+            policy_file: None,
             group_commit: GroupCommit::default(),
             limits: Limits::default(),
             snapshot_on_shutdown: true,
@@ -146,6 +152,7 @@ pub struct ServerHandle {
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
     auditor: Arc<Auditor>,
+    policy_file: Option<PathBuf>,
     replay: ReplayStats,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -167,6 +174,13 @@ impl ServerHandle {
     /// The decision audit (`sync` to wait for queued records, `prune_now`).
     pub fn auditor(&self) -> &Arc<Auditor> {
         &self.auditor
+    }
+
+    /// Re-reads the policy file and puts it in force (SIGHUP in `tact serve`; the
+    /// `ReloadPolicy` RPC does the same). A file that does not read or validate changes
+    /// nothing and says why.
+    pub async fn reload_policy(&self) -> Result<ReloadReport, ReloadFailed> {
+        reload_from_file(&self.engine, self.policy_file.as_deref()).await
     }
 
     /// How state was rebuilt at start (events replayed, snapshot used).
@@ -191,6 +205,7 @@ async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
     health
         .set_not_serving::<ContactPolicyServer<ContactPolicyService>>()
         .await;
+    health.set_not_serving::<TactAdminServer<AdminService>>().await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
@@ -274,6 +289,7 @@ pub async fn run(
     health
         .set_serving::<ContactPolicyServer<ContactPolicyService>>()
         .await;
+    health.set_serving::<TactAdminServer<AdminService>>().await;
     metrics::gauge!("tact_log_poisoned").set(0.0);
     // A poisoned log (a storage failure) records nothing until tact is restarted: say
     // so, for the API and the server as a whole.
@@ -351,6 +367,13 @@ pub async fn run(
     let guard = Arc::new(Guard::new(Arc::clone(&auth), opts.shed));
     let api = ContactPolicyServer::new(Guarded::new(
         ContactPolicyService::new(Arc::clone(&engine), limits).with_audit(Arc::clone(&auditor)),
+        Arc::clone(&guard),
+    ))
+    .max_decoding_message_size(limits.max_request_bytes)
+    .max_encoding_message_size(usize::MAX);
+    // tact.v1.TactAdmin (issue #11): policy reloads and history, live backtests.
+    let admin = TactAdminServer::new(Guarded::new(
+        AdminService::new(Arc::clone(&engine), opts.policy_file.clone()),
         guard,
     ))
     .max_decoding_message_size(limits.max_request_bytes)
@@ -404,6 +427,7 @@ pub async fn run(
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(served);
         let grace_over = async {
@@ -457,6 +481,7 @@ pub async fn run(
         engine,
         auth,
         auditor,
+        policy_file: opts.policy_file,
         replay: stats,
         task,
     })

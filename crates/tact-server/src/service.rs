@@ -82,7 +82,7 @@ impl ContactPolicyService {
         convert::decision_to_pb_explained(
             &decided.decision,
             decided.decision_id,
-            self.engine.policy().version(),
+            &decided.policy_version,
             decided.log_position,
             customer_id,
             explain,
@@ -227,14 +227,7 @@ impl Items {
                     .zip(self.proposals.drain(..).zip(self.explain.drain(..)))
                     .map(|(d, ((p, at), e))| {
                         let answer = service.to_pb(d.clone(), p.customer_id.clone(), e);
-                        records.push(auditor.record(
-                            method,
-                            p,
-                            d,
-                            at.is_some(),
-                            client.map(str::to_owned),
-                            &answer.policy_version,
-                        ));
+                        records.push(auditor.record(method, p, d, at.is_some(), client.map(str::to_owned)));
                         answer
                     })
                     .collect();
@@ -315,7 +308,6 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             decided,
             at.is_some(),
             client_of(&request),
-            &answer.policy_version,
         );
         auditor.submit(vec![record]);
         Ok(Response::new(answer))
@@ -344,7 +336,6 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             decided,
             false,
             client_of(&request),
-            &answer.policy_version,
         );
         if let Err(e) = auditor.submit_durable(record).await {
             tracing::error!(error = %e, decision_id = %answer.decision_id, "authorize answer withheld: audit record not kept");
@@ -531,13 +522,21 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 stale,
             },
         };
-        Ok(Response::new(view_to_pb(
+        let mut view = view_to_pb(
             &req.customer_id,
             view,
             self.engine.policy().version(),
             position,
             freshness,
-        )))
+        );
+        // Consent proof (issue #11): from the customer's events in the log.
+        let history = self
+            .engine
+            .consent_history(&req.customer_id, at)
+            .await
+            .map_err(log_status)?;
+        consent_history_to_pb(history, &mut view);
+        Ok(Response::new(view))
     }
     async fn get_status(
         &self,
@@ -789,5 +788,38 @@ fn view_to_pb(
         policy_version: policy_version.to_owned(),
         log_position: position,
         freshness: Some(freshness),
+        ..Default::default()
     }
+}
+
+/// Consent proofs and history into a customer view (issue #11, section 4).
+fn consent_history_to_pb(h: tact_core::proof::ConsentHistory, view: &mut pb::CustomerView) {
+    let evidence = |e: tact_core::proof::Evidence| pb::ConsentEvidence {
+        at: Some(timestamp_to_pb(e.at)),
+        event_id: e.event_id,
+        source: e.source,
+        proof: e.proof,
+        log_position: e.log_position,
+    };
+    view.consent_proofs = h
+        .consents
+        .into_iter()
+        .map(|c| pb::ConsentProof {
+            channel: pb::Channel::from(c.channel) as i32,
+            purpose: pb::Purpose::from(c.purpose) as i32,
+            status: c.status.as_str().to_owned(),
+            given: c.given.map(evidence),
+            expires_at: c.expires_at.map(timestamp_to_pb),
+            withdrawn: c.withdrawn.map(evidence),
+        })
+        .collect();
+    view.consent_history = h
+        .history
+        .into_iter()
+        .map(|i| pb::HistoryEntry {
+            log_position: i.log_position,
+            event: Some(pb::InteractionEvent::from(&i.event)),
+        })
+        .collect();
+    view.consent_history_omitted = u32::try_from(h.omitted).unwrap_or(u32::MAX);
 }

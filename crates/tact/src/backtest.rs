@@ -8,8 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tact_core::Timestamp;
-use tact_core::backtest::Period;
-use tact_log::backtest::{Report, run_backtest};
+use tact_core::backtest::{Period, Reading};
+use tact_log::backtest::{Report, run_backtest_with};
+use tact_proto::pb;
+
+use crate::progress::Bar;
 
 use crate::config::{Settings, load_policy};
 use crate::serve::open_existing;
@@ -34,6 +37,14 @@ pub struct BacktestArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// How history is read: `as_happened` (outreach the candidate would have blocked
+    /// still counts in later caps) or `counterfactual` (it does not, for the candidate).
+    #[arg(long, default_value = "as_happened", value_parser = parse_reading)]
+    pub reading: Reading,
+}
+
+fn parse_reading(s: &str) -> Result<Reading, String> {
+    s.parse()
 }
 
 fn read_customers(path: &Path) -> anyhow::Result<HashSet<String>> {
@@ -46,8 +57,13 @@ fn read_customers(path: &Path) -> anyhow::Result<HashSet<String>> {
         .collect())
 }
 
-/// `tact backtest`.
-pub async fn backtest(settings: &Settings, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+/// `tact backtest`: offline on the data directory, or with `--server` on a running
+/// server (the `Backtest` admin RPC: sled's lock keeps a second process out of a live
+/// data directory).
+pub async fn backtest(settings: &Settings, args: &BacktestArgs, on_server: bool) -> anyhow::Result<ExitCode> {
+    if on_server {
+        return backtest_on_server(settings, args).await;
+    }
     let baseline = load_policy(args.baseline.as_deref().unwrap_or(&settings.policy))?;
     let candidate = load_policy(&args.candidate)?;
     let only = args.customers.as_deref().map(read_customers).transpose()?;
@@ -57,18 +73,134 @@ pub async fn backtest(settings: &Settings, args: &BacktestArgs) -> anyhow::Resul
         from: args.from,
         to: args.to,
     };
+    let reading = args.reading;
+    let bar = Bar::new(None, "reading the log", "events");
+    let shown = bar.clone();
     let report = tokio::task::spawn_blocking(move || {
-        run_backtest(&*storage, &baseline, &candidate, skew, period, only.as_ref())
+        run_backtest_with(
+            &*storage,
+            &baseline,
+            &candidate,
+            skew,
+            period,
+            only.as_ref(),
+            reading,
+            &mut |p| {
+                show(
+                    &shown,
+                    p.phase,
+                    p.events_read,
+                    p.events_total,
+                    p.customers_done,
+                    p.customers_total,
+                );
+                true
+            },
+        )
     })
-    .await??;
+    .await??
+    .context("the backtest stopped")?;
+    bar.finish();
+    print_report(&report, args.json)
+}
+
+fn show(
+    bar: &Bar,
+    phase: &str,
+    events_read: u64,
+    events_total: u64,
+    customers_done: u64,
+    customers_total: u64,
+) {
+    if phase == "reading" {
+        bar.set_message("reading the log");
+        bar.set_length(events_total);
+        bar.set_position(events_read);
+    } else {
+        bar.set_message("deciding, customers");
+        bar.set_length(customers_total);
+        bar.set_position(customers_done);
+    }
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut out, &report)?;
+    if json {
+        serde_json::to_writer(&mut out, report)?;
         writeln!(out)?;
     } else {
-        render(&mut out, &report)?;
+        render(&mut out, report)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn backtest_on_server(settings: &Settings, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+    // Checked here first, so a bad file is named with its path.
+    load_policy(&args.candidate)?;
+    let candidate_toml = read(&args.candidate)?;
+    let baseline_toml = match &args.baseline {
+        Some(p) => {
+            load_policy(p)?;
+            Some(read(p)?)
+        }
+        None => None,
+    };
+    let mut customers: Vec<String> = args
+        .customers
+        .as_deref()
+        .map(read_customers)
+        .transpose()?
+        .map(|c| c.into_iter().collect())
+        .unwrap_or_default();
+    customers.sort();
+    let request = pb::BacktestRequest {
+        candidate_toml,
+        baseline_toml,
+        from: args.from.map(tact_proto::convert::timestamp_to_pb),
+        to: args.to.map(tact_proto::convert::timestamp_to_pb),
+        customers,
+        reading: match args.reading {
+            Reading::AsHappened => "as_happened",
+            Reading::Counterfactual => "counterfactual",
+        }
+        .to_owned(),
+    };
+    let mut client = crate::client::connect_admin(&settings.server).await?;
+    let mut updates = client
+        .backtest(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("Backtest: {}", s.message()))?
+        .into_inner();
+    let bar = Bar::new(None, "reading the log", "events");
+    let mut report = None;
+    while let Some(update) = updates
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("Backtest: {}", s.message()))?
+    {
+        match update.update {
+            Some(pb::backtest_update::Update::Progress(p)) => show(
+                &bar,
+                &p.phase,
+                p.events_read,
+                p.events_total,
+                p.customers_done,
+                p.customers_total,
+            ),
+            Some(pb::backtest_update::Update::ReportJson(json)) => report = Some(json),
+            None => {}
+        }
+    }
+    bar.finish();
+    let json = report.context("the server ended the backtest without a report")?;
+    if args.json {
+        // Exactly what the server sent: the same JSON the offline command prints.
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report: Report = serde_json::from_str(&json).context("the server's report")?;
+    print_report(&report, false)
 }
 
 fn render(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
@@ -81,10 +213,16 @@ fn render(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         r.elapsed_ms as f64 / 1000.0,
         r.events_per_sec
     )?;
-    writeln!(
-        out,
-        "history as it happened: outreach a policy would have blocked still counts in later caps"
-    )?;
+    match r.reading {
+        Reading::AsHappened => writeln!(
+            out,
+            "history as it happened: outreach a policy would have blocked still counts in later caps"
+        )?,
+        Reading::Counterfactual => writeln!(
+            out,
+            "counterfactual history: outreach the candidate would have blocked does not count in its later caps"
+        )?,
+    }
     for (name, policy, c) in [
         ("baseline ", &r.baseline_policy, r.baseline),
         ("candidate", &r.candidate_policy, r.candidate),

@@ -73,20 +73,39 @@ fn client_tls() -> anyhow::Result<tonic::transport::ClientTlsConfig> {
 /// Connects to the server at `url` (with the api key in `TACT_API_KEY`, if set; over
 /// TLS for `https://`).
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    Ok(
+        ContactPolicyClient::with_interceptor(channel(url).await?, ApiKey::from_env()?)
+            .max_decoding_message_size(64 << 20),
+    )
+}
+
+/// A client of `tact.v1.TactAdmin` (policy reloads and history, live backtests).
+pub type AdminClient =
+    tact_proto::pb::tact_admin_client::TactAdminClient<InterceptedService<Transport, ApiKey>>;
+
+/// Connects to the admin service at `url` (the api key needs the scope `admin`).
+pub async fn connect_admin(url: &str) -> anyhow::Result<AdminClient> {
+    Ok(
+        tact_proto::pb::tact_admin_client::TactAdminClient::with_interceptor(
+            channel(url).await?,
+            ApiKey::from_env()?,
+        )
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20),
+    )
+}
+
+async fn channel(url: &str) -> anyhow::Result<Transport> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid server URL `{url}`"))?
         .connect_timeout(std::time::Duration::from_secs(5));
     if url.starts_with("https://") {
         endpoint = endpoint.tls_config(client_tls()?).context("client tls")?;
     }
-    let channel = endpoint
+    endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot connect to tact at {url} (is `tact serve` running?)"))?;
-    Ok(
-        ContactPolicyClient::with_interceptor(channel, ApiKey::from_env()?)
-            .max_decoding_message_size(64 << 20),
-    )
+        .with_context(|| format!("cannot connect to tact at {url} (is `tact serve` running?)"))
 }
 
 /// The wall clock, for rendering "in 3 h" next to instants.
@@ -112,23 +131,26 @@ pub struct ImportSummary {
 
 /// `tact import FILE`: JSON lines of events, in batches; a bad line does not stop the others.
 pub async fn import(server: &str, file: &Path) -> anyhow::Result<ExitCode> {
-    let reader: Box<dyn BufRead> = if file == Path::new("-") {
-        Box::new(std::io::stdin().lock())
+    let (reader, len): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), None)
     } else {
         let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-        Box::new(std::io::BufReader::new(f))
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(std::io::BufReader::new(f)), len)
     };
     let mut client = connect(server).await?;
+    let bar = crate::progress::Bar::bytes(len, "importing");
     let mut summary = ImportSummary::default();
     let mut batch: Vec<(usize, pb::InteractionEvent)> = Vec::with_capacity(IMPORT_BATCH);
     for (index, raw) in reader.split(b'\n').enumerate() {
         let line_no = index + 1;
         let raw = raw.with_context(|| format!("reading {} at line {line_no}", file.display()))?;
+        bar.inc(raw.len() as u64 + 1);
         let line = match std::str::from_utf8(&raw) {
             Ok(s) => s.trim(),
             Err(e) => {
                 summary.rejected += 1;
-                eprintln!("line {line_no}: not valid UTF-8 ({e})");
+                bar.note(&format!("line {line_no}: not valid UTF-8 ({e})"));
                 continue;
             }
         };
@@ -139,16 +161,17 @@ pub async fn import(server: &str, file: &Path) -> anyhow::Result<ExitCode> {
             Ok(event) => batch.push((line_no, pb::InteractionEvent::from(&event))),
             Err(e) => {
                 summary.rejected += 1;
-                eprintln!("line {line_no}: {e}");
+                bar.note(&format!("line {line_no}: {e}"));
             }
         }
         if batch.len() >= IMPORT_BATCH {
-            send(&mut client, &mut batch, &mut summary).await?;
+            send(&mut client, &mut batch, &mut summary, &bar).await?;
         }
     }
     if !batch.is_empty() {
-        send(&mut client, &mut batch, &mut summary).await?;
+        send(&mut client, &mut batch, &mut summary, &bar).await?;
     }
+    bar.finish();
     tracing::info!(
         recorded = summary.recorded,
         duplicate = summary.duplicate,
@@ -170,6 +193,7 @@ async fn send(
     client: &mut Client,
     batch: &mut Vec<(usize, pb::InteractionEvent)>,
     summary: &mut ImportSummary,
+    bar: &crate::progress::Bar,
 ) -> anyhow::Result<()> {
     let (lines, events): (Vec<usize>, Vec<pb::InteractionEvent>) = std::mem::take(batch).into_iter().unzip();
     let first = lines.first().copied().unwrap_or(0);
@@ -203,7 +227,7 @@ async fn send(
                     .split_once("].")
                     .filter(|(head, _)| head.starts_with("events["))
                     .map_or(r.reason.as_str(), |(_, rest)| rest);
-                eprintln!("line {line}: event `{}` rejected: {reason}", r.event_id);
+                bar.note(&format!("line {line}: event `{}` rejected: {reason}", r.event_id));
             }
         }
     }

@@ -12,7 +12,9 @@ mod clients;
 mod config;
 mod decisions;
 mod demo;
+mod policy;
 mod produce;
+mod progress;
 mod render;
 mod serve;
 
@@ -157,6 +159,12 @@ enum Command {
     /// A server with tact's API that decides nothing (a baseline for `tact bench`), on --listen.
     #[command(hide = true)]
     BenchNoopServer,
+    /// Check a policy file, reload the running server's policy, list the policies that
+    /// took effect.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -229,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::customer(&settings.server, &customer, at, json).await
         }
         Command::Replay { until, from_kafka } => serve::replay(&settings, until, from_kafka).await,
-        Command::Backtest(args) => backtest::backtest(&settings, &args).await,
+        Command::Backtest(args) => backtest::backtest(&settings, &args, cli.settings.server.is_some()).await,
         Command::Produce { file, format } => {
             let mut opts = settings.require_kafka()?;
             opts.format = match format {
@@ -252,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => decisions::decisions(&settings.server, &customer, from, to, limit, json).await,
         Command::Bench(args) => bench::run(&settings.server, &args).await,
         Command::BenchNoopServer => bench::noop::serve(settings.listen).await,
+        Command::Policy { command } => policy::run(&settings, &command).await,
     }
 }
 

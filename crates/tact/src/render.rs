@@ -209,5 +209,139 @@ pub fn customer(v: &pb::CustomerView, now: Timestamp) -> String {
             .map_or_else(|| "-".to_owned(), |t| t.to_string());
         let _ = writeln!(out, "  - {at}  {:<20} {}", t.kind, t.summary);
     }
+    consent_proof(&mut out, v, now);
     out
+}
+
+/// Each consent with its proof, and the consent, do-not-contact and preference history
+/// (issue #11, section 4).
+fn consent_proof(out: &mut String, v: &pb::CustomerView, now: Timestamp) {
+    let _ = writeln!(out, "consent proof:");
+    if v.consent_proofs.is_empty() {
+        let _ = writeln!(out, "  (no consent recorded)");
+    }
+    let evidence = |e: &pb::ConsentEvidence| {
+        format!(
+            "{} by event {} from {} (proof: {}, log position {})",
+            instant(e.at.as_ref(), now),
+            e.event_id,
+            if e.source.is_empty() { "-" } else { &e.source },
+            if e.proof.is_empty() {
+                "none recorded"
+            } else {
+                &e.proof
+            },
+            e.log_position
+        )
+    };
+    for c in &v.consent_proofs {
+        let _ = writeln!(
+            out,
+            "  - {} for {}: {}",
+            channel_name(c.channel),
+            purpose_name(c.purpose),
+            c.status
+        );
+        match &c.given {
+            Some(g) => {
+                let _ = writeln!(out, "      given {}", evidence(g));
+            }
+            None => {
+                let _ = writeln!(out, "      never given");
+            }
+        }
+        if c.expires_at.is_some() {
+            let _ = writeln!(out, "      expires {}", instant(c.expires_at.as_ref(), now));
+        }
+        if let Some(w) = &c.withdrawn {
+            let _ = writeln!(out, "      withdrawn {}", evidence(w));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "consent, do-not-contact and preference history (newest first):"
+    );
+    if v.consent_history.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for h in &v.consent_history {
+        let Some(e) = &h.event else { continue };
+        let line = match tact_core::Event::try_from(e.clone()) {
+            Ok(event) => history_line(&event),
+            Err(err) => format!("(unreadable: {err})"),
+        };
+        let _ = writeln!(
+            out,
+            "  - {}  {}  [{} from {}, log position {}]",
+            instant(e.occurred_at.as_ref(), now),
+            line,
+            e.event_id,
+            if e.source.is_empty() { "-" } else { &e.source },
+            h.log_position
+        );
+    }
+    if v.consent_history_omitted > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} older changes not shown: 16 of each kind are)",
+            v.consent_history_omitted
+        );
+    }
+}
+
+fn history_line(e: &tact_core::Event) -> String {
+    use tact_core::EventKind;
+    match &e.kind {
+        EventKind::ConsentChanged {
+            channel,
+            purpose,
+            granted,
+            expires_at,
+            proof,
+        } => {
+            let mut s = format!(
+                "consent {} for {channel} {purpose} (proof: {})",
+                if *granted { "given" } else { "withdrawn" },
+                if proof.is_empty() { "none recorded" } else { proof }
+            );
+            if let Some(x) = expires_at {
+                let _ = write!(s, ", expires {x}");
+            }
+            s
+        }
+        EventKind::DoNotContact { reason, until } => match until {
+            Some(u) => format!("do not contact until {u} ({reason})"),
+            None => format!("do not contact, for good ({reason})"),
+        },
+        EventKind::PreferencesChanged {
+            time_zone,
+            accepted_channels,
+            max_contacts,
+        } => {
+            let mut parts = Vec::new();
+            if let Some(tz) = time_zone {
+                parts.push(format!(
+                    "time zone {}",
+                    if tz.is_empty() { "cleared" } else { tz }
+                ));
+            }
+            if let Some(cs) = accepted_channels {
+                let names: Vec<&str> = cs.iter().map(|c| c.as_str()).collect();
+                parts.push(if names.is_empty() {
+                    "accepts any channel".to_owned()
+                } else {
+                    format!("accepts {}", names.join(", "))
+                });
+            }
+            if let Some(l) = max_contacts {
+                parts.push(if l.max == 0 {
+                    "own limit cleared".to_owned()
+                } else {
+                    format!("at most {} in {}", l.max, l.window)
+                });
+            }
+            format!("preferences: {}", parts.join("; "))
+        }
+        other => other.name().to_owned(),
+    }
 }

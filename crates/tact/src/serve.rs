@@ -35,6 +35,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     let policy = settings.load_policy()?;
     let policy_version = policy.version().clone();
     let mut opts = ServerOptions::new(settings.listen, Some(settings.data_dir.clone()), policy);
+    opts.policy_file = Some(settings.policy.clone());
     opts.group_commit = settings.group_commit();
     opts.limits = settings.limits();
     opts.snapshot_on_shutdown = settings.snapshot_on_shutdown;
@@ -105,12 +106,17 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    // SIGHUP re-reads the clients file; a bad file keeps the clients in force.
-    let auth = std::sync::Arc::clone(handle.auth());
+    // SIGHUP re-reads the clients file and the policy file; a bad file keeps what is in
+    // force and says why.
+    let auth = Arc::clone(handle.auth());
+    let engine = Arc::clone(handle.engine());
+    let policy_file = settings.policy.clone();
     let reload = tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot install the sighup handler: the clients file is read only at start");
+            tracing::warn!(
+                "cannot install the sighup handler: the clients and policy files are read only at start"
+            );
             return;
         };
         while hup.recv().await.is_some() {
@@ -120,6 +126,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
                     tracing::error!(error = %e, "sighup: clients file not reloaded, keeping the clients in force")
                 }
             }
+            sighup_policy(&engine, &policy_file).await;
         }
     });
     let waited = handle.wait().await;
@@ -127,6 +134,28 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     waited.context("the server failed")?;
     tracing::info!("server stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP's policy reload: a file that does not read or validate keeps the policy in
+/// force (logged with the rule and field at fault).
+async fn sighup_policy(engine: &Arc<tact_server::Engine>, path: &Path) {
+    match tact_server::reload_from_file(engine, Some(path)).await {
+        Ok(report) => {
+            let (outcome, version) = match &report.reloaded {
+                tact_server::Reloaded::Unchanged { version } => ("unchanged", version.clone()),
+                tact_server::Reloaded::Activated { record, .. } => {
+                    ("activated", Arc::from(record.version.as_str()))
+                }
+                tact_server::Reloaded::Rebuilding { version, .. } => {
+                    ("rebuilding state first", version.clone())
+                }
+            };
+            tracing::info!(outcome, version = %version, changes = ?report.changes, "sighup: policy file reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sighup: policy file not reloaded, keeping the policy in force")
+        }
+    }
 }
 
 /// A lock on the data directory means another process (a running `tact serve`) has it.
@@ -200,12 +229,26 @@ pub async fn replay(
     let last_seq = storage.last_seq()?;
     // As the server keeps it: the policy's windows and the clock skew it admits.
     let retention = policy.retention().with_slack(settings.admission().max_clock_skew);
-    let (projection, stats) = tokio::task::spawn_blocking(move || match until {
+    let bar = crate::progress::Bar::new(Some(last_seq), "replaying", "events");
+    let watch = {
+        let bar = bar.clone();
+        let start = tact_log::replay_progress();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(tact_log::replay_progress().saturating_sub(start));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let replayed = tokio::task::spawn_blocking(move || match until {
         None => Projection::rebuild(&*storage, retention),
         Some(t) => Projection::rebuild_until(&*storage, retention, t),
     })
-    .await?
-    .with_context(|| format!("replaying the log in {}", settings.data_dir.display()))?;
+    .await;
+    watch.abort();
+    bar.finish();
+    let (projection, stats) =
+        replayed?.with_context(|| format!("replaying the log in {}", settings.data_dir.display()))?;
     match until {
         None => println!(
             "replayed {} events ({} customers) from {} in {:.3} s ({:.0} events/s)",

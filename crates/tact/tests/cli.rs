@@ -407,6 +407,27 @@ fn backtest_reports_what_a_stricter_policy_would_have_changed() {
     assert!(human.contains("changed: 4 (2 customers affected)"), "{human}");
     assert!(human.contains("ALLOW->DEFER: 4"), "{human}");
     assert!(human.contains("candidate: cap-email [DEFER]"), "{human}");
+
+    // The same on a running server (--server): the same report, but for its timing.
+    let timeless = |json: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("elapsed_ms");
+        o.remove("events_per_sec");
+        v
+    };
+    let server = Server::start(cwd.path(), &data);
+    let out = run(tact(cwd.path())
+        .args(["backtest", "--json", "--server", &server.url(), "--baseline"])
+        .arg(&policy)
+        .arg("--candidate")
+        .arg(&candidate));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let live = timeless(&text(&out.stdout));
+    assert!(server.terminate().success());
+    // Offline after the server stopped (its start recorded the policy: the same log).
+    assert_eq!(live, timeless(&backtest(true)));
+    assert_eq!(live["reading"], "as_happened");
 }
 
 /// `tact check` with several `--customer`s: one DecideBatch. A malformed id is named

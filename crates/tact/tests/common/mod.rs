@@ -58,13 +58,18 @@ impl Server {
 
     /// Like [`Server::start`], with extra `serve` flags.
     pub fn start_with(cwd: &Path, data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_policy(cwd, data_dir, &policy_path(), extra)
+    }
+
+    /// Like [`Server::start_with`], with the policy file `policy`.
+    pub fn start_with_policy(cwd: &Path, data_dir: &Path, policy: &Path, extra: &[&str]) -> Server {
         let mut child = tact(cwd)
             .arg("serve")
             .args(extra)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--policy")
-            .arg(policy_path())
+            .arg(policy)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,300 @@
+//! A policy in plain words, and the differences between two policies (`tact policy
+//! check`, `--against`). Pure: what is printed is derived from the loaded policy, not
+//! the file's text, so it says what tact will actually do (including the built-in
+//! `stale_state` rule a policy without one gets).
+
+use std::collections::BTreeSet;
+
+use chrono::Weekday;
+
+use crate::event::{Channel, Engagement, Purpose, Signal};
+use crate::policy::{Policy, Rule, RuleKind, signal_bit};
+
+fn names<T: Copy>(all: &[T], bits: u8, bit: impl Fn(T) -> u8, name: impl Fn(T) -> &'static str) -> String {
+    let chosen: Vec<&str> = all
+        .iter()
+        .filter(|x| bits & bit(**x) != 0)
+        .map(|x| name(*x))
+        .collect();
+    if chosen.len() == all.len() {
+        "all".to_owned()
+    } else {
+        chosen.join(", ")
+    }
+}
+
+fn channels(bits: u8) -> String {
+    names(Channel::ALL, bits, Channel::bit, Channel::as_str)
+}
+
+fn purposes(bits: u8) -> String {
+    names(Purpose::ALL, bits, Purpose::bit, Purpose::as_str)
+}
+
+fn clock(minute: u32) -> String {
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+const SIGNALS: [(Signal, &str); 5] = [
+    (Signal::PricingPage, "pricing page"),
+    (Signal::QuotePage, "quote page"),
+    (Signal::ComparePage, "compare page"),
+    (Signal::QuoteRequest, "quote request"),
+    (Signal::Download, "download"),
+];
+
+const WEEKDAYS: [Weekday; 7] = [
+    Weekday::Mon,
+    Weekday::Tue,
+    Weekday::Wed,
+    Weekday::Thu,
+    Weekday::Fri,
+    Weekday::Sat,
+    Weekday::Sun,
+];
+
+/// What the rule does, in one sentence (without its id).
+pub fn rule_in_words(rule: &Rule) -> String {
+    let on = format!(
+        "{} on {} channels",
+        purposes(rule.purposes()),
+        channels(rule.channels())
+    );
+    let mut s = match rule.kind() {
+        RuleKind::Consent {
+            soft_opt_in,
+            contact_request,
+        } => {
+            let mut s = format!("{on} need a current consent grant, else DENY");
+            if let Some(so) = soft_opt_in {
+                s.push_str(&format!(
+                    "; soft opt-in: {} on {} without a grant for a customer who bought within {} and never withdrew",
+                    purposes(so.purposes),
+                    channels(so.channels),
+                    so.purchase_within
+                ));
+            }
+            if let Some(cr) = contact_request {
+                s.push_str(&format!(
+                    "; a contact request allows {} on its channel for {}",
+                    purposes(cr.purposes),
+                    cr.valid_for
+                ));
+            }
+            s
+        }
+        RuleKind::ServiceReply { window } => format!(
+            "{on}: a reply within {window} of the customer's own message or contact request needs no consent, \
+             is not held back by do-not-contact and never counts against caps"
+        ),
+        RuleKind::Transactional {
+            respect_do_not_contact,
+        } => format!(
+            "{on}: transactional messages need no consent and are never capped{}",
+            if *respect_do_not_contact {
+                ", but do-not-contact holds them back"
+            } else {
+                ", nor blocked by do-not-contact"
+            }
+        ),
+        RuleKind::DoNotContact => format!("{on}: DENY while a do-not-contact is in force"),
+        RuleKind::ComplaintCoolOff { duration } => {
+            format!("{on}: DENY for {duration} after a complaint")
+        }
+        RuleKind::ResearchCooldown { signals, cooldown } => {
+            let which: Vec<&str> = SIGNALS
+                .iter()
+                .filter(|(s, _)| signals & signal_bit(*s) != 0)
+                .map(|(_, n)| *n)
+                .collect();
+            format!(
+                "{on}: DEFER for {cooldown} after research ({}), unless the customer asked for contact on that channel since",
+                which.join(", ")
+            )
+        }
+        RuleKind::EarnedMeeting {
+            window,
+            min_engagements,
+            engagements,
+        } => {
+            let which: Vec<&str> = Engagement::ALL
+                .iter()
+                .filter(|e| engagements & (1 << (**e as u8)) != 0)
+                .map(|e| e.as_str())
+                .collect();
+            format!(
+                "{on}: DENY unless the customer asked for a meeting or engaged at least {min_engagements} times ({}) in the last {window}",
+                which.join(", ")
+            )
+        }
+        RuleKind::FrequencyCap { max, window } => {
+            format!("{on}: at most {max} outreach in any {window} (together), else DEFER")
+        }
+        RuleKind::QuietHours {
+            start_minute,
+            end_minute,
+            closed_days,
+            exempt,
+        } => {
+            let mut s = format!(
+                "{on}: only {}-{} in the customer's time zone",
+                clock(*start_minute),
+                clock(*end_minute)
+            );
+            let closed: Vec<String> = WEEKDAYS
+                .iter()
+                .filter(|d| closed_days & (1 << d.num_days_from_monday()) != 0)
+                .map(|d| d.to_string().to_lowercase())
+                .collect();
+            if !closed.is_empty() {
+                s.push_str(&format!(", closed on {}", closed.join(", ")));
+            }
+            if !exempt.is_empty() {
+                let ex: Vec<String> = exempt.iter().map(|(c, p)| format!("{c}:{p}")).collect();
+                s.push_str(&format!(" (exempt: {})", ex.join(", ")));
+            }
+            s.push_str("; else DEFER to the next open minute");
+            s
+        }
+        RuleKind::Fatigue {
+            unanswered,
+            within,
+            pause,
+            reply_window,
+        } => format!(
+            "{on}: after {unanswered} unanswered outreach in a row on a channel within {within} \
+             (unanswered after {reply_window} without engagement), DEFER on that channel for {pause}"
+        ),
+        RuleKind::AnswerFirst { open_for } => format!(
+            "{on}: DENY while the customer's own message of the last {open_for} waits for a service answer"
+        ),
+        RuleKind::StaleState => {
+            format!("{on}: DENY while the state may be missing recent events (fail closed)")
+        }
+        RuleKind::CustomerPreferences { max_window } => format!(
+            "{on}: the customer's accepted channels (else DENY) and own frequency limit (window at most {max_window}, else DEFER)"
+        ),
+    };
+    if let Some(c) = rule.suggest() {
+        s.push_str(&format!("; suggests {c}"));
+    }
+    s
+}
+
+/// The policy in plain words: a header line, then one line per rule (`id (type): ...`).
+pub fn policy_in_words(policy: &Policy) -> Vec<String> {
+    let mut out = vec![format!(
+        "policy {}: default time zone {}, {} rules, keeps {} of history",
+        policy.version(),
+        policy.default_time_zone(),
+        policy.rules().len(),
+        policy.retention().window
+    )];
+    for r in policy.rules() {
+        out.push(format!(
+            "{} ({}): {}",
+            r.id(),
+            kind_name(r.kind()),
+            rule_in_words(r)
+        ));
+    }
+    out
+}
+
+/// The rule type's name, as written in the policy file.
+pub fn kind_name(kind: &RuleKind) -> &'static str {
+    match kind {
+        RuleKind::Consent { .. } => "consent",
+        RuleKind::ServiceReply { .. } => "service_reply",
+        RuleKind::Transactional { .. } => "transactional",
+        RuleKind::DoNotContact => "do_not_contact",
+        RuleKind::ComplaintCoolOff { .. } => "complaint_cool_off",
+        RuleKind::ResearchCooldown { .. } => "research_cooldown",
+        RuleKind::EarnedMeeting { .. } => "earned_meeting",
+        RuleKind::FrequencyCap { .. } => "frequency_cap",
+        RuleKind::QuietHours { .. } => "quiet_hours",
+        RuleKind::Fatigue { .. } => "fatigue",
+        RuleKind::AnswerFirst { .. } => "answer_first",
+        RuleKind::StaleState => "stale_state",
+        RuleKind::CustomerPreferences { .. } => "customer_preferences",
+    }
+}
+
+/// What changes from `old` to `new`, one line each (`+ rule`, `- rule`, `~ rule`,
+/// version, time zone, history kept); empty when they decide alike. Rules are matched
+/// by id; their order does not matter (it never changes a decision).
+pub fn policy_diff(old: &Policy, new: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.version() != new.version() {
+        out.push(format!("version: {} -> {}", old.version(), new.version()));
+    }
+    if old.default_time_zone() != new.default_time_zone() {
+        out.push(format!(
+            "default_time_zone: {} -> {}",
+            old.default_time_zone(),
+            new.default_time_zone()
+        ));
+    }
+    if old.retention() != new.retention() {
+        out.push(format!(
+            "history kept: {} -> {}",
+            old.retention().window,
+            new.retention().window
+        ));
+    }
+    let ids: BTreeSet<&str> = old.rules().iter().chain(new.rules()).map(|r| &**r.id()).collect();
+    for id in ids {
+        match (old.rule(id), new.rule(id)) {
+            (None, Some(r)) => out.push(format!("+ {id} ({}): {}", kind_name(r.kind()), rule_in_words(r))),
+            (Some(r), None) => out.push(format!("- {id} ({}): {}", kind_name(r.kind()), rule_in_words(r))),
+            (Some(a), Some(b)) => {
+                let (wa, wb) = (rule_in_words(a), rule_in_words(b));
+                let (ka, kb) = (kind_name(a.kind()), kind_name(b.kind()));
+                if wa != wb || ka != kb {
+                    out.push(format!("~ {id}: was ({ka}): {wa}"));
+                    out.push(format!("  {:width$}  now ({kb}): {wb}", "", width = id.len()));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_reads_in_words() {
+        let p = Policy::default_policy();
+        let lines = policy_in_words(&p);
+        assert_eq!(lines.len(), p.rules().len() + 1);
+        let cap = lines.iter().find(|l| l.starts_with("cap-email ")).unwrap();
+        assert!(cap.contains("at most 3 outreach in any 7 days"), "{cap}");
+        assert!(cap.contains("marketing, sales on email channels"), "{cap}");
+    }
+
+    #[test]
+    fn a_diff_names_changed_added_and_removed_rules() {
+        let old = Policy::default_policy();
+        assert!(policy_diff(&old, &old).is_empty());
+        let text = crate::policy::DEFAULT_POLICY
+            .replace("version = \"default-2026.11\"", "version = \"next\"")
+            .replace(
+                "id = \"cap-email\"\ntype = \"frequency_cap\"\nchannels = [\"email\"]\npurposes = [\"marketing\", \"sales\"]\nmax = 3",
+                "id = \"cap-email\"\ntype = \"frequency_cap\"\nchannels = [\"email\"]\npurposes = [\"marketing\", \"sales\"]\nmax = 2",
+            );
+        let new = Policy::from_toml_str(&text).unwrap();
+        let diff = policy_diff(&old, &new);
+        assert!(
+            diff.iter().any(|l| l == "version: default-2026.11 -> next"),
+            "{diff:?}"
+        );
+        let changed = diff
+            .iter()
+            .position(|l| l.starts_with("~ cap-email"))
+            .expect("cap-email changed");
+        assert!(diff[changed + 1].contains("at most 2 outreach"), "{diff:?}");
+    }
+}
