@@ -69,14 +69,7 @@ impl<'a> QuietHours<'a> {
     }
 
     fn local_uncached(&self, t: Timestamp) -> Option<Local> {
-        let utc = chrono::DateTime::from_timestamp_millis(t.0)?;
-        let offset = i64::from(
-            self.tz
-                .offset_from_utc_datetime(&utc.naive_utc())
-                .fix()
-                .local_minus_utc(),
-        ) * 1000;
-        let local = t.0 + offset;
+        let local = t.0 + zone_offset_ms(self.tz, t)?;
         Some(Local {
             day: local.div_euclid(DAY.0),
             minute: (local.rem_euclid(DAY.0) / MINUTE.0) as u32,
@@ -99,12 +92,20 @@ impl<'a> QuietHours<'a> {
                 .find(|d| self.day_open((d + 3).rem_euclid(7) as u32))
                 .unwrap_or(local.day + 1);
         }
-        let Some(open) =
-            chrono::DateTime::from_timestamp_millis(day * DAY.0 + i64::from(self.start_minute) * MINUTE.0)
-        else {
-            return self.next_open_chrono(t);
-        };
-        self.first_instant(open.naive_utc(), t)
+        let open = day * DAY.0 + i64::from(self.start_minute) * MINUTE.0;
+        // The earliest instant whose local time is `open`, or the first valid local
+        // time after it if `open` falls in a DST gap (as `first_instant`).
+        let mut candidate = open;
+        for _ in 0..4 {
+            if let Some(utc) = local_to_utc_ms(self.tz, candidate) {
+                return Timestamp(utc).max(t);
+            }
+            candidate += 30 * MINUTE.0;
+        }
+        match chrono::DateTime::from_timestamp_millis(open) {
+            Some(open) => self.first_instant(open.naive_utc(), t),
+            None => self.next_open_chrono(t),
+        }
     }
 
     /// The earliest instant whose local time is `open`, or the first valid local time
@@ -160,6 +161,92 @@ impl<'a> QuietHours<'a> {
             zone: self.tz,
         }
     }
+}
+
+/// The offset of `tz` from UTC at `t`, in milliseconds; `None` where chrono cannot
+/// represent `t`.
+///
+/// chrono-tz answers with a binary search over the zone's transitions, the costliest
+/// step of a quiet-hours reading. Offsets change a few times a year, so this memoizes
+/// them per (zone, UTC day) in a small direct-mapped table per thread. A day is
+/// remembered when its first and last millisecond have the same offset: zones change
+/// their offset at most once a day, so the whole day has it (the tests compare with
+/// chrono-tz through transitions and at random instants in every zone). A memo, not
+/// state: the answer is chrono-tz's whatever was asked before, so decisions stay a
+/// function of their arguments.
+fn zone_offset_ms(tz: Tz, t: Timestamp) -> Option<i64> {
+    let day = t.0.div_euclid(DAY.0);
+    let zone = tz as u16;
+    let slot = (day as usize ^ usize::from(zone).wrapping_mul(31)) % ZONE_MEMO_SLOTS;
+    let memo = ZONE_MEMO.with(|m| m[slot].get());
+    if memo.day == day && memo.zone == zone {
+        return Some(i64::from(memo.offset_ms));
+    }
+    let start = day.checked_mul(DAY.0)?;
+    match (
+        chrono_offset_ms(tz, Timestamp(start)),
+        chrono_offset_ms(tz, Timestamp(start.checked_add(DAY.0 - 1)?)),
+    ) {
+        (Some(first), Some(last)) if first == last => {
+            ZONE_MEMO.with(|m| {
+                m[slot].set(ZoneMemo {
+                    day,
+                    zone,
+                    offset_ms: first as i32,
+                })
+            });
+            Some(first)
+        }
+        // The day the offset changes: not remembered.
+        _ => chrono_offset_ms(tz, t),
+    }
+}
+
+/// chrono-tz's offset of `tz` at `t`, in milliseconds.
+fn chrono_offset_ms(tz: Tz, t: Timestamp) -> Option<i64> {
+    let utc = chrono::DateTime::from_timestamp_millis(t.0)?;
+    Some(
+        i64::from(
+            tz.offset_from_utc_datetime(&utc.naive_utc())
+                .fix()
+                .local_minus_utc(),
+        ) * 1000,
+    )
+}
+
+/// The earliest instant whose local time in `tz` is `local` (milliseconds since the
+/// local epoch), `None` if there is none (a DST gap) or chrono cannot represent it:
+/// chrono-tz's `from_local_datetime(..).earliest()`, from memoized offsets. The offsets
+/// a day either side are the only ones an instant with that local time can have (a
+/// zone's offset is within a day of UTC and changes at most once a day), so each
+/// instant they give is checked.
+fn local_to_utc_ms(tz: Tz, local: i64) -> Option<i64> {
+    let before = zone_offset_ms(tz, Timestamp(local.checked_sub(DAY.0)?))?;
+    let after = zone_offset_ms(tz, Timestamp(local.checked_add(DAY.0)?))?;
+    let valid = |offset: i64| {
+        let utc = local.checked_sub(offset)?;
+        (zone_offset_ms(tz, Timestamp(utc))? == offset).then_some(utc)
+    };
+    match (valid(before), valid(after)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+const ZONE_MEMO_SLOTS: usize = 256;
+
+#[derive(Clone, Copy)]
+struct ZoneMemo {
+    day: i64,
+    zone: u16,
+    offset_ms: i32,
+}
+
+thread_local! {
+    static ZONE_MEMO: [Cell<ZoneMemo>; ZONE_MEMO_SLOTS] = const {
+        // No instant is in day `i64::MIN`: every slot starts empty.
+        [const { Cell::new(ZoneMemo { day: i64::MIN, zone: 0, offset_ms: 0 }) }; ZONE_MEMO_SLOTS]
+    };
 }
 
 /// A reading of the customer's local clock, shown as "Wed 05:00 (America/New_York)".
@@ -251,6 +338,117 @@ mod tests {
             // And the day before, EDT (UTC-4).
             assert_eq!(q.next_open(t("2026-10-31T02:00:00Z")), t("2026-10-31T12:00:00Z"));
         });
+    }
+
+    /// The memo answers what chrono-tz answers, hour after hour through DST changes,
+    /// 30-minute shifts (Lord Howe), Ramadan suspensions (Casablanca) and odd offsets.
+    #[test]
+    fn zone_offsets_are_chrono_tz_offsets_across_transitions() {
+        let zones = [
+            "Europe/London",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kathmandu",
+            "America/St_Johns",
+            "Pacific/Chatham",
+            "Africa/Casablanca",
+            "America/Nuuk",
+        ];
+        let (from, to) = (t("2024-01-01T00:00:00Z").0, t("2027-01-01T00:00:00Z").0);
+        for zone in zones {
+            let tz: Tz = zone.parse().unwrap();
+            let mut at = from;
+            while at < to {
+                for probe in [at, at + 60_000, at + 1_800_000, at + 3_599_999] {
+                    let want = chrono_offset_ms(tz, Timestamp(probe));
+                    assert_eq!(zone_offset_ms(tz, Timestamp(probe)), want, "{zone} at {probe}");
+                    // And again, from the memo.
+                    assert_eq!(zone_offset_ms(tz, Timestamp(probe)), want, "{zone} at {probe}");
+                }
+                at += 3_600_000;
+            }
+        }
+    }
+
+    /// The memoized local-to-UTC conversion is chrono-tz's `earliest()`, through gaps
+    /// and repeated hours, in every zone.
+    #[test]
+    fn local_times_are_chrono_tz_local_times_across_transitions() {
+        let (from, to) = (t("2024-01-01T00:00:00Z").0, t("2027-01-01T00:00:00Z").0);
+        for zone in [
+            "Europe/London",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Africa/Casablanca",
+        ] {
+            let tz: Tz = zone.parse().unwrap();
+            let mut local = from;
+            while local < to {
+                for probe in [
+                    local,
+                    local + 15 * 60_000,
+                    local + 30 * 60_000,
+                    local + 59 * 60_000,
+                ] {
+                    let naive = chrono::DateTime::from_timestamp_millis(probe)
+                        .unwrap()
+                        .naive_utc();
+                    let want = tz
+                        .from_local_datetime(&naive)
+                        .earliest()
+                        .map(|u| u.timestamp_millis());
+                    assert_eq!(local_to_utc_ms(tz, probe), want, "{zone} at local {naive}");
+                }
+                local += 3_600_000;
+            }
+        }
+    }
+
+    /// The memo's premise, checked exhaustively: in no zone does the offset change
+    /// twice within one UTC day (probed every 15 minutes of every day whose first and
+    /// last millisecond agree, 1900 to 2100). Slow: `cargo test -p tact-core --release
+    /// -- --ignored zones_change_offset_at_most_once_a_day`.
+    #[test]
+    #[ignore = "exhaustive over every zone and day; run in release"]
+    fn zones_change_offset_at_most_once_a_day() {
+        let (from, to) = (
+            t("1900-01-01T00:00:00Z").0 / DAY.0,
+            t("2100-01-01T00:00:00Z").0 / DAY.0,
+        );
+        for tz in chrono_tz::TZ_VARIANTS {
+            for day in from..to {
+                let start = day * DAY.0;
+                let first = chrono_offset_ms(tz, Timestamp(start));
+                if first != chrono_offset_ms(tz, Timestamp(start + DAY.0 - 1)) {
+                    continue;
+                }
+                for quarter in 1..96 {
+                    let at = start + quarter * 15 * MINUTE.0;
+                    assert_eq!(chrono_offset_ms(tz, Timestamp(at)), first, "{tz:?} at {at}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any zone, any instant (most of them far from now), asked in any order.
+        #[test]
+        fn zone_offsets_are_chrono_tz_offsets(
+            picks in proptest::collection::vec(
+                (0..chrono_tz::TZ_VARIANTS.len(), -5_000_000_000_000i64..8_000_000_000_000i64),
+                1..64,
+            ),
+        ) {
+            for (zone, ms) in picks {
+                let tz = chrono_tz::TZ_VARIANTS[zone];
+                let want = chrono_offset_ms(tz, Timestamp(ms));
+                proptest::prop_assert_eq!(zone_offset_ms(tz, Timestamp(ms)), want);
+                proptest::prop_assert_eq!(zone_offset_ms(tz, Timestamp(ms)), want);
+                let naive = chrono::DateTime::from_timestamp_millis(ms).unwrap().naive_utc();
+                let local = tz.from_local_datetime(&naive).earliest().map(|u| u.timestamp_millis());
+                proptest::prop_assert_eq!(local_to_utc_ms(tz, ms), local);
+            }
+        }
     }
 
     #[test]

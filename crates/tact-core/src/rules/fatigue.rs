@@ -35,15 +35,19 @@ pub(crate) fn fatigue_pause(
 ) -> Option<Pause> {
     let at = v.at;
     let mut count = 0u32;
-    let mut newest = None;
+    let mut newest: Option<Timestamp> = None;
     let mut from = Timestamp::MIN;
     // The oldest `OutreachUnanswered` on the channel seen so far (newer than the
     // touches still to come).
     let mut reported: Option<Timestamp> = None;
     for e in v.recent() {
-        // A pause for touches this old is over, and so is any older one.
-        if newest.is_none() && e.at.saturating_add(reply_window).saturating_add(pause) <= at {
-            break;
+        match newest {
+            // A pause for touches this old is over, and so is any older one.
+            None if e.at.saturating_add(reply_window).saturating_add(pause) <= at => break,
+            // Older than the run's newest touch by more than `within`: nothing older
+            // can join the run (a touch would end it here too).
+            Some(first) if first.since(e.at) > within => break,
+            _ => {}
         }
         match e.mark {
             Mark::Engaged(c, _) if c == channel => break,
@@ -54,10 +58,7 @@ pub(crate) fn fatigue_pause(
                 decision,
                 authorized,
             } if c == channel && purposes & p.bit() != 0 && counts(v, decision, authorized) => {
-                let first = *newest.get_or_insert(e.at);
-                if first.since(e.at) > within {
-                    break;
-                }
+                newest.get_or_insert(e.at);
                 let mut unanswered_at = e.at.saturating_add(reply_window);
                 if let Some(r) = reported {
                     unanswered_at = unanswered_at.min(r);
