@@ -134,8 +134,12 @@ impl Storage for FlakyStorage {
     fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
         self.inner.scan_raw(from, visit)
     }
-    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
-        self.inner.customer_events(customer_id)
+    fn visit_customer_events(
+        &self,
+        customer_id: &str,
+        visit: &mut tact_log::EventVisitor<'_>,
+    ) -> Result<(), LogError> {
+        self.inner.visit_customer_events(customer_id, visit)
     }
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
         self.inner.seq_of(event_id)

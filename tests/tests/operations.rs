@@ -278,3 +278,93 @@ async fn get_customer_proves_each_consent() {
     assert_eq!(before.consent_history.len(), 4);
     server.stop().await;
 }
+
+/// A customer with a long history (thousands of page views, dozens of consent changes):
+/// the proof still names the grant a withdrawal withdrew, however old, and the history
+/// answered is bounded (the server streams the customer's events through the fold
+/// instead of holding them all).
+#[tokio::test]
+async fn get_customer_on_a_long_history_keeps_the_proof_and_bounds_the_history() {
+    let now = wed_10am();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(Some(dir.path().to_path_buf()), now).await;
+    let mut client = server.client().await;
+    let at = |minutes: i64| now.saturating_sub(tact_core::Span(minutes * tact_core::MINUTE.0));
+    let consent = |id: String, minutes: i64, granted: bool| {
+        event(
+            &id,
+            "c1",
+            at(minutes),
+            EventKind::ConsentChanged {
+                channel: Channel::Email,
+                purpose: Purpose::Marketing,
+                granted,
+                expires_at: None,
+                proof: format!("proof of {id}"),
+            },
+        )
+    };
+    let mut events = vec![consent("g-first".into(), 400 * 24 * 60, true)];
+    for i in 0..40 {
+        events.push(consent(format!("w{i}"), 300 * 24 * 60 - i * 60, false));
+    }
+    for i in 0..12_000 {
+        events.push(event(
+            &format!("v{i}"),
+            "c1",
+            at(200 * 24 * 60 - i),
+            EventKind::PageViewed {
+                url: format!("/p/{i}"),
+                category: "blog".into(),
+            },
+        ));
+    }
+    for chunk in events.chunks(4_000) {
+        record(&mut client, chunk.to_vec()).await;
+    }
+    let view = client
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: "c1".into(),
+            at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let email = view
+        .consent_proofs
+        .iter()
+        .find(|x| x.channel == pb::Channel::Email as i32 && x.purpose == pb::Purpose::Marketing as i32)
+        .unwrap();
+    assert_eq!(email.status, "withdrawn");
+    assert_eq!(email.given.as_ref().unwrap().event_id, "g-first");
+    assert_eq!(email.given.as_ref().unwrap().proof, "proof of g-first");
+    assert_eq!(email.withdrawn.as_ref().unwrap().event_id, "w39");
+    // The newest 16 withdrawals and the grant the proof names; page views are no part
+    // of it.
+    assert_eq!(view.consent_history.len(), tact_core::proof::HISTORY_PER_KIND + 1);
+    assert_eq!(
+        view.consent_history
+            .first()
+            .unwrap()
+            .event
+            .as_ref()
+            .unwrap()
+            .event_id,
+        "w39"
+    );
+    assert_eq!(
+        view.consent_history
+            .last()
+            .unwrap()
+            .event
+            .as_ref()
+            .unwrap()
+            .event_id,
+        "g-first"
+    );
+    assert_eq!(
+        view.consent_history_omitted as usize,
+        41 - tact_core::proof::HISTORY_PER_KIND - 1
+    );
+    server.stop().await;
+}

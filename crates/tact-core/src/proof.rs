@@ -125,93 +125,182 @@ fn history_kind(e: &Event) -> Option<(u8, u8, u8)> {
 /// Consent proofs and the change history of one customer as of `at`, from their events
 /// (`(log position, event)`, any order; events after `at` are ignored).
 pub fn consent_history(events: &[(u64, &Event)], at: Timestamp) -> ConsentHistory {
-    let mut changes: Vec<(u64, &Event)> = events
-        .iter()
-        .copied()
-        .filter(|(_, e)| e.occurred_at <= at && history_kind(e).is_some())
-        .collect();
-    let mut keep = std::collections::HashSet::new();
-    let mut consents = Vec::new();
-    for &channel in Channel::ALL {
-        for &purpose in Purpose::ALL {
-            let mut records: Vec<(u64, &Event)> = changes
-                .iter()
-                .copied()
-                .filter(|(_, e)| {
-                    matches!(&e.kind, EventKind::ConsentChanged { channel: c, purpose: p, .. }
-                        if *c == channel && *p == purpose)
-                })
-                .collect();
-            if records.is_empty() {
-                continue;
+    let mut builder = ConsentHistoryBuilder::new(at);
+    for (seq, e) in events {
+        if builder.wants(e) {
+            builder.push(*seq, (*e).clone());
+        }
+    }
+    builder.finish()
+}
+
+type Key = (Timestamp, bool, bool, i64);
+
+/// Changes by (instant, log position).
+type Changes = std::collections::BTreeMap<(Timestamp, u64), Event>;
+
+/// [`consent_history`] folded one event at a time, in memory bounded by the number of
+/// channels, purposes and [`HISTORY_PER_KIND`], not by the customer's history: the
+/// server streams a customer's events from the log through it, so one customer with
+/// millions of events costs time, never memory.
+#[derive(Debug)]
+pub struct ConsentHistoryBuilder {
+    at: Timestamp,
+    /// Per channel and purpose (`channel * 8 + purpose`): the record in force (the
+    /// greatest by the state's order, then log position) and the greatest grant.
+    records: Vec<Option<Slot>>,
+    /// Per kind, the newest changes (by instant, then log position), at most
+    /// [`HISTORY_PER_KIND`], and how many changes there were.
+    newest: std::collections::HashMap<(u8, u8, u8), (Changes, usize)>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    last: ((Key, u64), Event),
+    grant: Option<((Key, u64), Event)>,
+}
+
+impl ConsentHistoryBuilder {
+    pub fn new(at: Timestamp) -> Self {
+        ConsentHistoryBuilder {
+            at,
+            records: (0..64).map(|_| None).collect(),
+            newest: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether `push` would keep anything of `e` (a consent, do-not-contact or
+    /// preferences change by `at`): callers can skip the others without cloning them.
+    pub fn wants(&self, e: &Event) -> bool {
+        e.occurred_at <= self.at && history_kind(e).is_some()
+    }
+
+    /// Folds in the event at log position `seq`.
+    pub fn push(&mut self, seq: u64, e: Event) {
+        if !self.wants(&e) {
+            return;
+        }
+        let Some(kind) = history_kind(&e) else { return };
+        if let EventKind::ConsentChanged {
+            channel,
+            purpose,
+            granted,
+            ..
+        } = &e.kind
+        {
+            let order = (consent_key(&e), seq);
+            let slot = &mut self.records[*channel as usize * 8 + *purpose as usize];
+            if *granted
+                && slot
+                    .as_ref()
+                    .is_none_or(|s| s.grant.as_ref().is_none_or(|(k, _)| order > *k))
+            {
+                match slot {
+                    Some(s) => s.grant = Some((order, e.clone())),
+                    None => {
+                        *slot = Some(Slot {
+                            last: (order, e.clone()),
+                            grant: Some((order, e.clone())),
+                        })
+                    }
+                }
             }
-            records.sort_by_key(|(seq, e)| (consent_key(e), *seq));
-            let (seq, last) = *records.last().expect("not empty");
-            keep.insert(seq);
-            let EventKind::ConsentChanged {
-                granted, expires_at, ..
-            } = &last.kind
-            else {
-                unreachable!("consent records only")
-            };
-            let proof = if *granted {
-                ConsentProof {
-                    channel,
-                    purpose,
-                    status: if expires_at.is_some_and(|x| x <= at) {
-                        ConsentStatus::Expired
-                    } else {
-                        ConsentStatus::Granted
-                    },
-                    given: Some(evidence(seq, last)),
-                    expires_at: *expires_at,
-                    withdrawn: None,
+            match slot {
+                Some(s) if s.last.0 >= order => {}
+                Some(s) => s.last = (order, e.clone()),
+                None => {
+                    *slot = Some(Slot {
+                        last: (order, e.clone()),
+                        grant: None,
+                    })
                 }
-            } else {
-                // The grant it withdrew: the latest grant before it.
-                let grant = records[..records.len() - 1]
-                    .iter()
-                    .rev()
-                    .find(|(_, e)| matches!(e.kind, EventKind::ConsentChanged { granted: true, .. }));
-                if let Some((s, _)) = grant {
-                    keep.insert(*s);
-                }
-                ConsentProof {
-                    channel,
-                    purpose,
-                    status: ConsentStatus::Withdrawn,
-                    given: grant.map(|(s, e)| evidence(*s, e)),
-                    expires_at: grant.and_then(|(_, e)| match &e.kind {
-                        EventKind::ConsentChanged { expires_at, .. } => *expires_at,
-                        _ => None,
-                    }),
-                    withdrawn: Some(evidence(seq, last)),
-                }
-            };
-            consents.push(proof);
+            }
+        }
+        let (newest, total) = self.newest.entry(kind).or_default();
+        *total += 1;
+        newest.insert((e.occurred_at, seq), e);
+        if newest.len() > HISTORY_PER_KIND {
+            newest.pop_first();
         }
     }
-    // Newest first; at most HISTORY_PER_KIND of each kind, and what the proofs name.
-    changes.sort_by(|(sa, a), (sb, b)| (b.occurred_at, sb).cmp(&(a.occurred_at, sa)));
-    let mut per_kind: std::collections::HashMap<(u8, u8, u8), usize> = std::collections::HashMap::new();
-    let mut history = Vec::new();
-    let mut omitted = 0;
-    for (seq, e) in changes {
-        let n = per_kind.entry(history_kind(e).expect("filtered")).or_default();
-        *n += 1;
-        if *n <= HISTORY_PER_KIND || keep.contains(&seq) {
-            history.push(HistoryItem {
-                log_position: seq,
-                event: e.clone(),
-            });
-        } else {
-            omitted += 1;
+
+    pub fn finish(self) -> ConsentHistory {
+        let at = self.at;
+        let mut consents = Vec::new();
+        let mut named: Vec<(u64, Event)> = Vec::new();
+        for &channel in Channel::ALL {
+            for &purpose in Purpose::ALL {
+                let Some(slot) = &self.records[channel as usize * 8 + purpose as usize] else {
+                    continue;
+                };
+                let ((_, seq), last) = &slot.last;
+                let seq = *seq;
+                named.push((seq, last.clone()));
+                let EventKind::ConsentChanged {
+                    granted, expires_at, ..
+                } = &last.kind
+                else {
+                    continue;
+                };
+                let proof = if *granted {
+                    ConsentProof {
+                        channel,
+                        purpose,
+                        status: if expires_at.is_some_and(|x| x <= at) {
+                            ConsentStatus::Expired
+                        } else {
+                            ConsentStatus::Granted
+                        },
+                        given: Some(evidence(seq, last)),
+                        expires_at: *expires_at,
+                        withdrawn: None,
+                    }
+                } else {
+                    // The grant it withdrew: the latest grant before it (every grant is
+                    // before the record in force).
+                    let grant = slot.grant.as_ref().map(|((_, s), e)| (*s, e));
+                    if let Some((s, e)) = grant {
+                        named.push((s, e.clone()));
+                    }
+                    ConsentProof {
+                        channel,
+                        purpose,
+                        status: ConsentStatus::Withdrawn,
+                        given: grant.map(|(s, e)| evidence(s, e)),
+                        expires_at: grant.and_then(|(_, e)| match &e.kind {
+                            EventKind::ConsentChanged { expires_at, .. } => *expires_at,
+                            _ => None,
+                        }),
+                        withdrawn: Some(evidence(seq, last)),
+                    }
+                };
+                consents.push(proof);
+            }
         }
-    }
-    ConsentHistory {
-        consents,
-        history,
-        omitted,
+        // Newest first; at most HISTORY_PER_KIND of each kind, and what the proofs name.
+        let mut total = 0;
+        let mut history: std::collections::BTreeMap<(Timestamp, u64), Event> =
+            std::collections::BTreeMap::new();
+        for (newest, n) in self.newest.into_values() {
+            total += n;
+            history.extend(newest);
+        }
+        for (seq, e) in named {
+            history.entry((e.occurred_at, seq)).or_insert(e);
+        }
+        let omitted = total - history.len();
+        ConsentHistory {
+            consents,
+            history: history
+                .into_iter()
+                .rev()
+                .map(|((_, seq), event)| HistoryItem {
+                    log_position: seq,
+                    event,
+                })
+                .collect(),
+            omitted,
+        }
     }
 }
 
@@ -219,6 +308,100 @@ pub fn consent_history(events: &[(u64, &Event)], at: Timestamp) -> ConsentHistor
 mod tests {
     use super::*;
     use crate::time::{DAY, Span};
+
+    /// The first version, sorting every change: the oracle for the streaming builder.
+    /// Consent proofs and the change history of one customer as of `at`, from their events
+    /// (`(log position, event)`, any order; events after `at` are ignored).
+    fn consent_history_by_sorting(events: &[(u64, &Event)], at: Timestamp) -> ConsentHistory {
+        let mut changes: Vec<(u64, &Event)> = events
+            .iter()
+            .copied()
+            .filter(|(_, e)| e.occurred_at <= at && history_kind(e).is_some())
+            .collect();
+        let mut keep = std::collections::HashSet::new();
+        let mut consents = Vec::new();
+        for &channel in Channel::ALL {
+            for &purpose in Purpose::ALL {
+                let mut records: Vec<(u64, &Event)> = changes
+                    .iter()
+                    .copied()
+                    .filter(|(_, e)| {
+                        matches!(&e.kind, EventKind::ConsentChanged { channel: c, purpose: p, .. }
+                            if *c == channel && *p == purpose)
+                    })
+                    .collect();
+                if records.is_empty() {
+                    continue;
+                }
+                records.sort_by_key(|(seq, e)| (consent_key(e), *seq));
+                let (seq, last) = *records.last().expect("not empty");
+                keep.insert(seq);
+                let EventKind::ConsentChanged {
+                    granted, expires_at, ..
+                } = &last.kind
+                else {
+                    unreachable!("consent records only")
+                };
+                let proof = if *granted {
+                    ConsentProof {
+                        channel,
+                        purpose,
+                        status: if expires_at.is_some_and(|x| x <= at) {
+                            ConsentStatus::Expired
+                        } else {
+                            ConsentStatus::Granted
+                        },
+                        given: Some(evidence(seq, last)),
+                        expires_at: *expires_at,
+                        withdrawn: None,
+                    }
+                } else {
+                    // The grant it withdrew: the latest grant before it.
+                    let grant = records[..records.len() - 1]
+                        .iter()
+                        .rev()
+                        .find(|(_, e)| matches!(e.kind, EventKind::ConsentChanged { granted: true, .. }));
+                    if let Some((s, _)) = grant {
+                        keep.insert(*s);
+                    }
+                    ConsentProof {
+                        channel,
+                        purpose,
+                        status: ConsentStatus::Withdrawn,
+                        given: grant.map(|(s, e)| evidence(*s, e)),
+                        expires_at: grant.and_then(|(_, e)| match &e.kind {
+                            EventKind::ConsentChanged { expires_at, .. } => *expires_at,
+                            _ => None,
+                        }),
+                        withdrawn: Some(evidence(seq, last)),
+                    }
+                };
+                consents.push(proof);
+            }
+        }
+        // Newest first; at most HISTORY_PER_KIND of each kind, and what the proofs name.
+        changes.sort_by(|(sa, a), (sb, b)| (b.occurred_at, sb).cmp(&(a.occurred_at, sa)));
+        let mut per_kind: std::collections::HashMap<(u8, u8, u8), usize> = std::collections::HashMap::new();
+        let mut history = Vec::new();
+        let mut omitted = 0;
+        for (seq, e) in changes {
+            let n = per_kind.entry(history_kind(e).expect("filtered")).or_default();
+            *n += 1;
+            if *n <= HISTORY_PER_KIND || keep.contains(&seq) {
+                history.push(HistoryItem {
+                    log_position: seq,
+                    event: e.clone(),
+                });
+            } else {
+                omitted += 1;
+            }
+        }
+        ConsentHistory {
+            consents,
+            history,
+            omitted,
+        }
+    }
 
     fn consent(id: &str, at: Timestamp, granted: bool, proof: &str) -> Event {
         Event {
@@ -283,5 +466,57 @@ mod tests {
         let h = consent_history(&refs, t);
         assert_eq!(h.consents[0].status, ConsentStatus::Withdrawn);
         assert_eq!(h.consents[0].given.as_ref().unwrap().event_id, "g");
+    }
+
+    proptest::proptest! {
+        /// Streaming the events through the builder, in any order, gives what sorting
+        /// all of them gives.
+        #[test]
+        fn the_streaming_fold_is_the_sorting_one(
+            raw in proptest::collection::vec((0u8..6, 0usize..5, 0usize..4, 0i64..40, proptest::bool::ANY), 0..120),
+            at_day in 0i64..45,
+        ) {
+            let t0 = Timestamp(1_000 * DAY.0);
+            let day = |n: i64| t0.saturating_add(Span(n * DAY.0));
+            let events: Vec<Event> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, &(kind, c, p, d, flag))| {
+                    let channel = Channel::ALL[c % Channel::ALL.len()];
+                    let purpose = Purpose::ALL[p % Purpose::ALL.len()];
+                    let kind = match kind {
+                        0..=2 => EventKind::ConsentChanged {
+                            channel,
+                            purpose,
+                            granted: flag,
+                            expires_at: (kind == 1).then(|| day(d + 3)),
+                            proof: format!("p{i}"),
+                        },
+                        3 => EventKind::DoNotContact { reason: "asked".into(), until: flag.then(|| day(d + 1)) },
+                        4 => EventKind::PreferencesChanged {
+                            time_zone: None,
+                            accepted_channels: Some(vec![channel]),
+                            max_contacts: None,
+                        },
+                        _ => EventKind::PageViewed { url: "/".into(), category: "pricing".into() },
+                    };
+                    Event {
+                        event_id: format!("e{i}"),
+                        customer_id: "c1".into(),
+                        // Few distinct instants, so ties between grants and withdrawals happen.
+                        occurred_at: day(d / 2),
+                        source: "crm".into(),
+                        kind,
+                    }
+                })
+                .collect();
+            let refs: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| ((i as u64 * 7919) % 1000 + 1, e)).collect();
+            let refs: Vec<(u64, &Event)> = {
+                // Log positions are unique.
+                let mut seen = std::collections::HashSet::new();
+                refs.into_iter().filter(|(s, _)| seen.insert(*s)).collect()
+            };
+            proptest::prop_assert_eq!(consent_history(&refs, day(at_day)), consent_history_by_sorting(&refs, day(at_day)));
+        }
     }
 }

@@ -27,6 +27,6 @@ pub use policies::{PolicyRecord, policy_history, policy_in_force};
 pub use projection::{Projection, ReplayStats, fold, replay_progress};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
-    Appended, DEAD_LETTER_PREFIX, EventIter, MemoryStorage, MetaEntry, RawVisitor, SNAPSHOT_FILE,
-    SledOptions, SledStorage, Storage,
+    Appended, DEAD_LETTER_PREFIX, EventIter, EventVisitor, MemoryStorage, MetaEntry, RawVisitor,
+    SNAPSHOT_FILE, SledOptions, SledStorage, Storage,
 };

@@ -287,8 +287,12 @@ impl Storage for Unreadable {
         }
         self.inner.scan_raw(from, visit)
     }
-    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, tact_core::Event)>, tact_log::LogError> {
-        self.inner.customer_events(customer_id)
+    fn visit_customer_events(
+        &self,
+        customer_id: &str,
+        visit: &mut tact_log::EventVisitor<'_>,
+    ) -> Result<(), tact_log::LogError> {
+        self.inner.visit_customer_events(customer_id, visit)
     }
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, tact_log::LogError> {
         self.inner.seq_of(event_id)

@@ -965,7 +965,8 @@ impl Engine {
 impl Engine {
     /// Proof of the customer's consents and their consent, do-not-contact and
     /// preference history as of `at` (default: now), read from the log (the state
-    /// keeps no proofs). Costs a read of the customer's events.
+    /// keeps no proofs). Costs a read of the customer's events, streamed through the
+    /// fold: memory stays bounded however long the customer's history is.
     pub async fn consent_history(
         &self,
         customer_id: &str,
@@ -975,9 +976,12 @@ impl Engine {
         let storage = Arc::clone(self.log.storage());
         let id = customer_id.to_owned();
         tokio::task::spawn_blocking(move || {
-            let events = storage.customer_events(&id)?;
-            let refs: Vec<(u64, &Event)> = events.iter().map(|(s, e)| (*s, e)).collect();
-            Ok(tact_core::proof::consent_history(&refs, at))
+            let mut proof = tact_core::proof::ConsentHistoryBuilder::new(at);
+            storage.visit_customer_events(&id, &mut |seq, event| {
+                proof.push(seq, event);
+                Ok(())
+            })?;
+            Ok(proof.finish())
         })
         .await
         .map_err(|e| LogError::Writer(e.to_string()))?

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tact_core::Event;
 
-use super::{Appended, MetaEntry, RawVisitor, Storage, plan_batch};
+use super::{Appended, EventVisitor, MetaEntry, RawVisitor, Storage, plan_batch};
 use crate::codec;
 use crate::error::LogError;
 
@@ -115,7 +115,7 @@ impl Storage for MemoryStorage {
         }
     }
 
-    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
+    fn visit_customer_events(&self, customer_id: &str, visit: &mut EventVisitor<'_>) -> Result<(), LogError> {
         let prefix = codec::customer_prefix(customer_id);
         let raws: Vec<(u64, Option<Arc<[u8]>>)> = {
             let inner = self.read();
@@ -127,13 +127,12 @@ impl Storage for MemoryStorage {
                 .map(|seq| (seq, inner.events.get(&seq).cloned()))
                 .collect()
         };
-        let mut out = Vec::with_capacity(raws.len());
         for (seq, raw) in raws {
             if let Some(event) = codec::decode_indexed("customers", customer_id, seq, raw.as_deref())? {
-                out.push((seq, event));
+                visit(seq, event)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {

@@ -20,6 +20,9 @@ pub use self::sled_store::{SNAPSHOT_FILE, SledOptions, SledStorage};
 /// whether to go on.
 pub type RawVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, LogError> + 'a;
 
+/// Visits decoded events `(seq, event)`.
+pub type EventVisitor<'a> = dyn FnMut(u64, Event) -> Result<(), LogError> + 'a;
+
 /// A meta key/value pair written with [`Storage::append`] (e.g. a Kafka offset).
 pub type MetaEntry = (Vec<u8>, Vec<u8>);
 
@@ -101,7 +104,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
     }
 
     /// One customer's events in log order, found through the customer index.
-    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError>;
+    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
+        let mut out = Vec::new();
+        self.visit_customer_events(customer_id, &mut |seq, event| {
+            out.push((seq, event));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// One customer's events in log order, handed to `visit` one at a time: what the
+    /// caller keeps is up to it, so a customer with a long history costs time, not
+    /// memory.
+    fn visit_customer_events(&self, customer_id: &str, visit: &mut EventVisitor<'_>) -> Result<(), LogError>;
 
     /// The seq of the event with this id, if it is in the log.
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError>;

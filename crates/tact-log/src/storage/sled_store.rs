@@ -45,7 +45,7 @@ use sled::{Db, IVec, Tree};
 use tact_core::Event;
 
 use super::sled_index::{self, IdCache};
-use super::{Appended, DEAD_LETTER_PREFIX, MetaEntry, RawVisitor, Storage, plan_batch};
+use super::{Appended, DEAD_LETTER_PREFIX, EventVisitor, MetaEntry, RawVisitor, Storage, plan_batch};
 use crate::codec;
 use crate::error::LogError;
 
@@ -342,9 +342,8 @@ impl Storage for SledStorage {
         scan_tree(&self.events, from, visit)
     }
 
-    fn customer_events(&self, customer_id: &str) -> Result<Vec<(u64, Event)>, LogError> {
+    fn visit_customer_events(&self, customer_id: &str, visit: &mut EventVisitor<'_>) -> Result<(), LogError> {
         let seqs = sled_index::customer_seqs(&self.index, customer_id)?;
-        let mut out = Vec::with_capacity(seqs.len());
         // A customer's events often share a chunk: read each chunk once for all of them.
         let mut i = 0;
         while i < seqs.len() {
@@ -360,7 +359,7 @@ impl Storage for SledStorage {
                     None => None,
                 };
                 if let Some(event) = codec::decode_indexed(sled_index::TREE, customer_id, seq, raw)? {
-                    out.push((seq, event));
+                    visit(seq, event)?;
                 }
                 i += 1;
                 if i == seqs.len() || !chunk.as_ref().is_some_and(|c| c.contains(seqs[i])) {
@@ -368,7 +367,7 @@ impl Storage for SledStorage {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
