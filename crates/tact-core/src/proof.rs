@@ -279,8 +279,7 @@ impl ConsentHistoryBuilder {
         }
         // Newest first; at most HISTORY_PER_KIND of each kind, and what the proofs name.
         let mut total = 0;
-        let mut history: std::collections::BTreeMap<(Timestamp, u64), Event> =
-            std::collections::BTreeMap::new();
+        let mut history = Changes::new();
         for (newest, n) in self.newest.into_values() {
             total += n;
             history.extend(newest);
