@@ -257,14 +257,16 @@ fn all_bits<T: Copy>(all: &[T], bit: impl Fn(T) -> u8) -> u8 {
     all.iter().fold(0, |m, x| m | bit(*x))
 }
 
-struct RuleReader<'a> {
+/// Reads one `[[rule]]` table: each rule type's `read` takes its parameters through it,
+/// and every error names the rule and the field.
+pub(crate) struct RuleReader<'a> {
     id: String,
     table: &'a toml::Table,
     used: HashSet<&'static str>,
 }
 
 impl RuleReader<'_> {
-    fn err(&self, field: &str, why: impl Into<String>) -> PolicyError {
+    pub(crate) fn err(&self, field: &str, why: impl Into<String>) -> PolicyError {
         PolicyError::Rule {
             id: self.id.clone(),
             field: field.to_owned(),
@@ -272,7 +274,10 @@ impl RuleReader<'_> {
         }
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&mut self, field: &'static str) -> Result<Option<T>, PolicyError> {
+    pub(crate) fn get<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<T>, PolicyError> {
         self.used.insert(field);
         match self.table.get(field) {
             None => Ok(None),
@@ -284,11 +289,14 @@ impl RuleReader<'_> {
         }
     }
 
-    fn req<T: for<'de> Deserialize<'de>>(&mut self, field: &'static str) -> Result<T, PolicyError> {
+    pub(crate) fn req<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<T, PolicyError> {
         self.get(field)?.ok_or_else(|| self.err(field, "is required"))
     }
 
-    fn span(&mut self, field: &'static str) -> Result<Span, PolicyError> {
+    pub(crate) fn span(&mut self, field: &'static str) -> Result<Span, PolicyError> {
         let s: SpanText = self.req(field)?;
         if s.0.0 <= 0 {
             return Err(self.err(field, "must be positive"));
@@ -296,7 +304,7 @@ impl RuleReader<'_> {
         Ok(s.0)
     }
 
-    fn names<T: std::str::FromStr<Err = crate::event::UnknownName>>(
+    pub(crate) fn names<T: std::str::FromStr<Err = crate::event::UnknownName>>(
         &mut self,
         field: &'static str,
     ) -> Result<Option<Vec<T>>, PolicyError> {
@@ -310,19 +318,19 @@ impl RuleReader<'_> {
         Ok(Some(out))
     }
 
-    fn channel_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
+    pub(crate) fn channel_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
         Ok(self
             .names::<Channel>(field)?
             .map(|cs| cs.iter().fold(0, |m, c| m | c.bit())))
     }
 
-    fn purpose_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
+    pub(crate) fn purpose_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
         Ok(self
             .names::<Purpose>(field)?
             .map(|ps| ps.iter().fold(0, |m, p| m | p.bit())))
     }
 
-    fn channel(&mut self, field: &'static str) -> Result<Option<Channel>, PolicyError> {
+    pub(crate) fn channel(&mut self, field: &'static str) -> Result<Option<Channel>, PolicyError> {
         let Some(s) = self.get::<String>(field)? else {
             return Ok(None);
         };
@@ -331,7 +339,7 @@ impl RuleReader<'_> {
             .map_err(|e: crate::event::UnknownName| self.err(field, e.to_string()))
     }
 
-    fn sub(&mut self, field: &'static str) -> Result<Option<RuleReader<'_>>, PolicyError> {
+    pub(crate) fn sub(&mut self, field: &'static str) -> Result<Option<RuleReader<'_>>, PolicyError> {
         self.used.insert(field);
         match self.table.get(field) {
             None => Ok(None),
@@ -344,7 +352,7 @@ impl RuleReader<'_> {
         }
     }
 
-    fn finish(self) -> Result<(), PolicyError> {
+    pub(crate) fn finish(self) -> Result<(), PolicyError> {
         let mut unknown: Vec<&String> = self
             .table
             .keys()
