@@ -23,11 +23,11 @@ fn names<T: Copy>(all: &[T], bits: u8, bit: impl Fn(T) -> u8, name: impl Fn(T) -
     }
 }
 
-fn channels(bits: u8) -> String {
+pub(crate) fn channels(bits: u8) -> String {
     names(Channel::ALL, bits, Channel::bit, Channel::as_str)
 }
 
-fn purposes(bits: u8) -> String {
+pub(crate) fn purposes(bits: u8) -> String {
     names(Purpose::ALL, bits, Purpose::bit, Purpose::as_str)
 }
 
@@ -61,42 +61,9 @@ pub fn rule_in_words(rule: &Rule) -> String {
         channels(rule.channels())
     );
     let mut s = match rule.kind() {
-        RuleKind::Consent {
-            soft_opt_in,
-            contact_request,
-        } => {
-            let mut s = format!("{on} need a current consent grant, else DENY");
-            if let Some(so) = soft_opt_in {
-                s.push_str(&format!(
-                    "; soft opt-in: {} on {} without a grant for a customer who bought within {} and never withdrew",
-                    purposes(so.purposes),
-                    channels(so.channels),
-                    so.purchase_within
-                ));
-            }
-            if let Some(cr) = contact_request {
-                s.push_str(&format!(
-                    "; a contact request allows {} on its channel for {}",
-                    purposes(cr.purposes),
-                    cr.valid_for
-                ));
-            }
-            s
-        }
-        RuleKind::ServiceReply { window } => format!(
-            "{on}: a reply within {window} of the customer's own message or contact request needs no consent, \
-             is not held back by do-not-contact and never counts against caps"
-        ),
-        RuleKind::Transactional {
-            respect_do_not_contact,
-        } => format!(
-            "{on}: transactional messages need no consent and are never capped{}",
-            if *respect_do_not_contact {
-                ", but do-not-contact holds them back"
-            } else {
-                ", nor blocked by do-not-contact"
-            }
-        ),
+        RuleKind::Consent(c) => c.in_words(&on),
+        RuleKind::ServiceReply(s) => s.in_words(&on),
+        RuleKind::Transactional(t) => t.in_words(&on),
         RuleKind::DoNotContact => format!("{on}: DENY while a do-not-contact is in force"),
         RuleKind::ComplaintCoolOff { duration } => {
             format!("{on}: DENY for {duration} after a complaint")
@@ -204,9 +171,9 @@ pub fn policy_in_words(policy: &Policy) -> Vec<String> {
 /// The rule type's name, as written in the policy file.
 pub fn kind_name(kind: &RuleKind) -> &'static str {
     match kind {
-        RuleKind::Consent { .. } => "consent",
-        RuleKind::ServiceReply { .. } => "service_reply",
-        RuleKind::Transactional { .. } => "transactional",
+        RuleKind::Consent(_) => "consent",
+        RuleKind::ServiceReply(_) => "service_reply",
+        RuleKind::Transactional(_) => "transactional",
         RuleKind::DoNotContact => "do_not_contact",
         RuleKind::ComplaintCoolOff { .. } => "complaint_cool_off",
         RuleKind::ResearchCooldown { .. } => "research_cooldown",

@@ -2,8 +2,9 @@
 
 use crate::decide::{Clock, Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
+use crate::rules::{consent, service_reply, transactional};
 
-fn channel_noun(c: Channel) -> &'static str {
+pub(crate) fn channel_noun(c: Channel) -> &'static str {
     match c {
         Channel::Email => "emails",
         Channel::Sms => "texts",
@@ -16,7 +17,7 @@ fn channel_noun(c: Channel) -> &'static str {
     }
 }
 
-fn channel_name(c: Channel) -> &'static str {
+pub(crate) fn channel_name(c: Channel) -> &'static str {
     match c {
         Channel::Email => "email",
         Channel::Sms => "SMS",
@@ -30,7 +31,7 @@ fn channel_name(c: Channel) -> &'static str {
 }
 
 /// "marketing emails", "sales calls", "sales meetings" (not "sales sales meetings").
-fn consent_subject(channel: Channel, purpose: Purpose) -> String {
+pub(crate) fn consent_subject(channel: Channel, purpose: Purpose) -> String {
     match (channel, purpose) {
         (Channel::SalesMeeting, Purpose::Sales) => "sales meetings".to_owned(),
         (Channel::SalesMeeting, p) => format!("meetings for {}", p.as_str()),
@@ -52,36 +53,32 @@ pub(crate) fn signal_text(s: Signal) -> &'static str {
 impl Reason {
     /// A sentence a sales rep understands.
     pub fn message(&self) -> String {
-        match &self.detail {
-            Detail::ConsentGranted { channel, purpose, ago } => {
-                format!("Customer gave consent to {} {ago} ago.", consent_subject(*channel, *purpose))
-            }
-            Detail::SoftOptIn { purchase_ago } => format!(
-                "Customer bought from us {purchase_ago} ago and never unsubscribed: marketing email is allowed (soft opt-in)."
-            ),
-            Detail::ContactRequested { channel, ago } => {
-                format!("Customer asked to be contacted by {} {ago} ago.", channel_name(*channel))
-            }
-            Detail::ConsentMissing { channel, purpose } => format!(
-                "Customer never agreed to {}. Do not send them.",
-                consent_subject(*channel, *purpose)
-            ),
-            Detail::ConsentWithdrawn { channel, purpose, ago } => format!(
-                "Customer withdrew consent to {} {ago} ago. Do not send them.",
-                consent_subject(*channel, *purpose)
-            ),
-            Detail::ConsentExpired { channel, purpose, ago } => format!(
-                "Customer's consent to {} expired {ago} ago.",
-                consent_subject(*channel, *purpose)
-            ),
-            Detail::Transactional => {
-                "Transactional message (order, delivery, billing): no consent needed, not counted against caps."
-                    .to_owned()
-            }
-            Detail::ServiceReply { inbound_channel, ago, window } => format!(
-                "Customer contacted us by {} {ago} ago; a service reply is welcome within {window}.",
-                channel_name(*inbound_channel)
-            ),
+        // Every field is `Copy`: matched by value.
+        match self.detail {
+            Detail::ConsentGranted {
+                channel,
+                purpose,
+                ago,
+            } => consent::granted(channel, purpose, ago),
+            Detail::SoftOptIn { purchase_ago } => consent::soft_opt_in(purchase_ago),
+            Detail::ContactRequested { channel, ago } => consent::contact_requested(channel, ago),
+            Detail::ConsentMissing { channel, purpose } => consent::missing(channel, purpose),
+            Detail::ConsentWithdrawn {
+                channel,
+                purpose,
+                ago,
+            } => consent::withdrawn(channel, purpose, ago),
+            Detail::ConsentExpired {
+                channel,
+                purpose,
+                ago,
+            } => consent::expired(channel, purpose, ago),
+            Detail::Transactional => transactional::MESSAGE.to_owned(),
+            Detail::ServiceReply {
+                inbound_channel,
+                ago,
+                window,
+            } => service_reply::message(inbound_channel, ago, window),
             Detail::UnsolicitedService => "Unsolicited service message.".to_owned(),
             Detail::DoNotContact { ago, until } => match until {
                 Some(u) => format!("Customer asked not to be contacted {ago} ago, until {u}."),
@@ -90,49 +87,83 @@ impl Reason {
             Detail::ComplaintCoolOff { ago, until } => format!(
                 "Customer complained {ago} ago; no marketing or sales until {until}. Look after the complaint first."
             ),
-            Detail::ResearchCooldown { signal, ago, cooldown, channel, until } => format!(
+            Detail::ResearchCooldown {
+                signal,
+                ago,
+                cooldown,
+                channel,
+                until,
+            } => format!(
                 "Customer {} {ago} ago; {} are held for {cooldown} after research (until {until}). \
                  An email acknowledgement is welcome now.",
-                signal_text(*signal),
-                channel_noun(*channel)
+                signal_text(signal),
+                channel_noun(channel)
             ),
             Detail::MeetingRequested { ago } => format!("Customer asked for a meeting {ago} ago."),
             Detail::MeetingEarned { engagements, window } => {
                 format!("Customer engaged {engagements} times in the last {window}: a meeting is earned.")
             }
-            Detail::MeetingNotEarned { engagements, needed, window } => format!(
+            Detail::MeetingNotEarned {
+                engagements,
+                needed,
+                window,
+            } => format!(
                 "Customer has not asked for a meeting and engaged {engagements} time{} in the last {window} \
                  ({needed} needed). Share relevant content by email instead.",
-                if *engagements == 1 { "" } else { "s" }
+                if engagements == 1 { "" } else { "s" }
             ),
-            Detail::CapReached { channel, count, max, window, until } => match channel {
+            Detail::CapReached {
+                channel,
+                count,
+                max,
+                window,
+                until,
+            } => match channel {
                 Some(c) => format!(
                     "Customer already got {count} {} in the last {window} (limit {max}); next one from {until}.",
-                    channel_noun(*c)
+                    channel_noun(c)
                 ),
                 None => format!(
                     "Customer already got {count} outreaches across all channels in the last {window} \
                      (limit {max}); next one from {until}."
                 ),
             },
-            Detail::QuietHours { channel, local, start_minute, end_minute, until } => format!(
+            Detail::QuietHours {
+                channel,
+                local,
+                start_minute,
+                end_minute,
+                until,
+            } => format!(
                 "It is {local} for the customer; {} only {}-{} on open days. Next open: {until}.",
-                channel_noun(*channel),
-                Clock(*start_minute),
-                Clock(*end_minute),
+                channel_noun(channel),
+                Clock(start_minute),
+                Clock(end_minute),
             ),
             Detail::AwaitingAnswer { channel, ago } => format!(
                 "The customer's {channel} message of {ago} ago has not been answered yet: answer it first."
             ),
-            Detail::Fatigue { channel, unanswered, until } => format!(
+            Detail::Fatigue {
+                channel,
+                unanswered,
+                until,
+            } => format!(
                 "The last {unanswered} {} went unanswered (reported ignored or bounced, or no reply within the reply window); \
                  marketing there pauses until {until} or until the customer engages.",
-                channel_noun(*channel)
+                channel_noun(channel)
             ),
             Detail::ChannelNotAccepted { channel } => {
-                format!("Customer does not accept {}; use a channel they chose.", channel_noun(*channel))
+                format!(
+                    "Customer does not accept {}; use a channel they chose.",
+                    channel_noun(channel)
+                )
             }
-            Detail::CustomerLimit { count, max, window, until } => format!(
+            Detail::CustomerLimit {
+                count,
+                max,
+                window,
+                until,
+            } => format!(
                 "Customer asked for at most {max} contacts per {window} and got {count}; next one from {until}."
             ),
             Detail::StaleState { lag } => format!(
@@ -140,9 +171,11 @@ impl Reason {
                  until it catches up."
             ),
             Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
-            Detail::NotReady => "tact is still catching up with this customer's events after taking them over; \
+            Detail::NotReady => {
+                "tact is still catching up with this customer's events after taking them over; \
                                  ask again shortly."
-                .to_owned(),
+                    .to_owned()
+            }
         }
     }
 }

@@ -12,6 +12,9 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::event::{Channel, Engagement, Purpose, Signal};
+pub use crate::rules::consent::{Consent, ContactRequestConsent, SoftOptIn};
+pub use crate::rules::service_reply::ServiceReply;
+pub use crate::rules::transactional::Transactional;
 use crate::state::Retention;
 use crate::time::{DAY, Span, SpanText};
 
@@ -61,12 +64,8 @@ impl RuleSets {
 pub(crate) fn rules_to_visit(rules: &[Rule], base: usize, channel: Channel, purpose: Purpose) -> u64 {
     let transactional_too = purpose == Purpose::Transactional
         && rules.iter().any(|r| {
-            matches!(
-                r.kind,
-                RuleKind::Transactional {
-                    respect_do_not_contact: true
-                }
-            ) && r.applies(channel, purpose)
+            matches!(&r.kind, RuleKind::Transactional(t) if t.respect_do_not_contact)
+                && r.applies(channel, purpose)
         });
     let mut set = 0u64;
     for (i, r) in rules.iter().skip(base).enumerate().take(64) {
@@ -138,19 +137,12 @@ impl Rule {
 #[derive(Clone, Debug)]
 pub enum RuleKind {
     /// The proposal's `(channel, purpose)` needs a current grant.
-    Consent {
-        soft_opt_in: Option<SoftOptIn>,
-        contact_request: Option<ContactRequestConsent>,
-    },
+    Consent(Consent),
     /// A reply within `window` after an inbound message or contact request needs no
     /// consent, is not held back by do-not-contact, and never counts against caps.
-    ServiceReply {
-        window: Span,
-    },
+    ServiceReply(ServiceReply),
     /// Transactional messages need no consent and never count against caps.
-    Transactional {
-        respect_do_not_contact: bool,
-    },
+    Transactional(Transactional),
     /// Blocks the rule's purposes while a do-not-contact is in force
     /// (service replies to the customer's own message excepted).
     DoNotContact,
@@ -208,24 +200,8 @@ pub enum RuleKind {
 impl RuleKind {
     /// Whether the rule exempts proposals from others (transactional, service reply).
     pub fn is_exemption(&self) -> bool {
-        matches!(
-            self,
-            RuleKind::Transactional { .. } | RuleKind::ServiceReply { .. }
-        )
+        matches!(self, RuleKind::Transactional(_) | RuleKind::ServiceReply(_))
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct SoftOptIn {
-    pub channels: u8,
-    pub purposes: u8,
-    pub purchase_within: Span,
-}
-
-#[derive(Clone, Debug)]
-pub struct ContactRequestConsent {
-    pub purposes: u8,
-    pub valid_for: Span,
 }
 
 /// What is wrong with a policy, naming the rule and field.
@@ -414,41 +390,9 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
     }
     let suggest = r.channel("suggest")?;
     let kind = match kind_name.as_str() {
-        "consent" => {
-            let soft_opt_in = match r.sub("soft_opt_in")? {
-                None => None,
-                Some(mut s) => {
-                    let v = SoftOptIn {
-                        channels: s.channel_bits("channels")?.unwrap_or(Channel::Email.bit()),
-                        purposes: s.purpose_bits("purposes")?.unwrap_or(Purpose::Marketing.bit()),
-                        purchase_within: s.span("purchase_within")?,
-                    };
-                    s.finish()?;
-                    Some(v)
-                }
-            };
-            let contact_request = match r.sub("contact_request")? {
-                None => None,
-                Some(mut s) => {
-                    let v = ContactRequestConsent {
-                        purposes: s.purpose_bits("purposes")?.unwrap_or(Purpose::Sales.bit()),
-                        valid_for: s.span("valid_for")?,
-                    };
-                    s.finish()?;
-                    Some(v)
-                }
-            };
-            RuleKind::Consent {
-                soft_opt_in,
-                contact_request,
-            }
-        }
-        "service_reply" => RuleKind::ServiceReply {
-            window: r.span("window")?,
-        },
-        "transactional" => RuleKind::Transactional {
-            respect_do_not_contact: r.get("respect_do_not_contact")?.unwrap_or(false),
-        },
+        "consent" => RuleKind::Consent(Consent::read(&mut r)?),
+        "service_reply" => RuleKind::ServiceReply(ServiceReply::read(&mut r)?),
+        "transactional" => RuleKind::Transactional(Transactional::read(&mut r)?),
         "do_not_contact" => RuleKind::DoNotContact,
         "complaint_cool_off" => RuleKind::ComplaintCoolOff {
             duration: r.span("duration")?,
@@ -734,10 +678,8 @@ impl Policy {
         let mut window = Span(DAY.0);
         for r in rules {
             let w = match &r.kind {
-                RuleKind::Consent { contact_request, .. } => {
-                    contact_request.as_ref().map_or(Span(0), |c| c.valid_for)
-                }
-                RuleKind::ServiceReply { window } => *window,
+                RuleKind::Consent(c) => c.retention(),
+                RuleKind::ServiceReply(s) => s.retention(),
                 RuleKind::ResearchCooldown { cooldown, .. } => *cooldown,
                 RuleKind::EarnedMeeting { window, .. } => *window,
                 RuleKind::FrequencyCap { window, .. } => *window,
@@ -750,7 +692,7 @@ impl Policy {
                 RuleKind::CustomerPreferences { max_window } => *max_window,
                 RuleKind::AnswerFirst { open_for } => *open_for,
                 // Purchases and complaints are remembered beyond the timeline.
-                RuleKind::Transactional { .. }
+                RuleKind::Transactional(_)
                 | RuleKind::DoNotContact
                 | RuleKind::ComplaintCoolOff { .. }
                 | RuleKind::QuietHours { .. }

@@ -160,7 +160,7 @@ pub fn customer_view(
             });
         }
         let open_for = match &rule.kind {
-            RuleKind::ServiceReply { window } => *window,
+            RuleKind::ServiceReply(s) => s.window,
             RuleKind::AnswerFirst { open_for } => *open_for,
             _ => continue,
         };

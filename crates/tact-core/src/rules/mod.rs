@@ -5,7 +5,10 @@
 //! end of `decide`'s `evaluate` can settle: quiet hours and fatigue pauses ahead).
 
 pub(crate) mod answer_first;
+pub(crate) mod consent;
 pub(crate) mod fatigue;
+pub(crate) mod service_reply;
+pub(crate) mod transactional;
 
 use chrono_tz::Tz;
 
