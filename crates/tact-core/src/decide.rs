@@ -53,7 +53,7 @@ use crate::quiet::QuietHours;
 /// Quiet-hours clock readings, in [`crate::quiet`]; re-exported here.
 pub use crate::quiet::{Clock, LocalClock};
 use crate::rules::fatigue::fatigue_pause;
-use crate::rules::{Facts, Outcome, Suggestions};
+use crate::rules::{Facts, Outcome, Suggestions, do_not_contact, stale_state};
 
 /// The facts behind a reason. Spans named `ago` are measured back from the decision time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,37 +418,11 @@ fn evaluate(
         }
         let rule = &rules[index];
         match &rule.kind {
-            RuleKind::DoNotContact => {
-                if out.service_reply {
-                    continue;
-                }
-                if let Some(d) = v.do_not_contact() {
-                    out.deny(
-                        rule,
-                        Detail::DoNotContact {
-                            ago: at.since(d.at),
-                            until: d.until,
-                        },
-                    );
-                }
-            }
+            RuleKind::DoNotContact => do_not_contact::evaluate(rule, &v, &mut out),
             RuleKind::Transactional(t) => t.evaluate(rule, &mut out),
             RuleKind::ServiceReply(s) => s.evaluate(rule, &v, &mut out),
             RuleKind::Consent(c) => c.evaluate(rule, &v, channel, purpose, &mut out),
-            RuleKind::ComplaintCoolOff { duration } => {
-                if let Some(when) = v.last_complaint() {
-                    let until = when.saturating_add(*duration);
-                    if until > at {
-                        out.deny_on_every_channel(
-                            rule,
-                            Detail::ComplaintCoolOff {
-                                ago: at.since(when),
-                                until,
-                            },
-                        );
-                    }
-                }
-            }
+            RuleKind::ComplaintCoolOff(c) => c.evaluate(rule, &v, &mut out),
             RuleKind::ResearchCooldown { signals, cooldown } => {
                 // The newest research signal within the cool-down, and whether the
                 // customer asked for contact on this channel after it.
@@ -608,11 +582,7 @@ fn evaluate(
                     }
                 }
             }
-            RuleKind::StaleState => {
-                if facts.lag.0 > 0 {
-                    out.deny_on_every_channel(rule, Detail::StaleState { lag: facts.lag });
-                }
-            }
+            RuleKind::StaleState => stale_state::evaluate(rule, facts, &mut out),
             RuleKind::AnswerFirst { open_for } => {
                 if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
                     out.deny_on_every_channel(

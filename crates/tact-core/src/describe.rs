@@ -9,6 +9,7 @@ use chrono::Weekday;
 
 use crate::event::{Channel, Engagement, Purpose, Signal};
 use crate::policy::{Policy, Rule, RuleKind, signal_bit};
+use crate::rules::{do_not_contact, stale_state};
 
 fn names<T: Copy>(all: &[T], bits: u8, bit: impl Fn(T) -> u8, name: impl Fn(T) -> &'static str) -> String {
     let chosen: Vec<&str> = all
@@ -64,10 +65,8 @@ pub fn rule_in_words(rule: &Rule) -> String {
         RuleKind::Consent(c) => c.in_words(&on),
         RuleKind::ServiceReply(s) => s.in_words(&on),
         RuleKind::Transactional(t) => t.in_words(&on),
-        RuleKind::DoNotContact => format!("{on}: DENY while a do-not-contact is in force"),
-        RuleKind::ComplaintCoolOff { duration } => {
-            format!("{on}: DENY for {duration} after a complaint")
-        }
+        RuleKind::DoNotContact => do_not_contact::in_words(&on),
+        RuleKind::ComplaintCoolOff(c) => c.in_words(&on),
         RuleKind::ResearchCooldown { signals, cooldown } => {
             let which: Vec<&str> = SIGNALS
                 .iter()
@@ -135,9 +134,7 @@ pub fn rule_in_words(rule: &Rule) -> String {
         RuleKind::AnswerFirst { open_for } => format!(
             "{on}: DENY while the customer's own message of the last {open_for} waits for a service answer"
         ),
-        RuleKind::StaleState => {
-            format!("{on}: DENY while the state may be missing recent events (fail closed)")
-        }
+        RuleKind::StaleState => stale_state::in_words(&on),
         RuleKind::CustomerPreferences { max_window } => format!(
             "{on}: the customer's accepted channels (else DENY) and own frequency limit (window at most {max_window}, else DEFER)"
         ),
@@ -175,7 +172,7 @@ pub fn kind_name(kind: &RuleKind) -> &'static str {
         RuleKind::ServiceReply(_) => "service_reply",
         RuleKind::Transactional(_) => "transactional",
         RuleKind::DoNotContact => "do_not_contact",
-        RuleKind::ComplaintCoolOff { .. } => "complaint_cool_off",
+        RuleKind::ComplaintCoolOff(_) => "complaint_cool_off",
         RuleKind::ResearchCooldown { .. } => "research_cooldown",
         RuleKind::EarnedMeeting { .. } => "earned_meeting",
         RuleKind::FrequencyCap { .. } => "frequency_cap",

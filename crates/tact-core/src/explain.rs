@@ -2,7 +2,7 @@
 
 use crate::decide::{Clock, Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
-use crate::rules::{consent, service_reply, transactional};
+use crate::rules::{complaint_cool_off, consent, do_not_contact, service_reply, stale_state, transactional};
 
 pub(crate) fn channel_noun(c: Channel) -> &'static str {
     match c {
@@ -80,13 +80,8 @@ impl Reason {
                 window,
             } => service_reply::message(inbound_channel, ago, window),
             Detail::UnsolicitedService => "Unsolicited service message.".to_owned(),
-            Detail::DoNotContact { ago, until } => match until {
-                Some(u) => format!("Customer asked not to be contacted {ago} ago, until {u}."),
-                None => format!("Customer asked not to be contacted {ago} ago. Do not contact them."),
-            },
-            Detail::ComplaintCoolOff { ago, until } => format!(
-                "Customer complained {ago} ago; no marketing or sales until {until}. Look after the complaint first."
-            ),
+            Detail::DoNotContact { ago, until } => do_not_contact::message(ago, until),
+            Detail::ComplaintCoolOff { ago, until } => complaint_cool_off::message(ago, until),
             Detail::ResearchCooldown {
                 signal,
                 ago,
@@ -166,10 +161,7 @@ impl Reason {
             } => format!(
                 "Customer asked for at most {max} contacts per {window} and got {count}; next one from {until}."
             ),
-            Detail::StaleState { lag } => format!(
-                "tact's view of this customer may be {lag} behind (event stream is stale); marketing and sales are held \
-                 until it catches up."
-            ),
+            Detail::StaleState { lag } => stale_state::message(lag),
             Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
             Detail::NotReady => {
                 "tact is still catching up with this customer's events after taking them over; \

@@ -12,6 +12,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::event::{Channel, Engagement, Purpose, Signal};
+pub use crate::rules::complaint_cool_off::ComplaintCoolOff;
 pub use crate::rules::consent::{Consent, ContactRequestConsent, SoftOptIn};
 pub use crate::rules::service_reply::ServiceReply;
 pub use crate::rules::transactional::Transactional;
@@ -146,14 +147,10 @@ pub enum RuleKind {
     /// Blocks the rule's purposes while a do-not-contact is in force
     /// (service replies to the customer's own message excepted).
     DoNotContact,
-    ComplaintCoolOff {
-        duration: Span,
-    },
+    /// DENY for a while after a complaint, on every channel.
+    ComplaintCoolOff(ComplaintCoolOff),
     /// Holds back the rule's channels after research signals.
-    ResearchCooldown {
-        signals: u8,
-        cooldown: Span,
-    },
+    ResearchCooldown { signals: u8, cooldown: Span },
     /// A meeting needs a meeting request or enough engagements in `window`.
     EarnedMeeting {
         window: Span,
@@ -162,10 +159,7 @@ pub enum RuleKind {
     },
     /// At most `max` outreaches on the rule's channels (all of them together), counted
     /// over the rule's purposes, in any sliding `window`.
-    FrequencyCap {
-        max: u32,
-        window: Span,
-    },
+    FrequencyCap { max: u32, window: Span },
     QuietHours {
         start_minute: u32,
         end_minute: u32,
@@ -185,16 +179,12 @@ pub enum RuleKind {
     },
     /// While the customer's own message (within `open_for`) waits for a service
     /// answer, the rule's purposes are denied on every channel.
-    AnswerFirst {
-        open_for: Span,
-    },
+    AnswerFirst { open_for: Span },
     /// Fail closed: denies the rule's channels and purposes when the state may be
     /// missing recent events (the lag passed to [`crate::decide_with_lag`]).
     StaleState,
     /// The customer's accepted channels and own frequency limit.
-    CustomerPreferences {
-        max_window: Span,
-    },
+    CustomerPreferences { max_window: Span },
 }
 
 impl RuleKind {
@@ -394,9 +384,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
         "service_reply" => RuleKind::ServiceReply(ServiceReply::read(&mut r)?),
         "transactional" => RuleKind::Transactional(Transactional::read(&mut r)?),
         "do_not_contact" => RuleKind::DoNotContact,
-        "complaint_cool_off" => RuleKind::ComplaintCoolOff {
-            duration: r.span("duration")?,
-        },
+        "complaint_cool_off" => RuleKind::ComplaintCoolOff(ComplaintCoolOff::read(&mut r)?),
         "research_cooldown" => {
             let names: Vec<String> = r.req("signals")?;
             let mut signals = 0;
@@ -694,7 +682,7 @@ impl Policy {
                 // Purchases and complaints are remembered beyond the timeline.
                 RuleKind::Transactional(_)
                 | RuleKind::DoNotContact
-                | RuleKind::ComplaintCoolOff { .. }
+                | RuleKind::ComplaintCoolOff(_)
                 | RuleKind::QuietHours { .. }
                 | RuleKind::StaleState => Span(0),
             };

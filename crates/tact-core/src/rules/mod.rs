@@ -5,9 +5,12 @@
 //! end of `decide`'s `evaluate` can settle: quiet hours and fatigue pauses ahead).
 
 pub(crate) mod answer_first;
+pub(crate) mod complaint_cool_off;
 pub(crate) mod consent;
+pub(crate) mod do_not_contact;
 pub(crate) mod fatigue;
 pub(crate) mod service_reply;
+pub(crate) mod stale_state;
 pub(crate) mod transactional;
 
 use chrono_tz::Tz;
