@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Channel, Purpose};
-use crate::policy::{Policy, RuleKind, rules_to_visit, signal_bit};
-use crate::state::{CustomerState, Mark};
+use crate::policy::{Policy, RuleKind, rules_to_visit};
+use crate::state::CustomerState;
 use crate::time::{DAY, Span, Timestamp};
 
 /// "May I contact this customer on this channel, for this purpose?"
@@ -423,94 +423,8 @@ fn evaluate(
             RuleKind::ServiceReply(s) => s.evaluate(rule, &v, &mut out),
             RuleKind::Consent(c) => c.evaluate(rule, &v, channel, purpose, &mut out),
             RuleKind::ComplaintCoolOff(c) => c.evaluate(rule, &v, &mut out),
-            RuleKind::ResearchCooldown { signals, cooldown } => {
-                // The newest research signal within the cool-down, and whether the
-                // customer asked for contact on this channel after it.
-                let since = at.saturating_sub(*cooldown);
-                let mut asked: Option<Timestamp> = None;
-                let mut latest = None;
-                for e in v.recent() {
-                    if e.at <= since {
-                        break;
-                    }
-                    match e.mark {
-                        Mark::Research(s) if signals & signal_bit(s) != 0 => {
-                            latest = Some((s, e.at));
-                            break;
-                        }
-                        Mark::ContactRequest(c) if c == channel && asked.is_none() => asked = Some(e.at),
-                        _ => {}
-                    }
-                }
-                if let Some((signal, when)) = latest
-                    && asked.is_none_or(|a| a <= when)
-                {
-                    let until = when.saturating_add(*cooldown);
-                    out.defer(
-                        rule,
-                        until,
-                        Detail::ResearchCooldown {
-                            signal,
-                            ago: at.since(when),
-                            cooldown: *cooldown,
-                            channel,
-                            until,
-                        },
-                    );
-                    if let Some(c) = rule.suggest {
-                        out.suggest(c, "an acknowledgement is welcome now");
-                    }
-                }
-            }
-            RuleKind::EarnedMeeting {
-                window,
-                min_engagements,
-                engagements,
-            } => {
-                let since = at.saturating_sub(*window);
-                let mut count = 0u32;
-                let mut requested = None;
-                for e in v.recent().take_while(|e| e.at > since) {
-                    match e.mark {
-                        Mark::ContactRequest(Channel::SalesMeeting) if requested.is_none() => {
-                            requested = Some(e.at)
-                        }
-                        Mark::Engaged(_, kind) if engagements & (1 << (kind as u8)) != 0 => count += 1,
-                        _ => {}
-                    }
-                }
-                if let Some(when) = requested {
-                    out.push(
-                        rule,
-                        Effect::Allow,
-                        Detail::MeetingRequested { ago: at.since(when) },
-                    );
-                } else if count >= *min_engagements {
-                    out.push(
-                        rule,
-                        Effect::Allow,
-                        Detail::MeetingEarned {
-                            engagements: count,
-                            window: *window,
-                        },
-                    );
-                } else {
-                    out.deny(
-                        rule,
-                        Detail::MeetingNotEarned {
-                            engagements: count,
-                            needed: *min_engagements,
-                            window: *window,
-                        },
-                    );
-                    if let Some(c) = rule.suggest {
-                        out.suggest(
-                            c,
-                            "share relevant content instead and let the customer ask for a meeting",
-                        );
-                    }
-                }
-            }
+            RuleKind::ResearchCooldown(c) => c.evaluate(rule, &v, channel, &mut out),
+            RuleKind::EarnedMeeting(m) => m.evaluate(rule, &v, &mut out),
             RuleKind::FrequencyCap { max, window } => {
                 if let Some((count, until)) = facts.cap(index, rule.channels, rule.purposes, *max, *window) {
                     out.ok_from = out.ok_from.max(until);

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use chrono::Weekday;
 
-use crate::event::{Channel, Engagement, Purpose, Signal};
-use crate::policy::{Policy, Rule, RuleKind, signal_bit};
+use crate::event::{Channel, Purpose};
+use crate::policy::{Policy, Rule, RuleKind};
 use crate::rules::{do_not_contact, stale_state};
 
 fn names<T: Copy>(all: &[T], bits: u8, bit: impl Fn(T) -> u8, name: impl Fn(T) -> &'static str) -> String {
@@ -36,14 +36,6 @@ fn clock(minute: u32) -> String {
     format!("{:02}:{:02}", minute / 60, minute % 60)
 }
 
-const SIGNALS: [(Signal, &str); 5] = [
-    (Signal::PricingPage, "pricing page"),
-    (Signal::QuotePage, "quote page"),
-    (Signal::ComparePage, "compare page"),
-    (Signal::QuoteRequest, "quote request"),
-    (Signal::Download, "download"),
-];
-
 const WEEKDAYS: [Weekday; 7] = [
     Weekday::Mon,
     Weekday::Tue,
@@ -67,32 +59,8 @@ pub fn rule_in_words(rule: &Rule) -> String {
         RuleKind::Transactional(t) => t.in_words(&on),
         RuleKind::DoNotContact => do_not_contact::in_words(&on),
         RuleKind::ComplaintCoolOff(c) => c.in_words(&on),
-        RuleKind::ResearchCooldown { signals, cooldown } => {
-            let which: Vec<&str> = SIGNALS
-                .iter()
-                .filter(|(s, _)| signals & signal_bit(*s) != 0)
-                .map(|(_, n)| *n)
-                .collect();
-            format!(
-                "{on}: DEFER for {cooldown} after research ({}), unless the customer asked for contact on that channel since",
-                which.join(", ")
-            )
-        }
-        RuleKind::EarnedMeeting {
-            window,
-            min_engagements,
-            engagements,
-        } => {
-            let which: Vec<&str> = Engagement::ALL
-                .iter()
-                .filter(|e| engagements & (1 << (**e as u8)) != 0)
-                .map(|e| e.as_str())
-                .collect();
-            format!(
-                "{on}: DENY unless the customer asked for a meeting or engaged at least {min_engagements} times ({}) in the last {window}",
-                which.join(", ")
-            )
-        }
+        RuleKind::ResearchCooldown(c) => c.in_words(&on),
+        RuleKind::EarnedMeeting(m) => m.in_words(&on),
         RuleKind::FrequencyCap { max, window } => {
             format!("{on}: at most {max} outreach in any {window} (together), else DEFER")
         }
@@ -173,8 +141,8 @@ pub fn kind_name(kind: &RuleKind) -> &'static str {
         RuleKind::Transactional(_) => "transactional",
         RuleKind::DoNotContact => "do_not_contact",
         RuleKind::ComplaintCoolOff(_) => "complaint_cool_off",
-        RuleKind::ResearchCooldown { .. } => "research_cooldown",
-        RuleKind::EarnedMeeting { .. } => "earned_meeting",
+        RuleKind::ResearchCooldown(_) => "research_cooldown",
+        RuleKind::EarnedMeeting(_) => "earned_meeting",
         RuleKind::FrequencyCap { .. } => "frequency_cap",
         RuleKind::QuietHours { .. } => "quiet_hours",
         RuleKind::Fatigue { .. } => "fatigue",

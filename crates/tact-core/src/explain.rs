@@ -2,7 +2,10 @@
 
 use crate::decide::{Clock, Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
-use crate::rules::{complaint_cool_off, consent, do_not_contact, service_reply, stale_state, transactional};
+use crate::rules::{
+    complaint_cool_off, consent, do_not_contact, earned_meeting, research_cooldown, service_reply,
+    stale_state, transactional,
+};
 
 pub(crate) fn channel_noun(c: Channel) -> &'static str {
     match c {
@@ -88,25 +91,14 @@ impl Reason {
                 cooldown,
                 channel,
                 until,
-            } => format!(
-                "Customer {} {ago} ago; {} are held for {cooldown} after research (until {until}). \
-                 An email acknowledgement is welcome now.",
-                signal_text(signal),
-                channel_noun(channel)
-            ),
-            Detail::MeetingRequested { ago } => format!("Customer asked for a meeting {ago} ago."),
-            Detail::MeetingEarned { engagements, window } => {
-                format!("Customer engaged {engagements} times in the last {window}: a meeting is earned.")
-            }
+            } => research_cooldown::message(signal, ago, cooldown, channel, until),
+            Detail::MeetingRequested { ago } => earned_meeting::requested(ago),
+            Detail::MeetingEarned { engagements, window } => earned_meeting::earned(engagements, window),
             Detail::MeetingNotEarned {
                 engagements,
                 needed,
                 window,
-            } => format!(
-                "Customer has not asked for a meeting and engaged {engagements} time{} in the last {window} \
-                 ({needed} needed). Share relevant content by email instead.",
-                if engagements == 1 { "" } else { "s" }
-            ),
+            } => earned_meeting::not_earned(engagements, needed, window),
             Detail::CapReached {
                 channel,
                 count,

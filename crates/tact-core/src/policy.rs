@@ -11,9 +11,11 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::event::{Channel, Engagement, Purpose, Signal};
+use crate::event::{Channel, Purpose};
 pub use crate::rules::complaint_cool_off::ComplaintCoolOff;
 pub use crate::rules::consent::{Consent, ContactRequestConsent, SoftOptIn};
+pub use crate::rules::earned_meeting::EarnedMeeting;
+pub use crate::rules::research_cooldown::ResearchCooldown;
 pub use crate::rules::service_reply::ServiceReply;
 pub use crate::rules::transactional::Transactional;
 use crate::state::Retention;
@@ -150,13 +152,9 @@ pub enum RuleKind {
     /// DENY for a while after a complaint, on every channel.
     ComplaintCoolOff(ComplaintCoolOff),
     /// Holds back the rule's channels after research signals.
-    ResearchCooldown { signals: u8, cooldown: Span },
+    ResearchCooldown(ResearchCooldown),
     /// A meeting needs a meeting request or enough engagements in `window`.
-    EarnedMeeting {
-        window: Span,
-        min_engagements: u32,
-        engagements: u8,
-    },
+    EarnedMeeting(EarnedMeeting),
     /// At most `max` outreaches on the rule's channels (all of them together), counted
     /// over the rule's purposes, in any sliding `window`.
     FrequencyCap { max: u32, window: Span },
@@ -346,23 +344,6 @@ fn weekday_bit(d: Weekday) -> u8 {
     1 << d.num_days_from_monday()
 }
 
-fn signal_from_name(s: &str) -> Option<Signal> {
-    Some(match s {
-        "pricing_page" => Signal::PricingPage,
-        "quote_page" => Signal::QuotePage,
-        "compare_page" => Signal::ComparePage,
-        "quote_request" => Signal::QuoteRequest,
-        "download" => Signal::Download,
-        _ => return None,
-    })
-}
-
-pub(crate) fn signal_bit(s: Signal) -> u8 {
-    1 << (s as u8)
-}
-
-const SIGNAL_NAMES: &str = "pricing_page, quote_page, compare_page, quote_request, download";
-
 fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
     r.used.insert("id");
     let kind_name: String = r.req("type")?;
@@ -385,45 +366,8 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
         "transactional" => RuleKind::Transactional(Transactional::read(&mut r)?),
         "do_not_contact" => RuleKind::DoNotContact,
         "complaint_cool_off" => RuleKind::ComplaintCoolOff(ComplaintCoolOff::read(&mut r)?),
-        "research_cooldown" => {
-            let names: Vec<String> = r.req("signals")?;
-            let mut signals = 0;
-            for n in &names {
-                let s = signal_from_name(n).ok_or_else(|| {
-                    r.err(
-                        "signals",
-                        format!("unknown signal `{n}`; expected one of: {SIGNAL_NAMES}"),
-                    )
-                })?;
-                signals |= signal_bit(s);
-            }
-            if signals == 0 {
-                return Err(r.err("signals", "must name at least one signal"));
-            }
-            RuleKind::ResearchCooldown {
-                signals,
-                cooldown: r.span("cooldown")?,
-            }
-        }
-        "earned_meeting" => {
-            let engagements = r
-                .names::<Engagement>("engagements")?
-                .unwrap_or_else(|| {
-                    vec![
-                        Engagement::Replied,
-                        Engagement::Clicked,
-                        Engagement::Answered,
-                        Engagement::Attended,
-                    ]
-                })
-                .iter()
-                .fold(0u8, |m, e| m | (1 << (*e as u8)));
-            RuleKind::EarnedMeeting {
-                window: r.span("window")?,
-                min_engagements: r.req("min_engagements")?,
-                engagements,
-            }
-        }
+        "research_cooldown" => RuleKind::ResearchCooldown(ResearchCooldown::read(&mut r)?),
+        "earned_meeting" => RuleKind::EarnedMeeting(EarnedMeeting::read(&mut r)?),
         "frequency_cap" => {
             let max: u32 = r.req("max")?;
             if max == 0 {
@@ -668,8 +612,8 @@ impl Policy {
             let w = match &r.kind {
                 RuleKind::Consent(c) => c.retention(),
                 RuleKind::ServiceReply(s) => s.retention(),
-                RuleKind::ResearchCooldown { cooldown, .. } => *cooldown,
-                RuleKind::EarnedMeeting { window, .. } => *window,
+                RuleKind::ResearchCooldown(c) => c.retention(),
+                RuleKind::EarnedMeeting(m) => m.retention(),
                 RuleKind::FrequencyCap { window, .. } => *window,
                 RuleKind::Fatigue {
                     within,
