@@ -425,27 +425,7 @@ fn evaluate(
             RuleKind::ComplaintCoolOff(c) => c.evaluate(rule, &v, &mut out),
             RuleKind::ResearchCooldown(c) => c.evaluate(rule, &v, channel, &mut out),
             RuleKind::EarnedMeeting(m) => m.evaluate(rule, &v, &mut out),
-            RuleKind::FrequencyCap { max, window } => {
-                if let Some((count, until)) = facts.cap(index, rule.channels, rule.purposes, *max, *window) {
-                    out.ok_from = out.ok_from.max(until);
-                    if let Some(c) = rule.suggest {
-                        out.suggest(c, "a less intrusive channel that still has room");
-                    }
-                    let one = (rule.channels & (rule.channels - 1)) == 0;
-                    let ch = one.then_some(channel);
-                    out.push(
-                        rule,
-                        Effect::Defer,
-                        Detail::CapReached {
-                            channel: ch,
-                            count,
-                            max: *max,
-                            window: *window,
-                            until,
-                        },
-                    );
-                }
-            }
+            RuleKind::FrequencyCap(c) => c.evaluate(rule, index, facts, channel, &mut out),
             RuleKind::QuietHours {
                 start_minute,
                 end_minute,
@@ -508,33 +488,7 @@ fn evaluate(
                     );
                 }
             }
-            RuleKind::CustomerPreferences { max_window } => {
-                let p = facts.prefs();
-                if p.accepted != 0 && p.accepted & channel.bit() == 0 {
-                    out.deny(rule, Detail::ChannelNotAccepted { channel });
-                    for c in Channel::ALL.iter().filter(|c| p.accepted & c.bit() != 0) {
-                        out.suggest(*c, "a channel the customer accepts");
-                    }
-                }
-                if let Some(limit) = p.limit {
-                    let window = limit.window.min(*max_window);
-                    // Transactional messages never count.
-                    let counted = rule.purposes & !Purpose::Transactional.bit();
-                    if let Some((count, until)) = facts.cap(index, u8::MAX, counted, limit.max, window) {
-                        out.ok_from = out.ok_from.max(until);
-                        out.push(
-                            rule,
-                            Effect::Defer,
-                            Detail::CustomerLimit {
-                                count,
-                                max: limit.max,
-                                window,
-                                until,
-                            },
-                        );
-                    }
-                }
-            }
+            RuleKind::CustomerPreferences(p) => p.evaluate(rule, index, facts, channel, &mut out),
         }
     }
 

@@ -61,9 +61,7 @@ pub fn rule_in_words(rule: &Rule) -> String {
         RuleKind::ComplaintCoolOff(c) => c.in_words(&on),
         RuleKind::ResearchCooldown(c) => c.in_words(&on),
         RuleKind::EarnedMeeting(m) => m.in_words(&on),
-        RuleKind::FrequencyCap { max, window } => {
-            format!("{on}: at most {max} outreach in any {window} (together), else DEFER")
-        }
+        RuleKind::FrequencyCap(c) => c.in_words(&on),
         RuleKind::QuietHours {
             start_minute,
             end_minute,
@@ -103,9 +101,7 @@ pub fn rule_in_words(rule: &Rule) -> String {
             "{on}: DENY while the customer's own message of the last {open_for} waits for a service answer"
         ),
         RuleKind::StaleState => stale_state::in_words(&on),
-        RuleKind::CustomerPreferences { max_window } => format!(
-            "{on}: the customer's accepted channels (else DENY) and own frequency limit (window at most {max_window}, else DEFER)"
-        ),
+        RuleKind::CustomerPreferences(p) => p.in_words(&on),
     };
     if let Some(c) = rule.suggest() {
         s.push_str(&format!("; suggests {c}"));
@@ -143,12 +139,12 @@ pub fn kind_name(kind: &RuleKind) -> &'static str {
         RuleKind::ComplaintCoolOff(_) => "complaint_cool_off",
         RuleKind::ResearchCooldown(_) => "research_cooldown",
         RuleKind::EarnedMeeting(_) => "earned_meeting",
-        RuleKind::FrequencyCap { .. } => "frequency_cap",
+        RuleKind::FrequencyCap(_) => "frequency_cap",
         RuleKind::QuietHours { .. } => "quiet_hours",
         RuleKind::Fatigue { .. } => "fatigue",
         RuleKind::AnswerFirst { .. } => "answer_first",
         RuleKind::StaleState => "stale_state",
-        RuleKind::CustomerPreferences { .. } => "customer_preferences",
+        RuleKind::CustomerPreferences(_) => "customer_preferences",
     }
 }
 

@@ -3,8 +3,8 @@
 use crate::decide::{Clock, Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
 use crate::rules::{
-    complaint_cool_off, consent, do_not_contact, earned_meeting, research_cooldown, service_reply,
-    stale_state, transactional,
+    complaint_cool_off, consent, customer_preferences, do_not_contact, earned_meeting, frequency_cap,
+    research_cooldown, service_reply, stale_state, transactional,
 };
 
 pub(crate) fn channel_noun(c: Channel) -> &'static str {
@@ -105,16 +105,7 @@ impl Reason {
                 max,
                 window,
                 until,
-            } => match channel {
-                Some(c) => format!(
-                    "Customer already got {count} {} in the last {window} (limit {max}); next one from {until}.",
-                    channel_noun(c)
-                ),
-                None => format!(
-                    "Customer already got {count} outreaches across all channels in the last {window} \
-                     (limit {max}); next one from {until}."
-                ),
-            },
+            } => frequency_cap::message(channel, count, max, window, until),
             Detail::QuietHours {
                 channel,
                 local,
@@ -139,20 +130,13 @@ impl Reason {
                  marketing there pauses until {until} or until the customer engages.",
                 channel_noun(channel)
             ),
-            Detail::ChannelNotAccepted { channel } => {
-                format!(
-                    "Customer does not accept {}; use a channel they chose.",
-                    channel_noun(channel)
-                )
-            }
+            Detail::ChannelNotAccepted { channel } => customer_preferences::channel_not_accepted(channel),
             Detail::CustomerLimit {
                 count,
                 max,
                 window,
                 until,
-            } => format!(
-                "Customer asked for at most {max} contacts per {window} and got {count}; next one from {until}."
-            ),
+            } => customer_preferences::limit(count, max, window, until),
             Detail::StaleState { lag } => stale_state::message(lag),
             Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
             Detail::NotReady => {

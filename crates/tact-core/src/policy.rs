@@ -14,7 +14,9 @@ use serde::Deserialize;
 use crate::event::{Channel, Purpose};
 pub use crate::rules::complaint_cool_off::ComplaintCoolOff;
 pub use crate::rules::consent::{Consent, ContactRequestConsent, SoftOptIn};
+pub use crate::rules::customer_preferences::CustomerPreferences;
 pub use crate::rules::earned_meeting::EarnedMeeting;
+pub use crate::rules::frequency_cap::FrequencyCap;
 pub use crate::rules::research_cooldown::ResearchCooldown;
 pub use crate::rules::service_reply::ServiceReply;
 pub use crate::rules::transactional::Transactional;
@@ -157,7 +159,7 @@ pub enum RuleKind {
     EarnedMeeting(EarnedMeeting),
     /// At most `max` outreaches on the rule's channels (all of them together), counted
     /// over the rule's purposes, in any sliding `window`.
-    FrequencyCap { max: u32, window: Span },
+    FrequencyCap(FrequencyCap),
     QuietHours {
         start_minute: u32,
         end_minute: u32,
@@ -182,7 +184,7 @@ pub enum RuleKind {
     /// missing recent events (the lag passed to [`crate::decide_with_lag`]).
     StaleState,
     /// The customer's accepted channels and own frequency limit.
-    CustomerPreferences { max_window: Span },
+    CustomerPreferences(CustomerPreferences),
 }
 
 impl RuleKind {
@@ -368,19 +370,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
         "complaint_cool_off" => RuleKind::ComplaintCoolOff(ComplaintCoolOff::read(&mut r)?),
         "research_cooldown" => RuleKind::ResearchCooldown(ResearchCooldown::read(&mut r)?),
         "earned_meeting" => RuleKind::EarnedMeeting(EarnedMeeting::read(&mut r)?),
-        "frequency_cap" => {
-            let max: u32 = r.req("max")?;
-            if max == 0 {
-                return Err(r.err(
-                    "max",
-                    "must be at least 1 (use a consent or do-not-contact rule to block)",
-                ));
-            }
-            RuleKind::FrequencyCap {
-                max,
-                window: r.span("window")?,
-            }
-        }
+        "frequency_cap" => RuleKind::FrequencyCap(FrequencyCap::read(&mut r)?),
         "quiet_hours" => {
             let start: String = r.req("start")?;
             let end: String = r.req("end")?;
@@ -440,9 +430,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
         "answer_first" => RuleKind::AnswerFirst {
             open_for: r.span("open_for")?,
         },
-        "customer_preferences" => RuleKind::CustomerPreferences {
-            max_window: r.get::<SpanText>("max_window")?.map_or(Span(30 * DAY.0), |s| s.0),
-        },
+        "customer_preferences" => RuleKind::CustomerPreferences(CustomerPreferences::read(&mut r)?),
         other => {
             return Err(r.err(
                 "type",
@@ -614,14 +602,14 @@ impl Policy {
                 RuleKind::ServiceReply(s) => s.retention(),
                 RuleKind::ResearchCooldown(c) => c.retention(),
                 RuleKind::EarnedMeeting(m) => m.retention(),
-                RuleKind::FrequencyCap { window, .. } => *window,
+                RuleKind::FrequencyCap(c) => c.retention(),
                 RuleKind::Fatigue {
                     within,
                     pause,
                     reply_window,
                     ..
                 } => Span(within.0.saturating_add(pause.0).saturating_add(reply_window.0)),
-                RuleKind::CustomerPreferences { max_window } => *max_window,
+                RuleKind::CustomerPreferences(p) => p.retention(),
                 RuleKind::AnswerFirst { open_for } => *open_for,
                 // Purchases and complaints are remembered beyond the timeline.
                 RuleKind::Transactional(_)

@@ -7,9 +7,11 @@
 pub(crate) mod answer_first;
 pub(crate) mod complaint_cool_off;
 pub(crate) mod consent;
+pub(crate) mod customer_preferences;
 pub(crate) mod do_not_contact;
 pub(crate) mod earned_meeting;
 pub(crate) mod fatigue;
+pub(crate) mod frequency_cap;
 pub(crate) mod research_cooldown;
 pub(crate) mod service_reply;
 pub(crate) mod stale_state;
