@@ -49,7 +49,6 @@ pub struct Reason {
 
 /// Moved to [`crate::event`] (state and policy read it too); re-exported here.
 pub use crate::event::Signal;
-use crate::quiet::QuietHours;
 /// Quiet-hours clock readings, in [`crate::quiet`]; re-exported here.
 pub use crate::quiet::{Clock, LocalClock};
 use crate::rules::fatigue::fatigue_pause;
@@ -426,21 +425,7 @@ fn evaluate(
             RuleKind::ResearchCooldown(c) => c.evaluate(rule, &v, channel, &mut out),
             RuleKind::EarnedMeeting(m) => m.evaluate(rule, &v, &mut out),
             RuleKind::FrequencyCap(c) => c.evaluate(rule, index, facts, channel, &mut out),
-            RuleKind::QuietHours {
-                start_minute,
-                end_minute,
-                closed_days,
-                exempt,
-            } => {
-                if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
-                    continue;
-                }
-                let tz = facts.time_zone();
-                out.quiet.push((
-                    index,
-                    QuietHours::new(rule, tz, *start_minute, *end_minute, *closed_days),
-                ));
-            }
+            RuleKind::QuietHours(q) => q.evaluate(rule, index, facts, channel, purpose, &mut out),
             RuleKind::Fatigue {
                 unanswered,
                 within,

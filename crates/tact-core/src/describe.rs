@@ -5,8 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use chrono::Weekday;
-
 use crate::event::{Channel, Purpose};
 use crate::policy::{Policy, Rule, RuleKind};
 use crate::rules::{do_not_contact, stale_state};
@@ -32,20 +30,6 @@ pub(crate) fn purposes(bits: u8) -> String {
     names(Purpose::ALL, bits, Purpose::bit, Purpose::as_str)
 }
 
-fn clock(minute: u32) -> String {
-    format!("{:02}:{:02}", minute / 60, minute % 60)
-}
-
-const WEEKDAYS: [Weekday; 7] = [
-    Weekday::Mon,
-    Weekday::Tue,
-    Weekday::Wed,
-    Weekday::Thu,
-    Weekday::Fri,
-    Weekday::Sat,
-    Weekday::Sun,
-];
-
 /// What the rule does, in one sentence (without its id).
 pub fn rule_in_words(rule: &Rule) -> String {
     let on = format!(
@@ -62,32 +46,7 @@ pub fn rule_in_words(rule: &Rule) -> String {
         RuleKind::ResearchCooldown(c) => c.in_words(&on),
         RuleKind::EarnedMeeting(m) => m.in_words(&on),
         RuleKind::FrequencyCap(c) => c.in_words(&on),
-        RuleKind::QuietHours {
-            start_minute,
-            end_minute,
-            closed_days,
-            exempt,
-        } => {
-            let mut s = format!(
-                "{on}: only {}-{} in the customer's time zone",
-                clock(*start_minute),
-                clock(*end_minute)
-            );
-            let closed: Vec<String> = WEEKDAYS
-                .iter()
-                .filter(|d| closed_days & (1 << d.num_days_from_monday()) != 0)
-                .map(|d| d.to_string().to_lowercase())
-                .collect();
-            if !closed.is_empty() {
-                s.push_str(&format!(", closed on {}", closed.join(", ")));
-            }
-            if !exempt.is_empty() {
-                let ex: Vec<String> = exempt.iter().map(|(c, p)| format!("{c}:{p}")).collect();
-                s.push_str(&format!(" (exempt: {})", ex.join(", ")));
-            }
-            s.push_str("; else DEFER to the next open minute");
-            s
-        }
+        RuleKind::QuietHours(q) => q.in_words(&on),
         RuleKind::Fatigue {
             unanswered,
             within,
@@ -140,7 +99,7 @@ pub fn kind_name(kind: &RuleKind) -> &'static str {
         RuleKind::ResearchCooldown(_) => "research_cooldown",
         RuleKind::EarnedMeeting(_) => "earned_meeting",
         RuleKind::FrequencyCap(_) => "frequency_cap",
-        RuleKind::QuietHours { .. } => "quiet_hours",
+        RuleKind::QuietHours(_) => "quiet_hours",
         RuleKind::Fatigue { .. } => "fatigue",
         RuleKind::AnswerFirst { .. } => "answer_first",
         RuleKind::StaleState => "stale_state",

@@ -1,10 +1,10 @@
 //! Plain-English sentences for reasons: what a sales rep reads.
 
-use crate::decide::{Clock, Detail, Reason};
+use crate::decide::{Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
 use crate::rules::{
     complaint_cool_off, consent, customer_preferences, do_not_contact, earned_meeting, frequency_cap,
-    research_cooldown, service_reply, stale_state, transactional,
+    quiet_hours, research_cooldown, service_reply, stale_state, transactional,
 };
 
 pub(crate) fn channel_noun(c: Channel) -> &'static str {
@@ -112,12 +112,7 @@ impl Reason {
                 start_minute,
                 end_minute,
                 until,
-            } => format!(
-                "It is {local} for the customer; {} only {}-{} on open days. Next open: {until}.",
-                channel_noun(channel),
-                Clock(start_minute),
-                Clock(end_minute),
-            ),
+            } => quiet_hours::message(channel, local, start_minute, end_minute, until),
             Detail::AwaitingAnswer { channel, ago } => format!(
                 "The customer's {channel} message of {ago} ago has not been answered yet: answer it first."
             ),

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::Weekday;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
@@ -17,6 +16,7 @@ pub use crate::rules::consent::{Consent, ContactRequestConsent, SoftOptIn};
 pub use crate::rules::customer_preferences::CustomerPreferences;
 pub use crate::rules::earned_meeting::EarnedMeeting;
 pub use crate::rules::frequency_cap::FrequencyCap;
+pub use crate::rules::quiet_hours::QuietHours;
 pub use crate::rules::research_cooldown::ResearchCooldown;
 pub use crate::rules::service_reply::ServiceReply;
 pub use crate::rules::transactional::Transactional;
@@ -160,12 +160,8 @@ pub enum RuleKind {
     /// At most `max` outreaches on the rule's channels (all of them together), counted
     /// over the rule's purposes, in any sliding `window`.
     FrequencyCap(FrequencyCap),
-    QuietHours {
-        start_minute: u32,
-        end_minute: u32,
-        closed_days: u8,
-        exempt: Vec<(Channel, Purpose)>,
-    },
+    /// Contact only in open hours, in the customer's time zone.
+    QuietHours(QuietHours),
     /// After `unanswered` unanswered outreaches in a row on a channel, sent within
     /// `within`, the channel pauses for `pause` from when the last of them became
     /// unanswered, or until the customer engages there. An outreach is unanswered once
@@ -332,20 +328,6 @@ impl RuleReader<'_> {
     }
 }
 
-fn parse_clock(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
-}
-
-fn parse_weekday(s: &str) -> Option<Weekday> {
-    s.parse::<Weekday>().ok()
-}
-
-fn weekday_bit(d: Weekday) -> u8 {
-    1 << d.num_days_from_monday()
-}
-
 fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
     r.used.insert("id");
     let kind_name: String = r.req("type")?;
@@ -371,46 +353,7 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
         "research_cooldown" => RuleKind::ResearchCooldown(ResearchCooldown::read(&mut r)?),
         "earned_meeting" => RuleKind::EarnedMeeting(EarnedMeeting::read(&mut r)?),
         "frequency_cap" => RuleKind::FrequencyCap(FrequencyCap::read(&mut r)?),
-        "quiet_hours" => {
-            let start: String = r.req("start")?;
-            let end: String = r.req("end")?;
-            let start_minute = parse_clock(&start).ok_or_else(|| r.err("start", "write a time as HH:MM"))?;
-            let end_minute = parse_clock(&end).ok_or_else(|| r.err("end", "write a time as HH:MM"))?;
-            if start_minute >= end_minute {
-                return Err(r.err("end", "must be later than `start`"));
-            }
-            let mut closed_days = 0;
-            for d in r.get::<Vec<String>>("closed_days")?.unwrap_or_default() {
-                let wd = parse_weekday(&d).ok_or_else(|| {
-                    r.err(
-                        "closed_days",
-                        format!("`{d}` is not a weekday (mon, tue, ... sun)"),
-                    )
-                })?;
-                closed_days |= weekday_bit(wd);
-            }
-            if closed_days == 0x7f {
-                return Err(r.err("closed_days", "closes every day: nothing could ever be sent"));
-            }
-            let mut exempt = Vec::new();
-            for x in r.get::<Vec<String>>("exempt")?.unwrap_or_default() {
-                let (c, p) = x.split_once(':').ok_or_else(|| {
-                    r.err(
-                        "exempt",
-                        format!("`{x}`: write channel:purpose, e.g. sms:transactional"),
-                    )
-                })?;
-                let c = c.parse::<Channel>().map_err(|e| r.err("exempt", e.to_string()))?;
-                let p = p.parse::<Purpose>().map_err(|e| r.err("exempt", e.to_string()))?;
-                exempt.push((c, p));
-            }
-            RuleKind::QuietHours {
-                start_minute,
-                end_minute,
-                closed_days,
-                exempt,
-            }
-        }
+        "quiet_hours" => RuleKind::QuietHours(QuietHours::read(&mut r)?),
         "fatigue" => {
             let unanswered: u32 = r.req("unanswered")?;
             if unanswered == 0 {
@@ -615,7 +558,7 @@ impl Policy {
                 RuleKind::Transactional(_)
                 | RuleKind::DoNotContact
                 | RuleKind::ComplaintCoolOff(_)
-                | RuleKind::QuietHours { .. }
+                | RuleKind::QuietHours(_)
                 | RuleKind::StaleState => Span(0),
             };
             window = window.max(w);

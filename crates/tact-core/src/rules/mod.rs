@@ -12,6 +12,7 @@ pub(crate) mod do_not_contact;
 pub(crate) mod earned_meeting;
 pub(crate) mod fatigue;
 pub(crate) mod frequency_cap;
+pub(crate) mod quiet_hours;
 pub(crate) mod research_cooldown;
 pub(crate) mod service_reply;
 pub(crate) mod stale_state;
