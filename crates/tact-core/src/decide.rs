@@ -51,7 +51,6 @@ pub struct Reason {
 pub use crate::event::Signal;
 /// Quiet-hours clock readings, in [`crate::quiet`]; re-exported here.
 pub use crate::quiet::{Clock, LocalClock};
-use crate::rules::fatigue::fatigue_pause;
 use crate::rules::{Facts, Outcome, Suggestions, do_not_contact, stale_state};
 
 /// The facts behind a reason. Spans named `ago` are measured back from the decision time.
@@ -426,53 +425,9 @@ fn evaluate(
             RuleKind::EarnedMeeting(m) => m.evaluate(rule, &v, &mut out),
             RuleKind::FrequencyCap(c) => c.evaluate(rule, index, facts, channel, &mut out),
             RuleKind::QuietHours(q) => q.evaluate(rule, index, facts, channel, purpose, &mut out),
-            RuleKind::Fatigue {
-                unanswered,
-                within,
-                pause,
-                reply_window,
-            } => {
-                let found = fatigue_pause(
-                    &v,
-                    rule.purposes,
-                    channel,
-                    *unanswered,
-                    *within,
-                    *pause,
-                    *reply_window,
-                );
-                if let Some(f) = found {
-                    if f.from <= at {
-                        // Paused now; over at `until` (no new events: upward closed).
-                        out.ok_from = out.ok_from.max(f.until);
-                        out.push(
-                            rule,
-                            Effect::Defer,
-                            Detail::Fatigue {
-                                channel,
-                                unanswered: f.count,
-                                until: f.until,
-                            },
-                        );
-                    } else {
-                        // A pause ahead, once the reply windows pass: not now, but a
-                        // DEFER must not end inside it.
-                        out.pauses.push((rule, f));
-                    }
-                }
-            }
+            RuleKind::Fatigue(f) => f.evaluate(rule, &v, channel, &mut out),
             RuleKind::StaleState => stale_state::evaluate(rule, facts, &mut out),
-            RuleKind::AnswerFirst { open_for } => {
-                if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
-                    out.deny_on_every_channel(
-                        rule,
-                        Detail::AwaitingAnswer {
-                            channel: c,
-                            ago: at.since(when),
-                        },
-                    );
-                }
-            }
+            RuleKind::AnswerFirst(a) => a.evaluate(rule, &v, &mut out),
             RuleKind::CustomerPreferences(p) => p.evaluate(rule, index, facts, channel, &mut out),
         }
     }

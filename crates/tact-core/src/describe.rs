@@ -47,18 +47,8 @@ pub fn rule_in_words(rule: &Rule) -> String {
         RuleKind::EarnedMeeting(m) => m.in_words(&on),
         RuleKind::FrequencyCap(c) => c.in_words(&on),
         RuleKind::QuietHours(q) => q.in_words(&on),
-        RuleKind::Fatigue {
-            unanswered,
-            within,
-            pause,
-            reply_window,
-        } => format!(
-            "{on}: after {unanswered} unanswered outreach in a row on a channel within {within} \
-             (unanswered after {reply_window} without engagement), DEFER on that channel for {pause}"
-        ),
-        RuleKind::AnswerFirst { open_for } => format!(
-            "{on}: DENY while the customer's own message of the last {open_for} waits for a service answer"
-        ),
+        RuleKind::Fatigue(f) => f.in_words(&on),
+        RuleKind::AnswerFirst(a) => a.in_words(&on),
         RuleKind::StaleState => stale_state::in_words(&on),
         RuleKind::CustomerPreferences(p) => p.in_words(&on),
     };
@@ -100,8 +90,8 @@ pub fn kind_name(kind: &RuleKind) -> &'static str {
         RuleKind::EarnedMeeting(_) => "earned_meeting",
         RuleKind::FrequencyCap(_) => "frequency_cap",
         RuleKind::QuietHours(_) => "quiet_hours",
-        RuleKind::Fatigue { .. } => "fatigue",
-        RuleKind::AnswerFirst { .. } => "answer_first",
+        RuleKind::Fatigue(_) => "fatigue",
+        RuleKind::AnswerFirst(_) => "answer_first",
         RuleKind::StaleState => "stale_state",
         RuleKind::CustomerPreferences(_) => "customer_preferences",
     }

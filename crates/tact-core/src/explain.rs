@@ -3,8 +3,8 @@
 use crate::decide::{Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
 use crate::rules::{
-    complaint_cool_off, consent, customer_preferences, do_not_contact, earned_meeting, frequency_cap,
-    quiet_hours, research_cooldown, service_reply, stale_state, transactional,
+    answer_first, complaint_cool_off, consent, customer_preferences, do_not_contact, earned_meeting, fatigue,
+    frequency_cap, quiet_hours, research_cooldown, service_reply, stale_state, transactional,
 };
 
 pub(crate) fn channel_noun(c: Channel) -> &'static str {
@@ -113,18 +113,12 @@ impl Reason {
                 end_minute,
                 until,
             } => quiet_hours::message(channel, local, start_minute, end_minute, until),
-            Detail::AwaitingAnswer { channel, ago } => format!(
-                "The customer's {channel} message of {ago} ago has not been answered yet: answer it first."
-            ),
+            Detail::AwaitingAnswer { channel, ago } => answer_first::message(channel, ago),
             Detail::Fatigue {
                 channel,
                 unanswered,
                 until,
-            } => format!(
-                "The last {unanswered} {} went unanswered (reported ignored or bounced, or no reply within the reply window); \
-                 marketing there pauses until {until} or until the customer engages.",
-                channel_noun(channel)
-            ),
+            } => fatigue::message(channel, unanswered, until),
             Detail::ChannelNotAccepted { channel } => customer_preferences::channel_not_accepted(channel),
             Detail::CustomerLimit {
                 count,

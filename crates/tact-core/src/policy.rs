@@ -11,10 +11,12 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::event::{Channel, Purpose};
+pub use crate::rules::answer_first::AnswerFirst;
 pub use crate::rules::complaint_cool_off::ComplaintCoolOff;
 pub use crate::rules::consent::{Consent, ContactRequestConsent, SoftOptIn};
 pub use crate::rules::customer_preferences::CustomerPreferences;
 pub use crate::rules::earned_meeting::EarnedMeeting;
+pub use crate::rules::fatigue::{DEFAULT_REPLY_WINDOW, Fatigue};
 pub use crate::rules::frequency_cap::FrequencyCap;
 pub use crate::rules::quiet_hours::QuietHours;
 pub use crate::rules::research_cooldown::ResearchCooldown;
@@ -167,15 +169,10 @@ pub enum RuleKind {
     /// unanswered, or until the customer engages there. An outreach is unanswered once
     /// an `OutreachUnanswered` event on its channel (ignored or bounced) follows it, or
     /// once `reply_window` has passed after it without engagement on the channel.
-    Fatigue {
-        unanswered: u32,
-        within: Span,
-        pause: Span,
-        reply_window: Span,
-    },
+    Fatigue(Fatigue),
     /// While the customer's own message (within `open_for`) waits for a service
     /// answer, the rule's purposes are denied on every channel.
-    AnswerFirst { open_for: Span },
+    AnswerFirst(AnswerFirst),
     /// Fail closed: denies the rule's channels and purposes when the state may be
     /// missing recent events (the lag passed to [`crate::decide_with_lag`]).
     StaleState,
@@ -354,25 +351,9 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
         "earned_meeting" => RuleKind::EarnedMeeting(EarnedMeeting::read(&mut r)?),
         "frequency_cap" => RuleKind::FrequencyCap(FrequencyCap::read(&mut r)?),
         "quiet_hours" => RuleKind::QuietHours(QuietHours::read(&mut r)?),
-        "fatigue" => {
-            let unanswered: u32 = r.req("unanswered")?;
-            if unanswered == 0 {
-                return Err(r.err("unanswered", "must be at least 1"));
-            }
-            RuleKind::Fatigue {
-                unanswered,
-                within: r.span("within")?,
-                pause: r.span("pause")?,
-                reply_window: match r.get::<SpanText>("reply_window")? {
-                    None => DEFAULT_REPLY_WINDOW,
-                    Some(_) => r.span("reply_window")?,
-                },
-            }
-        }
+        "fatigue" => RuleKind::Fatigue(Fatigue::read(&mut r)?),
         "stale_state" => RuleKind::StaleState,
-        "answer_first" => RuleKind::AnswerFirst {
-            open_for: r.span("open_for")?,
-        },
+        "answer_first" => RuleKind::AnswerFirst(AnswerFirst::read(&mut r)?),
         "customer_preferences" => RuleKind::CustomerPreferences(CustomerPreferences::read(&mut r)?),
         other => {
             return Err(r.err(
@@ -546,14 +527,9 @@ impl Policy {
                 RuleKind::ResearchCooldown(c) => c.retention(),
                 RuleKind::EarnedMeeting(m) => m.retention(),
                 RuleKind::FrequencyCap(c) => c.retention(),
-                RuleKind::Fatigue {
-                    within,
-                    pause,
-                    reply_window,
-                    ..
-                } => Span(within.0.saturating_add(pause.0).saturating_add(reply_window.0)),
+                RuleKind::Fatigue(f) => f.retention(),
                 RuleKind::CustomerPreferences(p) => p.retention(),
-                RuleKind::AnswerFirst { open_for } => *open_for,
+                RuleKind::AnswerFirst(a) => a.retention(),
                 // Purchases and complaints are remembered beyond the timeline.
                 RuleKind::Transactional(_)
                 | RuleKind::DoNotContact
@@ -576,10 +552,6 @@ impl Policy {
 
 /// The id of the built-in `stale_state` rule a policy without one gets.
 pub const STALE_STATE_RULE: &str = "stale-state";
-
-/// How long an outreach waits for an answer before fatigue counts it as unanswered,
-/// when a fatigue rule does not say (`reply_window`).
-pub const DEFAULT_REPLY_WINDOW: Span = Span(3 * DAY.0);
 
 /// The shipped default policy text.
 pub const DEFAULT_POLICY: &str = include_str!("../../../config/policy.toml");

@@ -161,10 +161,10 @@ pub fn customer_view(
         }
         let open_for = match &rule.kind {
             RuleKind::ServiceReply(s) => s.window,
-            RuleKind::AnswerFirst { open_for } => *open_for,
+            RuleKind::AnswerFirst(a) => a.open_for,
             _ => continue,
         };
-        let holds_back = matches!(rule.kind, RuleKind::AnswerFirst { .. }).then(|| rule.id.to_string());
+        let holds_back = matches!(rule.kind, RuleKind::AnswerFirst(_)).then(|| rule.id.to_string());
         for (channel, since) in answer_first::open_messages(&state.as_of(at), open_for) {
             match view
                 .open_inbound
