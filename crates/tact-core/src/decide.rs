@@ -434,39 +434,30 @@ fn evaluate(
 
     // Only the verdict is wanted and it is DENY: quiet hours and pauses ahead cannot
     // change it (they add reasons, which are not built here).
-    let Outcome {
-        mut reasons,
-        mut denied,
-        every_channel_denied,
-        mut ok_from,
-        quiet,
-        pauses,
-        mut suggestions,
-        ..
-    } = out;
-    if denied && !explain {
-        return (Decision::deny(reasons), every_channel_denied);
+    if out.denied && !explain {
+        return (Decision::deny(out.reasons), out.every_channel_denied);
     }
-    if !quiet.is_empty() || !pauses.is_empty() {
+    if !out.quiet.is_empty() || !out.pauses.is_empty() {
         // The earliest instant at or after `ok_from` open in every quiet-hours rule and
         // outside every fatigue pause ahead: the least common fixpoint of their
         // `next_open`s and pause ends, whatever their order (each is monotone).
-        let mut open = ok_from;
-        let horizon = pauses
+        let mut open = out.ok_from;
+        let horizon = out
+            .pauses
             .iter()
-            .fold(ok_from, |h, (_, p)| h.max(p.until))
+            .fold(out.ok_from, |h, (_, p)| h.max(p.until))
             .saturating_add(QUIET_HORIZON);
-        match (quiet.only(), pauses.is_empty()) {
-            (Some((index, q)), true) => open = facts.next_open(*index, q, ok_from),
+        match (out.quiet.only(), out.pauses.is_empty()) {
+            (Some((index, q)), true) => open = facts.next_open(*index, q, out.ok_from),
             _ => loop {
                 let mut moved = false;
-                for (_, p) in pauses.iter() {
+                for (_, p) in out.pauses.iter() {
                     if p.from <= open && open < p.until {
                         open = p.until;
                         moved = true;
                     }
                 }
-                for (index, q) in quiet.iter() {
+                for (index, q) in out.quiet.iter() {
                     let o = facts.next_open(*index, q, open);
                     if o > open {
                         open = o;
@@ -481,18 +472,18 @@ fn evaluate(
         // Quiet-hours rules that together are never open: nothing can ever be sent.
         let never = open > horizon;
         if never {
-            denied = true;
+            out.denied = true;
         }
-        for (index, q) in quiet.iter() {
+        for (index, q) in out.quiet.iter() {
             // Reported if closed now, or if the other rules' threshold falls in closed
             // hours (each judged on its own, so the set does not depend on rule order).
-            let closed = facts.next_open(*index, q, ok_from) > ok_from
-                || (ok_from != at && facts.next_open(*index, q, at) > at);
+            let closed = facts.next_open(*index, q, out.ok_from) > out.ok_from
+                || (out.ok_from != at && facts.next_open(*index, q, at) > at);
             if explain && closed {
-                if let (Some(c), Some(s)) = (q.rule.suggest, suggestions.as_deref_mut()) {
+                if let (Some(c), Some(s)) = (q.rule.suggest, out.suggestions.as_deref_mut()) {
                     s.add(c, "a channel that is open at this hour");
                 }
-                reasons.push(Reason {
+                out.reasons.push(Reason {
                     rule_id: q.rule.id.clone(),
                     effect: if never { Effect::Deny } else { Effect::Defer },
                     detail: Detail::QuietHours {
@@ -506,9 +497,9 @@ fn evaluate(
             }
         }
         // A pause ahead is reported if the DEFER steps over part of it.
-        for (rule, p) in pauses.iter() {
-            if explain && !never && p.from < open && p.until > ok_from {
-                reasons.push(Reason {
+        for (rule, p) in out.pauses.iter() {
+            if explain && !never && p.from < open && p.until > out.ok_from {
+                out.reasons.push(Reason {
                     rule_id: rule.id.clone(),
                     effect: Effect::Defer,
                     detail: Detail::Fatigue {
@@ -519,12 +510,12 @@ fn evaluate(
                 });
             }
         }
-        ok_from = open;
+        out.ok_from = open;
     }
-    if denied {
-        return (Decision::deny(reasons), every_channel_denied);
+    if out.denied {
+        return (Decision::deny(out.reasons), out.every_channel_denied);
     }
-    let verdict = if ok_from > at {
+    let verdict = if out.ok_from > at {
         Verdict::Defer
     } else {
         Verdict::Allow
@@ -532,8 +523,8 @@ fn evaluate(
     (
         Decision {
             verdict,
-            not_before: (ok_from > at).then_some(ok_from),
-            reasons,
+            not_before: (out.ok_from > at).then_some(out.ok_from),
+            reasons: out.reasons,
             alternatives: Vec::new(),
         },
         false,
