@@ -197,7 +197,7 @@ pub(crate) struct Outcome<'r, 's> {
     /// The quiet-hours rules that apply: `(rule index, the rule for this customer)`.
     pub quiet: Few<(usize, QuietHours<'r>)>,
     /// Fatigue pauses that start after the decision's instant (see
-    /// [`fatigue::fatigue_pause`]).
+    /// [`fatigue::Fatigue::pause_on`]).
     pub pauses: Few<(&'r Rule, Pause)>,
     /// Whether a service-reply rule exempts this proposal from do-not-contact. Known
     /// before any other rule is looked at (exemptions are visited first): the answer
