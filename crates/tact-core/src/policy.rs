@@ -571,4 +571,50 @@ mod tests {
         let chained = std::error::Error::source(&err).expect("a source");
         assert!(chained.downcast_ref::<toml::de::Error>().is_some());
     }
+
+    #[test]
+    fn each_rule_types_errors_name_the_rule_and_field() {
+        let cases = [
+            (
+                "type = \"frequency_cap\"\nmax = 0\nwindow = \"7d\"",
+                "rule `r`: field `max`: must be at least 1 (use a consent or do-not-contact rule to block)",
+            ),
+            (
+                "type = \"research_cooldown\"\nsignals = [\"nope\"]\ncooldown = \"1d\"",
+                "rule `r`: field `signals`: unknown signal `nope`; expected one of: pricing_page, quote_page, \
+              compare_page, quote_request, download",
+            ),
+            (
+                "type = \"quiet_hours\"\nstart = \"9\"\nend = \"17:00\"",
+                "rule `r`: field `start`: write a time as HH:MM",
+            ),
+            (
+                "type = \"quiet_hours\"\nstart = \"09:00\"\nend = \"17:00\"\n\
+              closed_days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]",
+                "rule `r`: field `closed_days`: closes every day: nothing could ever be sent",
+            ),
+            (
+                "type = \"fatigue\"\nunanswered = 0\nwithin = \"7d\"\npause = \"30d\"",
+                "rule `r`: field `unanswered`: must be at least 1",
+            ),
+            (
+                "type = \"consent\"\n[rule.soft_opt_in]\nchannels = [\"email\"]",
+                "rule `r.soft_opt_in`: field `purchase_within`: is required",
+            ),
+            (
+                "type = \"service_reply\"",
+                "rule `r`: field `window`: is required",
+            ),
+            (
+                "type = \"answer_first\"\nopen_for = \"72h\"\nmax_hold = \"1h\"",
+                "rule `r`: field `max_hold`: unknown field for this rule type",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let text =
+                format!("version = \"v\"\ndefault_time_zone = \"UTC\"\n[[rule]]\nid = \"r\"\n{rule}\n");
+            let err = Policy::from_toml_str(&text).unwrap_err();
+            assert_eq!(err.to_string(), expected, "{rule}");
+        }
+    }
 }
