@@ -3,12 +3,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Channel, Purpose};
-use crate::policy::{Policy, Rule, RuleKind, rules_to_visit, signal_bit};
-use crate::state::{AsOf, CustomerState, Mark, Prefs};
+use crate::policy::{Policy, RuleKind, rules_to_visit};
+use crate::state::CustomerState;
 use crate::time::{DAY, Span, Timestamp};
 
 /// "May I contact this customer on this channel, for this purpose?"
@@ -50,11 +49,9 @@ pub struct Reason {
 
 /// Moved to [`crate::event`] (state and policy read it too); re-exported here.
 pub use crate::event::Signal;
-use crate::quiet::QuietHours;
 /// Quiet-hours clock readings, in [`crate::quiet`]; re-exported here.
 pub use crate::quiet::{Clock, LocalClock};
-use crate::rules::fatigue::{Pause, fatigue_pause};
-use crate::touch::cap;
+use crate::rules::{Facts, Outcome, Suggestions, do_not_contact, stale_state};
 
 /// The facts behind a reason. Spans named `ago` are measured back from the decision time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,8 +248,7 @@ pub fn decide_explained(
     lag: Span,
     explain: Explain,
 ) -> Decision {
-    let mut facts = Facts::new(state.read(policy, at));
-    facts.lag = lag;
+    let mut facts = Facts::new(state.read(policy, at), policy.default_time_zone(), lag);
     let mut suggestions = Suggestions::default();
     let full = explain == Explain::Full;
     let (mut decision, every_channel_denied) = evaluate(
@@ -273,46 +269,6 @@ pub fn decide_explained(
 }
 
 const MAX_ALTERNATIVES: usize = 2;
-
-/// Alternatives the rules proposed, in the order they were proposed: `(channel, note)`.
-/// Every rule suggests for the purpose being evaluated, so one per channel at most.
-#[derive(Default)]
-struct Suggestions {
-    items: [Option<(Channel, &'static str)>; 8],
-}
-
-impl Suggestions {
-    /// Adds `channel`, keeping the suggestions in channel order (not in the order the
-    /// rules made them: the answer must not depend on the order of the rules); a channel
-    /// suggested by several rules keeps the smallest note, for the same reason.
-    fn add(&mut self, channel: Channel, note: &'static str) {
-        let mut item = (channel, note);
-        for slot in &mut self.items {
-            match slot {
-                Some((c, n)) if *c == item.0 => {
-                    if item.1 < *n {
-                        *n = item.1;
-                    }
-                    return;
-                }
-                Some(existing) => {
-                    if (item.0 as u8) < (existing.0 as u8) {
-                        std::mem::swap(existing, &mut item);
-                    }
-                }
-                None => {
-                    *slot = Some(item);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The suggestions in channel order.
-    fn sorted(&self) -> impl Iterator<Item = (Channel, &'static str)> + '_ {
-        self.items.iter().map_while(|s| *s)
-    }
-}
 
 fn alternatives(
     facts: &mut Facts<'_>,
@@ -349,105 +305,9 @@ fn alternatives(
     out
 }
 
-/// A frequency cap's count and when it has room again, if it is reached.
-type CapReached = Option<(u32, Timestamp)>;
-
-/// What one decision has learnt about the customer that does not depend on the
-/// channel, shared by the evaluation of the proposal and of its alternatives.
-struct Facts<'a> {
-    v: AsOf<'a>,
-    /// How far behind the state may be for this decision (see [`decide_with_lag`]).
-    lag: Span,
-    prefs: Option<Prefs>,
-    /// Frequency caps counted so far: `(rule index, result)`.
-    caps: [Option<(usize, CapReached)>; 4],
-    /// The last `QuietHours::next_open` answers: `(rule index, zone, from, open)`.
-    opens: [Option<(usize, Tz, Timestamp, Timestamp)>; 2],
-}
-
-impl<'a> Facts<'a> {
-    fn new(v: AsOf<'a>) -> Self {
-        Facts {
-            v,
-            lag: Span(0),
-            prefs: None,
-            caps: [None; 4],
-            opens: [None; 2],
-        }
-    }
-
-    fn prefs(&mut self) -> Prefs {
-        *self.prefs.get_or_insert_with(|| self.v.prefs())
-    }
-
-    /// [`cap`], remembered by rule: a cap's count does not depend on the proposal.
-    fn cap(
-        &mut self,
-        index: usize,
-        channels: u8,
-        purposes: u8,
-        max: u32,
-        window: Span,
-    ) -> Option<(u32, Timestamp)> {
-        if let Some((_, known)) = self.caps.iter().flatten().find(|(i, _)| *i == index) {
-            return *known;
-        }
-        let known = cap(&self.v, channels, purposes, max, window);
-        if let Some(free) = self.caps.iter_mut().find(|c| c.is_none()) {
-            *free = Some((index, known));
-        }
-        known
-    }
-
-    fn next_open(&mut self, index: usize, q: &QuietHours<'_>, from: Timestamp) -> Timestamp {
-        let hit = |o: &&(usize, Tz, Timestamp, Timestamp)| o.0 == index && o.1 == q.tz && o.2 == from;
-        if let Some((.., open)) = self.opens.iter().flatten().find(hit) {
-            return *open;
-        }
-        let open = q.next_open(from);
-        self.opens[1] = self.opens[0];
-        self.opens[0] = Some((index, q.tz, from, open));
-        open
-    }
-}
-
 /// How far past the other rules' threshold quiet-hours rules are searched for a time
 /// open in all of them (two weeks and a day: every weekday twice, DST changes included).
 const QUIET_HORIZON: Span = Span(15 * DAY.0);
-
-/// A few items, usually none or one: the first without allocating. For the quiet-hours
-/// rules that apply to a proposal and the fatigue pauses ahead.
-struct Few<T> {
-    first: Option<T>,
-    more: Vec<T>,
-}
-
-impl<T> Default for Few<T> {
-    fn default() -> Self {
-        Few {
-            first: None,
-            more: Vec::new(),
-        }
-    }
-}
-
-impl<T> Few<T> {
-    fn push(&mut self, item: T) {
-        if self.first.is_none() {
-            self.first = Some(item);
-        } else {
-            self.more.push(item);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.first.iter().chain(&self.more)
-    }
-}
 
 /// The indexes of the rules `evaluate` visits for a proposal, in two passes: first
 /// the exemptions (transactional, service reply), then every other rule; within a pass
@@ -529,56 +389,6 @@ impl Iterator for Visit<'_> {
     }
 }
 
-/// What the rules of one evaluation have said so far.
-struct Outcome {
-    /// Whether reasons are built (not for alternatives: their verdict is enough).
-    explain: bool,
-    reasons: Vec<Reason>,
-    denied: bool,
-    /// Denied by a rule on every channel whose outcome does not depend on the channel.
-    every_channel_denied: bool,
-}
-
-impl Outcome {
-    fn new(explain: bool, visited: Option<u64>) -> Self {
-        Outcome {
-            explain,
-            // Room for a reason from each rule visited, and quiet hours.
-            reasons: if explain {
-                Vec::with_capacity(visited.map_or(8, |set| set.count_ones() as usize) + 1)
-            } else {
-                Vec::new()
-            },
-            denied: false,
-            every_channel_denied: false,
-        }
-    }
-
-    fn push(&mut self, rule: &Rule, effect: Effect, detail: Detail) {
-        if self.explain {
-            self.reasons.push(Reason {
-                rule_id: rule.id.clone(),
-                effect,
-                detail,
-            });
-        }
-    }
-
-    /// `rule` denies the proposal.
-    fn deny(&mut self, rule: &Rule, detail: Detail) {
-        self.denied = true;
-        self.push(rule, Effect::Deny, detail);
-    }
-
-    /// `rule` denies the proposal for a reason that does not depend on the channel:
-    /// if the rule applies to every channel, so would its DENY.
-    fn deny_on_every_channel(&mut self, rule: &Rule, detail: Detail) {
-        let all_channels = Channel::ALL.iter().fold(0u8, |m, c| m | c.bit());
-        self.every_channel_denied |= rule.channels == all_channels;
-        self.deny(rule, detail);
-    }
-}
-
 /// Evaluates every rule. `explain`: build the reasons (not for an alternative, nor for
 /// a verdict-only answer); `suggestions`: collect alternatives to evaluate (only for
 /// the full answer).
@@ -588,33 +398,17 @@ fn evaluate(
     channel: Channel,
     purpose: Purpose,
     explain: bool,
-    mut suggestions: Option<&mut Suggestions>,
+    suggestions: Option<&mut Suggestions>,
 ) -> (Decision, bool) {
     let v = facts.v;
     let at = v.at;
     let rules = policy.rules();
     let all = policy.rule_set(channel, purpose);
-    let mut out = Outcome::new(explain, all);
-    // Every DEFER rule below except quiet hours is "upward closed": once satisfied it
-    // stays satisfied with no new events. So the earliest instant satisfying all of
-    // them is the latest of their thresholds, moved to the next open minute of every
-    // quiet-hours rule together.
-    let mut ok_from = at;
-    let mut quiet: Few<(usize, QuietHours<'_>)> = Few::default();
-    // Fatigue pauses that start after `at` (see `fatigue_pause`).
-    let mut pauses: Few<(&Rule, Pause)> = Few::default();
-    // Whether a service-reply rule exempts this proposal from do-not-contact. Known
-    // before any other rule is looked at: the answer must not depend on rule order.
-    let mut service_reply = false;
-    let mut suggest = |c: Channel, note: &'static str| {
-        if let Some(s) = suggestions.as_deref_mut() {
-            s.add(c, note);
-        }
-    };
+    let mut out = Outcome::new(explain, all, at, suggestions);
     // Two passes over the rules that apply (see `Visit`): first the exemptions
     // (transactional, service reply), then every other rule. Within a pass each rule's
-    // outcome is folded in order-independently (any DENY, the latest DEFER threshold,
-    // every quiet-hours rule), so the answer does not depend on the order of the rules.
+    // outcome is folded in order-independently (see `Outcome`), so the answer does not
+    // depend on the order of the rules.
     for index in Visit::new(policy, all, channel, purpose) {
         // Only the verdict is wanted and it is settled: DENY wins over everything.
         if out.denied && !explain {
@@ -622,340 +416,19 @@ fn evaluate(
         }
         let rule = &rules[index];
         match &rule.kind {
-            RuleKind::DoNotContact => {
-                if service_reply {
-                    continue;
-                }
-                if let Some(d) = v.do_not_contact() {
-                    out.deny(
-                        rule,
-                        Detail::DoNotContact {
-                            ago: at.since(d.at),
-                            until: d.until,
-                        },
-                    );
-                }
-            }
-            RuleKind::Transactional { .. } => out.push(rule, Effect::Allow, Detail::Transactional),
-            RuleKind::ServiceReply { window } => {
-                let since = at.saturating_sub(*window);
-                let inbound = v
-                    .recent()
-                    .take_while(|e| e.at > since)
-                    .find_map(|e| match e.mark {
-                        Mark::Inbound(c) | Mark::ContactRequest(c) => Some((c, e.at)),
-                        _ => None,
-                    });
-                if let Some((c, when)) = inbound {
-                    service_reply = true;
-                    out.push(
-                        rule,
-                        Effect::Allow,
-                        Detail::ServiceReply {
-                            inbound_channel: c,
-                            ago: at.since(when),
-                            window: *window,
-                        },
-                    );
-                }
-            }
-            RuleKind::Consent {
-                soft_opt_in,
-                contact_request,
-            } => {
-                let record = v.consent(channel, purpose);
-                if let Some(r) = record.filter(|r| r.live(at)) {
-                    out.push(
-                        rule,
-                        Effect::Allow,
-                        Detail::ConsentGranted {
-                            channel,
-                            purpose,
-                            ago: at.since(r.at),
-                        },
-                    );
-                    continue;
-                }
-                if let Some(so) = soft_opt_in
-                    && so.channels & channel.bit() != 0
-                    && so.purposes & purpose.bit() != 0
-                    && !v.ever_withdrawn(channel, purpose)
-                    && let Some(bought) = v.last_purchase()
-                    && at.since(bought) < so.purchase_within
-                {
-                    out.push(
-                        rule,
-                        Effect::Allow,
-                        Detail::SoftOptIn {
-                            purchase_ago: at.since(bought),
-                        },
-                    );
-                    continue;
-                }
-                if let Some(cr) = contact_request
-                    && cr.purposes & purpose.bit() != 0
-                {
-                    let since = at
-                        .saturating_sub(cr.valid_for)
-                        .max(record.map_or(Timestamp::MIN, |r| r.at));
-                    let asked = v
-                        .recent()
-                        .take_while(|e| e.at > since)
-                        .find(|e| e.mark == Mark::ContactRequest(channel));
-                    if let Some(e) = asked {
-                        out.push(
-                            rule,
-                            Effect::Allow,
-                            Detail::ContactRequested {
-                                channel,
-                                ago: at.since(e.at),
-                            },
-                        );
-                        continue;
-                    }
-                }
-                out.denied = true;
-                if !explain {
-                    continue;
-                }
-                let detail = match record {
-                    Some(r) if r.withdrawn => Detail::ConsentWithdrawn {
-                        channel,
-                        purpose,
-                        ago: at.since(r.at),
-                    },
-                    Some(r) => Detail::ConsentExpired {
-                        channel,
-                        purpose,
-                        ago: at.since(r.expires_at.unwrap_or(r.at)),
-                    },
-                    None => Detail::ConsentMissing { channel, purpose },
-                };
-                out.push(rule, Effect::Deny, detail);
-                let consented = v.consented_channels(purpose);
-                for c in Channel::ALL {
-                    if *c != channel && consented & c.bit() != 0 {
-                        suggest(*c, "the customer has given consent on this channel");
-                    }
-                }
-            }
-            RuleKind::ComplaintCoolOff { duration } => {
-                if let Some(when) = v.last_complaint() {
-                    let until = when.saturating_add(*duration);
-                    if until > at {
-                        out.deny_on_every_channel(
-                            rule,
-                            Detail::ComplaintCoolOff {
-                                ago: at.since(when),
-                                until,
-                            },
-                        );
-                    }
-                }
-            }
-            RuleKind::ResearchCooldown { signals, cooldown } => {
-                // The newest research signal within the cool-down, and whether the
-                // customer asked for contact on this channel after it.
-                let since = at.saturating_sub(*cooldown);
-                let mut asked: Option<Timestamp> = None;
-                let mut latest = None;
-                for e in v.recent() {
-                    if e.at <= since {
-                        break;
-                    }
-                    match e.mark {
-                        Mark::Research(s) if signals & signal_bit(s) != 0 => {
-                            latest = Some((s, e.at));
-                            break;
-                        }
-                        Mark::ContactRequest(c) if c == channel && asked.is_none() => asked = Some(e.at),
-                        _ => {}
-                    }
-                }
-                if let Some((signal, when)) = latest
-                    && asked.is_none_or(|a| a <= when)
-                {
-                    let until = when.saturating_add(*cooldown);
-                    ok_from = ok_from.max(until);
-                    out.push(
-                        rule,
-                        Effect::Defer,
-                        Detail::ResearchCooldown {
-                            signal,
-                            ago: at.since(when),
-                            cooldown: *cooldown,
-                            channel,
-                            until,
-                        },
-                    );
-                    if let Some(c) = rule.suggest {
-                        suggest(c, "an acknowledgement is welcome now");
-                    }
-                }
-            }
-            RuleKind::EarnedMeeting {
-                window,
-                min_engagements,
-                engagements,
-            } => {
-                let since = at.saturating_sub(*window);
-                let mut count = 0u32;
-                let mut requested = None;
-                for e in v.recent().take_while(|e| e.at > since) {
-                    match e.mark {
-                        Mark::ContactRequest(Channel::SalesMeeting) if requested.is_none() => {
-                            requested = Some(e.at)
-                        }
-                        Mark::Engaged(_, kind) if engagements & (1 << (kind as u8)) != 0 => count += 1,
-                        _ => {}
-                    }
-                }
-                if let Some(when) = requested {
-                    out.push(
-                        rule,
-                        Effect::Allow,
-                        Detail::MeetingRequested { ago: at.since(when) },
-                    );
-                } else if count >= *min_engagements {
-                    out.push(
-                        rule,
-                        Effect::Allow,
-                        Detail::MeetingEarned {
-                            engagements: count,
-                            window: *window,
-                        },
-                    );
-                } else {
-                    out.deny(
-                        rule,
-                        Detail::MeetingNotEarned {
-                            engagements: count,
-                            needed: *min_engagements,
-                            window: *window,
-                        },
-                    );
-                    if let Some(c) = rule.suggest {
-                        suggest(
-                            c,
-                            "share relevant content instead and let the customer ask for a meeting",
-                        );
-                    }
-                }
-            }
-            RuleKind::FrequencyCap { max, window } => {
-                if let Some((count, until)) = facts.cap(index, rule.channels, rule.purposes, *max, *window) {
-                    ok_from = ok_from.max(until);
-                    if let Some(c) = rule.suggest {
-                        suggest(c, "a less intrusive channel that still has room");
-                    }
-                    let one = (rule.channels & (rule.channels - 1)) == 0;
-                    let ch = one.then_some(channel);
-                    out.push(
-                        rule,
-                        Effect::Defer,
-                        Detail::CapReached {
-                            channel: ch,
-                            count,
-                            max: *max,
-                            window: *window,
-                            until,
-                        },
-                    );
-                }
-            }
-            RuleKind::QuietHours {
-                start_minute,
-                end_minute,
-                closed_days,
-                exempt,
-            } => {
-                if exempt.iter().any(|(c, p)| *c == channel && *p == purpose) {
-                    continue;
-                }
-                let tz = facts.prefs().time_zone.unwrap_or(policy.default_time_zone());
-                quiet.push((
-                    index,
-                    QuietHours::new(rule, tz, *start_minute, *end_minute, *closed_days),
-                ));
-            }
-            RuleKind::Fatigue {
-                unanswered,
-                within,
-                pause,
-                reply_window,
-            } => {
-                let found = fatigue_pause(
-                    &v,
-                    rule.purposes,
-                    channel,
-                    *unanswered,
-                    *within,
-                    *pause,
-                    *reply_window,
-                );
-                if let Some(f) = found {
-                    if f.from <= at {
-                        // Paused now; over at `until` (no new events: upward closed).
-                        ok_from = ok_from.max(f.until);
-                        out.push(
-                            rule,
-                            Effect::Defer,
-                            Detail::Fatigue {
-                                channel,
-                                unanswered: f.count,
-                                until: f.until,
-                            },
-                        );
-                    } else {
-                        // A pause ahead, once the reply windows pass: not now, but a
-                        // DEFER must not end inside it.
-                        pauses.push((rule, f));
-                    }
-                }
-            }
-            RuleKind::StaleState => {
-                if facts.lag.0 > 0 {
-                    out.deny_on_every_channel(rule, Detail::StaleState { lag: facts.lag });
-                }
-            }
-            RuleKind::AnswerFirst { open_for } => {
-                if let Some((c, when)) = crate::rules::answer_first::open_inbound(&v, *open_for) {
-                    out.deny_on_every_channel(
-                        rule,
-                        Detail::AwaitingAnswer {
-                            channel: c,
-                            ago: at.since(when),
-                        },
-                    );
-                }
-            }
-            RuleKind::CustomerPreferences { max_window } => {
-                let p = facts.prefs();
-                if p.accepted != 0 && p.accepted & channel.bit() == 0 {
-                    out.deny(rule, Detail::ChannelNotAccepted { channel });
-                    for c in Channel::ALL.iter().filter(|c| p.accepted & c.bit() != 0) {
-                        suggest(*c, "a channel the customer accepts");
-                    }
-                }
-                if let Some(limit) = p.limit {
-                    let window = limit.window.min(*max_window);
-                    // Transactional messages never count.
-                    let counted = rule.purposes & !Purpose::Transactional.bit();
-                    if let Some((count, until)) = facts.cap(index, u8::MAX, counted, limit.max, window) {
-                        ok_from = ok_from.max(until);
-                        out.push(
-                            rule,
-                            Effect::Defer,
-                            Detail::CustomerLimit {
-                                count,
-                                max: limit.max,
-                                window,
-                                until,
-                            },
-                        );
-                    }
-                }
-            }
+            RuleKind::DoNotContact => do_not_contact::evaluate(rule, &v, &mut out),
+            RuleKind::Transactional(t) => t.evaluate(rule, &mut out),
+            RuleKind::ServiceReply(s) => s.evaluate(rule, &v, &mut out),
+            RuleKind::Consent(c) => c.evaluate(rule, &v, channel, purpose, &mut out),
+            RuleKind::ComplaintCoolOff(c) => c.evaluate(rule, &v, &mut out),
+            RuleKind::ResearchCooldown(c) => c.evaluate(rule, &v, channel, &mut out),
+            RuleKind::EarnedMeeting(m) => m.evaluate(rule, &v, &mut out),
+            RuleKind::FrequencyCap(c) => c.evaluate(rule, index, facts, channel, &mut out),
+            RuleKind::QuietHours(q) => q.evaluate(rule, index, facts, channel, purpose, &mut out),
+            RuleKind::Fatigue(f) => f.evaluate(rule, &v, channel, &mut out),
+            RuleKind::StaleState => stale_state::evaluate(rule, facts, &mut out),
+            RuleKind::AnswerFirst(a) => a.evaluate(rule, &v, &mut out),
+            RuleKind::CustomerPreferences(p) => p.evaluate(rule, index, facts, channel, &mut out),
         }
     }
 
@@ -964,26 +437,27 @@ fn evaluate(
     if out.denied && !explain {
         return (Decision::deny(out.reasons), out.every_channel_denied);
     }
-    if !quiet.is_empty() || !pauses.is_empty() {
+    if !out.quiet.is_empty() || !out.pauses.is_empty() {
         // The earliest instant at or after `ok_from` open in every quiet-hours rule and
         // outside every fatigue pause ahead: the least common fixpoint of their
         // `next_open`s and pause ends, whatever their order (each is monotone).
-        let mut open = ok_from;
-        let horizon = pauses
+        let mut open = out.ok_from;
+        let horizon = out
+            .pauses
             .iter()
-            .fold(ok_from, |h, (_, p)| h.max(p.until))
+            .fold(out.ok_from, |h, (_, p)| h.max(p.until))
             .saturating_add(QUIET_HORIZON);
-        match (&quiet.first, quiet.more.is_empty(), pauses.is_empty()) {
-            (Some((index, q)), true, true) => open = facts.next_open(*index, q, ok_from),
+        match (out.quiet.only(), out.pauses.is_empty()) {
+            (Some((index, q)), true) => open = facts.next_open(*index, q, out.ok_from),
             _ => loop {
                 let mut moved = false;
-                for (_, p) in pauses.iter() {
+                for (_, p) in out.pauses.iter() {
                     if p.from <= open && open < p.until {
                         open = p.until;
                         moved = true;
                     }
                 }
-                for (index, q) in quiet.iter() {
+                for (index, q) in out.quiet.iter() {
                     let o = facts.next_open(*index, q, open);
                     if o > open {
                         open = o;
@@ -1000,13 +474,13 @@ fn evaluate(
         if never {
             out.denied = true;
         }
-        for (index, q) in quiet.iter() {
+        for (index, q) in out.quiet.iter() {
             // Reported if closed now, or if the other rules' threshold falls in closed
             // hours (each judged on its own, so the set does not depend on rule order).
-            let closed = facts.next_open(*index, q, ok_from) > ok_from
-                || (ok_from != at && facts.next_open(*index, q, at) > at);
+            let closed = facts.next_open(*index, q, out.ok_from) > out.ok_from
+                || (out.ok_from != at && facts.next_open(*index, q, at) > at);
             if explain && closed {
-                if let (Some(c), Some(s)) = (q.rule.suggest, suggestions.as_deref_mut()) {
+                if let (Some(c), Some(s)) = (q.rule.suggest, out.suggestions.as_deref_mut()) {
                     s.add(c, "a channel that is open at this hour");
                 }
                 out.reasons.push(Reason {
@@ -1023,8 +497,8 @@ fn evaluate(
             }
         }
         // A pause ahead is reported if the DEFER steps over part of it.
-        for (rule, p) in pauses.iter() {
-            if explain && !never && p.from < open && p.until > ok_from {
+        for (rule, p) in out.pauses.iter() {
+            if explain && !never && p.from < open && p.until > out.ok_from {
                 out.reasons.push(Reason {
                     rule_id: rule.id.clone(),
                     effect: Effect::Defer,
@@ -1036,12 +510,12 @@ fn evaluate(
                 });
             }
         }
-        ok_from = open;
+        out.ok_from = open;
     }
     if out.denied {
         return (Decision::deny(out.reasons), out.every_channel_denied);
     }
-    let verdict = if ok_from > at {
+    let verdict = if out.ok_from > at {
         Verdict::Defer
     } else {
         Verdict::Allow
@@ -1049,7 +523,7 @@ fn evaluate(
     (
         Decision {
             verdict,
-            not_before: (ok_from > at).then_some(ok_from),
+            not_before: (out.ok_from > at).then_some(out.ok_from),
             reasons: out.reasons,
             alternatives: Vec::new(),
         },

@@ -5,10 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use chrono::Weekday;
-
-use crate::event::{Channel, Engagement, Purpose, Signal};
-use crate::policy::{Policy, Rule, RuleKind, signal_bit};
+use crate::event::{Channel, Purpose};
+use crate::policy::{Policy, Rule, RuleKind};
+use crate::rules::{do_not_contact, stale_state};
 
 fn names<T: Copy>(all: &[T], bits: u8, bit: impl Fn(T) -> u8, name: impl Fn(T) -> &'static str) -> String {
     let chosen: Vec<&str> = all
@@ -23,35 +22,13 @@ fn names<T: Copy>(all: &[T], bits: u8, bit: impl Fn(T) -> u8, name: impl Fn(T) -
     }
 }
 
-fn channels(bits: u8) -> String {
+pub(crate) fn channels(bits: u8) -> String {
     names(Channel::ALL, bits, Channel::bit, Channel::as_str)
 }
 
-fn purposes(bits: u8) -> String {
+pub(crate) fn purposes(bits: u8) -> String {
     names(Purpose::ALL, bits, Purpose::bit, Purpose::as_str)
 }
-
-fn clock(minute: u32) -> String {
-    format!("{:02}:{:02}", minute / 60, minute % 60)
-}
-
-const SIGNALS: [(Signal, &str); 5] = [
-    (Signal::PricingPage, "pricing page"),
-    (Signal::QuotePage, "quote page"),
-    (Signal::ComparePage, "compare page"),
-    (Signal::QuoteRequest, "quote request"),
-    (Signal::Download, "download"),
-];
-
-const WEEKDAYS: [Weekday; 7] = [
-    Weekday::Mon,
-    Weekday::Tue,
-    Weekday::Wed,
-    Weekday::Thu,
-    Weekday::Fri,
-    Weekday::Sat,
-    Weekday::Sun,
-];
 
 /// What the rule does, in one sentence (without its id).
 pub fn rule_in_words(rule: &Rule) -> String {
@@ -61,119 +38,19 @@ pub fn rule_in_words(rule: &Rule) -> String {
         channels(rule.channels())
     );
     let mut s = match rule.kind() {
-        RuleKind::Consent {
-            soft_opt_in,
-            contact_request,
-        } => {
-            let mut s = format!("{on} need a current consent grant, else DENY");
-            if let Some(so) = soft_opt_in {
-                s.push_str(&format!(
-                    "; soft opt-in: {} on {} without a grant for a customer who bought within {} and never withdrew",
-                    purposes(so.purposes),
-                    channels(so.channels),
-                    so.purchase_within
-                ));
-            }
-            if let Some(cr) = contact_request {
-                s.push_str(&format!(
-                    "; a contact request allows {} on its channel for {}",
-                    purposes(cr.purposes),
-                    cr.valid_for
-                ));
-            }
-            s
-        }
-        RuleKind::ServiceReply { window } => format!(
-            "{on}: a reply within {window} of the customer's own message or contact request needs no consent, \
-             is not held back by do-not-contact and never counts against caps"
-        ),
-        RuleKind::Transactional {
-            respect_do_not_contact,
-        } => format!(
-            "{on}: transactional messages need no consent and are never capped{}",
-            if *respect_do_not_contact {
-                ", but do-not-contact holds them back"
-            } else {
-                ", nor blocked by do-not-contact"
-            }
-        ),
-        RuleKind::DoNotContact => format!("{on}: DENY while a do-not-contact is in force"),
-        RuleKind::ComplaintCoolOff { duration } => {
-            format!("{on}: DENY for {duration} after a complaint")
-        }
-        RuleKind::ResearchCooldown { signals, cooldown } => {
-            let which: Vec<&str> = SIGNALS
-                .iter()
-                .filter(|(s, _)| signals & signal_bit(*s) != 0)
-                .map(|(_, n)| *n)
-                .collect();
-            format!(
-                "{on}: DEFER for {cooldown} after research ({}), unless the customer asked for contact on that channel since",
-                which.join(", ")
-            )
-        }
-        RuleKind::EarnedMeeting {
-            window,
-            min_engagements,
-            engagements,
-        } => {
-            let which: Vec<&str> = Engagement::ALL
-                .iter()
-                .filter(|e| engagements & (1 << (**e as u8)) != 0)
-                .map(|e| e.as_str())
-                .collect();
-            format!(
-                "{on}: DENY unless the customer asked for a meeting or engaged at least {min_engagements} times ({}) in the last {window}",
-                which.join(", ")
-            )
-        }
-        RuleKind::FrequencyCap { max, window } => {
-            format!("{on}: at most {max} outreach in any {window} (together), else DEFER")
-        }
-        RuleKind::QuietHours {
-            start_minute,
-            end_minute,
-            closed_days,
-            exempt,
-        } => {
-            let mut s = format!(
-                "{on}: only {}-{} in the customer's time zone",
-                clock(*start_minute),
-                clock(*end_minute)
-            );
-            let closed: Vec<String> = WEEKDAYS
-                .iter()
-                .filter(|d| closed_days & (1 << d.num_days_from_monday()) != 0)
-                .map(|d| d.to_string().to_lowercase())
-                .collect();
-            if !closed.is_empty() {
-                s.push_str(&format!(", closed on {}", closed.join(", ")));
-            }
-            if !exempt.is_empty() {
-                let ex: Vec<String> = exempt.iter().map(|(c, p)| format!("{c}:{p}")).collect();
-                s.push_str(&format!(" (exempt: {})", ex.join(", ")));
-            }
-            s.push_str("; else DEFER to the next open minute");
-            s
-        }
-        RuleKind::Fatigue {
-            unanswered,
-            within,
-            pause,
-            reply_window,
-        } => format!(
-            "{on}: after {unanswered} unanswered outreach in a row on a channel within {within} \
-             (unanswered after {reply_window} without engagement), DEFER on that channel for {pause}"
-        ),
-        RuleKind::AnswerFirst { open_for } => format!(
-            "{on}: DENY while the customer's own message of the last {open_for} waits for a service answer"
-        ),
-        RuleKind::StaleState => {
-            format!("{on}: DENY while the state may be missing recent events (fail closed)")
-        }
-        RuleKind::CustomerPreferences { max_window } => format!(
-            "{on}: the customer's accepted channels (else DENY) and own frequency limit (window at most {max_window}, else DEFER)"
-        ),
+        RuleKind::Consent(c) => c.in_words(&on),
+        RuleKind::ServiceReply(s) => s.in_words(&on),
+        RuleKind::Transactional(t) => t.in_words(&on),
+        RuleKind::DoNotContact => do_not_contact::in_words(&on),
+        RuleKind::ComplaintCoolOff(c) => c.in_words(&on),
+        RuleKind::ResearchCooldown(c) => c.in_words(&on),
+        RuleKind::EarnedMeeting(m) => m.in_words(&on),
+        RuleKind::FrequencyCap(c) => c.in_words(&on),
+        RuleKind::QuietHours(q) => q.in_words(&on),
+        RuleKind::Fatigue(f) => f.in_words(&on),
+        RuleKind::AnswerFirst(a) => a.in_words(&on),
+        RuleKind::StaleState => stale_state::in_words(&on),
+        RuleKind::CustomerPreferences(p) => p.in_words(&on),
     };
     if let Some(c) = rule.suggest() {
         s.push_str(&format!("; suggests {c}"));
@@ -204,19 +81,19 @@ pub fn policy_in_words(policy: &Policy) -> Vec<String> {
 /// The rule type's name, as written in the policy file.
 pub fn kind_name(kind: &RuleKind) -> &'static str {
     match kind {
-        RuleKind::Consent { .. } => "consent",
-        RuleKind::ServiceReply { .. } => "service_reply",
-        RuleKind::Transactional { .. } => "transactional",
+        RuleKind::Consent(_) => "consent",
+        RuleKind::ServiceReply(_) => "service_reply",
+        RuleKind::Transactional(_) => "transactional",
         RuleKind::DoNotContact => "do_not_contact",
-        RuleKind::ComplaintCoolOff { .. } => "complaint_cool_off",
-        RuleKind::ResearchCooldown { .. } => "research_cooldown",
-        RuleKind::EarnedMeeting { .. } => "earned_meeting",
-        RuleKind::FrequencyCap { .. } => "frequency_cap",
-        RuleKind::QuietHours { .. } => "quiet_hours",
-        RuleKind::Fatigue { .. } => "fatigue",
-        RuleKind::AnswerFirst { .. } => "answer_first",
+        RuleKind::ComplaintCoolOff(_) => "complaint_cool_off",
+        RuleKind::ResearchCooldown(_) => "research_cooldown",
+        RuleKind::EarnedMeeting(_) => "earned_meeting",
+        RuleKind::FrequencyCap(_) => "frequency_cap",
+        RuleKind::QuietHours(_) => "quiet_hours",
+        RuleKind::Fatigue(_) => "fatigue",
+        RuleKind::AnswerFirst(_) => "answer_first",
         RuleKind::StaleState => "stale_state",
-        RuleKind::CustomerPreferences { .. } => "customer_preferences",
+        RuleKind::CustomerPreferences(_) => "customer_preferences",
     }
 }
 

@@ -1,9 +1,13 @@
 //! Plain-English sentences for reasons: what a sales rep reads.
 
-use crate::decide::{Clock, Detail, Reason};
+use crate::decide::{Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
+use crate::rules::{
+    answer_first, complaint_cool_off, consent, customer_preferences, do_not_contact, earned_meeting, fatigue,
+    frequency_cap, quiet_hours, research_cooldown, service_reply, stale_state, transactional,
+};
 
-fn channel_noun(c: Channel) -> &'static str {
+pub(crate) fn channel_noun(c: Channel) -> &'static str {
     match c {
         Channel::Email => "emails",
         Channel::Sms => "texts",
@@ -16,7 +20,7 @@ fn channel_noun(c: Channel) -> &'static str {
     }
 }
 
-fn channel_name(c: Channel) -> &'static str {
+pub(crate) fn channel_name(c: Channel) -> &'static str {
     match c {
         Channel::Email => "email",
         Channel::Sms => "SMS",
@@ -30,7 +34,7 @@ fn channel_name(c: Channel) -> &'static str {
 }
 
 /// "marketing emails", "sales calls", "sales meetings" (not "sales sales meetings").
-fn consent_subject(channel: Channel, purpose: Purpose) -> String {
+pub(crate) fn consent_subject(channel: Channel, purpose: Purpose) -> String {
     match (channel, purpose) {
         (Channel::SalesMeeting, Purpose::Sales) => "sales meetings".to_owned(),
         (Channel::SalesMeeting, p) => format!("meetings for {}", p.as_str()),
@@ -52,97 +56,83 @@ pub(crate) fn signal_text(s: Signal) -> &'static str {
 impl Reason {
     /// A sentence a sales rep understands.
     pub fn message(&self) -> String {
-        match &self.detail {
-            Detail::ConsentGranted { channel, purpose, ago } => {
-                format!("Customer gave consent to {} {ago} ago.", consent_subject(*channel, *purpose))
-            }
-            Detail::SoftOptIn { purchase_ago } => format!(
-                "Customer bought from us {purchase_ago} ago and never unsubscribed: marketing email is allowed (soft opt-in)."
-            ),
-            Detail::ContactRequested { channel, ago } => {
-                format!("Customer asked to be contacted by {} {ago} ago.", channel_name(*channel))
-            }
-            Detail::ConsentMissing { channel, purpose } => format!(
-                "Customer never agreed to {}. Do not send them.",
-                consent_subject(*channel, *purpose)
-            ),
-            Detail::ConsentWithdrawn { channel, purpose, ago } => format!(
-                "Customer withdrew consent to {} {ago} ago. Do not send them.",
-                consent_subject(*channel, *purpose)
-            ),
-            Detail::ConsentExpired { channel, purpose, ago } => format!(
-                "Customer's consent to {} expired {ago} ago.",
-                consent_subject(*channel, *purpose)
-            ),
-            Detail::Transactional => {
-                "Transactional message (order, delivery, billing): no consent needed, not counted against caps."
+        // Every field is `Copy`: matched by value.
+        match self.detail {
+            Detail::ConsentGranted {
+                channel,
+                purpose,
+                ago,
+            } => consent::granted(channel, purpose, ago),
+            Detail::SoftOptIn { purchase_ago } => consent::soft_opt_in(purchase_ago),
+            Detail::ContactRequested { channel, ago } => consent::contact_requested(channel, ago),
+            Detail::ConsentMissing { channel, purpose } => consent::missing(channel, purpose),
+            Detail::ConsentWithdrawn {
+                channel,
+                purpose,
+                ago,
+            } => consent::withdrawn(channel, purpose, ago),
+            Detail::ConsentExpired {
+                channel,
+                purpose,
+                ago,
+            } => consent::expired(channel, purpose, ago),
+            Detail::Transactional => transactional::MESSAGE.to_owned(),
+            Detail::ServiceReply {
+                inbound_channel,
+                ago,
+                window,
+            } => service_reply::message(inbound_channel, ago, window),
+            Detail::UnsolicitedService => "Unsolicited service message.".to_owned(),
+            Detail::DoNotContact { ago, until } => do_not_contact::message(ago, until),
+            Detail::ComplaintCoolOff { ago, until } => complaint_cool_off::message(ago, until),
+            Detail::ResearchCooldown {
+                signal,
+                ago,
+                cooldown,
+                channel,
+                until,
+            } => research_cooldown::message(signal, ago, cooldown, channel, until),
+            Detail::MeetingRequested { ago } => earned_meeting::requested(ago),
+            Detail::MeetingEarned { engagements, window } => earned_meeting::earned(engagements, window),
+            Detail::MeetingNotEarned {
+                engagements,
+                needed,
+                window,
+            } => earned_meeting::not_earned(engagements, needed, window),
+            Detail::CapReached {
+                channel,
+                count,
+                max,
+                window,
+                until,
+            } => frequency_cap::message(channel, count, max, window, until),
+            Detail::QuietHours {
+                channel,
+                local,
+                start_minute,
+                end_minute,
+                until,
+            } => quiet_hours::message(channel, local, start_minute, end_minute, until),
+            Detail::AwaitingAnswer { channel, ago } => answer_first::message(channel, ago),
+            Detail::Fatigue {
+                channel,
+                unanswered,
+                until,
+            } => fatigue::message(channel, unanswered, until),
+            Detail::ChannelNotAccepted { channel } => customer_preferences::channel_not_accepted(channel),
+            Detail::CustomerLimit {
+                count,
+                max,
+                window,
+                until,
+            } => customer_preferences::limit(count, max, window, until),
+            Detail::StaleState { lag } => stale_state::message(lag),
+            Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
+            Detail::NotReady => {
+                "tact is still catching up with this customer's events after taking them over; \
+                                 ask again shortly."
                     .to_owned()
             }
-            Detail::ServiceReply { inbound_channel, ago, window } => format!(
-                "Customer contacted us by {} {ago} ago; a service reply is welcome within {window}.",
-                channel_name(*inbound_channel)
-            ),
-            Detail::UnsolicitedService => "Unsolicited service message.".to_owned(),
-            Detail::DoNotContact { ago, until } => match until {
-                Some(u) => format!("Customer asked not to be contacted {ago} ago, until {u}."),
-                None => format!("Customer asked not to be contacted {ago} ago. Do not contact them."),
-            },
-            Detail::ComplaintCoolOff { ago, until } => format!(
-                "Customer complained {ago} ago; no marketing or sales until {until}. Look after the complaint first."
-            ),
-            Detail::ResearchCooldown { signal, ago, cooldown, channel, until } => format!(
-                "Customer {} {ago} ago; {} are held for {cooldown} after research (until {until}). \
-                 An email acknowledgement is welcome now.",
-                signal_text(*signal),
-                channel_noun(*channel)
-            ),
-            Detail::MeetingRequested { ago } => format!("Customer asked for a meeting {ago} ago."),
-            Detail::MeetingEarned { engagements, window } => {
-                format!("Customer engaged {engagements} times in the last {window}: a meeting is earned.")
-            }
-            Detail::MeetingNotEarned { engagements, needed, window } => format!(
-                "Customer has not asked for a meeting and engaged {engagements} time{} in the last {window} \
-                 ({needed} needed). Share relevant content by email instead.",
-                if *engagements == 1 { "" } else { "s" }
-            ),
-            Detail::CapReached { channel, count, max, window, until } => match channel {
-                Some(c) => format!(
-                    "Customer already got {count} {} in the last {window} (limit {max}); next one from {until}.",
-                    channel_noun(*c)
-                ),
-                None => format!(
-                    "Customer already got {count} outreaches across all channels in the last {window} \
-                     (limit {max}); next one from {until}."
-                ),
-            },
-            Detail::QuietHours { channel, local, start_minute, end_minute, until } => format!(
-                "It is {local} for the customer; {} only {}-{} on open days. Next open: {until}.",
-                channel_noun(*channel),
-                Clock(*start_minute),
-                Clock(*end_minute),
-            ),
-            Detail::AwaitingAnswer { channel, ago } => format!(
-                "The customer's {channel} message of {ago} ago has not been answered yet: answer it first."
-            ),
-            Detail::Fatigue { channel, unanswered, until } => format!(
-                "The last {unanswered} {} went unanswered (reported ignored or bounced, or no reply within the reply window); \
-                 marketing there pauses until {until} or until the customer engages.",
-                channel_noun(*channel)
-            ),
-            Detail::ChannelNotAccepted { channel } => {
-                format!("Customer does not accept {}; use a channel they chose.", channel_noun(*channel))
-            }
-            Detail::CustomerLimit { count, max, window, until } => format!(
-                "Customer asked for at most {max} contacts per {window} and got {count}; next one from {until}."
-            ),
-            Detail::StaleState { lag } => format!(
-                "tact's view of this customer may be {lag} behind (event stream is stale); marketing and sales are held \
-                 until it catches up."
-            ),
-            Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
-            Detail::NotReady => "tact is still catching up with this customer's events after taking them over; \
-                                 ask again shortly."
-                .to_owned(),
         }
     }
 }

@@ -7,11 +7,21 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::Weekday;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::event::{Channel, Engagement, Purpose, Signal};
+use crate::event::{Channel, Purpose};
+pub use crate::rules::answer_first::AnswerFirst;
+pub use crate::rules::complaint_cool_off::ComplaintCoolOff;
+pub use crate::rules::consent::{Consent, ContactRequestConsent, SoftOptIn};
+pub use crate::rules::customer_preferences::CustomerPreferences;
+pub use crate::rules::earned_meeting::EarnedMeeting;
+pub use crate::rules::fatigue::{DEFAULT_REPLY_WINDOW, Fatigue};
+pub use crate::rules::frequency_cap::FrequencyCap;
+pub use crate::rules::quiet_hours::QuietHours;
+pub use crate::rules::research_cooldown::ResearchCooldown;
+pub use crate::rules::service_reply::ServiceReply;
+pub use crate::rules::transactional::Transactional;
 use crate::state::Retention;
 use crate::time::{DAY, Span, SpanText};
 
@@ -61,12 +71,8 @@ impl RuleSets {
 pub(crate) fn rules_to_visit(rules: &[Rule], base: usize, channel: Channel, purpose: Purpose) -> u64 {
     let transactional_too = purpose == Purpose::Transactional
         && rules.iter().any(|r| {
-            matches!(
-                r.kind,
-                RuleKind::Transactional {
-                    respect_do_not_contact: true
-                }
-            ) && r.applies(channel, purpose)
+            matches!(&r.kind, RuleKind::Transactional(t) if t.respect_do_not_contact)
+                && r.applies(channel, purpose)
         });
     let mut set = 0u64;
     for (i, r) in rules.iter().skip(base).enumerate().take(64) {
@@ -138,94 +144,47 @@ impl Rule {
 #[derive(Clone, Debug)]
 pub enum RuleKind {
     /// The proposal's `(channel, purpose)` needs a current grant.
-    Consent {
-        soft_opt_in: Option<SoftOptIn>,
-        contact_request: Option<ContactRequestConsent>,
-    },
+    Consent(Consent),
     /// A reply within `window` after an inbound message or contact request needs no
     /// consent, is not held back by do-not-contact, and never counts against caps.
-    ServiceReply {
-        window: Span,
-    },
+    ServiceReply(ServiceReply),
     /// Transactional messages need no consent and never count against caps.
-    Transactional {
-        respect_do_not_contact: bool,
-    },
+    Transactional(Transactional),
     /// Blocks the rule's purposes while a do-not-contact is in force
     /// (service replies to the customer's own message excepted).
     DoNotContact,
-    ComplaintCoolOff {
-        duration: Span,
-    },
+    /// DENY for a while after a complaint, on every channel.
+    ComplaintCoolOff(ComplaintCoolOff),
     /// Holds back the rule's channels after research signals.
-    ResearchCooldown {
-        signals: u8,
-        cooldown: Span,
-    },
+    ResearchCooldown(ResearchCooldown),
     /// A meeting needs a meeting request or enough engagements in `window`.
-    EarnedMeeting {
-        window: Span,
-        min_engagements: u32,
-        engagements: u8,
-    },
+    EarnedMeeting(EarnedMeeting),
     /// At most `max` outreaches on the rule's channels (all of them together), counted
     /// over the rule's purposes, in any sliding `window`.
-    FrequencyCap {
-        max: u32,
-        window: Span,
-    },
-    QuietHours {
-        start_minute: u32,
-        end_minute: u32,
-        closed_days: u8,
-        exempt: Vec<(Channel, Purpose)>,
-    },
+    FrequencyCap(FrequencyCap),
+    /// Contact only in open hours, in the customer's time zone.
+    QuietHours(QuietHours),
     /// After `unanswered` unanswered outreaches in a row on a channel, sent within
     /// `within`, the channel pauses for `pause` from when the last of them became
     /// unanswered, or until the customer engages there. An outreach is unanswered once
     /// an `OutreachUnanswered` event on its channel (ignored or bounced) follows it, or
     /// once `reply_window` has passed after it without engagement on the channel.
-    Fatigue {
-        unanswered: u32,
-        within: Span,
-        pause: Span,
-        reply_window: Span,
-    },
+    Fatigue(Fatigue),
     /// While the customer's own message (within `open_for`) waits for a service
     /// answer, the rule's purposes are denied on every channel.
-    AnswerFirst {
-        open_for: Span,
-    },
+    AnswerFirst(AnswerFirst),
     /// Fail closed: denies the rule's channels and purposes when the state may be
     /// missing recent events (the lag passed to [`crate::decide_with_lag`]).
     StaleState,
     /// The customer's accepted channels and own frequency limit.
-    CustomerPreferences {
-        max_window: Span,
-    },
+    CustomerPreferences(CustomerPreferences),
 }
 
 impl RuleKind {
     /// Whether the rule exempts proposals from others (transactional, service reply).
     pub fn is_exemption(&self) -> bool {
-        matches!(
-            self,
-            RuleKind::Transactional { .. } | RuleKind::ServiceReply { .. }
-        )
+        matches!(self, RuleKind::Transactional(_) | RuleKind::ServiceReply(_))
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct SoftOptIn {
-    pub channels: u8,
-    pub purposes: u8,
-    pub purchase_within: Span,
-}
-
-#[derive(Clone, Debug)]
-pub struct ContactRequestConsent {
-    pub purposes: u8,
-    pub valid_for: Span,
 }
 
 /// What is wrong with a policy, naming the rule and field.
@@ -257,14 +216,16 @@ fn all_bits<T: Copy>(all: &[T], bit: impl Fn(T) -> u8) -> u8 {
     all.iter().fold(0, |m, x| m | bit(*x))
 }
 
-struct RuleReader<'a> {
+/// Reads one `[[rule]]` table: each rule type's `read` takes its parameters through it,
+/// and every error names the rule and the field.
+pub(crate) struct RuleReader<'a> {
     id: String,
     table: &'a toml::Table,
     used: HashSet<&'static str>,
 }
 
 impl RuleReader<'_> {
-    fn err(&self, field: &str, why: impl Into<String>) -> PolicyError {
+    pub(crate) fn err(&self, field: &str, why: impl Into<String>) -> PolicyError {
         PolicyError::Rule {
             id: self.id.clone(),
             field: field.to_owned(),
@@ -272,7 +233,10 @@ impl RuleReader<'_> {
         }
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&mut self, field: &'static str) -> Result<Option<T>, PolicyError> {
+    pub(crate) fn get<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<T>, PolicyError> {
         self.used.insert(field);
         match self.table.get(field) {
             None => Ok(None),
@@ -284,11 +248,14 @@ impl RuleReader<'_> {
         }
     }
 
-    fn req<T: for<'de> Deserialize<'de>>(&mut self, field: &'static str) -> Result<T, PolicyError> {
+    pub(crate) fn req<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<T, PolicyError> {
         self.get(field)?.ok_or_else(|| self.err(field, "is required"))
     }
 
-    fn span(&mut self, field: &'static str) -> Result<Span, PolicyError> {
+    pub(crate) fn span(&mut self, field: &'static str) -> Result<Span, PolicyError> {
         let s: SpanText = self.req(field)?;
         if s.0.0 <= 0 {
             return Err(self.err(field, "must be positive"));
@@ -296,7 +263,7 @@ impl RuleReader<'_> {
         Ok(s.0)
     }
 
-    fn names<T: std::str::FromStr<Err = crate::event::UnknownName>>(
+    pub(crate) fn names<T: std::str::FromStr<Err = crate::event::UnknownName>>(
         &mut self,
         field: &'static str,
     ) -> Result<Option<Vec<T>>, PolicyError> {
@@ -310,19 +277,19 @@ impl RuleReader<'_> {
         Ok(Some(out))
     }
 
-    fn channel_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
+    pub(crate) fn channel_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
         Ok(self
             .names::<Channel>(field)?
             .map(|cs| cs.iter().fold(0, |m, c| m | c.bit())))
     }
 
-    fn purpose_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
+    pub(crate) fn purpose_bits(&mut self, field: &'static str) -> Result<Option<u8>, PolicyError> {
         Ok(self
             .names::<Purpose>(field)?
             .map(|ps| ps.iter().fold(0, |m, p| m | p.bit())))
     }
 
-    fn channel(&mut self, field: &'static str) -> Result<Option<Channel>, PolicyError> {
+    pub(crate) fn channel(&mut self, field: &'static str) -> Result<Option<Channel>, PolicyError> {
         let Some(s) = self.get::<String>(field)? else {
             return Ok(None);
         };
@@ -331,7 +298,7 @@ impl RuleReader<'_> {
             .map_err(|e: crate::event::UnknownName| self.err(field, e.to_string()))
     }
 
-    fn sub(&mut self, field: &'static str) -> Result<Option<RuleReader<'_>>, PolicyError> {
+    pub(crate) fn sub(&mut self, field: &'static str) -> Result<Option<RuleReader<'_>>, PolicyError> {
         self.used.insert(field);
         match self.table.get(field) {
             None => Ok(None),
@@ -344,7 +311,7 @@ impl RuleReader<'_> {
         }
     }
 
-    fn finish(self) -> Result<(), PolicyError> {
+    pub(crate) fn finish(self) -> Result<(), PolicyError> {
         let mut unknown: Vec<&String> = self
             .table
             .keys()
@@ -357,37 +324,6 @@ impl RuleReader<'_> {
         }
     }
 }
-
-fn parse_clock(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
-}
-
-fn parse_weekday(s: &str) -> Option<Weekday> {
-    s.parse::<Weekday>().ok()
-}
-
-fn weekday_bit(d: Weekday) -> u8 {
-    1 << d.num_days_from_monday()
-}
-
-fn signal_from_name(s: &str) -> Option<Signal> {
-    Some(match s {
-        "pricing_page" => Signal::PricingPage,
-        "quote_page" => Signal::QuotePage,
-        "compare_page" => Signal::ComparePage,
-        "quote_request" => Signal::QuoteRequest,
-        "download" => Signal::Download,
-        _ => return None,
-    })
-}
-
-pub(crate) fn signal_bit(s: Signal) -> u8 {
-    1 << (s as u8)
-}
-
-const SIGNAL_NAMES: &str = "pricing_page, quote_page, compare_page, quote_request, download";
 
 fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
     r.used.insert("id");
@@ -406,159 +342,19 @@ fn read_rule(mut r: RuleReader<'_>) -> Result<Rule, PolicyError> {
     }
     let suggest = r.channel("suggest")?;
     let kind = match kind_name.as_str() {
-        "consent" => {
-            let soft_opt_in = match r.sub("soft_opt_in")? {
-                None => None,
-                Some(mut s) => {
-                    let v = SoftOptIn {
-                        channels: s.channel_bits("channels")?.unwrap_or(Channel::Email.bit()),
-                        purposes: s.purpose_bits("purposes")?.unwrap_or(Purpose::Marketing.bit()),
-                        purchase_within: s.span("purchase_within")?,
-                    };
-                    s.finish()?;
-                    Some(v)
-                }
-            };
-            let contact_request = match r.sub("contact_request")? {
-                None => None,
-                Some(mut s) => {
-                    let v = ContactRequestConsent {
-                        purposes: s.purpose_bits("purposes")?.unwrap_or(Purpose::Sales.bit()),
-                        valid_for: s.span("valid_for")?,
-                    };
-                    s.finish()?;
-                    Some(v)
-                }
-            };
-            RuleKind::Consent {
-                soft_opt_in,
-                contact_request,
-            }
-        }
-        "service_reply" => RuleKind::ServiceReply {
-            window: r.span("window")?,
-        },
-        "transactional" => RuleKind::Transactional {
-            respect_do_not_contact: r.get("respect_do_not_contact")?.unwrap_or(false),
-        },
+        "consent" => RuleKind::Consent(Consent::read(&mut r)?),
+        "service_reply" => RuleKind::ServiceReply(ServiceReply::read(&mut r)?),
+        "transactional" => RuleKind::Transactional(Transactional::read(&mut r)?),
         "do_not_contact" => RuleKind::DoNotContact,
-        "complaint_cool_off" => RuleKind::ComplaintCoolOff {
-            duration: r.span("duration")?,
-        },
-        "research_cooldown" => {
-            let names: Vec<String> = r.req("signals")?;
-            let mut signals = 0;
-            for n in &names {
-                let s = signal_from_name(n).ok_or_else(|| {
-                    r.err(
-                        "signals",
-                        format!("unknown signal `{n}`; expected one of: {SIGNAL_NAMES}"),
-                    )
-                })?;
-                signals |= signal_bit(s);
-            }
-            if signals == 0 {
-                return Err(r.err("signals", "must name at least one signal"));
-            }
-            RuleKind::ResearchCooldown {
-                signals,
-                cooldown: r.span("cooldown")?,
-            }
-        }
-        "earned_meeting" => {
-            let engagements = r
-                .names::<Engagement>("engagements")?
-                .unwrap_or_else(|| {
-                    vec![
-                        Engagement::Replied,
-                        Engagement::Clicked,
-                        Engagement::Answered,
-                        Engagement::Attended,
-                    ]
-                })
-                .iter()
-                .fold(0u8, |m, e| m | (1 << (*e as u8)));
-            RuleKind::EarnedMeeting {
-                window: r.span("window")?,
-                min_engagements: r.req("min_engagements")?,
-                engagements,
-            }
-        }
-        "frequency_cap" => {
-            let max: u32 = r.req("max")?;
-            if max == 0 {
-                return Err(r.err(
-                    "max",
-                    "must be at least 1 (use a consent or do-not-contact rule to block)",
-                ));
-            }
-            RuleKind::FrequencyCap {
-                max,
-                window: r.span("window")?,
-            }
-        }
-        "quiet_hours" => {
-            let start: String = r.req("start")?;
-            let end: String = r.req("end")?;
-            let start_minute = parse_clock(&start).ok_or_else(|| r.err("start", "write a time as HH:MM"))?;
-            let end_minute = parse_clock(&end).ok_or_else(|| r.err("end", "write a time as HH:MM"))?;
-            if start_minute >= end_minute {
-                return Err(r.err("end", "must be later than `start`"));
-            }
-            let mut closed_days = 0;
-            for d in r.get::<Vec<String>>("closed_days")?.unwrap_or_default() {
-                let wd = parse_weekday(&d).ok_or_else(|| {
-                    r.err(
-                        "closed_days",
-                        format!("`{d}` is not a weekday (mon, tue, ... sun)"),
-                    )
-                })?;
-                closed_days |= weekday_bit(wd);
-            }
-            if closed_days == 0x7f {
-                return Err(r.err("closed_days", "closes every day: nothing could ever be sent"));
-            }
-            let mut exempt = Vec::new();
-            for x in r.get::<Vec<String>>("exempt")?.unwrap_or_default() {
-                let (c, p) = x.split_once(':').ok_or_else(|| {
-                    r.err(
-                        "exempt",
-                        format!("`{x}`: write channel:purpose, e.g. sms:transactional"),
-                    )
-                })?;
-                let c = c.parse::<Channel>().map_err(|e| r.err("exempt", e.to_string()))?;
-                let p = p.parse::<Purpose>().map_err(|e| r.err("exempt", e.to_string()))?;
-                exempt.push((c, p));
-            }
-            RuleKind::QuietHours {
-                start_minute,
-                end_minute,
-                closed_days,
-                exempt,
-            }
-        }
-        "fatigue" => {
-            let unanswered: u32 = r.req("unanswered")?;
-            if unanswered == 0 {
-                return Err(r.err("unanswered", "must be at least 1"));
-            }
-            RuleKind::Fatigue {
-                unanswered,
-                within: r.span("within")?,
-                pause: r.span("pause")?,
-                reply_window: match r.get::<SpanText>("reply_window")? {
-                    None => DEFAULT_REPLY_WINDOW,
-                    Some(_) => r.span("reply_window")?,
-                },
-            }
-        }
+        "complaint_cool_off" => RuleKind::ComplaintCoolOff(ComplaintCoolOff::read(&mut r)?),
+        "research_cooldown" => RuleKind::ResearchCooldown(ResearchCooldown::read(&mut r)?),
+        "earned_meeting" => RuleKind::EarnedMeeting(EarnedMeeting::read(&mut r)?),
+        "frequency_cap" => RuleKind::FrequencyCap(FrequencyCap::read(&mut r)?),
+        "quiet_hours" => RuleKind::QuietHours(QuietHours::read(&mut r)?),
+        "fatigue" => RuleKind::Fatigue(Fatigue::read(&mut r)?),
         "stale_state" => RuleKind::StaleState,
-        "answer_first" => RuleKind::AnswerFirst {
-            open_for: r.span("open_for")?,
-        },
-        "customer_preferences" => RuleKind::CustomerPreferences {
-            max_window: r.get::<SpanText>("max_window")?.map_or(Span(30 * DAY.0), |s| s.0),
-        },
+        "answer_first" => RuleKind::AnswerFirst(AnswerFirst::read(&mut r)?),
+        "customer_preferences" => RuleKind::CustomerPreferences(CustomerPreferences::read(&mut r)?),
         other => {
             return Err(r.err(
                 "type",
@@ -726,26 +522,19 @@ impl Policy {
         let mut window = Span(DAY.0);
         for r in rules {
             let w = match &r.kind {
-                RuleKind::Consent { contact_request, .. } => {
-                    contact_request.as_ref().map_or(Span(0), |c| c.valid_for)
-                }
-                RuleKind::ServiceReply { window } => *window,
-                RuleKind::ResearchCooldown { cooldown, .. } => *cooldown,
-                RuleKind::EarnedMeeting { window, .. } => *window,
-                RuleKind::FrequencyCap { window, .. } => *window,
-                RuleKind::Fatigue {
-                    within,
-                    pause,
-                    reply_window,
-                    ..
-                } => Span(within.0.saturating_add(pause.0).saturating_add(reply_window.0)),
-                RuleKind::CustomerPreferences { max_window } => *max_window,
-                RuleKind::AnswerFirst { open_for } => *open_for,
+                RuleKind::Consent(c) => c.retention(),
+                RuleKind::ServiceReply(s) => s.retention(),
+                RuleKind::ResearchCooldown(c) => c.retention(),
+                RuleKind::EarnedMeeting(m) => m.retention(),
+                RuleKind::FrequencyCap(c) => c.retention(),
+                RuleKind::Fatigue(f) => f.retention(),
+                RuleKind::CustomerPreferences(p) => p.retention(),
+                RuleKind::AnswerFirst(a) => a.retention(),
                 // Purchases and complaints are remembered beyond the timeline.
-                RuleKind::Transactional { .. }
+                RuleKind::Transactional(_)
                 | RuleKind::DoNotContact
-                | RuleKind::ComplaintCoolOff { .. }
-                | RuleKind::QuietHours { .. }
+                | RuleKind::ComplaintCoolOff(_)
+                | RuleKind::QuietHours(_)
                 | RuleKind::StaleState => Span(0),
             };
             window = window.max(w);
@@ -764,10 +553,6 @@ impl Policy {
 /// The id of the built-in `stale_state` rule a policy without one gets.
 pub const STALE_STATE_RULE: &str = "stale-state";
 
-/// How long an outreach waits for an answer before fatigue counts it as unanswered,
-/// when a fatigue rule does not say (`reply_window`).
-pub const DEFAULT_REPLY_WINDOW: Span = Span(3 * DAY.0);
-
 /// The shipped default policy text.
 pub const DEFAULT_POLICY: &str = include_str!("../../../config/policy.toml");
 
@@ -785,5 +570,51 @@ mod tests {
         assert!(source.span().is_some(), "{source:?}");
         let chained = std::error::Error::source(&err).expect("a source");
         assert!(chained.downcast_ref::<toml::de::Error>().is_some());
+    }
+
+    #[test]
+    fn each_rule_types_errors_name_the_rule_and_field() {
+        let cases = [
+            (
+                "type = \"frequency_cap\"\nmax = 0\nwindow = \"7d\"",
+                "rule `r`: field `max`: must be at least 1 (use a consent or do-not-contact rule to block)",
+            ),
+            (
+                "type = \"research_cooldown\"\nsignals = [\"nope\"]\ncooldown = \"1d\"",
+                "rule `r`: field `signals`: unknown signal `nope`; expected one of: pricing_page, quote_page, \
+              compare_page, quote_request, download",
+            ),
+            (
+                "type = \"quiet_hours\"\nstart = \"9\"\nend = \"17:00\"",
+                "rule `r`: field `start`: write a time as HH:MM",
+            ),
+            (
+                "type = \"quiet_hours\"\nstart = \"09:00\"\nend = \"17:00\"\n\
+              closed_days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]",
+                "rule `r`: field `closed_days`: closes every day: nothing could ever be sent",
+            ),
+            (
+                "type = \"fatigue\"\nunanswered = 0\nwithin = \"7d\"\npause = \"30d\"",
+                "rule `r`: field `unanswered`: must be at least 1",
+            ),
+            (
+                "type = \"consent\"\n[rule.soft_opt_in]\nchannels = [\"email\"]",
+                "rule `r.soft_opt_in`: field `purchase_within`: is required",
+            ),
+            (
+                "type = \"service_reply\"",
+                "rule `r`: field `window`: is required",
+            ),
+            (
+                "type = \"answer_first\"\nopen_for = \"72h\"\nmax_hold = \"1h\"",
+                "rule `r`: field `max_hold`: unknown field for this rule type",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let text =
+                format!("version = \"v\"\ndefault_time_zone = \"UTC\"\n[[rule]]\nid = \"r\"\n{rule}\n");
+            let err = Policy::from_toml_str(&text).unwrap_err();
+            assert_eq!(err.to_string(), expected, "{rule}");
+        }
     }
 }

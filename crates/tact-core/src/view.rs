@@ -141,8 +141,8 @@ pub fn customer_view(
     }
 
     for rule in policy.rules() {
-        if let RuleKind::FrequencyCap { max, window, .. } = &rule.kind {
-            let since = at.saturating_sub(*window);
+        if let RuleKind::FrequencyCap(cap) = &rule.kind {
+            let since = at.saturating_sub(cap.window);
             let count = touches(&state.read(policy, at))
                 .take_while(|(e, _, _)| e.at > since)
                 .filter(|(_, c, p)| rule.channels & c.bit() != 0 && rule.purposes & p.bit() != 0)
@@ -155,16 +155,16 @@ pub fn customer_view(
                     .copied()
                     .find(|c| single && rule.channels & c.bit() != 0),
                 count,
-                max: *max,
-                window: *window,
+                max: cap.max,
+                window: cap.window,
             });
         }
         let open_for = match &rule.kind {
-            RuleKind::ServiceReply { window } => *window,
-            RuleKind::AnswerFirst { open_for } => *open_for,
+            RuleKind::ServiceReply(s) => s.window,
+            RuleKind::AnswerFirst(a) => a.open_for,
             _ => continue,
         };
-        let holds_back = matches!(rule.kind, RuleKind::AnswerFirst { .. }).then(|| rule.id.to_string());
+        let holds_back = matches!(rule.kind, RuleKind::AnswerFirst(_)).then(|| rule.id.to_string());
         for (channel, since) in answer_first::open_messages(&state.as_of(at), open_for) {
             match view
                 .open_inbound

@@ -8,9 +8,56 @@
 //! wrong thing). Contact requests are not messages to answer: the customer asked to be
 //! contacted, which the consent rule's `contact_request` handles.
 
+use crate::decide::Detail;
 use crate::event::{Channel, Purpose};
+use crate::policy::{PolicyError, Rule, RuleReader};
+use crate::rules::Outcome;
 use crate::state::{AsOf, Mark};
 use crate::time::{Span, Timestamp};
+
+/// An `answer_first` rule's parameters.
+#[derive(Clone, Debug)]
+pub struct AnswerFirst {
+    /// How long a message holds outreach back at most.
+    pub open_for: Span,
+}
+
+impl AnswerFirst {
+    pub(crate) fn read(r: &mut RuleReader<'_>) -> Result<Self, PolicyError> {
+        Ok(AnswerFirst {
+            open_for: r.span("open_for")?,
+        })
+    }
+
+    /// How far back it reads the timeline (inbound messages and answers).
+    pub(crate) fn retention(&self) -> Span {
+        self.open_for
+    }
+
+    #[inline]
+    pub(crate) fn evaluate(&self, rule: &Rule, v: &AsOf<'_>, out: &mut Outcome<'_, '_>) {
+        if let Some((c, when)) = open_inbound(v, self.open_for) {
+            out.deny_on_every_channel(
+                rule,
+                Detail::AwaitingAnswer {
+                    channel: c,
+                    ago: v.at.since(when),
+                },
+            );
+        }
+    }
+
+    pub(crate) fn in_words(&self, on: &str) -> String {
+        format!(
+            "{on}: DENY while the customer's own message of the last {} waits for a service answer",
+            self.open_for
+        )
+    }
+}
+
+pub(crate) fn message(channel: Channel, ago: Span) -> String {
+    format!("The customer's {channel} message of {ago} ago has not been answered yet: answer it first.")
+}
 
 /// The customer's oldest message still waiting for an answer at `v.at`, if any:
 /// `(channel, when)`. Messages older than `open_for` do not count.
