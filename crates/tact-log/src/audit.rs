@@ -712,7 +712,7 @@ impl AuditStore for SledAudit {
         if all.is_empty() {
             return Ok(());
         }
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all.sort_unstable_by_key(|e| e.0);
         let mut groups = sled::Batch::default();
         let mut customers = sled::Batch::default();
         let mut value = Vec::new();
@@ -1154,7 +1154,10 @@ mod tests {
         );
         assert!(store.get(&rs[6].decision_id).unwrap().is_some());
         let left = store.count().unwrap();
-        assert!(left == 4 || left == 5, "{left}: 106..110, and perhaps the other group of 105");
+        assert!(
+            left == 4 || left == 5,
+            "{left}: 106..110, and perhaps the other group of 105"
+        );
         assert_eq!(store.prune(Timestamp(i64::MAX), 1000).unwrap(), left);
         assert_eq!(store.count().unwrap(), 0);
         assert!(store.list(&q(0, 1000, 100, None)).unwrap().is_empty());

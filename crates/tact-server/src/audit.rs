@@ -682,7 +682,6 @@ pub fn record_to_pb(r: &AuditRecord) -> pb::AuditedDecision {
             requested_by: r.proposal.requested_by.clone(),
             at: r.at_requested.then(|| timestamp_to_pb(r.at)),
             detail: detail_to_wire(r.detail),
-            ..Default::default()
         }),
         client: r.client.clone().unwrap_or_default(),
         method: r.method.as_str().to_owned(),
