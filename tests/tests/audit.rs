@@ -4,7 +4,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use tact_core::{Channel, EventKind, Purpose, Timestamp};
-use tact_log::audit::{AuditError, AuditRecord, AuditStore, ListQuery, MemoryAudit};
+use tact_log::audit::{AuditError, AuditRecord, AuditStore, ListQuery, MemoryAudit, RecordBatch};
 use tact_proto::pb;
 use tact_server::{AuditMode, RateLimits, Scope};
 use tact_tests::*;
@@ -390,6 +390,67 @@ async fn a_hostile_list_stays_bounded() {
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().starts_with("decision_id:"), "{}", e.message());
     }
+    // Ids tact never makes are simply not found: the wrong length, uppercase, not hex,
+    // a time far from any record's.
+    let real = &first.decisions[0].decision.as_ref().unwrap().decision_id;
+    for id in [
+        "d1".to_owned(),
+        real.to_uppercase(),
+        format!("x{}", &real[1..]),
+        format!("{real}0"),
+        format!("d{}", "z".repeat(32)),
+        format!("d{}", "0".repeat(32)),
+        format!("d{}", "f".repeat(32)),
+        format!("{}{}", &real[..13], "0".repeat(20)),
+    ] {
+        let e = get(&mut client, &id).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{id}: {e:?}");
+    }
+    assert!(get(&mut client, real).await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_decision_answered_with_less_detail_reads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(Some(dir.path().to_path_buf()), wed_10am()).await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    let mut answers = Vec::new();
+    for detail in [pb::Detail::Full, pb::Detail::Rules, pb::Detail::Verdict] {
+        let mut req = request("ann", Channel::Call, Purpose::Sales);
+        req.detail = detail as i32;
+        answers.push((detail, client.decide(req).await.unwrap().into_inner()));
+    }
+    // And in a batch, where each item may ask for its own level.
+    let mut rules = request("ann", Channel::Call, Purpose::Sales);
+    rules.detail = pb::Detail::Rules as i32;
+    let batch = client
+        .decide_batch(pb::DecideBatchRequest {
+            requests: vec![request("ann", Channel::Call, Purpose::Sales), rules],
+            detail: pb::Detail::Verdict as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    answers.push((pb::Detail::Verdict, batch[0].clone()));
+    answers.push((pb::Detail::Rules, batch[1].clone()));
+    let full = &answers[0].1;
+    assert!(!full.reasons.is_empty() && !full.reasons[0].message.is_empty());
+    assert!(answers[1].1.reasons.iter().all(|r| r.message.is_empty()));
+    assert!(!answers[1].1.reasons.is_empty());
+    assert!(answers[2].1.reasons.is_empty());
+    server.handle.auditor().sync().await;
+    server.stop().await;
+
+    let server = TestServer::start(Some(dir.path().to_path_buf()), wed_10am()).await;
+    let mut client = server.client().await;
+    for (detail, answer) in &answers {
+        let audited = get(&mut client, &answer.decision_id).await.unwrap();
+        assert_eq!(audited.decision.as_ref(), Some(answer), "{detail:?}");
+        assert_eq!(audited.proposal.unwrap().detail, *detail as i32);
+    }
     server.stop().await;
 }
 
@@ -489,13 +550,13 @@ impl Gated {
 }
 
 impl AuditStore for Gated {
-    fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
+    fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
         let mut closed = self.closed.lock().unwrap();
         while *closed {
             closed = self.opened.wait(closed).unwrap();
         }
         drop(closed);
-        self.inner.write(records)
+        self.inner.write(batches)
     }
     fn flush(&self) -> Result<(), AuditError> {
         Ok(())

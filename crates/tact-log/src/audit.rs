@@ -2,43 +2,152 @@
 //! log, never in it (a decision changes no state, so it is not an event: replay and
 //! backtest never see these records).
 //!
+//! - [`DecisionId`]: a decision id, `d` and 32 lowercase hex digits: the first 12 are
+//!   the millisecond the decision was made (its `answered_at`), the other 20 are random
+//!   (80 bits). The store finds a record from its id alone, with no index of ids.
 //! - [`AuditRecord`]: what was asked, by whom, when, and what was answered, with the
-//!   structured facts behind each reason (the sentences are rendered from them by
-//!   `Reason::message`, exactly as the answer was).
-//! - [`AuditStore`]: the store, sync and object-safe, with two indexes so that both
-//!   reads are cheap and bounded: by decision id and by (customer, time).
-//!   [`SledAudit`] keeps it in a sled database of its own (`<data_dir>/audit`);
-//!   [`MemoryAudit`] in memory.
+//!   structured facts behind each reason and the level of detail the answer was given
+//!   at (the sentences are rendered from the facts by `Reason::message`, exactly as
+//!   the answer was).
+//! - [`RecordBatch`]: records encoded for the store, many in one buffer, straight from
+//!   borrowed parts ([`RecordParts`]: the decision as answered, no copy of it).
+//! - [`AuditStore`]: the store, sync and object-safe: by decision id and by (customer,
+//!   time), both cheap and bounded. [`SledAudit`] keeps it in a sled database of its own
+//!   (`<data_dir>/audit`); [`MemoryAudit`] in memory.
 //!
-//! Record layout: `[version u8][crc32 u32 BE][bincode 2 of AuditRecord]`, like event
-//! records. Keys (sled trees):
+//! # Layout (format 2)
 //!
-//! - `audit`: `time key(answered_at)` ++ decision id → record. Time-ordered, so
-//!   retention prunes a prefix.
-//! - `audit_ids`: decision id → `time key` (find the record).
-//! - `audit_customers`: customer id ++ 0x00 ++ `time key` ++ decision id → nothing
-//!   (a customer's decisions, newest first, by a reverse range scan).
+//! An entry is one record: `[decision id: 16 bytes][customer id length u16 LE][customer
+//! id][body length u32 LE][body: bincode 2 of the rest of the record]`. Records are
+//! stored in groups, at most [`MAX_GROUP_RECORDS`] records answered in the same
+//! millisecond, one sled value each: `[format u8][crc32 u32 BE of the rest][record
+//! count u16 LE][entries]`. Two sled trees:
 //!
-//! A time key is the instant's milliseconds with the sign bit flipped, big-endian, so
-//! keys sort in time order. Writes go to `audit` first and prunes remove the indexes
-//! first, so an interrupted write or prune leaves at most a record no index names,
-//! which the next prune removes.
+//! - `audit_groups`: the binary id of the group's first (smallest) record → group. An
+//!   id starts with its millisecond, big-endian, so groups sort in time order:
+//!   `GetDecision` reads the groups of the id's millisecond (a prefix scan of a few
+//!   keys, usually one), retention prunes a prefix of whole groups.
+//! - `audit_customer_groups`: customer id ++ 0x00 ++ binary decision id → the key of
+//!   its group (a customer's decisions, newest first, by a reverse range scan).
+//!
+//! The default tree holds `audit_format` = 2. A database with records of format 1
+//! (one record per key, and an index of ids) is refused with [`AuditError::OldFormat`]:
+//! format 1 ids carry no time, so they could not be found without that index.
+//!
+//! Writes go to `audit_groups` first and prunes remove the customer entries first, so
+//! an interrupted write or prune leaves at most groups no customer entry names (found
+//! by id, not listed), which the next prune removes. A group is written once and never
+//! changed; its crc covers every byte after it, so a damaged group is an error, never a
+//! misread record.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
-use tact_core::{Decision, Proposal, Timestamp};
+use tact_core::{Channel, Decision, Explain, Proposal, Purpose, Timestamp};
 
 use crate::codec::decode_bounded;
 
-/// The current audit record format.
-pub const AUDIT_RECORD_VERSION: u8 = 1;
-const HEADER: usize = 5;
-/// The longest decision id a store accepts as a key (tact's own are 33 bytes).
+/// The current audit format (of groups, and in the database's `audit_format` key).
+pub const AUDIT_FORMAT_VERSION: u8 = 2;
+/// The most records in one group.
+pub const MAX_GROUP_RECORDS: usize = 64;
+/// The longest decision id `GetDecision` looks at (tact's own are 33 bytes).
 pub const MAX_DECISION_ID_BYTES: usize = 128;
+const GROUP_HEADER: usize = 5;
+const FORMAT_KEY: &[u8] = b"audit_format";
+const GROUPS_TREE: &str = "audit_groups";
+const CUSTOMERS_TREE: &str = "audit_customer_groups";
+/// The trees of format 1.
+const FORMAT_1_TREES: [&str; 3] = ["audit", "audit_ids", "audit_customers"];
+
+/// A decision id: the millisecond the decision was made (48 bits, big-endian) and 80
+/// random bits; as text, `d` and 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DecisionId([u8; 16]);
+
+impl DecisionId {
+    /// The latest instant an id can carry (year 10889); later ones are clamped, as are
+    /// instants before 1970 (to 0).
+    pub const MAX_MILLIS: i64 = (1 << 48) - 1;
+
+    /// An id made at `made_at` (clamped to `0..=MAX_MILLIS`) with `random` bits.
+    pub fn new(made_at: Timestamp, random: [u8; 10]) -> DecisionId {
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&millis_bytes(made_at));
+        b[6..].copy_from_slice(&random);
+        DecisionId(b)
+    }
+
+    /// The instant the id was made (to the millisecond).
+    pub fn made_at(&self) -> Timestamp {
+        let mut m = [0u8; 8];
+        m[2..].copy_from_slice(&self.0[..6]);
+        Timestamp(u64::from_be_bytes(m) as i64)
+    }
+
+    /// Parses the text form; `None` for anything else (uppercase hex included).
+    pub fn parse(s: &str) -> Option<DecisionId> {
+        let b = s.as_bytes();
+        if b.len() != 33 || b[0] != b'd' {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (o, pair) in out.iter_mut().zip(b[1..].chunks_exact(2)) {
+            *o = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Some(DecisionId(out))
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> DecisionId {
+        DecisionId(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// The text form, `d` and 32 lowercase hex digits.
+    pub fn to_id_string(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(33);
+        s.push('d');
+        for b in self.0 {
+            s.push(HEX[usize::from(b >> 4)] as char);
+            s.push(HEX[usize::from(b & 15)] as char);
+        }
+        s
+    }
+}
+
+impl fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_id_string())
+    }
+}
+
+impl fmt::Debug for DecisionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DecisionId({self})")
+    }
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The 6 big-endian bytes of an instant's milliseconds, clamped to what an id holds.
+fn millis_bytes(t: Timestamp) -> [u8; 6] {
+    let ms = t.0.clamp(0, DecisionId::MAX_MILLIS) as u64;
+    let b = ms.to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
 
 /// Which call answered a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,16 +170,19 @@ impl AuditMethod {
 }
 
 /// One decision as tact answered it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
     pub decision_id: String,
-    /// When tact answered (the server's clock).
+    /// When tact answered: the instant the decision id carries.
     pub answered_at: Timestamp,
     /// The instant the decision was taken for (the request's `at`, else `answered_at`).
     pub at: Timestamp,
     /// True when the caller asked about `at` (`DecideRequest.at` was set).
     pub at_requested: bool,
     pub method: AuditMethod,
+    /// The level of detail the answer was given at (`DecideRequest.detail`): the
+    /// record is read back at the same level.
+    pub detail: Explain,
     /// What was asked: customer, channel, purpose, campaign, requested_by (as stamped
     /// with the client for `Authorize`).
     pub proposal: Proposal,
@@ -82,103 +194,389 @@ pub struct AuditRecord {
     pub log_position: u64,
 }
 
+impl AuditRecord {
+    /// The record's parts, borrowed, to encode it.
+    pub fn parts(&self) -> RecordParts<'_> {
+        RecordParts {
+            decision_id: &self.decision_id,
+            at: self.at,
+            at_requested: self.at_requested,
+            method: self.method,
+            detail: self.detail,
+            proposal: &self.proposal,
+            client: self.client.as_deref(),
+            decision: &self.decision,
+            policy_version: &self.policy_version,
+            log_position: self.log_position,
+        }
+    }
+}
+
+/// A record's parts, borrowed from the answer (see [`AuditRecord`] for each field; the
+/// record's `answered_at` is the instant `decision_id` carries).
+#[derive(Clone, Copy, Debug)]
+pub struct RecordParts<'a> {
+    pub decision_id: &'a str,
+    pub at: Timestamp,
+    pub at_requested: bool,
+    pub method: AuditMethod,
+    pub detail: Explain,
+    pub proposal: &'a Proposal,
+    pub client: Option<&'a str>,
+    pub decision: &'a Decision,
+    pub policy_version: &'a str,
+    pub log_position: u64,
+}
+
 /// Why the audit store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit store: sled: {0}")]
     Sled(#[from] sled::Error),
-    #[error("audit record {decision_id} does not encode: {source}")]
-    Encode {
-        decision_id: String,
-        #[source]
-        source: bincode::error::EncodeError,
-    },
-    #[error("corrupt audit record under key {key}: {reason}")]
+    #[error("audit record of decision {decision_id} does not encode: {reason}")]
+    Encode { decision_id: String, reason: String },
+    #[error("corrupt audit group under key {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error(
+        "the decision audit holds records in format {found}, which this version of tact does not read \
+         (it reads and writes format {AUDIT_FORMAT_VERSION}): move the audit directory away to start a \
+         new audit"
+    )]
+    OldFormat { found: u8 },
 }
 
-/// Encodes a record (versioned, checksummed).
-pub fn encode_record(record: &AuditRecord, buf: &mut Vec<u8>) -> Result<(), AuditError> {
-    let start = buf.len();
-    buf.extend_from_slice(&[AUDIT_RECORD_VERSION, 0, 0, 0, 0]);
-    bincode::serde::encode_into_std_write(record, buf, bincode::config::standard()).map_err(|source| {
-        AuditError::Encode {
-            decision_id: record.decision_id.clone(),
-            source,
+/// The body of an entry: the record but for its id, `answered_at` (in the id) and
+/// customer id (before the body, for the index).
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    at: Timestamp,
+    at_requested: bool,
+    method: AuditMethod,
+    detail: u8,
+    channel: Channel,
+    purpose: Purpose,
+    campaign_id: &'a str,
+    requested_by: &'a str,
+    client: Option<&'a str>,
+    decision: &'a Decision,
+    policy_version: &'a str,
+    log_position: u64,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    at: Timestamp,
+    at_requested: bool,
+    method: AuditMethod,
+    detail: u8,
+    channel: Channel,
+    purpose: Purpose,
+    campaign_id: String,
+    requested_by: String,
+    client: Option<String>,
+    decision: Decision,
+    policy_version: String,
+    log_position: u64,
+}
+
+fn detail_code(e: Explain) -> u8 {
+    match e {
+        Explain::Full => 0,
+        Explain::Reasons => 1,
+        Explain::Verdict => 2,
+    }
+}
+
+fn detail_of(code: u8) -> Option<Explain> {
+    match code {
+        0 => Some(Explain::Full),
+        1 => Some(Explain::Reasons),
+        2 => Some(Explain::Verdict),
+        _ => None,
+    }
+}
+
+/// One entry, checked for bounds (not decoded).
+struct Entry<'a> {
+    id: DecisionId,
+    customer: &'a [u8],
+    body: &'a [u8],
+}
+
+/// Splits the entry at the start of `bytes`; the entry and what follows it.
+fn split_entry(bytes: &[u8]) -> Result<(Entry<'_>, &[u8]), String> {
+    let id: [u8; 16] = bytes
+        .get(..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("an entry shorter than its id")?;
+    let rest = &bytes[16..];
+    let clen = rest
+        .get(..2)
+        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+        .ok_or("an entry cut in its customer id's length")?;
+    let customer = rest.get(2..2 + clen).ok_or("an entry cut in its customer id")?;
+    let rest = &rest[2 + clen..];
+    let blen = rest
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("an entry cut in its body's length")?;
+    let body = rest.get(4..4 + blen).ok_or("an entry cut in its body")?;
+    Ok((
+        Entry {
+            id: DecisionId(id),
+            customer,
+            body,
+        },
+        &rest[4 + blen..],
+    ))
+}
+
+fn decode_entry(e: &Entry<'_>) -> Result<AuditRecord, String> {
+    let customer_id = std::str::from_utf8(e.customer)
+        .map_err(|_| "a customer id that is not UTF-8".to_owned())?
+        .to_owned();
+    let (b, read) =
+        decode_bounded::<Body>(e.body).map_err(|err| format!("a body that does not decode: {err}"))?;
+    if read != e.body.len() {
+        return Err(format!("{} trailing bytes after a body", e.body.len() - read));
+    }
+    let detail = detail_of(b.detail).ok_or_else(|| format!("unknown detail level {}", b.detail))?;
+    Ok(AuditRecord {
+        decision_id: e.id.to_id_string(),
+        answered_at: e.id.made_at(),
+        at: b.at,
+        at_requested: b.at_requested,
+        method: b.method,
+        detail,
+        proposal: Proposal {
+            customer_id,
+            channel: b.channel,
+            purpose: b.purpose,
+            campaign_id: b.campaign_id,
+            requested_by: b.requested_by,
+        },
+        client: b.client,
+        decision: b.decision,
+        policy_version: b.policy_version,
+        log_position: b.log_position,
+    })
+}
+
+/// Records encoded for the store, many in one buffer (one allocation for a batch, not
+/// one per record), each as the entry it is stored as.
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    buf: Vec<u8>,
+    /// Each entry's id and where it is in `buf`.
+    entries: Vec<(DecisionId, usize, usize)>,
+}
+
+impl RecordBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(records: usize) -> Self {
+        RecordBatch {
+            buf: Vec::with_capacity(records * 160),
+            entries: Vec::with_capacity(records),
         }
-    })?;
-    let crc = crc32fast::hash(&buf[start + HEADER..]);
-    buf[start + 1..start + HEADER].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
+    }
+
+    /// The batch of one record.
+    pub fn of(record: &AuditRecord) -> Result<Self, AuditError> {
+        let mut b = Self::with_capacity(1);
+        b.push(&record.parts())?;
+        Ok(b)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Encodes a record from its parts. An id that is not a [`DecisionId`] (the store
+    /// could never find it) and a customer id over 65,535 bytes are refused.
+    pub fn push(&mut self, r: &RecordParts<'_>) -> Result<(), AuditError> {
+        let refuse = |reason: String| AuditError::Encode {
+            decision_id: r.decision_id.to_owned(),
+            reason,
+        };
+        let id = DecisionId::parse(r.decision_id).ok_or_else(|| refuse("not a decision id".into()))?;
+        let customer = r.proposal.customer_id.as_bytes();
+        let clen = u16::try_from(customer.len()).map_err(|_| refuse("customer id too long".into()))?;
+        let start = self.buf.len();
+        self.buf.extend_from_slice(id.as_bytes());
+        self.buf.extend_from_slice(&clen.to_le_bytes());
+        self.buf.extend_from_slice(customer);
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let body = BodyRef {
+            at: r.at,
+            at_requested: r.at_requested,
+            method: r.method,
+            detail: detail_code(r.detail),
+            channel: r.proposal.channel,
+            purpose: r.proposal.purpose,
+            campaign_id: &r.proposal.campaign_id,
+            requested_by: &r.proposal.requested_by,
+            client: r.client,
+            decision: r.decision,
+            policy_version: r.policy_version,
+            log_position: r.log_position,
+        };
+        let written =
+            bincode::serde::encode_into_std_write(&body, &mut self.buf, bincode::config::standard())
+                .map_err(|e| e.to_string())
+                .and_then(|n| u32::try_from(n).map_err(|_| "a body over 4 GiB".to_owned()));
+        match written {
+            Ok(n) => {
+                self.buf[len_at..len_at + 4].copy_from_slice(&n.to_le_bytes());
+                self.entries.push((id, start, self.buf.len()));
+                Ok(())
+            }
+            Err(reason) => {
+                self.buf.truncate(start);
+                Err(refuse(reason))
+            }
+        }
+    }
+
+    /// Moves `other`'s records to the end of this batch.
+    pub fn append(&mut self, other: RecordBatch) {
+        if self.entries.is_empty() {
+            *self = other;
+            return;
+        }
+        let base = self.buf.len();
+        self.buf.extend_from_slice(&other.buf);
+        self.entries.extend(
+            other
+                .entries
+                .into_iter()
+                .map(|(id, s, e)| (id, s + base, e + base)),
+        );
+    }
+
+    /// Each record's id and its entry bytes.
+    fn entries(&self) -> impl Iterator<Item = (DecisionId, &[u8])> + '_ {
+        self.entries.iter().map(|&(id, s, e)| (id, &self.buf[s..e]))
+    }
+
+    /// The records, decoded (for a sink, and the memory store).
+    pub fn records(&self) -> impl Iterator<Item = Result<AuditRecord, AuditError>> + '_ {
+        self.entries().map(|(id, bytes)| {
+            let corrupt = |reason: String| AuditError::Corrupt {
+                key: id.to_id_string(),
+                reason,
+            };
+            let (entry, _) = split_entry(bytes).map_err(|r| corrupt(r.to_owned()))?;
+            decode_entry(&entry).map_err(corrupt)
+        })
+    }
 }
 
-/// Decodes a record; `key` names it in errors.
-pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<AuditRecord, AuditError> {
+/// A group's entries, after its header and crc are checked.
+fn group_entries<'a>(key: &[u8], bytes: &'a [u8]) -> Result<(usize, &'a [u8]), AuditError> {
     let corrupt = |reason: String| AuditError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
+        key: key_name(key),
         reason,
     };
-    if bytes.len() < HEADER {
+    if bytes.len() < GROUP_HEADER + 2 {
         return Err(corrupt(format!("{} bytes, shorter than the header", bytes.len())));
     }
-    if bytes[0] != AUDIT_RECORD_VERSION {
+    if bytes[0] != AUDIT_FORMAT_VERSION {
         return Err(corrupt(format!("unknown format version {}", bytes[0])));
     }
     let stored = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let payload = &bytes[HEADER..];
+    let payload = &bytes[GROUP_HEADER..];
     if crc32fast::hash(payload) != stored {
         return Err(corrupt("crc mismatch".into()));
     }
-    let (record, read) =
-        decode_bounded::<AuditRecord>(payload).map_err(|e| corrupt(format!("does not decode: {e}")))?;
-    if read != payload.len() {
-        return Err(corrupt(format!("{} trailing bytes", payload.len() - read)));
+    let count = usize::from(u16::from_le_bytes([payload[0], payload[1]]));
+    Ok((count, &payload[2..]))
+}
+
+/// Each entry of a checked group, in order; an error for bytes that do not split.
+fn each_entry<'a>(
+    key: &'a [u8],
+    count: usize,
+    mut rest: &'a [u8],
+) -> impl Iterator<Item = Result<Entry<'a>, AuditError>> + 'a {
+    let mut left = count;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return (!rest.is_empty()).then(|| {
+                let n = rest.len();
+                rest = &[];
+                Err(AuditError::Corrupt {
+                    key: key_name(key),
+                    reason: format!("{n} bytes after the last entry"),
+                })
+            });
+        }
+        left -= 1;
+        match split_entry(rest) {
+            Ok((entry, after)) => {
+                rest = after;
+                Some(Ok(entry))
+            }
+            Err(reason) => {
+                left = 0;
+                rest = &[];
+                Some(Err(AuditError::Corrupt {
+                    key: key_name(key),
+                    reason: reason.to_owned(),
+                }))
+            }
+        }
+    })
+}
+
+/// The record of `id` in the group stored under `key`, if it is there.
+fn find_in_group(key: &[u8], bytes: &[u8], id: &DecisionId) -> Result<Option<AuditRecord>, AuditError> {
+    let (count, entries) = group_entries(key, bytes)?;
+    for entry in each_entry(key, count, entries) {
+        let entry = entry?;
+        if entry.id == *id {
+            return decode_entry(&entry)
+                .map(Some)
+                .map_err(|reason| AuditError::Corrupt {
+                    key: key_name(key),
+                    reason,
+                });
+        }
     }
-    Ok(record)
+    Ok(None)
 }
 
-/// An instant as a key that sorts in time order.
-pub fn time_key(t: Timestamp) -> [u8; 8] {
-    ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
+/// A key for error messages: a group key as its first decision id, else hex.
+fn key_name(key: &[u8]) -> String {
+    match <[u8; 16]>::try_from(key) {
+        Ok(b) => DecisionId(b).to_id_string(),
+        Err(_) => key.iter().map(|b| format!("{b:02x}")).collect(),
+    }
 }
 
-fn time_of_key(k: &[u8]) -> Option<Timestamp> {
-    let arr: [u8; 8] = k.get(..8)?.try_into().ok()?;
-    Some(Timestamp((u64::from_be_bytes(arr) ^ (1 << 63)) as i64))
-}
-
-/// Where a page of a customer's decisions ends: the (answered_at, decision id) of its
-/// last (oldest) record. The next page starts strictly before it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a page of a customer's decisions ends: its last (oldest) record. The next
+/// page starts strictly before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
-    pub answered_at: Timestamp,
-    pub decision_id: String,
+    pub last: DecisionId,
 }
 
 impl Cursor {
-    /// An opaque token: hex of the time key and the id.
+    /// An opaque token (the last record's decision id).
     pub fn to_token(&self) -> String {
-        let mut bytes = time_key(self.answered_at).to_vec();
-        bytes.extend_from_slice(self.decision_id.as_bytes());
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        self.last.to_id_string()
     }
 
     /// Parses [`to_token`](Cursor::to_token); `None` for anything else.
     pub fn from_token(token: &str) -> Option<Cursor> {
-        if !token.len().is_multiple_of(2) || token.len() > 2 * (8 + MAX_DECISION_ID_BYTES) || token.len() < 18
-        {
-            return None;
-        }
-        let bytes: Vec<u8> = (0..token.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-            .collect::<Option<_>>()?;
-        let answered_at = time_of_key(&bytes)?;
-        let decision_id = String::from_utf8(bytes[8..].to_vec()).ok()?;
-        Some(Cursor {
-            answered_at,
-            decision_id,
-        })
+        DecisionId::parse(token).map(|last| Cursor { last })
     }
 }
 
@@ -194,41 +592,71 @@ pub struct ListQuery {
 }
 
 /// The decision audit's store. Writes need not be durable until [`flush`](AuditStore::flush).
+/// Decision ids are unique (80 random bits in each millisecond): a record is written
+/// once.
 pub trait AuditStore: Send + Sync + fmt::Debug {
-    /// Stores records (a record whose decision id is already stored replaces nothing).
-    fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError>;
+    /// Stores the records of `batches`.
+    fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), AuditError>;
+    /// The record of a decision id; `None` when there is none, the id's text included
+    /// (an id that is not a [`DecisionId`] is never stored).
     fn get(&self, decision_id: &str) -> Result<Option<AuditRecord>, AuditError>;
     fn list(&self, query: &ListQuery) -> Result<Vec<AuditRecord>, AuditError>;
-    /// Removes up to `max` records answered before `before`, oldest first; how many.
+    /// Removes the records answered before `before`, oldest first, in whole groups, at
+    /// least `max` of them when there are that many (a group is never split: its
+    /// records were answered in the same millisecond); how many.
     fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError>;
     /// How many records are stored (counts them: for tests and tools).
     fn count(&self) -> Result<usize, AuditError>;
 }
 
-fn primary_key(r: &AuditRecord) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + r.decision_id.len());
-    k.extend_from_slice(&time_key(r.answered_at));
-    k.extend_from_slice(r.decision_id.as_bytes());
+fn customer_key(customer: &[u8], id: &DecisionId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(customer.len() + 17);
+    k.extend_from_slice(customer);
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 
-fn customer_key(customer_id: &str, t: Timestamp, decision_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(customer_id.len() + 9 + decision_id.len());
-    k.extend_from_slice(customer_id.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&time_key(t));
-    k.extend_from_slice(decision_id.as_bytes());
-    k
+/// The customer-index range of a query, `lo..hi`; `None` when it is empty.
+fn list_bounds(q: &ListQuery) -> Option<(Vec<u8>, Vec<u8>)> {
+    let prefix = {
+        let mut p = Vec::with_capacity(q.customer_id.len() + 17);
+        p.extend_from_slice(q.customer_id.as_bytes());
+        p.push(0);
+        p
+    };
+    let bound = |t: Timestamp| -> Vec<u8> {
+        if t.0 > DecisionId::MAX_MILLIS {
+            // Past any id: the end of the customer's prefix.
+            let mut end = prefix[..prefix.len() - 1].to_vec();
+            end.push(1);
+            end
+        } else {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&millis_bytes(t));
+            k
+        }
+    };
+    let lo = if q.from.0 <= 0 {
+        prefix.clone()
+    } else {
+        bound(q.from)
+    };
+    let hi = match &q.after {
+        Some(c) if c.last.made_at() < q.to => customer_key(q.customer_id.as_bytes(), &c.last),
+        _ if q.to.0 <= 0 => return None,
+        _ => bound(q.to),
+    };
+    (lo < hi).then_some((lo, hi))
 }
 
 /// The audit in a sled database of its own.
 #[derive(Clone, Debug)]
 pub struct SledAudit {
     db: sled::Db,
-    records: sled::Tree,
-    ids: sled::Tree,
+    groups: sled::Tree,
     customers: sled::Tree,
 }
 
@@ -238,45 +666,76 @@ impl SledAudit {
         Self::with_db(db)
     }
 
-    /// The audit in the trees of an open sled database.
+    /// The audit in the trees of an open sled database; [`AuditError::OldFormat`] if it
+    /// holds records of another format.
     pub fn with_db(db: sled::Db) -> Result<SledAudit, AuditError> {
+        match db.get(FORMAT_KEY)? {
+            Some(v) if v.as_ref() == [AUDIT_FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(AuditError::OldFormat {
+                    found: v.first().copied().unwrap_or(0),
+                });
+            }
+            None => {
+                let names = db.tree_names();
+                for old in FORMAT_1_TREES {
+                    if names.iter().any(|n| n.as_ref() == old.as_bytes()) {
+                        if !db.open_tree(old)?.is_empty() {
+                            return Err(AuditError::OldFormat { found: 1 });
+                        }
+                        db.drop_tree(old)?;
+                    }
+                }
+                db.insert(FORMAT_KEY, &[AUDIT_FORMAT_VERSION])?;
+                db.flush()?;
+            }
+        }
         Ok(SledAudit {
-            records: db.open_tree("audit")?,
-            ids: db.open_tree("audit_ids")?,
-            customers: db.open_tree("audit_customers")?,
+            groups: db.open_tree(GROUPS_TREE)?,
+            customers: db.open_tree(CUSTOMERS_TREE)?,
             db,
         })
     }
 
-    fn decode_at(&self, key: &[u8]) -> Result<Option<AuditRecord>, AuditError> {
-        match self.records.get(key)? {
-            Some(v) => decode_record(key, &v).map(Some),
+    /// The record of `id` in the group under `key`.
+    fn read_in(&self, key: &[u8], id: &DecisionId) -> Result<Option<AuditRecord>, AuditError> {
+        match self.groups.get(key)? {
+            Some(v) => find_in_group(key, &v, id),
             None => Ok(None),
         }
     }
 }
 
 impl AuditStore for SledAudit {
-    fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
-        let mut primary = sled::Batch::default();
-        let mut ids = sled::Batch::default();
-        let mut customers = sled::Batch::default();
-        let mut buf = Vec::with_capacity(512);
-        for r in records {
-            if r.decision_id.is_empty() || r.decision_id.len() > MAX_DECISION_ID_BYTES {
-                continue;
-            }
-            buf.clear();
-            encode_record(r, &mut buf)?;
-            primary.insert(primary_key(r), buf.as_slice());
-            ids.insert(r.decision_id.as_bytes(), &time_key(r.answered_at));
-            customers.insert(
-                customer_key(&r.proposal.customer_id, r.answered_at, &r.decision_id),
-                &[],
-            );
+    fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
+        let mut all: Vec<(DecisionId, &[u8])> = batches.iter().flat_map(RecordBatch::entries).collect();
+        if all.is_empty() {
+            return Ok(());
         }
-        self.records.apply_batch(primary)?;
-        self.ids.apply_batch(ids)?;
+        all.sort_unstable_by_key(|e| e.0);
+        let mut groups = sled::Batch::default();
+        let mut customers = sled::Batch::default();
+        let mut value = Vec::new();
+        for same_ms in all.chunk_by(|a, b| a.0.as_bytes()[..6] == b.0.as_bytes()[..6]) {
+            for group in same_ms.chunks(MAX_GROUP_RECORDS) {
+                let key = *group[0].0.as_bytes();
+                value.clear();
+                value.extend_from_slice(&[AUDIT_FORMAT_VERSION, 0, 0, 0, 0]);
+                value.extend_from_slice(&(group.len() as u16).to_le_bytes());
+                for (id, bytes) in group {
+                    value.extend_from_slice(bytes);
+                    let (entry, _) = split_entry(bytes).map_err(|reason| AuditError::Encode {
+                        decision_id: id.to_id_string(),
+                        reason: reason.to_owned(),
+                    })?;
+                    customers.insert(customer_key(entry.customer, id), &key);
+                }
+                let crc = crc32fast::hash(&value[GROUP_HEADER..]);
+                value[1..GROUP_HEADER].copy_from_slice(&crc.to_be_bytes());
+                groups.insert(&key, value.as_slice());
+            }
+        }
+        self.groups.apply_batch(groups)?;
         self.customers.apply_batch(customers)?;
         Ok(())
     }
@@ -287,38 +746,35 @@ impl AuditStore for SledAudit {
     }
 
     fn get(&self, decision_id: &str) -> Result<Option<AuditRecord>, AuditError> {
-        if decision_id.is_empty() || decision_id.len() > MAX_DECISION_ID_BYTES {
-            return Ok(None);
-        }
-        let Some(t) = self.ids.get(decision_id.as_bytes())? else {
+        let Some(id) = DecisionId::parse(decision_id) else {
             return Ok(None);
         };
-        let mut key = t.to_vec();
-        key.extend_from_slice(decision_id.as_bytes());
-        self.decode_at(&key)
+        // The groups of the id's millisecond whose first id is not after it.
+        for entry in self.groups.range(&id.as_bytes()[..6]..=&id.as_bytes()[..]) {
+            let (k, v) = entry?;
+            if let Some(r) = find_in_group(&k, &v, &id)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        let prefix_len = q.customer_id.len() + 1;
-        let lo = customer_key(&q.customer_id, q.from, "");
-        let hi = match &q.after {
-            Some(c) if c.answered_at < q.to => customer_key(&q.customer_id, c.answered_at, &c.decision_id),
-            _ => customer_key(&q.customer_id, q.to, ""),
-        };
         let mut out = Vec::with_capacity(q.limit.min(1024));
-        if lo >= hi {
+        let Some((lo, hi)) = list_bounds(q) else {
             return Ok(out);
-        }
+        };
+        let prefix_len = q.customer_id.len() + 1;
         for entry in self.customers.range(lo..hi).rev() {
             if out.len() >= q.limit {
                 break;
             }
-            let (k, _) = entry?;
-            let Some(rest) = k.get(prefix_len..) else { continue };
-            if rest.len() < 8 {
+            let (k, group) = entry?;
+            let Some(id) = k.get(prefix_len..).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
                 continue;
-            }
-            if let Some(r) = self.decode_at(rest)? {
+            };
+            // An entry whose group is gone (an interrupted prune) names nothing.
+            if let Some(r) = self.read_in(&group, &DecisionId(id))? {
                 out.push(r);
             }
         }
@@ -326,42 +782,56 @@ impl AuditStore for SledAudit {
     }
 
     fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError> {
-        let end = time_key(before);
+        if before.0 <= 0 {
+            return Ok(0);
+        }
+        let end: Vec<u8> = if before.0 > DecisionId::MAX_MILLIS {
+            vec![0xff; 17]
+        } else {
+            millis_bytes(before).to_vec()
+        };
         let mut keys = Vec::new();
-        let mut ids = sled::Batch::default();
         let mut customers = sled::Batch::default();
-        for entry in self.records.range(..end.to_vec()).take(max) {
+        let mut removed = 0;
+        for entry in self.groups.range(..end) {
+            if removed >= max {
+                break;
+            }
             let (k, v) = entry?;
-            if let Ok(r) = decode_record(&k, &v) {
-                ids.remove(r.decision_id.as_bytes());
-                customers.remove(customer_key(
-                    &r.proposal.customer_id,
-                    r.answered_at,
-                    &r.decision_id,
-                ));
-            } else if let Some(id) = k.get(8..) {
-                // A record that does not decode still goes; its customer entry, if any,
-                // names a record no longer there and is skipped by `list`.
-                ids.remove(id);
+            match group_entries(&k, &v) {
+                Ok((count, entries)) => {
+                    for e in each_entry(&k, count, entries).flatten() {
+                        customers.remove(customer_key(e.customer, &e.id));
+                    }
+                    removed += count.max(1);
+                }
+                // A damaged group still goes; customer entries naming it are skipped
+                // by `list`.
+                Err(_) => removed += 1,
             }
             keys.push(k);
         }
-        self.ids.apply_batch(ids)?;
         self.customers.apply_batch(customers)?;
-        let mut primary = sled::Batch::default();
-        for k in &keys {
-            primary.remove(k.clone());
+        let mut groups = sled::Batch::default();
+        for k in keys {
+            groups.remove(k);
         }
-        self.records.apply_batch(primary)?;
-        Ok(keys.len())
+        self.groups.apply_batch(groups)?;
+        Ok(removed)
     }
 
     fn count(&self) -> Result<usize, AuditError> {
-        Ok(self.records.len())
+        let mut n = 0;
+        for entry in self.groups.iter() {
+            let (k, v) = entry?;
+            n += group_entries(&k, &v)?.0;
+        }
+        Ok(n)
     }
 }
 
-/// The audit in memory (no data directory; tests).
+/// The audit in memory (no data directory; tests). Records go through the same
+/// encoding as on disk.
 #[derive(Debug, Default)]
 pub struct MemoryAudit {
     inner: RwLock<MemoryInner>,
@@ -369,8 +839,7 @@ pub struct MemoryAudit {
 
 #[derive(Debug, Default)]
 struct MemoryInner {
-    records: BTreeMap<Vec<u8>, AuditRecord>,
-    ids: HashMap<String, Vec<u8>>,
+    records: BTreeMap<DecisionId, AuditRecord>,
     customers: BTreeSet<Vec<u8>>,
 }
 
@@ -381,20 +850,21 @@ impl MemoryAudit {
 }
 
 impl AuditStore for MemoryAudit {
-    fn write(&self, records: &[AuditRecord]) -> Result<(), AuditError> {
-        let mut m = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        for r in records {
-            if r.decision_id.is_empty() || r.decision_id.len() > MAX_DECISION_ID_BYTES {
-                continue;
+    fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
+        let mut decoded = Vec::new();
+        for b in batches {
+            for r in b.records() {
+                decoded.push(r?);
             }
-            let key = primary_key(r);
-            m.ids.insert(r.decision_id.clone(), key.clone());
-            m.customers.insert(customer_key(
-                &r.proposal.customer_id,
-                r.answered_at,
-                &r.decision_id,
-            ));
-            m.records.insert(key, r.clone());
+        }
+        let mut m = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        for r in decoded {
+            let Some(id) = DecisionId::parse(&r.decision_id) else {
+                continue;
+            };
+            m.customers
+                .insert(customer_key(r.proposal.customer_id.as_bytes(), &id));
+            m.records.insert(id, r);
         }
         Ok(())
     }
@@ -405,24 +875,22 @@ impl AuditStore for MemoryAudit {
 
     fn get(&self, decision_id: &str) -> Result<Option<AuditRecord>, AuditError> {
         let m = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        Ok(m.ids.get(decision_id).and_then(|k| m.records.get(k)).cloned())
+        Ok(DecisionId::parse(decision_id).and_then(|id| m.records.get(&id).cloned()))
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
         let m = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let prefix_len = q.customer_id.len() + 1;
-        let lo = customer_key(&q.customer_id, q.from, "");
-        let hi = match &q.after {
-            Some(c) if c.answered_at < q.to => customer_key(&q.customer_id, c.answered_at, &c.decision_id),
-            _ => customer_key(&q.customer_id, q.to, ""),
-        };
-        if lo >= hi {
+        let Some((lo, hi)) = list_bounds(q) else {
             return Ok(Vec::new());
-        }
+        };
+        let prefix_len = q.customer_id.len() + 1;
         Ok(m.customers
             .range(lo..hi)
             .rev()
-            .filter_map(|k| m.records.get(&k[prefix_len..]))
+            .filter_map(|k| {
+                let id = <[u8; 16]>::try_from(k.get(prefix_len..)?).ok()?;
+                m.records.get(&DecisionId(id))
+            })
             .take(q.limit)
             .cloned()
             .collect())
@@ -430,19 +898,21 @@ impl AuditStore for MemoryAudit {
 
     fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError> {
         let mut m = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let end = time_key(before).to_vec();
-        let keys: Vec<Vec<u8>> = m.records.range(..end).take(max).map(|(k, _)| k.clone()).collect();
-        for k in &keys {
-            if let Some(r) = m.records.remove(k) {
-                m.ids.remove(&r.decision_id);
-                m.customers.remove(&customer_key(
-                    &r.proposal.customer_id,
-                    r.answered_at,
-                    &r.decision_id,
-                ));
+        // As on disk, never part of a millisecond: past `max`, the rest of the last one.
+        let mut ids: Vec<DecisionId> = Vec::new();
+        for id in m.records.keys().take_while(|id| id.made_at() < before) {
+            if ids.len() >= max && ids.last().is_none_or(|last| last.made_at() != id.made_at()) {
+                break;
+            }
+            ids.push(*id);
+        }
+        for id in &ids {
+            if let Some(r) = m.records.remove(id) {
+                m.customers
+                    .remove(&customer_key(r.proposal.customer_id.as_bytes(), id));
             }
         }
-        Ok(keys.len())
+        Ok(ids.len())
     }
 
     fn count(&self) -> Result<usize, AuditError> {
@@ -453,15 +923,22 @@ impl AuditStore for MemoryAudit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tact_core::{Channel, Purpose, Verdict};
+    use tact_core::{Detail, Effect, Reason, Verdict};
 
-    fn record(id: &str, customer: &str, t: i64) -> AuditRecord {
+    /// An id made at `t` whose random part is `n`.
+    fn id_at(t: i64, n: u8) -> String {
+        DecisionId::new(Timestamp(t), [n; 10]).to_id_string()
+    }
+
+    fn record(id: &str, customer: &str) -> AuditRecord {
+        let t = DecisionId::parse(id).expect("a decision id").made_at();
         AuditRecord {
             decision_id: id.into(),
-            answered_at: Timestamp(t),
-            at: Timestamp(t),
-            at_requested: false,
+            answered_at: t,
+            at: Timestamp(t.0 - 7),
+            at_requested: true,
             method: AuditMethod::Decide,
+            detail: Explain::Reasons,
             proposal: Proposal {
                 customer_id: customer.into(),
                 channel: Channel::Email,
@@ -469,11 +946,15 @@ mod tests {
                 campaign_id: "c".into(),
                 requested_by: "r".into(),
             },
-            client: None,
+            client: Some("crm".into()),
             decision: Decision {
-                verdict: Verdict::Allow,
+                verdict: Verdict::Deny,
                 not_before: None,
-                reasons: Vec::new(),
+                reasons: vec![Reason {
+                    rule_id: "not-owner".into(),
+                    effect: Effect::Deny,
+                    detail: Detail::NotOwner,
+                }],
                 alternatives: Vec::new(),
             },
             policy_version: "v".into(),
@@ -481,33 +962,115 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_round_trip_and_damage_is_an_error() {
-        let r = record("d1", "c1", -5);
-        let mut buf = Vec::new();
-        encode_record(&r, &mut buf).unwrap();
-        assert_eq!(decode_record(b"k", &buf).unwrap(), r);
-        let mut bad = buf.clone();
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
-        assert!(decode_record(b"k", &bad).is_err());
-        assert!(decode_record(b"k", &buf[..3]).is_err());
+    fn batch(records: &[AuditRecord]) -> RecordBatch {
+        let mut b = RecordBatch::new();
+        for r in records {
+            b.push(&r.parts()).unwrap();
+        }
+        b
     }
 
     #[test]
-    fn time_keys_sort_in_time_order() {
-        let ts = [i64::MIN, -1, 0, 1, 1_700_000_000_000, i64::MAX];
-        for w in ts.windows(2) {
-            assert!(time_key(Timestamp(w[0])) < time_key(Timestamp(w[1])));
+    fn decision_ids_carry_their_millisecond_and_round_trip() {
+        for t in [0, 1, 1_700_000_000_123, DecisionId::MAX_MILLIS] {
+            let id = DecisionId::new(Timestamp(t), [0xab; 10]);
+            let text = id.to_id_string();
+            assert_eq!(text.len(), 33);
+            assert!(text.starts_with('d'));
+            assert_eq!(DecisionId::parse(&text), Some(id));
+            assert_eq!(id.made_at(), Timestamp(t));
+            assert_eq!(text, format!("d{:032x}", u128::from_be_bytes(*id.as_bytes())));
         }
-        assert_eq!(time_of_key(&time_key(Timestamp(-7))), Some(Timestamp(-7)));
+        assert_eq!(DecisionId::new(Timestamp(-5), [1; 10]).made_at(), Timestamp(0));
+        assert_eq!(
+            DecisionId::new(Timestamp(i64::MAX), [1; 10]).made_at(),
+            Timestamp(DecisionId::MAX_MILLIS)
+        );
+        // Ids sort in time order.
+        assert!(DecisionId::new(Timestamp(5), [0xff; 10]) < DecisionId::new(Timestamp(6), [0; 10]));
+    }
+
+    #[test]
+    fn text_that_is_not_a_decision_id_does_not_parse() {
+        let good = id_at(1_700_000_000_000, 7);
+        for junk in [
+            String::new(),
+            "d".into(),
+            "d1".into(),
+            good.to_uppercase(),
+            good.replacen('d', "e", 1),
+            format!("{good}0"),
+            good[..32].to_owned(),
+            format!("d{}", "g".repeat(32)),
+            format!("d{}é", "0".repeat(30)),
+            "x".repeat(10_000),
+        ] {
+            assert_eq!(DecisionId::parse(&junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn batches_round_trip_records_and_refuse_foreign_ids() {
+        let rs = vec![record(&id_at(100, 1), "c1"), record(&id_at(90, 2), "")];
+        let b = batch(&rs);
+        assert_eq!(b.len(), 2);
+        let back: Vec<AuditRecord> = b.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, rs);
+        let mut b = RecordBatch::new();
+        let mut foreign = record(&id_at(1, 1), "c");
+        foreign.decision_id = "d1".into();
+        assert!(matches!(b.push(&foreign.parts()), Err(AuditError::Encode { .. })));
+        assert!(b.is_empty());
+        let mut a = batch(&rs[..1]);
+        a.append(batch(&rs[1..]));
+        assert_eq!(a.records().collect::<Result<Vec<_>, _>>().unwrap(), rs);
+    }
+
+    #[test]
+    fn the_detail_level_is_kept() {
+        for detail in [Explain::Full, Explain::Reasons, Explain::Verdict] {
+            let mut r = record(&id_at(5, 5), "c");
+            r.detail = detail;
+            let back = RecordBatch::of(&r).unwrap().records().next().unwrap().unwrap();
+            assert_eq!(back.detail, detail);
+        }
+    }
+
+    #[test]
+    fn damaged_groups_are_errors_never_other_records() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = SledAudit::with_db(db).unwrap();
+        let rs: Vec<AuditRecord> = (0..3).map(|i| record(&id_at(100, i), "c1")).collect();
+        store.write(&[batch(&rs)]).unwrap();
+        let (k, v) = store.groups.iter().next().unwrap().unwrap();
+        assert_eq!(group_entries(&k, &v).unwrap().0, 3);
+        // Every flipped byte is an error (crc), and so is every truncation.
+        for i in 0..v.len() {
+            let mut bad = v.to_vec();
+            bad[i] ^= 0x10;
+            assert!(
+                find_in_group(&k, &bad, &DecisionId::parse(&rs[1].decision_id).unwrap()).is_err(),
+                "byte {i}"
+            );
+        }
+        for n in 0..v.len() {
+            assert!(group_entries(&k, &v[..n]).is_err(), "{n} bytes");
+        }
+        // With the crc fixed up, bytes that do not split or decode are still errors.
+        let mut cut = v.to_vec();
+        cut.truncate(v.len() - 3);
+        let crc = crc32fast::hash(&cut[GROUP_HEADER..]);
+        cut[1..GROUP_HEADER].copy_from_slice(&crc.to_be_bytes());
+        let last = DecisionId::parse(&rs[2].decision_id).unwrap();
+        assert!(find_in_group(&k, &cut, &last).is_err());
+        store.groups.insert(&k, cut).unwrap();
+        assert!(store.get(&rs[2].decision_id).is_err());
     }
 
     #[test]
     fn cursor_tokens_round_trip_and_junk_is_refused() {
         let c = Cursor {
-            answered_at: Timestamp(1_700_000_000_000),
-            decision_id: "d00ff".into(),
+            last: DecisionId::new(Timestamp(1_700_000_000_000), [3; 10]),
         };
         assert_eq!(Cursor::from_token(&c.to_token()), Some(c));
         for junk in ["", "zz", "0", &"a".repeat(10_000), "00000000000000000"] {
@@ -516,15 +1079,29 @@ mod tests {
     }
 
     fn exercise(store: &dyn AuditStore) {
+        // c1 decided at 100..110, three of them in the same millisecond (one group).
         let mut rs = Vec::new();
-        for i in 0..10 {
-            rs.push(record(&format!("d{i}"), "c1", 100 + i));
+        for i in 0..10u8 {
+            rs.push(record(&id_at(100 + i64::from(i), i), "c1"));
         }
-        rs.push(record("x", "c10", 105));
-        rs.push(record("y", "c", 105));
-        store.write(&rs).unwrap();
-        assert_eq!(store.get("d3").unwrap().unwrap(), rs[3]);
+        rs.push(record(&id_at(105, 200), "c1"));
+        rs.push(record(&id_at(105, 201), "c1"));
+        rs.push(record(&id_at(105, 100), "c10"));
+        rs.push(record(&id_at(105, 101), "c"));
+        // In two writes, out of order: the second's group of 105 is another group.
+        store.write(&[batch(&rs[..11]), batch(&rs[12..])]).unwrap();
+        store.write(&[batch(&rs[11..12])]).unwrap();
+        for r in &rs {
+            assert_eq!(store.get(&r.decision_id).unwrap().as_ref(), Some(r));
+        }
+        assert_eq!(
+            store.get(&id_at(105, 7)).unwrap(),
+            None,
+            "same millisecond, not stored"
+        );
         assert_eq!(store.get("nope").unwrap(), None);
+        assert_eq!(store.get(&"d".repeat(200)).unwrap(), None);
+        assert_eq!(store.count().unwrap(), 14);
         let q = |from, to, limit, after| ListQuery {
             customer_id: "c1".into(),
             from: Timestamp(from),
@@ -532,30 +1109,58 @@ mod tests {
             limit,
             after,
         };
+        let ids = |rs: &[AuditRecord]| rs.iter().map(|r| r.decision_id.clone()).collect::<Vec<_>>();
         let all = store.list(&q(0, 1000, 100, None)).unwrap();
-        let ids: Vec<_> = all.iter().map(|r| r.decision_id.as_str()).collect();
-        assert_eq!(ids, ["d9", "d8", "d7", "d6", "d5", "d4", "d3", "d2", "d1", "d0"]);
+        let mut want: Vec<AuditRecord> = rs
+            .iter()
+            .filter(|r| r.proposal.customer_id == "c1")
+            .cloned()
+            .collect();
+        want.sort_by(|a, b| b.decision_id.cmp(&a.decision_id));
+        assert_eq!(all, want, "newest first");
+        assert_eq!(store.list(&q(i64::MIN, i64::MAX, 100, None)).unwrap(), want);
         let page = store.list(&q(102, 108, 2, None)).unwrap();
-        assert_eq!(
-            page.iter().map(|r| r.decision_id.as_str()).collect::<Vec<_>>(),
-            ["d7", "d6"]
-        );
+        assert_eq!(ids(&page), [id_at(107, 7), id_at(106, 6)]);
         let cursor = Cursor {
-            answered_at: page[1].answered_at,
-            decision_id: page[1].decision_id.clone(),
+            last: DecisionId::parse(&page[1].decision_id).unwrap(),
         };
         let next = store.list(&q(102, 108, 10, Some(cursor))).unwrap();
         assert_eq!(
-            next.iter().map(|r| r.decision_id.as_str()).collect::<Vec<_>>(),
-            ["d5", "d4", "d3", "d2"]
+            ids(&next),
+            [
+                id_at(105, 201),
+                id_at(105, 200),
+                id_at(105, 5),
+                id_at(104, 4),
+                id_at(103, 3),
+                id_at(102, 2)
+            ]
         );
         assert!(store.list(&q(500, 100, 10, None)).unwrap().is_empty());
+        assert!(store.list(&q(-50, 0, 10, None)).unwrap().is_empty());
+        // Prune: whole groups (105's are two groups, of 4 and 1, with other customers').
+        assert_eq!(store.prune(Timestamp(0), 100).unwrap(), 0);
         assert_eq!(store.prune(Timestamp(105), 3).unwrap(), 3);
         assert_eq!(store.prune(Timestamp(105), 100).unwrap(), 2);
-        assert_eq!(store.get("d4").unwrap(), None);
-        assert!(store.get("d5").unwrap().is_some());
-        assert_eq!(store.list(&q(0, 1000, 100, None)).unwrap().len(), 5);
-        assert_eq!(store.count().unwrap(), 7);
+        assert_eq!(store.get(&rs[4].decision_id).unwrap(), None);
+        assert!(store.get(&rs[5].decision_id).unwrap().is_some());
+        assert_eq!(store.list(&q(0, 1000, 100, None)).unwrap().len(), 7);
+        assert_eq!(store.count().unwrap(), 9);
+        assert!(store.prune(Timestamp(106), 1).unwrap() >= 1);
+        assert_eq!(
+            store.get(&rs[12].decision_id).unwrap(),
+            None,
+            "pruned with its millisecond"
+        );
+        assert!(store.get(&rs[6].decision_id).unwrap().is_some());
+        let left = store.count().unwrap();
+        assert!(
+            left == 4 || left == 5,
+            "{left}: 106..110, and perhaps the other group of 105"
+        );
+        assert_eq!(store.prune(Timestamp(i64::MAX), 1000).unwrap(), left);
+        assert_eq!(store.count().unwrap(), 0);
+        assert!(store.list(&q(0, 1000, 100, None)).unwrap().is_empty());
     }
 
     #[test]
@@ -567,5 +1172,72 @@ mod tests {
     fn sled_store_indexes_and_prunes() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         exercise(&SledAudit::with_db(db).unwrap());
+    }
+
+    #[test]
+    fn full_groups_split_and_every_record_is_found() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = SledAudit::with_db(db).unwrap();
+        let rs: Vec<AuditRecord> = (0..150u32)
+            .map(|i| {
+                let id = DecisionId::new(Timestamp(50 + i64::from(i / 140)), {
+                    let mut r = [0u8; 10];
+                    r[..4].copy_from_slice(&i.to_be_bytes());
+                    r
+                });
+                record(&id.to_id_string(), &format!("c{}", i % 3))
+            })
+            .collect();
+        store.write(&[batch(&rs)]).unwrap();
+        // 140 in millisecond 50: groups of 64, 64 and 12; 10 in millisecond 51.
+        assert_eq!(store.groups.len(), 4);
+        for r in &rs {
+            assert_eq!(store.get(&r.decision_id).unwrap().as_ref(), Some(r));
+        }
+        assert_eq!(store.count().unwrap(), 150);
+        let q = ListQuery {
+            customer_id: "c1".into(),
+            from: Timestamp(0),
+            to: Timestamp(100),
+            limit: 1000,
+            after: None,
+        };
+        assert_eq!(store.list(&q).unwrap().len(), 50);
+        // A prune that asks for 10 removes the first whole group.
+        assert_eq!(store.prune(Timestamp(51), 10).unwrap(), 64);
+        // c1 is every third from 1: 21 of them were in the first 64.
+        assert_eq!(store.list(&q).unwrap().len(), 50 - 21);
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_format_1_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record(&id_at(1_700_000_000_000, 9), "c1");
+        {
+            let store = SledAudit::open(dir.path().join("a")).unwrap();
+            store.write(&[RecordBatch::of(&r).unwrap()]).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledAudit::open(dir.path().join("a")).unwrap();
+        assert_eq!(store.get(&r.decision_id).unwrap(), Some(r));
+        drop(store);
+
+        let old = sled::Config::new().path(dir.path().join("old")).open().unwrap();
+        old.open_tree("audit").unwrap().insert(b"k", b"v").unwrap();
+        let e = SledAudit::with_db(old.clone()).unwrap_err();
+        assert!(matches!(e, AuditError::OldFormat { found: 1 }), "{e}");
+        assert!(e.to_string().contains("move the audit directory away"), "{e}");
+        // Format 1 trees with nothing in them are simply dropped.
+        let empty = sled::Config::new().temporary(true).open().unwrap();
+        empty.open_tree("audit_ids").unwrap();
+        SledAudit::with_db(empty.clone()).unwrap();
+        assert!(!empty.tree_names().iter().any(|n| n.as_ref() == b"audit_ids"));
+        // A format marker from another version is refused.
+        let other = sled::Config::new().temporary(true).open().unwrap();
+        other.insert(FORMAT_KEY, &[9]).unwrap();
+        assert!(matches!(
+            SledAudit::with_db(other),
+            Err(AuditError::OldFormat { found: 9 })
+        ));
     }
 }

@@ -19,7 +19,8 @@ pub mod snapshot;
 mod storage;
 
 pub use audit::{
-    AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, ListQuery, MemoryAudit, SledAudit,
+    AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, DecisionId, ListQuery, MemoryAudit,
+    RecordBatch, RecordParts, SledAudit,
 };
 pub use error::LogError;
 pub use log::{DurableHook, GroupCommit, Log, LogHandle, LogStats, PendingAppend};

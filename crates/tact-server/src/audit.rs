@@ -15,6 +15,9 @@
 //!
 //! The queue is counted in records (a semaphore of `capacity` permits): a batch takes
 //! one permit per decision, so a burst of large batches cannot grow memory without bound.
+//! Room is taken before a record is made: a record that will be dropped costs nothing
+//! to make. Records are encoded on the answering thread straight from the answer
+//! (borrowed, no copy: [`RecordBatch`]), so the writer only stores bytes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,8 +26,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tact_core::{Proposal, Span, Timestamp};
-use tact_log::audit::{AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, ListQuery};
+use tact_core::{Explain, Proposal, Span, Timestamp};
+use tact_log::audit::{
+    AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, ListQuery, RecordBatch, RecordParts,
+};
 use tact_proto::convert::{self, timestamp_to_pb};
 use tact_proto::pb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -96,6 +101,8 @@ const MAX_GROUP: usize = 8_192;
 /// A group smaller than this, with nobody waiting for it, waits [`LINGER`] for more.
 const LINGER_BELOW: usize = 1_024;
 const LINGER: Duration = Duration::from_millis(10);
+/// The most of one core the writer uses (see [`write_loop`]).
+const WRITER_SHARE: f64 = 0.15;
 /// Records removed per prune step (each step is one short blocking task).
 const PRUNE_STEP: usize = 10_000;
 
@@ -129,8 +136,8 @@ impl Default for AuditOptions {
 type Ack = oneshot::Sender<Result<(), Arc<AuditError>>>;
 
 enum Job {
-    Records(Vec<AuditRecord>, OwnedSemaphorePermit),
-    Durable(Box<AuditRecord>, OwnedSemaphorePermit, Ack),
+    Records(RecordBatch, OwnedSemaphorePermit),
+    Durable(RecordBatch, OwnedSemaphorePermit, Ack),
     Sync(oneshot::Sender<()>),
     /// Write what came before, flush, and end the writer (releasing the store).
     Close(oneshot::Sender<()>),
@@ -139,6 +146,8 @@ enum Job {
 /// Why an `Authorize` record could not be kept.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditWriteError {
+    #[error("the audit record could not be made: {0}")]
+    Record(AuditError),
     #[error("the audit trail is unavailable: {0}")]
     Store(Arc<AuditError>),
     #[error("the audit trail did not keep the record within {} ms", .0.as_millis())]
@@ -233,64 +242,38 @@ impl Auditor {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// A record of a decision as answered.
-    pub fn record(
-        &self,
-        method: AuditMethod,
-        proposal: Proposal,
-        decided: Decided,
-        at_requested: bool,
-        client: Option<String>,
-    ) -> AuditRecord {
-        let Decided {
-            decision,
-            decision_id,
-            at,
-            log_position,
-            policy_version,
-        } = decided;
-        AuditRecord {
-            decision_id,
-            answered_at: self.clock.now(),
-            at,
-            at_requested,
+    /// A recorder for up to `expected` records of `method`: it takes room in the queue
+    /// for all of them at once, now (none if there is not room for all; at most the
+    /// whole queue). Records beyond its room are dropped and counted, unmade.
+    pub fn recorder(&self, method: AuditMethod, expected: usize) -> Recorder<'_> {
+        let room = expected.min(self.capacity);
+        let permit = u32::try_from(room)
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(|n| Arc::clone(&self.permits).try_acquire_many_owned(n).ok());
+        Recorder {
+            auditor: self,
             method,
-            proposal,
-            client,
-            decision,
-            policy_version: policy_version.to_string(),
-            log_position,
+            room: if permit.is_some() { room } else { 0 },
+            permit,
+            batch: RecordBatch::with_capacity(if room > 0 { room } else { 0 }),
+            dropped: 0,
         }
     }
 
-    /// Queues records without waiting: dropped (and counted) when the queue is full.
-    pub fn submit(&self, records: Vec<AuditRecord>) {
-        if records.is_empty() {
-            return;
-        }
-        if records.len() > self.capacity {
-            // More than the whole queue holds (a `max_batch` above the capacity): in parts.
-            let mut records = records;
-            while !records.is_empty() {
-                let rest = records.split_off(records.len().min(self.capacity));
-                self.submit(records);
-                records = rest;
-            }
-            return;
-        }
-        let n = records.len();
-        let permit = u32::try_from(n)
-            .ok()
-            .filter(|_| n <= self.capacity)
-            .and_then(|n| Arc::clone(&self.permits).try_acquire_many_owned(n).ok());
-        match permit {
-            Some(permit) => {
-                if self.tx.send(Job::Records(records, permit)).is_err() {
-                    self.drop_records(n as u64);
-                }
-            }
-            None => self.drop_records(n as u64),
-        }
+    /// The record of one decision as answered, encoded (for [`submit_durable`](Auditor::submit_durable)).
+    pub fn encode_one(
+        &self,
+        method: AuditMethod,
+        proposal: &Proposal,
+        decided: &Decided,
+        at_requested: bool,
+        client: Option<&str>,
+        detail: Explain,
+    ) -> Result<RecordBatch, AuditError> {
+        let mut batch = RecordBatch::with_capacity(1);
+        batch.push(&parts(method, proposal, decided, at_requested, client, detail))?;
+        Ok(batch)
     }
 
     fn drop_records(&self, n: u64) {
@@ -312,16 +295,17 @@ impl Auditor {
         }
     }
 
-    /// Writes one record with backpressure and waits until it is durable (Authorize).
-    pub async fn submit_durable(&self, record: AuditRecord) -> Result<(), AuditWriteError> {
+    /// Writes records with backpressure and waits until they are durable (Authorize).
+    pub async fn submit_durable(&self, batch: RecordBatch) -> Result<(), AuditWriteError> {
+        let n = u32::try_from(batch.len().clamp(1, self.capacity)).unwrap_or(1);
         let keep = async {
             let permit = Arc::clone(&self.permits)
-                .acquire_many_owned(1)
+                .acquire_many_owned(n)
                 .await
                 .map_err(|_| AuditWriteError::Closed)?;
             let (ack, done) = oneshot::channel();
             self.tx
-                .send(Job::Durable(Box::new(record), permit, ack))
+                .send(Job::Durable(batch, permit, ack))
                 .map_err(|_| AuditWriteError::Closed)?;
             match done.await {
                 Ok(Ok(())) => Ok(()),
@@ -396,93 +380,215 @@ impl Auditor {
     }
 }
 
+/// A record's parts, borrowed from a decision as answered.
+fn parts<'a>(
+    method: AuditMethod,
+    proposal: &'a Proposal,
+    decided: &'a Decided,
+    at_requested: bool,
+    client: Option<&'a str>,
+    detail: Explain,
+) -> RecordParts<'a> {
+    RecordParts {
+        decision_id: &decided.decision_id,
+        at: decided.at,
+        at_requested,
+        method,
+        detail,
+        proposal,
+        client,
+        decision: &decided.decision,
+        policy_version: &decided.policy_version,
+        log_position: decided.log_position,
+    }
+}
+
+/// Records of one call's decisions (see [`Auditor::recorder`]), handed to the writer by
+/// [`submit`](Recorder::submit), without waiting.
+#[derive(Debug)]
+pub struct Recorder<'a> {
+    auditor: &'a Auditor,
+    method: AuditMethod,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Records that can still be added (room taken and not used yet).
+    room: usize,
+    batch: RecordBatch,
+    dropped: u64,
+}
+
+impl Recorder<'_> {
+    /// The record of a decision as answered (before the answer is moved out of it), at
+    /// the level of detail it was answered at; dropped (counted) without room.
+    pub fn add(
+        &mut self,
+        proposal: &Proposal,
+        decided: &Decided,
+        at_requested: bool,
+        client: Option<&str>,
+        detail: Explain,
+    ) {
+        if self.room == 0 {
+            self.dropped += 1;
+            return;
+        }
+        self.room -= 1;
+        if let Err(e) = self.batch.push(&parts(
+            self.method,
+            proposal,
+            decided,
+            at_requested,
+            client,
+            detail,
+        )) {
+            // Not a decision tact made (its id) or not encodable: a bug, said once per record.
+            tracing::error!(error = %e, "audit record not made");
+            self.dropped += 1;
+        }
+    }
+
+    /// Queues the records (the room not used is given back with them when written).
+    pub fn submit(self) {
+        let Recorder {
+            auditor,
+            permit,
+            batch,
+            dropped,
+            ..
+        } = self;
+        if dropped > 0 {
+            auditor.drop_records(dropped);
+        }
+        let Some(permit) = permit else { return };
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        if auditor.tx.send(Job::Records(batch, permit)).is_err() {
+            auditor.drop_records(n);
+        }
+    }
+}
+
+/// Jobs taken by the writer and not written yet.
+#[derive(Default)]
+struct Taken {
+    batches: Vec<RecordBatch>,
+    records: usize,
+    permits: Vec<OwnedSemaphorePermit>,
+    acks: Vec<Ack>,
+    syncs: Vec<oneshot::Sender<()>>,
+    close: Option<oneshot::Sender<()>>,
+}
+
+impl Taken {
+    /// Takes a job; true when it must be written without waiting (someone waits for
+    /// it: an `Authorize` record, a sync, a close).
+    fn take(&mut self, job: Job) -> bool {
+        match job {
+            Job::Records(b, permit) => {
+                self.records += b.len();
+                self.batches.push(b);
+                self.permits.push(permit);
+                false
+            }
+            Job::Durable(b, permit, ack) => {
+                self.records += b.len();
+                self.batches.push(b);
+                self.permits.push(permit);
+                self.acks.push(ack);
+                true
+            }
+            Job::Sync(done) => {
+                self.syncs.push(done);
+                true
+            }
+            Job::Close(done) => {
+                self.close = Some(done);
+                true
+            }
+        }
+    }
+
+    /// Someone waits for this group (so it is flushed, and written without lingering).
+    fn awaited(&self) -> bool {
+        !self.acks.is_empty() || !self.syncs.is_empty() || self.close.is_some()
+    }
+
+    /// Takes what is already queued, up to [`MAX_GROUP`] records or a sync or close.
+    fn take_queued(&mut self, rx: &mut mpsc::UnboundedReceiver<Job>) {
+        while self.records < MAX_GROUP && self.syncs.is_empty() && self.close.is_none() {
+            match rx.try_recv() {
+                Ok(job) => {
+                    self.take(job);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// The writer: takes every job already queued (up to [`MAX_GROUP`] records), writes
 /// them with one store call on the blocking pool, flushes if an `Authorize` record is
 /// among them, answers those, then hands the group to the sink. A `Sync` (from
 /// [`Auditor::sync`]) flushes and answers once everything before it is written; the
 /// loop ends when the auditor is dropped.
+///
+/// The writer uses at most [`WRITER_SHARE`] of one core: after a write that took `t`,
+/// it rests `t * (1 / WRITER_SHARE - 1)` before the next (taking jobs meanwhile, and
+/// cutting the rest short for one somebody waits for). When deciding needs the CPU and
+/// records come faster than that share writes them, the queue fills and `Decide`
+/// records are dropped (counted): the audit never takes more than its share from
+/// answering.
 async fn write_loop(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::UnboundedReceiver<Job>,
     sink: Option<Arc<dyn AuditSink>>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch: Vec<AuditRecord> = Vec::new();
-        let mut permits = Vec::new();
-        let mut acks: Vec<Ack> = Vec::new();
-        let mut syncs = Vec::new();
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Records(mut records, permit) => {
-                    batch.append(&mut records);
-                    permits.push(permit);
+    let mut taken = Taken::default();
+    loop {
+        if taken.records == 0 && !taken.awaited() {
+            match rx.recv().await {
+                Some(job) => {
+                    taken.take(job);
                 }
-                Job::Durable(record, permit, ack) => {
-                    batch.push(*record);
-                    permits.push(permit);
-                    acks.push(ack);
-                }
-                Job::Sync(done) => {
-                    syncs.push(done);
-                    break;
-                }
-                Job::Close(done) => {
-                    close = Some(done);
-                    break;
-                }
-            }
-            if batch.len() < MAX_GROUP {
-                next = rx.try_recv().ok();
+                None => break,
             }
         }
-        let flush = !acks.is_empty() || !syncs.is_empty() || close.is_some();
+        taken.take_queued(&mut rx);
         // A small group with nobody waiting for it lingers a little, so that records of
         // single calls are written many at a time (one blocking task and one sled batch
         // per group, not per call).
-        if !flush && batch.len() < LINGER_BELOW {
+        if !taken.awaited() && taken.records < LINGER_BELOW {
             tokio::time::sleep(LINGER).await;
-            while batch.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(Job::Records(mut records, permit)) => {
-                        batch.append(&mut records);
-                        permits.push(permit);
-                    }
-                    Ok(Job::Durable(record, permit, ack)) => {
-                        batch.push(*record);
-                        permits.push(permit);
-                        acks.push(ack);
-                    }
-                    Ok(Job::Sync(done)) => {
-                        syncs.push(done);
-                        break;
-                    }
-                    Ok(Job::Close(done)) => {
-                        close = Some(done);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
+            taken.take_queued(&mut rx);
         }
+        let Taken {
+            batches,
+            records,
+            permits,
+            acks,
+            syncs,
+            close,
+        } = std::mem::take(&mut taken);
         let flush = !acks.is_empty() || !syncs.is_empty() || close.is_some();
+        let started = Instant::now();
         let written = {
             let store = Arc::clone(&store);
             tokio::task::spawn_blocking(move || {
-                let r = if batch.is_empty() {
+                let r = if batches.is_empty() {
                     Ok(())
                 } else {
-                    store.write(&batch)
+                    store.write(&batches)
                 };
                 let r = r.and_then(|()| if flush { store.flush() } else { Ok(()) });
-                (batch, r)
+                (batches, r)
             })
             .await
         };
+        let busy = started.elapsed();
         drop(permits);
-        let (batch, result) = match written {
-            Ok((batch, r)) => (batch, r.map_err(Arc::new)),
+        let (batches, result) = match written {
+            Ok((batches, r)) => (batches, r.map_err(Arc::new)),
             Err(e) => (
                 Vec::new(),
                 Err(Arc::new(AuditError::Corrupt {
@@ -493,11 +599,11 @@ async fn write_loop(
         };
         match &result {
             Ok(()) => {
-                metrics::counter!("tact_audit_written_total").increment(batch.len() as u64);
+                metrics::counter!("tact_audit_written_total").increment(records as u64);
             }
             Err(e) => {
                 metrics::counter!("tact_audit_write_errors_total").increment(1);
-                tracing::error!(error = %e, records = batch.len(), "audit records not written");
+                tracing::error!(error = %e, records, "audit records not written");
             }
         }
         for ack in acks {
@@ -507,14 +613,34 @@ async fn write_loop(
             let _ = done.send(());
         }
         if let (Some(sink), Ok(())) = (&sink, &result)
-            && !batch.is_empty()
+            && records > 0
         {
-            sink.publish(&batch);
+            publish(sink.as_ref(), &batches);
         }
+        drop(batches);
         if let Some(done) = close {
             drop(store);
             let _ = done.send(());
             return;
+        }
+        // Rest, to stay within the writer's share of a core (flushes are waiting on the
+        // disk, not the CPU, and count too: a bound, not a measure).
+        let rest = busy.mul_f64(1.0 / WRITER_SHARE - 1.0);
+        if records > 0 && rest > Duration::ZERO {
+            let until = tokio::time::Instant::now() + rest;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    job = rx.recv() => match job {
+                        Some(job) => {
+                            if taken.take(job) {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
         }
     }
     if let Err(e) = store.flush() {
@@ -522,16 +648,30 @@ async fn write_loop(
     }
 }
 
+/// Hands written records to the sink, decoded.
+fn publish(sink: &dyn AuditSink, batches: &[RecordBatch]) {
+    let mut records = Vec::with_capacity(batches.iter().map(RecordBatch::len).sum());
+    for r in batches.iter().flat_map(RecordBatch::records) {
+        match r {
+            Ok(r) => records.push(r),
+            Err(e) => tracing::error!(error = %e, "audit record not published"),
+        }
+    }
+    sink.publish(&records);
+}
+
 /// A record as `GetDecision` and `ListDecisions` answer it: the decision rendered
-/// exactly as it was answered (the same `decision_to_pb`, from the same facts).
+/// exactly as it was answered (the same `decision_to_pb_explained`, from the same facts,
+/// at the level of detail it was answered at).
 pub fn record_to_pb(r: &AuditRecord) -> pb::AuditedDecision {
     pb::AuditedDecision {
-        decision: Some(convert::decision_to_pb(
+        decision: Some(convert::decision_to_pb_explained(
             &r.decision,
-            &r.decision_id,
+            r.decision_id.clone(),
             &r.policy_version,
             r.log_position,
-            &r.proposal.customer_id,
+            r.proposal.customer_id.clone(),
+            r.detail,
         )),
         answered_at: Some(timestamp_to_pb(r.answered_at)),
         proposal: Some(pb::DecideRequest {
@@ -541,7 +681,7 @@ pub fn record_to_pb(r: &AuditRecord) -> pb::AuditedDecision {
             campaign_id: r.proposal.campaign_id.clone(),
             requested_by: r.proposal.requested_by.clone(),
             at: r.at_requested.then(|| timestamp_to_pb(r.at)),
-            ..Default::default()
+            detail: detail_to_wire(r.detail),
         }),
         client: r.client.clone().unwrap_or_default(),
         method: r.method.as_str().to_owned(),
@@ -549,6 +689,14 @@ pub fn record_to_pb(r: &AuditRecord) -> pb::AuditedDecision {
         policy_version: r.policy_version.clone(),
         log_position: r.log_position,
     }
+}
+
+fn detail_to_wire(e: Explain) -> i32 {
+    (match e {
+        Explain::Full => pb::Detail::Full,
+        Explain::Reasons => pb::Detail::Rules,
+        Explain::Verdict => pb::Detail::Verdict,
+    }) as i32
 }
 
 /// Checks a `ListDecisions` request: the query, or INVALID_ARGUMENT naming the field.

@@ -21,7 +21,9 @@ use tact_core::{
     Retention, Span, Timestamp, Verdict, decide_explained,
 };
 use tact_log::policies::{PolicyRecord, content_hash, policy_event, policy_history, policy_record};
-use tact_log::{Appended, GroupCommit, Log, LogError, Projection, ReplayStats, Storage, save_snapshot};
+use tact_log::{
+    Appended, DecisionId, GroupCommit, Log, LogError, Projection, ReplayStats, Storage, save_snapshot,
+};
 
 use crate::clock::Clock;
 use crate::error::ServerError;
@@ -207,19 +209,13 @@ pub struct Decided {
     pub policy_version: Arc<str>,
 }
 
-/// Decision ids: `d` and 128 random bits in hex, from the thread's cryptographically
-/// secure generator. `Authorize` records its event under `tact-<decision id>`, so an id
-/// a caller could guess is an id a caller could claim first.
-fn decision_id() -> String {
-    // As `format!("d{:032x}", ..)`, without the formatting machinery (one per decision).
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>();
-    let mut id = String::with_capacity(33);
-    id.push('d');
-    for i in (0..32).rev() {
-        id.push(HEX[(bits >> (i * 4)) as usize & 15] as char);
-    }
-    id
+/// Decision ids: `d` and 32 hex digits, the millisecond `now` (12 digits, so the audit
+/// finds a record from its id) and 80 random bits from the thread's cryptographically
+/// secure generator (see [`DecisionId`]). `Authorize` records its event under
+/// `tact-<decision id>`, so an id a caller could guess is an id a caller could claim
+/// first: 80 bits in each millisecond are not guessable.
+fn decision_id(now: Timestamp) -> String {
+    DecisionId::new(now, rand::random()).to_id_string()
 }
 
 #[derive(Clone, Debug)]
@@ -460,7 +456,8 @@ impl Engine {
 
     /// The DENY a batch gives for a customer this instance cannot answer for.
     fn refusal(&self, refused: &Refused, at: Option<Timestamp>, policy_version: &Arc<str>) -> Decided {
-        let at = at.unwrap_or_else(|| self.clock.now());
+        let now = self.clock.now();
+        let at = at.unwrap_or(now);
         let (rule_id, detail) = match refused {
             Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
             Refused::NotReady { .. } => ("not-ready", Detail::NotReady),
@@ -476,7 +473,7 @@ impl Engine {
                 }],
                 alternatives: Vec::new(),
             },
-            decision_id: decision_id(),
+            decision_id: decision_id(now),
             at,
             log_position: self.position(),
             policy_version: Arc::clone(policy_version),
@@ -540,7 +537,7 @@ impl Engine {
         let decision = decide_explained(state, policy, proposal, at, lag, explain);
         Decided {
             decision,
-            decision_id: decision_id(),
+            decision_id: decision_id(now),
             at,
             log_position,
             policy_version: Arc::clone(policy.version()),
@@ -992,12 +989,16 @@ impl Engine {
 mod decision_id_tests {
     #[test]
     fn decision_ids_are_d_and_32_lowercase_hex_digits() {
-        let ids: Vec<String> = (0..100).map(|_| super::decision_id()).collect();
+        let now = tact_core::Timestamp(1_700_000_000_123);
+        let ids: Vec<String> = (0..100).map(|_| super::decision_id(now)).collect();
         for id in &ids {
             assert_eq!(id.len(), 33, "{id}");
             assert!(id.starts_with('d'), "{id}");
             let bits = u128::from_str_radix(&id[1..], 16).unwrap();
             assert_eq!(*id, format!("d{bits:032x}"));
+            // The first 12 digits are the millisecond it was made.
+            assert_eq!(i64::from_str_radix(&id[1..13], 16).unwrap(), now.0, "{id}");
+            assert_eq!(tact_log::DecisionId::parse(id).unwrap().made_at(), now);
         }
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());

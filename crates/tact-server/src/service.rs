@@ -13,7 +13,7 @@ use tact_proto::pb;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::audit::{Auditor, client_of, list_query, record_to_pb};
+use crate::audit::{AuditWriteError, Auditor, client_of, list_query, record_to_pb};
 use crate::engine::{CHUNK, Decided, Engine, Refused, WriteError};
 use crate::feed::Access;
 
@@ -221,17 +221,16 @@ impl Items {
                 .map(|(d, ((p, _), e))| service.to_pb(d, p.customer_id, e))
                 .collect(),
             Some(auditor) => {
-                let mut records = Vec::with_capacity(decided.len());
+                let mut recorder = auditor.recorder(method, decided.len());
                 let answers = decided
                     .into_iter()
                     .zip(self.proposals.drain(..).zip(self.explain.drain(..)))
                     .map(|(d, ((p, at), e))| {
-                        let answer = service.to_pb(d.clone(), p.customer_id.clone(), e);
-                        records.push(auditor.record(method, p, d, at.is_some(), client.map(str::to_owned)));
-                        answer
+                        recorder.add(&p, &d, at.is_some(), client, e);
+                        service.to_pb(d, p.customer_id, e)
                     })
                     .collect();
-                auditor.submit(records);
+                recorder.submit();
                 answers
             }
         };
@@ -301,16 +300,16 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let Some(auditor) = self.auditing(AuditMethod::Decide) else {
             return Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)));
         };
-        let answer = self.to_pb(decided.clone(), proposal.customer_id.clone(), explain);
-        let record = auditor.record(
-            AuditMethod::Decide,
-            proposal,
-            decided,
+        let mut recorder = auditor.recorder(AuditMethod::Decide, 1);
+        recorder.add(
+            &proposal,
+            &decided,
             at.is_some(),
-            client_of(&request),
+            client_of(&request).as_deref(),
+            explain,
         );
-        auditor.submit(vec![record]);
-        Ok(Response::new(answer))
+        recorder.submit();
+        Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)))
     }
 
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
@@ -328,16 +327,20 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         let Some(auditor) = self.auditing(AuditMethod::Authorize) else {
             return Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)));
         };
-        let answer = self.to_pb(decided.clone(), proposal.customer_id.clone(), explain);
         // Never lost: written and flushed before the answer (see crate::audit).
-        let record = auditor.record(
+        let kept = match auditor.encode_one(
             AuditMethod::Authorize,
-            proposal,
-            decided,
+            &proposal,
+            &decided,
             false,
-            client_of(&request),
-        );
-        if let Err(e) = auditor.submit_durable(record).await {
+            client_of(&request).as_deref(),
+            explain,
+        ) {
+            Ok(record) => auditor.submit_durable(record).await,
+            Err(e) => Err(AuditWriteError::Record(e)),
+        };
+        let answer = self.to_pb(decided, proposal.customer_id, explain);
+        if let Err(e) = kept {
             tracing::error!(error = %e, decision_id = %answer.decision_id, "authorize answer withheld: audit record not kept");
             return Err(Status::unavailable(format!(
                 "{e}; do not act on this authorization (decision {})",
@@ -658,11 +661,9 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             Status::unavailable(format!("audit store: {e}"))
         })?;
         let next_page_token = match records.last() {
-            Some(last) if records.len() == limit => tact_log::audit::Cursor {
-                answered_at: last.answered_at,
-                decision_id: last.decision_id.clone(),
-            }
-            .to_token(),
+            Some(last) if records.len() == limit => tact_log::audit::DecisionId::parse(&last.decision_id)
+                .map(|last| tact_log::audit::Cursor { last }.to_token())
+                .unwrap_or_default(),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListDecisionsResponse {
