@@ -146,12 +146,17 @@ type Changes = std::collections::BTreeMap<(Timestamp, u64), Event>;
 #[derive(Debug)]
 pub struct ConsentHistoryBuilder {
     at: Timestamp,
-    /// Per channel and purpose (`channel * 8 + purpose`): the record in force (the
+    /// Per channel and purpose ([`slot_of`]): the record in force (the
     /// greatest by the state's order, then log position) and the greatest grant.
     records: Vec<Option<Slot>>,
     /// Per kind, the newest changes (by instant, then log position), at most
     /// [`HISTORY_PER_KIND`], and how many changes there were.
     newest: std::collections::HashMap<(u8, u8, u8), (Changes, usize)>,
+}
+
+/// The index of a channel and purpose among all pairs.
+fn slot_of(channel: Channel, purpose: Purpose) -> usize {
+    channel as usize * Purpose::ALL.len() + purpose as usize
 }
 
 #[derive(Debug)]
@@ -164,7 +169,9 @@ impl ConsentHistoryBuilder {
     pub fn new(at: Timestamp) -> Self {
         ConsentHistoryBuilder {
             at,
-            records: (0..64).map(|_| None).collect(),
+            records: (0..Channel::ALL.len() * Purpose::ALL.len())
+                .map(|_| None)
+                .collect(),
             newest: std::collections::HashMap::new(),
         }
     }
@@ -189,7 +196,7 @@ impl ConsentHistoryBuilder {
         } = &e.kind
         {
             let order = (consent_key(&e), seq);
-            let slot = &mut self.records[*channel as usize * 8 + *purpose as usize];
+            let slot = &mut self.records[slot_of(*channel, *purpose)];
             if *granted
                 && slot
                     .as_ref()
@@ -230,7 +237,7 @@ impl ConsentHistoryBuilder {
         let mut named: Vec<(u64, Event)> = Vec::new();
         for &channel in Channel::ALL {
             for &purpose in Purpose::ALL {
-                let Some(slot) = &self.records[channel as usize * 8 + purpose as usize] else {
+                let Some(slot) = &self.records[slot_of(channel, purpose)] else {
                     continue;
                 };
                 let ((_, seq), last) = &slot.last;
@@ -472,7 +479,7 @@ mod tests {
         /// all of them gives.
         #[test]
         fn the_streaming_fold_is_the_sorting_one(
-            raw in proptest::collection::vec((0u8..6, 0usize..5, 0usize..4, 0i64..40, proptest::bool::ANY), 0..120),
+            raw in proptest::collection::vec((0u8..6, 0usize..8, 0usize..4, 0i64..40, proptest::bool::ANY), 0..120),
             at_day in 0i64..45,
         ) {
             let t0 = Timestamp(1_000 * DAY.0);
