@@ -215,7 +215,12 @@ pub struct Decided {
 /// `tact-<decision id>`, so an id a caller could guess is an id a caller could claim
 /// first: 80 bits in each millisecond are not guessable.
 fn decision_id(now: Timestamp) -> String {
-    DecisionId::new(now, rand::random()).to_id_string()
+    use rand::RngCore;
+    // One copy out of the generator's buffer (`rand::random::<[u8; 10]>()` would draw a
+    // 32-bit word for each byte).
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
+    DecisionId::new(now, random).to_id_string()
 }
 
 #[derive(Clone, Debug)]
