@@ -13,7 +13,9 @@
 //! `scripts/bench-e2e` builds the release binary, installs redis-server if it can, and
 //! runs this. Directly: `cargo build --release -p tact && cargo bench -p tact-benches
 //! --bench e2e`. Environment: `E2E_CUSTOMERS` (100000), `E2E_SECS` per phase (8),
-//! `E2E_ROUNDS` (2), `TACT_BIN` (default: target/release/tact).
+//! `E2E_ROUNDS` (2), `TACT_BIN` (default: target/release/tact), `E2E_AUDIT` (the server's
+//! `--audit`: `all`, its default, or `authorize` or `off`; the decision audit's writer
+//! takes up to 15% of the server's core when batches saturate it).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -135,13 +137,14 @@ fn p99(v: &Value) -> f64 {
 fn line(label: &str, v: &Value) {
     let l = &v["latency_us"];
     println!(
-        "  {label:<34} {:>10.0}/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  server {:>6.2} µs/decision ({:.2} cores)  errors {} shed {}",
+        "  {label:<34} {:>10.0}/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  server {:>6.2} µs/decision ({:.2} cores)  load generator {:.2} cores  errors {} shed {}",
         f(v, "decisions_per_sec"),
         l["p50"],
         l["p99"],
         l["p999"],
         f(v, "server_cpu_us_per_decision"),
         f(v, "server_cores"),
+        f(v, "client_cores"),
         v["errors"],
         v["shed"],
     );
@@ -390,6 +393,7 @@ fn main() {
     let customers = env_or("E2E_CUSTOMERS", 100_000);
     let secs = env_or("E2E_SECS", 8);
     let rounds = env_or("E2E_ROUNDS", 2);
+    let audit = std::env::var("E2E_AUDIT").unwrap_or_else(|_| "all".to_owned());
     let tact = tact_bin();
     if !tact.exists() {
         eprintln!(
@@ -427,6 +431,8 @@ fn main() {
             policy.to_str().expect("utf-8 path"),
             "--snapshot-on-shutdown",
             "false",
+            "--audit",
+            &audit,
         ],
         &dir.path().join("tact.log"),
     );
@@ -441,7 +447,7 @@ fn main() {
     wait_for_port(np, "the no-op server");
     let (tu, nu) = (format!("http://{}", listen(tp)), format!("http://{}", listen(np)));
     println!(
-        "e2e: tact serve (pid {}) and the no-op server (pid {}) on core 0, tact bench on core 1; {customers} customers, {secs} s a phase, {rounds} rounds",
+        "e2e: tact serve (pid {}) and the no-op server (pid {}) on core 0, tact bench on core 1; {customers} customers, {secs} s a phase, {rounds} rounds, audit {audit}",
         server.pid(),
         noop.pid()
     );

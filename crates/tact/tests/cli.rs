@@ -484,3 +484,74 @@ fn check_names_a_bad_customer_and_decides_the_rest() {
     );
     assert!(server.terminate().success());
 }
+
+/// `tact bench`, the load generator users run against their deployment: it populates
+/// customers, drives each call for the time asked and reports what it measured, its
+/// own CPU use included; the verdicts it counts add up to the decisions it reports.
+#[test]
+fn bench_populates_drives_and_reports() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("data");
+    let server = Server::start(cwd.path(), &data);
+    let url = server.url();
+    let pid = server.child.id().to_string();
+    let populate = run(tact(cwd.path()).args([
+        "bench",
+        "--target",
+        &url,
+        "--customers",
+        "200",
+        "--populate",
+        "--populate-only",
+        "--quiet",
+    ]));
+    assert!(populate.status.success(), "{}", text(&populate.stderr));
+    for (op, detail) in [("batch", "verdict"), ("stream", "full"), ("decide", "rules")] {
+        let out = run(tact(cwd.path()).args([
+            "bench",
+            "--target",
+            &url,
+            "--customers",
+            "200",
+            "--op",
+            op,
+            "--detail",
+            detail,
+            "--batch-size",
+            "50",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--server-pid",
+            &pid,
+            "--json",
+            "--quiet",
+        ]));
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{op}: {stdout}\n{stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{op}: not one JSON report ({e}):\n{stdout}"));
+        let n = |k: &str| {
+            report[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{op}: no {k} in {report}"))
+        };
+        assert!(n("decisions") > 0, "{op}: nothing decided: {report}");
+        assert_eq!(n("errors"), 0, "{op}: {report}");
+        assert_eq!(
+            n("allow") + n("deny") + n("defer"),
+            n("decisions"),
+            "{op}: verdicts do not add up: {report}"
+        );
+        // A populated audience is not all one verdict.
+        assert!(n("allow") > 0 && n("deny") > 0, "{op}: {report}");
+        let client = report["client_cores"].as_f64().expect("client_cores");
+        assert!(client > 0.0 && client < 4.0, "{op}: client_cores {client}");
+        let server_cpu = report["server_cpu_us_per_decision"].as_f64().expect("server CPU");
+        assert!(server_cpu > 0.0, "{op}: server CPU {server_cpu}");
+    }
+    assert!(server.terminate().success());
+}
