@@ -43,7 +43,7 @@ if [ ! -f "$work/generated-$events" ]; then
     mkdir -p "$data"
     "$genlog" "$data/log" "$customers" "$events" | tee "$work/generated-$events"
 fi
-du -sb "$data/log" | awk -v e="$events" '{printf "log on disk: %d bytes, %.0f bytes/event\n", $1, $1/e}'
+du -sb "$data/log" | awk -v e="$events" '{printf "log on disk: %.0f bytes, %.0f bytes/event\n", $1, $1/e}'
 
 kb() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 

@@ -126,8 +126,8 @@ fn main() {
     eprintln!();
     println!(
         "generated {} events over {customers} customers in {secs:.1} s ({:.0} events/s); on disk: {} bytes ({:.0} bytes/event)",
-        events - first,
-        (events - first) as f64 / secs.max(1e-9),
+        events.saturating_sub(first),
+        events.saturating_sub(first) as f64 / secs.max(1e-9),
         storage.size_on_disk().unwrap_or(0),
         storage.size_on_disk().unwrap_or(0) as f64 / events.max(1) as f64
     );
