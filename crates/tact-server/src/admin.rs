@@ -212,7 +212,7 @@ impl pb::tact_admin_server::TactAdmin for AdminService {
         let skew = self.engine.admission().max_clock_skew;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::BacktestUpdate, Status>>(16);
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let permit = permit;
             let mut last = None::<Instant>;
             let mut progress = |p: &tact_log::backtest::Progress| {
                 let due = last.is_none_or(|l| l.elapsed() >= PROGRESS_EVERY);
@@ -220,6 +220,15 @@ impl pb::tact_admin_server::TactAdmin for AdminService {
                     return !tx.is_closed();
                 }
                 last = Some(Instant::now());
+                // Progress is only news: a client that does not read it (its window
+                // full, the channel full) misses some, and never keeps this thread and
+                // the one backtest slot waiting. The last slot of the channel is kept
+                // for the report, so that its send never waits either (this thread is
+                // the only sender). A closed channel (the client went away) stops the
+                // backtest.
+                if tx.capacity() <= 1 {
+                    return !tx.is_closed();
+                }
                 let update = pb::BacktestUpdate {
                     update: Some(pb::backtest_update::Update::Progress(pb::BacktestProgress {
                         phase: p.phase.to_owned(),
@@ -229,7 +238,7 @@ impl pb::tact_admin_server::TactAdmin for AdminService {
                         customers_total: p.customers_total,
                     })),
                 };
-                tx.blocking_send(Ok(update)).is_ok()
+                tx.try_send(Ok(update)).is_ok()
             };
             let result = run_backtest_with(
                 &*storage,
@@ -241,6 +250,9 @@ impl pb::tact_admin_server::TactAdmin for AdminService {
                 reading,
                 &mut progress,
             );
+            // The work is done: the next backtest may start while this report waits
+            // for its reader.
+            drop(permit);
             let last = match result {
                 Ok(None) => return, // the client went away
                 Ok(Some(report)) => match serde_json::to_string(&report) {
@@ -251,7 +263,8 @@ impl pb::tact_admin_server::TactAdmin for AdminService {
                 },
                 Err(e) => Err(Status::unavailable(format!("event log unavailable: {e}"))),
             };
-            let _ = tx.blocking_send(last);
+            // A slot is free (see above): this does not wait for the reader.
+            let _ = tx.try_send(last);
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
