@@ -91,6 +91,8 @@ pub struct AdminService {
     policy_file: Option<PathBuf>,
     /// One backtest at a time: it holds the whole log in memory while it runs.
     backtests: Arc<Semaphore>,
+    /// How often a running backtest reports progress ([`PROGRESS_EVERY`]).
+    progress_every: Duration,
 }
 
 impl AdminService {
@@ -99,6 +101,7 @@ impl AdminService {
             engine,
             policy_file,
             backtests: Arc::new(Semaphore::new(1)),
+            progress_every: PROGRESS_EVERY,
         }
     }
 }
@@ -211,11 +214,12 @@ impl pb::tact_admin_server::TactAdmin for AdminService {
         let storage = Arc::clone(self.engine.log().storage());
         let skew = self.engine.admission().max_clock_skew;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::BacktestUpdate, Status>>(16);
+        let progress_every = self.progress_every;
         tokio::task::spawn_blocking(move || {
             let permit = permit;
             let mut last = None::<Instant>;
             let mut progress = |p: &tact_log::backtest::Progress| {
-                let due = last.is_none_or(|l| l.elapsed() >= PROGRESS_EVERY);
+                let due = last.is_none_or(|l| l.elapsed() >= progress_every);
                 if !due {
                     return !tx.is_closed();
                 }
@@ -269,5 +273,83 @@ impl pb::tact_admin_server::TactAdmin for AdminService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tact_core::{Event, EventKind, Timestamp};
+    use tact_log::{MemoryStorage, Storage};
+    use tact_proto::pb::tact_admin_server::TactAdmin;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::engine::EngineOptions;
+
+    /// A client that asks for a backtest and never reads the answer (its flow-control
+    /// window full, or not polling) must not keep the one backtest slot: the next
+    /// backtest starts once the work is done, and the first report is still there for
+    /// its reader.
+    #[tokio::test]
+    async fn a_client_that_never_reads_does_not_hold_the_backtest_slot() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        // Enough customers for many more progress reports (one per 1,024 customers
+        // decided) than the channel holds.
+        let events: Vec<Event> = (0..40_960)
+            .map(|i| Event {
+                event_id: format!("e{i}"),
+                customer_id: format!("c{i}"),
+                occurred_at: Timestamp(1_700_000_000_000 + i64::from(i)),
+                source: "test".into(),
+                kind: EventKind::PageViewed {
+                    url: "/pricing".into(),
+                    category: "pricing".into(),
+                },
+            })
+            .collect();
+        storage.append(&events, &[]).unwrap();
+        let options = EngineOptions {
+            group_commit: Default::default(),
+            clock: Arc::new(crate::SystemClock),
+            feed: None,
+            admission: Default::default(),
+        };
+        let (engine, _) = Engine::open(storage, Policy::default_policy(), options)
+            .await
+            .unwrap();
+        let admin = AdminService {
+            progress_every: Duration::ZERO,
+            ..AdminService::new(Arc::new(engine), None)
+        };
+        let request = || {
+            Request::new(pb::BacktestRequest {
+                candidate_toml: tact_core::policy::DEFAULT_POLICY.to_owned(),
+                ..Default::default()
+            })
+        };
+        // Never polled while the second is asked for.
+        let first = admin.backtest(request()).await.unwrap().into_inner();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let second = loop {
+            match admin.backtest(request()).await {
+                Ok(second) => break second.into_inner(),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "a client that does not read held the backtest slot for a minute"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        for stream in [first, second] {
+            let updates: Vec<_> = stream.collect().await;
+            let last = updates.last().expect("updates").as_ref().expect("no error");
+            assert!(
+                matches!(last.update, Some(pb::backtest_update::Update::ReportJson(_))),
+                "the report comes last: {last:?}"
+            );
+        }
     }
 }
