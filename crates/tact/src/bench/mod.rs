@@ -151,7 +151,8 @@ pub struct Report {
     pub server_cores: Option<f64>,
     /// This load generator's own CPU use during the run, in cores: near the number of
     /// cores it may use, the figures measure the generator rather than the server.
-    pub client_cores: f64,
+    /// `None` where `/proc` is not there to tell (not Linux).
+    pub client_cores: Option<f64>,
     pub first_error: Option<String>,
 }
 
@@ -466,7 +467,7 @@ async fn drive(
     }
     // The progress line, and the server's and our own CPU time at the window's edges.
     let mut cpu_start = None;
-    let mut own_start = Duration::ZERO;
+    let mut own_start = None;
     let mut last = (Instant::now(), 0u64);
     loop {
         let now = Instant::now();
@@ -474,7 +475,7 @@ async fn drive(
             if let Some(pid) = args.server_pid {
                 cpu_start = Some(cpu_time(pid)?);
             }
-            own_start = cpu_time(std::process::id())?;
+            own_start = cpu_time(std::process::id()).ok();
             counters_reset(&counters);
             last = (now, 0);
         }
@@ -513,7 +514,11 @@ async fn drive(
         (Some(pid), Some(start)) => Some(cpu_time(pid)?.saturating_sub(start)),
         _ => None,
     };
-    let own = cpu_time(std::process::id())?.saturating_sub(own_start);
+    let own = own_start.and_then(|start| {
+        cpu_time(std::process::id())
+            .ok()
+            .map(|now| now.saturating_sub(start))
+    });
     let mut hist = histogram();
     // Calls still in flight at the window's end are waited for (they are not counted)
     // for a bounded time; a stuck server must not hang the report.
@@ -568,7 +573,7 @@ async fn drive(
             .filter(|_| decisions > 0)
             .map(|d| d.as_secs_f64() * 1e6 / decisions as f64),
         server_cores: cpu.map(|d| d.as_secs_f64() / seconds),
-        client_cores: own.as_secs_f64() / seconds,
+        client_cores: own.map(|d| d.as_secs_f64() / seconds),
         first_error: c.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     })
 }
@@ -799,10 +804,11 @@ fn render(r: &Report) -> String {
             unit.trim_end_matches('s')
         ));
     }
-    out.push_str(&format!(
-        "  client cpu  {:.2} cores busy (this load generator)\n",
-        r.client_cores
-    ));
+    if let Some(cores) = r.client_cores {
+        out.push_str(&format!(
+            "  client cpu  {cores:.2} cores busy (this load generator)\n"
+        ));
+    }
     out.push_str(&format!("  errors      {} ({} shed)\n", r.errors, r.shed));
     if let Some(e) = &r.first_error {
         out.push_str(&format!("  first error {e}\n"));
