@@ -12,7 +12,10 @@ const protoLoader = require('@grpc/proto-loader');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PROTOS = path.join(ROOT, 'proto');
-const SHORT = 2000; // ms: the deadline of one decision or one small write
+const SHORT = 2000; // ms: the deadline of one decision (a read: memory only)
+// ms: the deadline of a durable write (Authorize, one RecordEvents): it waits for the
+// disk to confirm (fsync), which a busy disk can hold for seconds
+const WRITE = 10000;
 const LONG = 30000; // ms: the deadline of a batch
 
 // The shipped protos; proto-loader brings google/protobuf's well-known types itself.
@@ -64,7 +67,7 @@ function explain(err) {
 // the outreach is still welcome, and Authorize again only if it is.
 async function authorize(client, request) {
   try {
-    return await call(client, 'Authorize', request, SHORT);
+    return await call(client, 'Authorize', request, WRITE);
   } catch (err) {
     if (![grpc.status.DEADLINE_EXCEEDED, grpc.status.UNAVAILABLE, grpc.status.ABORTED].includes(err.code)) throw err;
     console.log(`Authorize failed (${explain(err)}); not acting`);
@@ -120,7 +123,7 @@ async function main() {
         const sent = { channel: 'CHANNEL_EMAIL', purpose: 'PURPOSE_SALES', campaign: 'car-insurance',
           decisionId: d.decisionId };
         printResults(await call(client, 'RecordEvents',
-          { events: [event(ann, 'email-sent', now, { outreachSent: sent })] }, SHORT));
+          { events: [event(ann, 'email-sent', now, { outreachSent: sent })] }, WRITE));
       }
     }
 

@@ -38,7 +38,9 @@ from tact.v1 import events_pb2 as ev  # noqa: E402
 
 CALL, EMAIL, MEETING = ev.CHANNEL_CALL, ev.CHANNEL_EMAIL, ev.CHANNEL_SALES_MEETING
 SALES, MARKETING = ev.PURPOSE_SALES, ev.PURPOSE_MARKETING
-SHORT = 2.0  # seconds: the deadline of one decision or one small write
+SHORT = 2.0  # seconds: the deadline of one decision (a read: memory only)
+WRITE = 10.0  # seconds: the deadline of a durable write (Authorize, one RecordEvents): it waits
+#               for the disk to confirm (fsync), which a busy disk can hold for seconds
 LONG = 30.0  # seconds: the deadline of a batch
 
 
@@ -86,7 +88,7 @@ def authorize(stub, req):
     (read-only, safe to retry) whether the outreach is still welcome, and Authorize
     again only if it is."""
     try:
-        return stub.Authorize(req, timeout=SHORT)
+        return stub.Authorize(req, timeout=WRITE)
     except grpc.RpcError as err:
         if err.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
             raise
@@ -148,7 +150,7 @@ def main():
                     sent = ev.OutreachSent(channel=EMAIL, purpose=SALES, campaign="car-insurance",
                                            decision_id=d.decision_id)
                     r = stub.RecordEvents(cp.RecordEventsRequest(events=[event(ann, "email-sent", now, outreach_sent=sent)]),
-                                          timeout=SHORT).results[0]
+                                          timeout=WRITE).results[0]
                     print(f"    {r.event_id}: {cp.RecordStatus.Name(r.status).removeprefix('RECORD_STATUS_')} {r.reason}".rstrip())
 
             print("== DecideBatch: screen an audience")

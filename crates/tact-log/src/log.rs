@@ -32,6 +32,9 @@ use tokio::task::JoinHandle;
 use crate::error::LogError;
 use crate::storage::{Appended, MetaEntry, Storage};
 
+/// A flush that takes this long is logged as a warning (every write waits for it).
+pub const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Called by the syncer with the newly recorded events and their seqs, in seq order,
 /// after they are durable and before their appenders are answered. Duplicates are not
 /// passed. It runs on tokio's blocking pool, one call at a time; while it runs no
@@ -527,7 +530,14 @@ async fn syncer(
         let outcome = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let flushed = store.flush();
-            metrics::histogram!("tact_log_flush_seconds").record(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            metrics::histogram!("tact_log_flush_seconds").record(took.as_secs_f64());
+            if took >= SLOW_FLUSH {
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    "log flush slow: writes wait for the disk"
+                );
+            }
             if flushed.is_ok() {
                 let durable: Vec<(u64, &Event)> = groups
                     .iter()

@@ -586,6 +586,13 @@ async fn write_loop(
             .await
         };
         let busy = started.elapsed();
+        if flush && busy >= tact_log::SLOW_FLUSH {
+            tracing::warn!(
+                took_ms = busy.as_millis() as u64,
+                records,
+                "audit write and flush slow: Authorize waits for it"
+            );
+        }
         drop(permits);
         let (batches, result) = match written {
             Ok((batches, r)) => (batches, r.map_err(Arc::new)),
