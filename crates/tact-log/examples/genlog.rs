@@ -1,23 +1,24 @@
 //! Writes a synthetic event log for the memory bench (`benches/memory.sh`):
 //! `cargo run --release -p tact-log --example genlog -- DIR CUSTOMERS EVENTS [BATCH]`
 //!
-//! Appends `EVENTS` events over `CUSTOMERS` customers to the sled log in `DIR` (a tact
-//! data directory's `log`) through [`Storage::append`], `BATCH` events per append (the
+//! Appends `EVENTS` events over `CUSTOMERS` customers to the log in `DIR` (a tact
+//! data directory's `log`; a new one in `GENLOG_ENGINE`, `fjall` or `sled`, default
+//! `fjall`, an existing one in the engine that wrote it) through [`Storage::append`], `BATCH` events per append (the
 //! group commit's default, 16,384), flushing every 16 appends and at the end: the
 //! records, chunks and indexes are exactly what `tact serve` writes, without the gRPC
 //! and group-commit front end. Event ids are random-looking (hex of a 64-bit hash, like
 //! UUIDs: the worst case for the id index), events are spread evenly over the year
 //! before now, in time order, and every customer gets about the same number.
 //!
-//! `GENLOG_CACHE_MB` sets sled's page cache while generating (default 4096): with the
-//! server's 256 MiB, inserting tens of millions of random ids into the disk index is
+//! `GENLOG_CACHE_MB` sets the log's cache while generating (default 4096): with the
+//! server's 256 MiB, inserting tens of millions of random ids into sled's disk index is
 //! bound by page reads and rewrites. The cache changes how fast the log is written,
 //! not what is written.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tact_core::{Channel, Engagement, Event, EventKind, Purpose, Timestamp};
-use tact_log::{SledOptions, SledStorage, Storage};
+use tact_log::{Engine, StorageOptions};
 
 /// The allocator `tact` itself runs with: sled's node copies are allocation-heavy.
 #[global_allocator]
@@ -95,11 +96,17 @@ fn main() {
     let cache_mb: u64 = std::env::var("GENLOG_CACHE_MB")
         .ok()
         .map_or(4096, |v| v.parse().expect("GENLOG_CACHE_MB is a number"));
-    let options = SledOptions {
+    let engine: Engine = std::env::var("GENLOG_ENGINE")
+        .ok()
+        .map_or(Ok(Engine::default()), |v| v.parse())
+        .expect("GENLOG_ENGINE is fjall or sled");
+    let options = StorageOptions {
+        engine,
         cache_bytes: cache_mb << 20,
-        ..SledOptions::default()
+        ..StorageOptions::default()
     };
-    let storage = SledStorage::open_with_options(dir, options).expect("open the log");
+    let (storage, engine) = tact_log::open_storage(std::path::Path::new(dir), options).expect("open the log");
+    eprintln!("log engine: {engine}");
     let first = storage.last_seq().expect("last seq");
     let started = Instant::now();
     let mut i = first;
@@ -124,11 +131,27 @@ fn main() {
     storage.flush().expect("flush");
     let secs = started.elapsed().as_secs_f64();
     eprintln!();
+    drop(storage);
+    let bytes = size_of_dir(std::path::Path::new(dir));
     println!(
-        "generated {} events over {customers} customers in {secs:.1} s ({:.0} events/s); on disk: {} bytes ({:.0} bytes/event)",
+        "generated {} events over {customers} customers in {secs:.1} s ({:.0} events/s) with {engine}; on disk: {bytes} bytes ({:.0} bytes/event)",
         events.saturating_sub(first),
         events.saturating_sub(first) as f64 / secs.max(1e-9),
-        storage.size_on_disk().unwrap_or(0),
-        storage.size_on_disk().unwrap_or(0) as f64 / events.max(1) as f64
+        bytes as f64 / events.max(1) as f64
     );
+}
+
+/// Bytes of the files under `dir`.
+fn size_of_dir(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => size_of_dir(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

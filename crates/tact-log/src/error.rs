@@ -8,6 +8,12 @@ pub enum LogError {
     /// The sled database failed (I/O, corruption detected by sled itself, ...).
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// The fjall database failed (I/O, a damaged journal or table, ...).
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// Another process (or handle) holds the database's lock.
+    #[error("database {path} is locked by another process")]
+    Locked { path: String },
     /// A stored event record failed its checks (format version, crc, decoding).
     #[error("corrupt event record at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },

@@ -1,7 +1,9 @@
 //! The append-only event log of tact.
 //!
-//! - [`Storage`]: the log itself, sync and object-safe, on sled ([`SledStorage`]) or in
-//!   memory ([`MemoryStorage`]); records are versioned and checksummed ([`codec`]).
+//! - [`Storage`]: the log itself, sync and object-safe, on fjall ([`FjallStorage`], the
+//!   default), sled ([`SledStorage`]) or in memory ([`MemoryStorage`]); records are
+//!   versioned and checksummed ([`codec`]). [`open_storage`] opens a log directory with
+//!   the backend that wrote it.
 //! - [`Log`]: the async front end that group-commits concurrent appends and answers
 //!   only when they are durable, after handing them to a hook (the live projection).
 //! - [`Projection`]: every customer's [`tact_core::CustomerState`], rebuilt by replay,
@@ -28,6 +30,6 @@ pub use policies::{PolicyRecord, policy_history, policy_in_force};
 pub use projection::{Projection, ReplayStats, fold, replay_progress};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
-    Appended, DEAD_LETTER_PREFIX, EventIter, EventVisitor, MemoryStorage, MetaEntry, RawVisitor,
-    SNAPSHOT_FILE, SledOptions, SledStorage, Storage,
+    Appended, DEAD_LETTER_PREFIX, Engine, EventIter, EventVisitor, FjallStorage, MemoryStorage, MetaEntry,
+    RawVisitor, SNAPSHOT_FILE, SledStorage, Storage, StorageOptions, open as open_storage,
 };

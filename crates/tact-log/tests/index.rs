@@ -11,10 +11,11 @@ use std::sync::Arc;
 use common::{backends, ev, stream};
 use proptest::prelude::*;
 use tact_core::Event;
-use tact_log::{Appended, MemoryStorage, SledOptions, SledStorage, Storage, codec};
+use tact_log::{Appended, Engine, FjallStorage, MemoryStorage, SledStorage, Storage, StorageOptions, codec};
 
-fn tiny(entries: usize) -> SledOptions {
-    SledOptions {
+fn tiny(entries: usize) -> StorageOptions {
+    StorageOptions {
+        engine: tact_log::Engine::Sled,
         cache_bytes: 1 << 20,
         id_cache_entries: entries,
     }
@@ -22,6 +23,18 @@ fn tiny(entries: usize) -> SledOptions {
 
 fn open(path: &Path, entries: usize) -> SledStorage {
     SledStorage::open_with_options(path, tiny(entries)).unwrap()
+}
+
+/// A disk backend with a cache of `entries` ids, behind the trait.
+fn open_engine(engine: Engine, path: &Path, entries: usize) -> Arc<dyn Storage> {
+    let options = StorageOptions {
+        engine,
+        ..tiny(entries)
+    };
+    match engine {
+        Engine::Sled => Arc::new(SledStorage::open_with_options(path, options).unwrap()),
+        Engine::Fjall => Arc::new(FjallStorage::open_with_options(path, options).unwrap()),
+    }
 }
 
 /// Every id in `events` (the first occurrence of each) with its seq, and each
@@ -75,14 +88,27 @@ fn assert_indexes_agree(s: &dyn Storage, extra_ids: &[&str], extra_customers: &[
 #[test]
 fn every_duplicate_is_refused_with_a_cache_of_ten_and_ten_thousand_ids_across_reopens() {
     let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path(), 10);
+        for i in 0..1_000 {
+            s.append(&[ev(&format!("id-{i}"), "c", common::T0)], &[]).unwrap();
+            assert!(s.id_cache_len() <= 10);
+        }
+    }
+    for engine in [Engine::Sled, Engine::Fjall] {
+        every_duplicate_is_refused_across_reopens(engine);
+    }
+}
+
+fn every_duplicate_is_refused_across_reopens(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
     let events: Vec<Event> = (0..10_000)
         .map(|i| ev(&format!("id-{i}"), &format!("c-{}", i % 97), common::T0 + i))
         .collect();
     {
-        let s = open(dir.path(), 10);
+        let s = open_engine(engine, dir.path(), 10);
         for batch in events.chunks(100) {
             assert!(s.append(batch, &[]).unwrap().iter().all(|a| a.is_recorded()));
-            assert!(s.id_cache_len() <= 10);
         }
         assert_eq!(s.last_seq().unwrap(), 10_000);
         // Redelivered in another order and other batch sizes, in the same process.
@@ -98,7 +124,7 @@ fn every_duplicate_is_refused_with_a_cache_of_ten_and_ten_thousand_ids_across_re
         s.flush().unwrap();
     }
     // After a restart, with a cache that holds none of them.
-    let s = open(dir.path(), 0);
+    let s = open_engine(engine, dir.path(), 0);
     let mixed: Vec<Event> = events
         .iter()
         .step_by(7)
@@ -109,7 +135,7 @@ fn every_duplicate_is_refused_with_a_cache_of_ten_and_ten_thousand_ids_across_re
     let recorded = outcome.iter().filter(|a| a.is_recorded()).count();
     assert_eq!(recorded, 50, "only the new ids are recorded");
     assert_eq!(s.last_seq().unwrap(), 10_050);
-    assert_indexes_agree(&s, &["id-10000", "nope"], &["c-new", "c-", "c-1"]);
+    assert_indexes_agree(s.as_ref(), &["id-10000", "nope"], &["c-new", "c-", "c-1"]);
 }
 
 /// The database with the last `n` chunks' index entries missing, as after a crash
@@ -220,24 +246,33 @@ proptest! {
     #[test]
     fn indexes_agree_with_a_full_scan(batches in batches(), reopen_at in 0usize..10) {
         let dir = tempfile::tempdir().unwrap();
+        let fjall_dir = tempfile::tempdir().unwrap();
         let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let mut sled: Arc<dyn Storage> = Arc::new(open(dir.path(), 2));
+        let mut sled = open_engine(Engine::Sled, dir.path(), 2);
+        let mut fjall = open_engine(Engine::Fjall, fjall_dir.path(), 2);
         let all_ids: Vec<String> = (0..60).map(|i| format!("e{i}")).collect();
         let all_ids: Vec<&str> = all_ids.iter().map(String::as_str).collect();
         for (i, batch) in batches.iter().enumerate() {
             if i == reopen_at {
+                sled.flush().unwrap();
+                fjall.flush().unwrap();
                 drop(sled);
-                sled = Arc::new(open(dir.path(), 2));
+                drop(fjall);
+                sled = open_engine(Engine::Sled, dir.path(), 2);
+                fjall = open_engine(Engine::Fjall, fjall_dir.path(), 2);
             }
             let events = to_events(batch);
             let from_memory = memory.append(&events, &[]).unwrap();
             let from_sled = sled.append(&events, &[]).unwrap();
+            let from_fjall = fjall.append(&events, &[]).unwrap();
             prop_assert_eq!(&from_memory, &from_sled);
+            prop_assert_eq!(&from_memory, &from_fjall);
         }
-        for b in [&memory, &sled] {
+        for b in [&memory, &sled, &fjall] {
             assert_indexes_agree(b.as_ref(), &all_ids, CUSTOMERS);
         }
         prop_assert_eq!(full_scan(memory.as_ref()).1, full_scan(sled.as_ref()).1);
+        prop_assert_eq!(full_scan(memory.as_ref()).1, full_scan(fjall.as_ref()).1);
     }
 }
 

@@ -1,11 +1,15 @@
-//! The `Storage` contract, against both backends.
+//! The `Storage` contract, against every backend (memory, sled, fjall).
 
 mod common;
 
 use std::sync::Arc;
 
 use common::{T0, backends, ev, stream};
-use tact_log::{Appended, DEAD_LETTER_PREFIX, LogError, MemoryStorage, SledStorage, Storage, codec};
+use tact_core::Event;
+use tact_log::{
+    Appended, DEAD_LETTER_PREFIX, Engine, FjallStorage, LogError, MemoryStorage, SledStorage, Storage,
+    StorageOptions, codec,
+};
 
 #[test]
 fn appends_get_consecutive_seqs_and_read_back_in_order() {
@@ -673,4 +677,110 @@ fn the_sled_snapshot_is_a_file_beside_the_database_and_survives_reopen() {
     s.append(&stream(4, 2), &[]).unwrap();
     let (p, stats) = tact_log::Projection::load(&s, Default::default()).unwrap();
     assert_eq!((stats.snapshot, p.position), (None, 4));
+}
+
+#[test]
+fn fjall_keeps_everything_across_reopen_chunks_meta_dead_letters_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = stream(3_000, 37);
+    {
+        let s = FjallStorage::open(dir.path()).unwrap();
+        // One append of 2,500 events (three chunks), then single ones.
+        s.append(
+            &events[..2_500],
+            &[
+                (b"dead-letter/t/0/5".to_vec(), b"bad".to_vec()),
+                (b"kafka/offset/t/0".to_vec(), b"5".to_vec()),
+                (b"kafka/offset/t/0".to_vec(), b"6".to_vec()),
+            ],
+        )
+        .unwrap();
+        for e in &events[2_500..] {
+            s.append(std::slice::from_ref(e), &[]).unwrap();
+        }
+        s.put_snapshot(b"snapshot bytes").unwrap();
+        s.flush().unwrap();
+    }
+    let s = FjallStorage::open(dir.path()).unwrap();
+    assert_eq!(s.last_seq().unwrap(), 3_000);
+    // Two writes of one key in one append: the later wins.
+    assert_eq!(s.get_meta(b"kafka/offset/t/0").unwrap(), Some(b"6".to_vec()));
+    assert_eq!(s.get_meta(b"dead-letter/t/0/5").unwrap(), Some(b"bad".to_vec()));
+    assert_eq!(
+        s.meta_with_prefix(b"").unwrap(),
+        vec![
+            (b"dead-letter/t/0/5".to_vec(), b"bad".to_vec()),
+            (b"kafka/offset/t/0".to_vec(), b"6".to_vec()),
+        ]
+    );
+    assert_eq!(s.get_snapshot().unwrap().as_deref(), Some(&b"snapshot bytes"[..]));
+    for seq in [1, 1_024, 1_025, 2_048, 2_049, 2_500, 2_501, 3_000] {
+        let event = s.get(seq).unwrap().unwrap();
+        assert_eq!(event, events[seq as usize - 1], "seq {seq}");
+    }
+    assert_eq!(s.get(3_001).unwrap(), None);
+    let from_1023: Vec<u64> = s.read_from(1_023, 4).unwrap().iter().map(|(q, _)| *q).collect();
+    assert_eq!(from_1023, vec![1_023, 1_024, 1_025, 1_026]);
+    let all: Vec<Event> = s
+        .read_from(1, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(all, events);
+    let mine: Vec<Event> = events
+        .iter()
+        .filter(|e| e.customer_id == "cust-5")
+        .cloned()
+        .collect();
+    let read: Vec<Event> = s
+        .customer_events("cust-5")
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(read, mine);
+    assert_eq!(
+        s.append(&[events[7].clone(), ev("new", "c", T0)], &[]).unwrap(),
+        vec![
+            Appended::Duplicate { existing_seq: 8 },
+            Appended::Recorded { seq: 3_001 }
+        ]
+    );
+}
+
+#[test]
+fn an_existing_log_opens_with_the_engine_that_wrote_it_whatever_is_configured() {
+    for (wrote, configured) in [(Engine::Sled, Engine::Fjall), (Engine::Fjall, Engine::Sled)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        assert_eq!(Engine::of_existing(&path), None);
+        {
+            let options = StorageOptions {
+                engine: wrote,
+                ..StorageOptions::default()
+            };
+            let (s, engine) = tact_log::open_storage(&path, options).unwrap();
+            assert_eq!(engine, wrote);
+            s.append(&stream(10, 3), &[]).unwrap();
+            s.flush().unwrap();
+        }
+        assert_eq!(Engine::of_existing(&path), Some(wrote));
+        let options = StorageOptions {
+            engine: configured,
+            ..StorageOptions::default()
+        };
+        let (s, engine) = tact_log::open_storage(&path, options).unwrap();
+        assert_eq!(engine, wrote, "the log written by {wrote} opened with {engine}");
+        assert_eq!(s.last_seq().unwrap(), 10);
+    }
+}
+
+#[test]
+fn a_second_fjall_handle_on_the_same_directory_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = FjallStorage::open(dir.path()).unwrap();
+    let err = FjallStorage::open(dir.path()).unwrap_err();
+    assert!(matches!(err, LogError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("locked"), "{err}");
 }

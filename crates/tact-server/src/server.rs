@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use tact_core::{Admission, Policy};
 use tact_log::{
-    AuditStore, GroupCommit, MemoryAudit, MemoryStorage, ReplayStats, SledAudit, SledOptions, SledStorage,
-    Storage,
+    AuditStore, GroupCommit, MemoryAudit, MemoryStorage, ReplayStats, SledAudit, Storage, StorageOptions,
 };
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
 use tact_proto::pb::tact_admin_server::TactAdminServer;
@@ -67,7 +66,7 @@ pub struct ServerOptions {
     /// The decision audit: which decisions are kept, for how long, where.
     pub audit: AuditOptions,
     /// The sled log's memory: its page cache and the cache of recent event ids.
-    pub log_memory: SledOptions,
+    pub log_memory: StorageOptions,
 }
 
 impl ServerOptions {
@@ -89,24 +88,25 @@ impl ServerOptions {
             tls: None,
             shed: ShedOptions::default(),
             audit: AuditOptions::default(),
-            log_memory: SledOptions::default(),
+            log_memory: StorageOptions::default(),
         }
     }
 }
 
-/// Opens the sled log under `data_dir` (created if missing), with the default caches.
+/// Opens the log under `data_dir` (created if missing), with the default engine and caches.
 pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, ServerError> {
-    open_storage_with(data_dir, SledOptions::default())
+    open_storage_with(data_dir, StorageOptions::default())
 }
 
-/// Opens the sled log under `data_dir` (created if missing) with the given caches.
-pub fn open_storage_with(data_dir: &Path, memory: SledOptions) -> Result<Arc<dyn Storage>, ServerError> {
+/// Opens the log under `data_dir` (created if missing): an existing log with the engine
+/// that wrote it, a new one with `options.engine`; with the given caches.
+pub fn open_storage_with(data_dir: &Path, options: StorageOptions) -> Result<Arc<dyn Storage>, ServerError> {
     let err = |why: String| ServerError::DataDir {
         path: data_dir.display().to_string(),
         why,
     };
     std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
-    let storage = SledStorage::open_with_options(data_dir.join("log"), memory).map_err(|e| {
+    let (storage, engine) = tact_log::open_storage(&data_dir.join("log"), options).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("lock") || msg.contains("WouldBlock") || msg.contains("temporarily unavailable") {
             err(format!("{msg} (is another tact process using it?)"))
@@ -114,7 +114,8 @@ pub fn open_storage_with(data_dir: &Path, memory: SledOptions) -> Result<Arc<dyn
             err(msg)
         }
     })?;
-    Ok(Arc::new(storage))
+    tracing::info!(engine = %engine, "event log opened");
+    Ok(storage)
 }
 
 /// Opens the decision audit's sled database, `<data_dir>/audit` (created if missing):

@@ -39,7 +39,9 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// Write a snapshot of the state on clean shutdown (faster restarts).
     pub snapshot_on_shutdown: bool,
-    /// The event log's page cache (sled's `cache_capacity`), bytes.
+    /// The engine of a new event log (an existing log opens with the engine that wrote it).
+    pub log_engine: tact_log::Engine,
+    /// The event log's block or page cache, bytes.
     pub log_cache_bytes: u64,
     /// Recently recorded event ids kept in memory for duplicate checks (the rest are
     /// looked up in the log's disk index).
@@ -143,8 +145,9 @@ impl Default for Settings {
             max_events_per_request: 10_000,
             max_request_bytes: 16 << 20,
             snapshot_on_shutdown: true,
-            log_cache_bytes: tact_log::SledOptions::default().cache_bytes,
-            index_cache_entries: tact_log::SledOptions::default().id_cache_entries,
+            log_engine: tact_log::Engine::default(),
+            log_cache_bytes: tact_log::StorageOptions::default().cache_bytes,
+            index_cache_entries: tact_log::StorageOptions::default().id_cache_entries,
             kafka_brokers: None,
             kafka_topic: tact_ingest::KafkaOptions::DEFAULT_TOPIC.to_owned(),
             kafka_group: tact_ingest::KafkaOptions::DEFAULT_GROUP.to_owned(),
@@ -188,6 +191,7 @@ const ENV_KEYS: &[&str] = &[
     "max_events_per_request",
     "max_request_bytes",
     "snapshot_on_shutdown",
+    "log_engine",
     "log_cache_bytes",
     "index_cache_entries",
     "kafka_brokers",
@@ -262,7 +266,11 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "TACT_SNAPSHOT_ON_SHUTDOWN", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_on_shutdown: Option<bool>,
-    /// Bytes of the event log's page cache [default: 268435456]
+    /// Engine of a new event log: fjall, sled (an existing log keeps its own) [default: fjall]
+    #[arg(long, global = true, env = "TACT_LOG_ENGINE", value_name = "ENGINE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_engine: Option<tact_log::Engine>,
+    /// Bytes of the event log's block or page cache [default: 268435456]
     #[arg(long, global = true, env = "TACT_LOG_CACHE_BYTES", value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_cache_bytes: Option<u64>,
@@ -602,8 +610,9 @@ impl Settings {
     }
 
     /// The event log's memory: sled's page cache and the cache of recent event ids.
-    pub fn log_memory(&self) -> tact_log::SledOptions {
-        tact_log::SledOptions {
+    pub fn log_memory(&self) -> tact_log::StorageOptions {
+        tact_log::StorageOptions {
+            engine: self.log_engine,
             cache_bytes: self.log_cache_bytes,
             id_cache_entries: self.index_cache_entries,
         }

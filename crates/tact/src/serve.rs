@@ -177,7 +177,7 @@ fn data_dir_error(e: ServerError, dir: &Path) -> anyhow::Error {
 }
 
 /// Opens the data directory of a stopped server.
-pub fn open_existing(dir: &Path, memory: tact_log::SledOptions) -> anyhow::Result<Arc<dyn Storage>> {
+pub fn open_existing(dir: &Path, memory: tact_log::StorageOptions) -> anyhow::Result<Arc<dyn Storage>> {
     if !dir.join("log").is_dir() {
         bail!(
             "no tact event log in {} (expected {})",

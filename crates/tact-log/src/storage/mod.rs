@@ -1,5 +1,8 @@
-//! The append-only log's storage: a sync, object-safe [`Storage`] trait with a sled
-//! backend ([`SledStorage`]) and an in-memory one ([`MemoryStorage`]).
+//! The append-only log's storage: a sync, object-safe [`Storage`] trait with two disk
+//! backends, fjall ([`FjallStorage`], the default for a new log: memory bounded whatever
+//! the log's length) and sled ([`SledStorage`], the logs written before it), and an
+//! in-memory one ([`MemoryStorage`]). [`open`] opens a directory with the backend that
+//! wrote it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -9,12 +12,119 @@ use tact_core::Event;
 use crate::codec;
 use crate::error::LogError;
 
+mod fjall_store;
 mod memory;
 mod sled_index;
 mod sled_store;
 
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub use self::fjall_store::FjallStorage;
 pub use self::memory::MemoryStorage;
-pub use self::sled_store::{SNAPSHOT_FILE, SledOptions, SledStorage};
+pub use self::sled_store::SledStorage;
+
+/// The projection snapshot's file, in the database's directory.
+pub const SNAPSHOT_FILE: &str = "tact-snapshot";
+
+/// Which disk backend holds a log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// fjall, an LSM tree: memory bounded by its caches, whatever the log's length.
+    #[default]
+    Fjall,
+    /// sled: its page table (in memory) grows with the log.
+    Sled,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Fjall => "fjall",
+            Engine::Sled => "sled",
+        }
+    }
+
+    /// The backend that wrote the database in `path`, if there is one there.
+    pub fn of_existing(path: &Path) -> Option<Engine> {
+        if path.join("conf").is_file() && path.join("db").is_file() {
+            Some(Engine::Sled)
+        } else if path.is_dir() && std::fs::read_dir(path).ok()?.next().is_some() {
+            Some(Engine::Fjall)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fjall" => Ok(Engine::Fjall),
+            "sled" => Ok(Engine::Sled),
+            other => Err(format!(
+                "unknown log engine `{other}` (expected `fjall` or `sled`)"
+            )),
+        }
+    }
+}
+
+/// How a disk backend is chosen and uses memory: every bound is independent of the
+/// log's length (sled's page table aside, see [`Engine::Sled`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// The backend of a new log (an existing one is opened with the backend that wrote it).
+    pub engine: Engine,
+    /// The backend's cache of disk blocks or pages, in bytes.
+    pub cache_bytes: u64,
+    /// How many recently recorded event ids (with their seqs) are kept in memory for
+    /// duplicate checks; older ones are looked up in the disk index. 0: none.
+    pub id_cache_entries: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            engine: Engine::default(),
+            cache_bytes: 256 * 1024 * 1024,
+            id_cache_entries: 1 << 18,
+        }
+    }
+}
+
+/// Opens (or creates) the log in directory `path`: an existing log with the backend that
+/// wrote it (a warning if that is not `options.engine`), a new one with `options.engine`.
+pub fn open(path: &Path, options: StorageOptions) -> Result<(Arc<dyn Storage>, Engine), LogError> {
+    let engine = match Engine::of_existing(path) {
+        Some(existing) => {
+            if existing != options.engine {
+                tracing::warn!(
+                    path = %path.display(),
+                    existing = %existing,
+                    configured = %options.engine,
+                    "the log was written by another engine than the one configured: opening it with its own"
+                );
+            }
+            existing
+        }
+        None => options.engine,
+    };
+    let storage: Arc<dyn Storage> = match engine {
+        Engine::Fjall => Arc::new(FjallStorage::open_with_options(path, options)?),
+        Engine::Sled => Arc::new(SledStorage::open_with_options(path, options)?),
+    };
+    Ok((storage, engine))
+}
 
 /// The visitor of [`Storage::scan_raw`]: gets each record's seq and raw bytes, returns
 /// whether to go on.

@@ -31,7 +31,7 @@ pub(super) const TREE: &str = "log_index";
 
 const ID: u8 = b'i';
 const CUSTOMER: u8 = b'c';
-const THROUGH: &[u8] = b"s";
+pub(super) const THROUGH: &[u8] = b"s";
 
 /// How many records one batch of [`reindex`] covers.
 const REINDEX_BATCH: usize = 65_536;
@@ -50,7 +50,7 @@ pub(super) fn customer_prefix(customer_id: &str) -> Vec<u8> {
     key
 }
 
-fn customer_key(customer_id: &str, seq: u64) -> Vec<u8> {
+pub(super) fn customer_key(customer_id: &str, seq: u64) -> Vec<u8> {
     let mut key = customer_prefix(customer_id);
     key.extend_from_slice(&seq.to_be_bytes());
     key

@@ -25,7 +25,7 @@
 //! The idempotency index (event id -> seq) and the customer index (customer id -> seqs)
 //! live on disk, in the `log_index` tree (see [`super::sled_index`]), written by each
 //! append right after its events and repaired from the records at open if a crash came
-//! between the two; a bounded cache of recently recorded ids ([`SledOptions`]) answers
+//! between the two; a bounded cache of recently recorded ids ([`StorageOptions`]) answers
 //! most duplicate checks without reading the disk. Opening reads the last chunk and the
 //! index's `through` mark, never the whole log (except once, to index a log written by a
 //! version without these indexes).
@@ -45,37 +45,18 @@ use sled::{Db, IVec, Tree};
 use tact_core::Event;
 
 use super::sled_index::{self, IdCache};
-use super::{Appended, DEAD_LETTER_PREFIX, EventVisitor, MetaEntry, RawVisitor, Storage, plan_batch};
+use super::{
+    Appended, DEAD_LETTER_PREFIX, EventVisitor, MetaEntry, RawVisitor, SNAPSHOT_FILE, Storage,
+    StorageOptions, plan_batch,
+};
 use crate::codec;
 use crate::error::LogError;
 
 const SNAPSHOT_KEY: &[u8] = b"projection";
 
-/// The projection snapshot's file, in the database's directory.
-pub const SNAPSHOT_FILE: &str = "tact-snapshot";
-
 /// The most events one chunk holds: a bigger append is stored as several chunks (in
 /// the same atomic write). Keeps sled's nodes and page rewrites of a reasonable size.
 const CHUNK_MAX_EVENTS: usize = 1024;
-
-/// How a [`SledStorage`] uses memory: both bounds are independent of the log's length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SledOptions {
-    /// sled's page cache, in bytes (sled's `cache_capacity`).
-    pub cache_bytes: u64,
-    /// How many recently recorded event ids (with their seqs) are kept in memory for
-    /// duplicate checks; older ones are looked up in the disk index. 0: none.
-    pub id_cache_entries: usize,
-}
-
-impl Default for SledOptions {
-    fn default() -> Self {
-        SledOptions {
-            cache_bytes: 256 * 1024 * 1024,
-            id_cache_entries: 1 << 18,
-        }
-    }
-}
 
 /// How long [`SledStorage::open`] waits for a lock another handle is releasing.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -115,11 +96,11 @@ impl SledStorage {
     /// handle is dropped, so a reopen in the same process (a restart in tests, a
     /// `replay` right after `serve`) briefly retries a held lock before giving up.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
-        Self::open_with_options(path, SledOptions::default())
+        Self::open_with_options(path, StorageOptions::default())
     }
 
     /// [`open`](SledStorage::open) with the given memory bounds.
-    pub fn open_with_options(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, LogError> {
+    pub fn open_with_options(path: impl AsRef<Path>, options: StorageOptions) -> Result<Self, LogError> {
         let config = sled::Config::new().path(path).cache_capacity(options.cache_bytes);
         let deadline = std::time::Instant::now() + LOCK_RETRY;
         loop {
@@ -142,19 +123,19 @@ impl SledStorage {
     /// Opens a database from an explicit sled configuration (cache size, temporary, ...).
     pub fn open_with(config: sled::Config) -> Result<Self, LogError> {
         let file = config.get_path().join(SNAPSHOT_FILE);
-        Self::with_snapshot_file(config.open()?, Some(file), SledOptions::default())
+        Self::with_snapshot_file(config.open()?, Some(file), StorageOptions::default())
     }
 
     /// Uses an already opened database; the snapshot is kept in its `snapshots` tree
     /// (sled does not say where its directory is).
     pub fn from_db(db: Db) -> Result<Self, LogError> {
-        Self::with_snapshot_file(db, None, SledOptions::default())
+        Self::with_snapshot_file(db, None, StorageOptions::default())
     }
 
     fn with_snapshot_file(
         db: Db,
         snapshot_file: Option<PathBuf>,
-        options: SledOptions,
+        options: StorageOptions,
     ) -> Result<Self, LogError> {
         let events = db.open_tree("events")?;
         let index = db.open_tree(sled_index::TREE)?;
@@ -190,7 +171,7 @@ impl SledStorage {
     }
 
     /// How many event ids the in-memory cache holds now (at most
-    /// [`SledOptions::id_cache_entries`]).
+    /// [`StorageOptions::id_cache_entries`]).
     pub fn id_cache_len(&self) -> usize {
         self.read_ids().len()
     }
@@ -470,7 +451,7 @@ impl Storage for SledStorage {
 
 /// Replaces the file at `path` with `bytes` so that a crash leaves the old file or the
 /// new one, never a mix: written beside it, synced, renamed over it, directory synced.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     {

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use tact_core::{Channel, ContactLimit, DAY, Engagement, Event, EventKind, Purpose, Span, Timestamp};
-use tact_log::{MemoryStorage, SledStorage, Storage};
+use tact_log::{FjallStorage, MemoryStorage, SledStorage, Storage};
 use tempfile::TempDir;
 
-/// A backend under test; the temp dir (sled) lives as long as it.
+/// A backend under test; the temp dir (sled, fjall) lives as long as it.
 pub struct Backend {
     pub name: &'static str,
     pub storage: Arc<dyn Storage>,
@@ -15,7 +15,7 @@ pub struct Backend {
 
 /// Each backend, fresh.
 pub fn backends() -> Vec<Backend> {
-    vec![memory(), sled()]
+    vec![memory(), sled(), fjall()]
 }
 
 pub fn memory() -> Backend {
@@ -31,6 +31,16 @@ pub fn sled() -> Backend {
     let storage = SledStorage::open(dir.path().join("log")).unwrap();
     Backend {
         name: "sled",
+        storage: Arc::new(storage),
+        dir: Some(dir),
+    }
+}
+
+pub fn fjall() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FjallStorage::open(dir.path().join("log")).unwrap();
+    Backend {
+        name: "fjall",
         storage: Arc::new(storage),
         dir: Some(dir),
     }
