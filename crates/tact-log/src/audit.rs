@@ -12,8 +12,9 @@
 //! - [`RecordBatch`]: records encoded for the store, many in one buffer, straight from
 //!   borrowed parts ([`RecordParts`]: the decision as answered, no copy of it).
 //! - [`AuditStore`]: the store, sync and object-safe: by decision id and by (customer,
-//!   time), both cheap and bounded. [`SledAudit`] keeps it in a sled database of its own
-//!   (`<data_dir>/audit`); [`MemoryAudit`] in memory.
+//!   time), both cheap and bounded. [`FjallAudit`] keeps it in a fjall database of its
+//!   own (`<data_dir>/audit`, the default), [`SledAudit`] in a sled one (audits written
+//!   before fjall), [`MemoryAudit`] in memory.
 //!
 //! # Layout (format 2)
 //!
@@ -236,6 +237,8 @@ pub struct RecordParts<'a> {
 pub enum AuditError {
     #[error("audit store: sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("audit store: fjall: {0}")]
+    Fjall(#[from] fjall::Error),
     #[error("audit record of decision {decision_id} does not encode: {reason}")]
     Encode { decision_id: String, reason: String },
     #[error("corrupt audit group under key {key}: {reason}")]
@@ -655,6 +658,75 @@ fn list_bounds(q: &ListQuery) -> Option<(Vec<u8>, Vec<u8>)> {
     (lo < hi).then_some((lo, hi))
 }
 
+/// Where [`encode_groups`] puts a key and value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Put {
+    /// A group's key and value (`audit_groups`).
+    Group,
+    /// A record's customer-index key and its group's key (`audit_customer_groups`).
+    Customer,
+}
+
+/// Groups the records of `batches` (see the module docs) and hands every key and value
+/// to `put`; whether there was any record.
+fn encode_groups(
+    batches: &[RecordBatch],
+    mut put: impl FnMut(Put, &[u8], &[u8]),
+) -> Result<bool, AuditError> {
+    let mut all: Vec<(DecisionId, &[u8])> = batches.iter().flat_map(RecordBatch::entries).collect();
+    if all.is_empty() {
+        return Ok(false);
+    }
+    all.sort_unstable_by_key(|e| e.0);
+    let mut value = Vec::new();
+    for same_ms in all.chunk_by(|a, b| a.0.as_bytes()[..6] == b.0.as_bytes()[..6]) {
+        for records in same_ms.chunks(MAX_GROUP_RECORDS) {
+            let key = *records[0].0.as_bytes();
+            value.clear();
+            value.extend_from_slice(&[AUDIT_FORMAT_VERSION, 0, 0, 0, 0]);
+            value.extend_from_slice(&(records.len() as u16).to_le_bytes());
+            for (id, bytes) in records {
+                value.extend_from_slice(bytes);
+                let (entry, _) = split_entry(bytes).map_err(|reason| AuditError::Encode {
+                    decision_id: id.to_id_string(),
+                    reason: reason.to_owned(),
+                })?;
+                put(Put::Customer, &customer_key(entry.customer, id), &key);
+            }
+            let crc = crc32fast::hash(&value[GROUP_HEADER..]);
+            value[1..GROUP_HEADER].copy_from_slice(&crc.to_be_bytes());
+            put(Put::Group, &key, &value);
+        }
+    }
+    Ok(true)
+}
+
+/// The end key of a prune of the records answered before `before`; `None`: nothing to prune.
+fn prune_end(before: Timestamp) -> Option<Vec<u8>> {
+    if before.0 <= 0 {
+        None
+    } else if before.0 > DecisionId::MAX_MILLIS {
+        Some(vec![0xff; 17])
+    } else {
+        Some(millis_bytes(before).to_vec())
+    }
+}
+
+/// What pruning the group `(k, v)` removes: its customer-index keys (to `customers`);
+/// how many records it counts for.
+fn prune_group(k: &[u8], v: &[u8], mut customer: impl FnMut(Vec<u8>)) -> usize {
+    match group_entries(k, v) {
+        Ok((count, entries)) => {
+            for e in each_entry(k, count, entries).flatten() {
+                customer(customer_key(e.customer, &e.id));
+            }
+            count.max(1)
+        }
+        // A damaged group still goes; customer entries naming it are skipped by `list`.
+        Err(_) => 1,
+    }
+}
+
 /// The audit's page cache. sled's default (1 GiB) would let a busy audit add a
 /// gigabyte to the server's memory; records are written in time order and read
 /// rarely, so a small cache holds what the writer touches.
@@ -721,32 +793,13 @@ impl SledAudit {
 
 impl AuditStore for SledAudit {
     fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
-        let mut all: Vec<(DecisionId, &[u8])> = batches.iter().flat_map(RecordBatch::entries).collect();
-        if all.is_empty() {
-            return Ok(());
-        }
-        all.sort_unstable_by_key(|e| e.0);
         let mut groups = sled::Batch::default();
         let mut customers = sled::Batch::default();
-        let mut value = Vec::new();
-        for same_ms in all.chunk_by(|a, b| a.0.as_bytes()[..6] == b.0.as_bytes()[..6]) {
-            for group in same_ms.chunks(MAX_GROUP_RECORDS) {
-                let key = *group[0].0.as_bytes();
-                value.clear();
-                value.extend_from_slice(&[AUDIT_FORMAT_VERSION, 0, 0, 0, 0]);
-                value.extend_from_slice(&(group.len() as u16).to_le_bytes());
-                for (id, bytes) in group {
-                    value.extend_from_slice(bytes);
-                    let (entry, _) = split_entry(bytes).map_err(|reason| AuditError::Encode {
-                        decision_id: id.to_id_string(),
-                        reason: reason.to_owned(),
-                    })?;
-                    customers.insert(customer_key(entry.customer, id), &key);
-                }
-                let crc = crc32fast::hash(&value[GROUP_HEADER..]);
-                value[1..GROUP_HEADER].copy_from_slice(&crc.to_be_bytes());
-                groups.insert(&key, value.as_slice());
-            }
+        if !encode_groups(batches, |put, key, value| match put {
+            Put::Group => groups.insert(key, value),
+            Put::Customer => customers.insert(key, value),
+        })? {
+            return Ok(());
         }
         self.groups.apply_batch(groups)?;
         self.customers.apply_batch(customers)?;
@@ -795,13 +848,8 @@ impl AuditStore for SledAudit {
     }
 
     fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError> {
-        if before.0 <= 0 {
+        let Some(end) = prune_end(before) else {
             return Ok(0);
-        }
-        let end: Vec<u8> = if before.0 > DecisionId::MAX_MILLIS {
-            vec![0xff; 17]
-        } else {
-            millis_bytes(before).to_vec()
         };
         let mut keys = Vec::new();
         let mut customers = sled::Batch::default();
@@ -811,17 +859,7 @@ impl AuditStore for SledAudit {
                 break;
             }
             let (k, v) = entry?;
-            match group_entries(&k, &v) {
-                Ok((count, entries)) => {
-                    for e in each_entry(&k, count, entries).flatten() {
-                        customers.remove(customer_key(e.customer, &e.id));
-                    }
-                    removed += count.max(1);
-                }
-                // A damaged group still goes; customer entries naming it are skipped
-                // by `list`.
-                Err(_) => removed += 1,
-            }
+            removed += prune_group(&k, &v, |key| customers.remove(key));
             keys.push(k);
         }
         self.customers.apply_batch(customers)?;
@@ -837,6 +875,166 @@ impl AuditStore for SledAudit {
         let mut n = 0;
         for entry in self.groups.iter() {
             let (k, v) = entry?;
+            n += group_entries(&k, &v)?.0;
+        }
+        Ok(n)
+    }
+}
+
+/// The audit in a fjall database of its own: the same keys and values as [`SledAudit`],
+/// in keyspaces of the same names (and the format under [`FORMAT_KEY`] in `audit_meta`).
+/// Its memory is its write buffers and a block cache of [`AUDIT_CACHE_BYTES`], however
+/// many records the retention keeps.
+#[derive(Clone)]
+pub struct FjallAudit {
+    db: fjall::Database,
+    groups: fjall::Keyspace,
+    customers: fjall::Keyspace,
+}
+
+impl fmt::Debug for FjallAudit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FjallAudit").finish_non_exhaustive()
+    }
+}
+
+/// The write buffer of each of the audit's keyspaces.
+const AUDIT_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
+impl FjallAudit {
+    /// Opens (or creates) the audit in directory `path`; [`AuditError::OldFormat`] if it
+    /// holds records of another format.
+    pub fn open(path: impl AsRef<Path>) -> Result<FjallAudit, AuditError> {
+        let path = path.as_ref();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match fjall::Database::builder(path)
+                .cache_size(AUDIT_CACHE_BYTES)
+                // Each write reaches the OS (a crash of the process loses nothing
+                // written); the auditor syncs on `flush`.
+                .manual_journal_persist(false)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let keyspace = |name: &str| {
+            db.keyspace(name, || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(AUDIT_MEMTABLE_BYTES)
+            })
+        };
+        let meta = keyspace("audit_meta")?;
+        match meta.get(FORMAT_KEY)? {
+            Some(v) if v.as_ref() == [AUDIT_FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(AuditError::OldFormat {
+                    found: v.first().copied().unwrap_or(0),
+                });
+            }
+            None => {
+                meta.insert(FORMAT_KEY, [AUDIT_FORMAT_VERSION])?;
+                db.persist(fjall::PersistMode::SyncAll)?;
+            }
+        }
+        Ok(FjallAudit {
+            groups: keyspace(GROUPS_TREE)?,
+            customers: keyspace(CUSTOMERS_TREE)?,
+            db,
+        })
+    }
+
+    /// The record of `id` in the group under `key`.
+    fn read_in(&self, key: &[u8], id: &DecisionId) -> Result<Option<AuditRecord>, AuditError> {
+        match self.groups.get(key)? {
+            Some(v) => find_in_group(key, &v, id),
+            None => Ok(None),
+        }
+    }
+}
+
+impl AuditStore for FjallAudit {
+    fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
+        let mut batch = self.db.batch();
+        if !encode_groups(batches, |put, key, value| {
+            let keyspace = match put {
+                Put::Group => &self.groups,
+                Put::Customer => &self.customers,
+            };
+            batch.insert(keyspace, key, value);
+        })? {
+            return Ok(());
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn get(&self, decision_id: &str) -> Result<Option<AuditRecord>, AuditError> {
+        let Some(id) = DecisionId::parse(decision_id) else {
+            return Ok(None);
+        };
+        // The groups of the id's millisecond whose first id is not after it.
+        for entry in self.groups.range(&id.as_bytes()[..6]..=&id.as_bytes()[..]) {
+            let (k, v) = entry.into_inner()?;
+            if let Some(r) = find_in_group(&k, &v, &id)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        let mut out = Vec::with_capacity(q.limit.min(1024));
+        let Some((lo, hi)) = list_bounds(q) else {
+            return Ok(out);
+        };
+        let prefix_len = q.customer_id.len() + 1;
+        for entry in self.customers.range(lo..hi).rev() {
+            if out.len() >= q.limit {
+                break;
+            }
+            let (k, group) = entry.into_inner()?;
+            let Some(id) = k.get(prefix_len..).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
+                continue;
+            };
+            // An entry whose group is gone (an interrupted prune) names nothing.
+            if let Some(r) = self.read_in(&group, &DecisionId(id))? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError> {
+        let Some(end) = prune_end(before) else {
+            return Ok(0);
+        };
+        let mut batch = self.db.batch();
+        let mut removed = 0;
+        for entry in self.groups.range(..end) {
+            if removed >= max {
+                break;
+            }
+            let (k, v) = entry.into_inner()?;
+            removed += prune_group(&k, &v, |key| batch.remove(&self.customers, key));
+            batch.remove(&self.groups, k);
+        }
+        batch.commit()?;
+        Ok(removed)
+    }
+
+    fn count(&self) -> Result<usize, AuditError> {
+        let mut n = 0;
+        for entry in self.groups.iter() {
+            let (k, v) = entry.into_inner()?;
             n += group_entries(&k, &v)?.0;
         }
         Ok(n)
@@ -1185,6 +1383,47 @@ mod tests {
     fn sled_store_indexes_and_prunes() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         exercise(&SledAudit::with_db(db).unwrap());
+    }
+
+    #[test]
+    fn fjall_store_indexes_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&FjallAudit::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn fjall_records_survive_a_reopen_and_another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs: Vec<AuditRecord> = (0..150u32)
+            .map(|i| record(&id_at(1_700_000_000_000 + i64::from(i / 70), i as u8), "c1"))
+            .collect();
+        {
+            let store = FjallAudit::open(dir.path()).unwrap();
+            store.write(&[batch(&rs)]).unwrap();
+            store.flush().unwrap();
+        }
+        let store = FjallAudit::open(dir.path()).unwrap();
+        for r in &rs {
+            assert_eq!(store.get(&r.decision_id).unwrap().as_ref(), Some(r));
+        }
+        assert_eq!(store.count().unwrap(), 150);
+        assert_eq!(
+            store.prune(Timestamp(1_700_000_000_001), 1).unwrap(),
+            64,
+            "one whole group"
+        );
+        assert_eq!(store.count().unwrap(), 86);
+        let meta = store
+            .db
+            .keyspace("audit_meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        meta.insert(FORMAT_KEY, [9]).unwrap();
+        store.flush().unwrap();
+        drop((meta, store));
+        assert!(matches!(
+            FjallAudit::open(dir.path()),
+            Err(AuditError::OldFormat { found: 9 })
+        ));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod snapshot;
 mod storage;
 
 pub use audit::{
-    AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, DecisionId, ListQuery, MemoryAudit,
+    AuditError, AuditMethod, AuditRecord, AuditStore, Cursor, DecisionId, FjallAudit, ListQuery, MemoryAudit,
     RecordBatch, RecordParts, SledAudit,
 };
 pub use error::LogError;

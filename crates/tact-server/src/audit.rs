@@ -101,6 +101,8 @@ const MAX_GROUP: usize = 8_192;
 /// A group smaller than this, with nobody waiting for it, waits [`LINGER`] for more.
 const LINGER_BELOW: usize = 1_024;
 const LINGER: Duration = Duration::from_millis(10);
+/// Records written without anyone waiting are made durable at most this long after.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// The most of one core the writer uses (see [`write_loop`]).
 const WRITER_SHARE: f64 = 0.15;
 /// Records removed per prune step (each step is one short blocking task).
@@ -529,7 +531,9 @@ impl Taken {
 
 /// The writer: takes every job already queued (up to [`MAX_GROUP`] records), writes
 /// them with one store call on the blocking pool, flushes if an `Authorize` record is
-/// among them, answers those, then hands the group to the sink. A `Sync` (from
+/// among them (or [`FLUSH_EVERY`] has passed since the last flush, or the writer was
+/// idle that long with records not flushed), answers those, then hands the group to
+/// the sink. A `Sync` (from
 /// [`Auditor::sync`]) flushes and answers once everything before it is written; the
 /// loop ends when the auditor is dropped.
 ///
@@ -545,9 +549,33 @@ async fn write_loop(
     sink: Option<Arc<dyn AuditSink>>,
 ) {
     let mut taken = Taken::default();
+    // Records written since the last flush, and when that was: nobody waits for them,
+    // but they are made durable within [`FLUSH_EVERY`] (on the next write, or when the
+    // writer has been idle that long).
+    let mut unflushed = false;
+    let mut flushed_at = Instant::now();
     loop {
         if taken.records == 0 && !taken.awaited() {
-            match rx.recv().await {
+            let job = if unflushed {
+                let left = FLUSH_EVERY.saturating_sub(flushed_at.elapsed());
+                match tokio::time::timeout(left, rx.recv()).await {
+                    Ok(job) => job,
+                    Err(_) => {
+                        let store = Arc::clone(&store);
+                        match tokio::task::spawn_blocking(move || store.flush()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::error!(error = %e, "audit records not flushed"),
+                            Err(e) => tracing::error!(error = %e, "audit flush task failed"),
+                        }
+                        unflushed = false;
+                        flushed_at = Instant::now();
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            match job {
                 Some(job) => {
                     taken.take(job);
                 }
@@ -570,7 +598,10 @@ async fn write_loop(
             syncs,
             close,
         } = std::mem::take(&mut taken);
-        let flush = !acks.is_empty() || !syncs.is_empty() || close.is_some();
+        let flush = !acks.is_empty()
+            || !syncs.is_empty()
+            || close.is_some()
+            || ((unflushed || records > 0) && flushed_at.elapsed() >= FLUSH_EVERY);
         let started = Instant::now();
         let written = {
             let store = Arc::clone(&store);
@@ -586,6 +617,12 @@ async fn write_loop(
             .await
         };
         let busy = started.elapsed();
+        if flush {
+            unflushed = false;
+            flushed_at = Instant::now();
+        } else if records > 0 {
+            unflushed = true;
+        }
         if flush && busy >= tact_log::SLOW_FLUSH {
             tracing::warn!(
                 took_ms = busy.as_millis() as u64,

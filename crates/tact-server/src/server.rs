@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tact_core::{Admission, Policy};
 use tact_log::{
-    AuditStore, GroupCommit, MemoryAudit, MemoryStorage, ReplayStats, SledAudit, Storage, StorageOptions,
+    AuditStore, FjallAudit, GroupCommit, MemoryAudit, MemoryStorage, ReplayStats, SledAudit, Storage,
+    StorageOptions,
 };
 use tact_proto::pb::contact_policy_server::ContactPolicyServer;
 use tact_proto::pb::tact_admin_server::TactAdminServer;
@@ -118,15 +119,20 @@ pub fn open_storage_with(data_dir: &Path, options: StorageOptions) -> Result<Arc
     Ok(storage)
 }
 
-/// Opens the decision audit's sled database, `<data_dir>/audit` (created if missing):
-/// beside the event log, not in it.
-pub fn open_audit(data_dir: &Path) -> Result<Arc<dyn AuditStore>, ServerError> {
+/// Opens the decision audit's database, `<data_dir>/audit` (created if missing): beside
+/// the event log, not in it. An existing audit opens with the engine that wrote it, a
+/// new one with `engine`.
+pub fn open_audit(data_dir: &Path, engine: tact_log::Engine) -> Result<Arc<dyn AuditStore>, ServerError> {
     let path = data_dir.join("audit");
-    let store = SledAudit::open(&path).map_err(|e| ServerError::DataDir {
+    let err = |e: tact_log::AuditError| ServerError::DataDir {
         path: path.display().to_string(),
         why: format!("decision audit: {e}"),
-    })?;
-    Ok(Arc::new(store))
+    };
+    let store: Arc<dyn AuditStore> = match tact_log::Engine::of_existing(&path).unwrap_or(engine) {
+        tact_log::Engine::Sled => Arc::new(SledAudit::open(&path).map_err(err)?),
+        tact_log::Engine::Fjall => Arc::new(FjallAudit::open(&path).map_err(err)?),
+    };
+    Ok(store)
 }
 
 /// tonic answers a request message over `max_decoding_message_size` with OUT_OF_RANGE
@@ -242,7 +248,7 @@ pub async fn run(
     };
     let audit_store: Arc<dyn AuditStore> = match (&opts.audit.store, &opts.data_dir) {
         (Some(store), _) => Arc::clone(store),
-        (None, Some(dir)) => open_audit(dir)?,
+        (None, Some(dir)) => open_audit(dir, opts.log_memory.engine)?,
         (None, None) => Arc::new(MemoryAudit::new()),
     };
     let auditor = Auditor::start(audit_store, &opts.audit, Arc::clone(&opts.clock));
