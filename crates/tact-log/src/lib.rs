@@ -31,5 +31,5 @@ pub use projection::{Projection, ReplayStats, fold, replay_progress};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
     Appended, DEAD_LETTER_PREFIX, Engine, EventIter, EventVisitor, FjallStorage, MemoryStorage, MetaEntry,
-    RawVisitor, SNAPSHOT_FILE, SledStorage, Storage, StorageOptions, open as open_storage,
+    RawVisitor, SNAPSHOT_FILE, SledStorage, Storage, StorageOptions, copy_log, open as open_storage,
 };

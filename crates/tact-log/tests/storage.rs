@@ -784,3 +784,61 @@ fn a_second_fjall_handle_on_the_same_directory_is_refused_as_locked() {
     assert!(matches!(err, LogError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("locked"), "{err}");
 }
+
+#[test]
+fn copy_log_moves_every_event_at_its_seq_meta_dead_letters_and_the_snapshot_between_engines() {
+    for from in backends() {
+        let src = &from.storage;
+        let events = stream(5_000, 41);
+        src.append(&events[..3_000], &[(b"kafka/offset/t/0".to_vec(), b"7".to_vec())])
+            .unwrap();
+        for e in &events[3_000..3_010] {
+            src.append(std::slice::from_ref(e), &[]).unwrap();
+        }
+        src.append(
+            &events[3_010..],
+            &[(b"dead-letter/t/0/3".to_vec(), b"bad json".to_vec())],
+        )
+        .unwrap();
+        src.put_snapshot(b"snapshot at 5000").unwrap();
+        src.flush().unwrap();
+        for to in [common::sled(), common::fjall()] {
+            let dst = &to.storage;
+            let mut seen = Vec::new();
+            let copied = tact_log::copy_log(src.as_ref(), dst.as_ref(), 1_024, |n| seen.push(n)).unwrap();
+            let what = format!("{} -> {}", from.name, to.name);
+            assert_eq!(copied, 5_000, "{what}");
+            assert_eq!(seen.last(), Some(&5_000), "{what}");
+            assert_eq!(dst.last_seq().unwrap(), 5_000, "{what}");
+            assert_eq!(
+                dst.read_from(1, usize::MAX).unwrap(),
+                src.read_from(1, usize::MAX).unwrap(),
+                "{what}"
+            );
+            assert_eq!(
+                dst.meta_with_prefix(b"").unwrap(),
+                src.meta_with_prefix(b"").unwrap(),
+                "{what}"
+            );
+            assert_eq!(
+                dst.get_snapshot().unwrap().as_deref(),
+                Some(&b"snapshot at 5000"[..]),
+                "{what}"
+            );
+            for c in ["cust-0", "cust-7", "cust-40"] {
+                assert_eq!(
+                    dst.customer_events(c).unwrap(),
+                    src.customer_events(c).unwrap(),
+                    "{what} {c}"
+                );
+            }
+            for (i, e) in events.iter().enumerate().step_by(397) {
+                assert_eq!(dst.seq_of(&e.event_id).unwrap(), Some(i as u64 + 1), "{what}");
+            }
+            // Into a log that is not empty: refused, nothing appended.
+            let err = tact_log::copy_log(src.as_ref(), dst.as_ref(), 1_024, |_| {}).unwrap_err();
+            assert!(err.to_string().contains("not empty"), "{what}: {err}");
+            assert_eq!(dst.last_seq().unwrap(), 5_000, "{what}");
+        }
+    }
+}

@@ -99,6 +99,14 @@ enum Command {
         #[arg(long)]
         from_kafka: bool,
     },
+    /// Copy the event log to another storage engine, offline (the server must be stopped):
+    /// every event at its seq, the Kafka offsets, dead letters and snapshot; the old log
+    /// is kept beside it as `log.<engine>-old`.
+    MigrateLog {
+        /// The engine to move to: fjall or sled.
+        #[arg(long, default_value = "fjall")]
+        to: tact_log::Engine,
+    },
     /// Re-decide every recorded outreach under a candidate policy and the baseline, offline
     /// (the server must be stopped), and report what would have changed.
     Backtest(backtest::BacktestArgs),
@@ -243,6 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::customer(&settings.server, &customer, at, json).await
         }
         Command::Replay { until, from_kafka } => serve::replay(&settings, until, from_kafka).await,
+        Command::MigrateLog { to } => serve::migrate_log(&settings, to).await,
         Command::Backtest(args) => backtest::backtest(&settings, &args, cli.settings.server.is_some()).await,
         Command::Produce { file, format } => {
             let mut opts = settings.require_kafka()?;

@@ -188,6 +188,94 @@ pub fn open_existing(dir: &Path, memory: tact_log::StorageOptions) -> anyhow::Re
     tact_server::open_storage_with(dir, memory).map_err(|e| data_dir_error(e, dir))
 }
 
+/// `tact migrate-log --to ENGINE`: copies `<data_dir>/log` into a new log of `to`
+/// (`<data_dir>/log.migrating`, replaced if a migration was interrupted), checks it,
+/// then renames the old log to `log.<engine>-old` and the new one to `log`. Until the
+/// last rename the old log is untouched and still the one `tact serve` opens.
+pub async fn migrate_log(settings: &Settings, to: tact_log::Engine) -> anyhow::Result<ExitCode> {
+    let dir = settings.data_dir.clone();
+    let log = dir.join("log");
+    let Some(from) = tact_log::Engine::of_existing(&log) else {
+        bail!(
+            "no tact event log in {} (expected {})",
+            dir.display(),
+            log.display()
+        );
+    };
+    if from == to {
+        println!("the log in {} is already in {to}: nothing to do", log.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let old = dir.join(format!("log.{from}-old"));
+    if old.exists() {
+        bail!(
+            "{} exists (an earlier migration's old log): move it away first",
+            old.display()
+        );
+    }
+    let source = open_existing(&dir, settings.log_memory())?;
+    let last_seq = source.last_seq()?;
+    let target = dir.join("log.migrating");
+    if target.exists() {
+        std::fs::remove_dir_all(&target)
+            .with_context(|| format!("removing the unfinished migration in {}", target.display()))?;
+    }
+    let options = tact_log::StorageOptions {
+        engine: to,
+        ..settings.log_memory()
+    };
+    let started = std::time::Instant::now();
+    let bar = crate::progress::Bar::new(Some(last_seq), "copying", "events");
+    let copied = {
+        let bar = bar.clone();
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+            let (dest, engine) = tact_log::open_storage(&target, options)?;
+            anyhow::ensure!(engine == to, "{} already holds a {engine} log", target.display());
+            let copied = tact_log::copy_log(source.as_ref(), dest.as_ref(), 16_384, |n| bar.set_position(n))?;
+            anyhow::ensure!(
+                dest.last_seq()? == source.last_seq()?,
+                "the copy ends at seq {}, the log at {}",
+                dest.last_seq()?,
+                source.last_seq()?
+            );
+            Ok(copied)
+        })
+        .await??
+    };
+    bar.finish();
+    // Read back from disk by a new handle (which also waits until the copy's handle has
+    // let go of the directory): the copy is durable and whole.
+    {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let (dest, engine) = tact_log::open_storage(&target, options)?;
+            anyhow::ensure!(
+                engine == to && dest.last_seq()? == last_seq,
+                "the copy in {} reopened as {engine} ending at seq {}, expected {to} at {last_seq}",
+                target.display(),
+                dest.last_seq()?
+            );
+            Ok(())
+        })
+        .await??;
+    }
+    std::fs::rename(&log, &old)
+        .with_context(|| format!("renaming {} to {}", log.display(), old.display()))?;
+    std::fs::rename(&target, &log)
+        .with_context(|| format!("renaming {} to {}", target.display(), log.display()))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    println!(
+        "copied {copied} events from {from} to {to} in {:.1} s; the log is now {to}, the old one is in {} \
+         (remove it once the server runs on the new one)",
+        started.elapsed().as_secs_f64(),
+        old.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `tact replay`: rebuilds every customer's state from the log, offline, and reports.
 /// With `from_kafka`, first refills the log from the topic's beginning.
 pub async fn replay(

@@ -219,6 +219,48 @@ fn serve_import_check_customer_replay() {
         "{}",
         text(&out.stdout)
     );
+
+    // The log moves to sled and back: every event (the 4 and the policy record) and the
+    // same state each time.
+    let digest = |stdout: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("state digest"))
+            .map(str::to_owned)
+    };
+    let before = digest(&stdout).expect("replay prints a state digest");
+    for to in ["sled", "fjall"] {
+        let out = run(tact(cwd.path())
+            .args(["migrate-log", "--to", to, "--data-dir"])
+            .arg(&data));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("copied 5 events from"),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(data.join("log").is_dir());
+        let out = run(tact(cwd.path())
+            .args(["replay", "--data-dir"])
+            .arg(&data)
+            .arg("--policy")
+            .arg(common::policy_path()));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("replayed 4 events (2 customers)"),
+            "{to}: {stdout}"
+        );
+        assert_eq!(digest(&stdout).as_ref(), Some(&before), "{to}");
+    }
+    assert!(data.join("log.fjall-old").is_dir() && data.join("log.sled-old").is_dir());
+    let out = run(tact(cwd.path())
+        .args(["migrate-log", "--to", "fjall", "--data-dir"])
+        .arg(&data));
+    assert!(
+        text(&out.stdout).contains("already in fjall"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

@@ -326,6 +326,62 @@ impl Iterator for EventIter<'_> {
     }
 }
 
+/// Copies the log in `from` into `to`, which must be empty: every event at the same seq
+/// (in appends of `page` events), every meta entry (consumer offsets, dead letters) and
+/// the snapshot; then flushes `to`. `progress` gets the number of events copied so far.
+/// A seq that `to` does not reproduce (a gap in `from`) is an error naming it, and so
+/// is a `to` that is not empty. Returns how many events were copied.
+pub fn copy_log(
+    from: &dyn Storage,
+    to: &dyn Storage,
+    page: usize,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, LogError> {
+    let existing = to.last_seq()?;
+    if existing != 0 {
+        return Err(LogError::corrupt(
+            existing,
+            "the log to copy into is not empty (it ends at this seq)",
+        ));
+    }
+    let mut next = 1;
+    let mut copied = 0u64;
+    loop {
+        let events = from.read_from(next, page.max(1))?;
+        let Some(&(last, _)) = events.last() else {
+            break;
+        };
+        let seqs: Vec<u64> = events.iter().map(|(seq, _)| *seq).collect();
+        let events: Vec<Event> = events.into_iter().map(|(_, event)| event).collect();
+        for (appended, seq) in to.append(&events, &[])?.into_iter().zip(seqs) {
+            if appended != (Appended::Recorded { seq }) {
+                return Err(LogError::corrupt(
+                    seq,
+                    format!(
+                        "copied as {appended:?}: the source log is not consecutive from 1 or repeats an id"
+                    ),
+                ));
+            }
+        }
+        copied += events.len() as u64;
+        progress(copied);
+        next = last + 1;
+    }
+    let meta = from.meta_with_prefix(b"")?;
+    if !meta.is_empty() {
+        to.append(&[], &meta)?;
+    }
+    to.flush()?;
+    // A snapshot is a cache of the same seqs: still valid. One that cannot be read is
+    // only a missing cache.
+    match from.get_snapshot() {
+        Ok(Some(bytes)) => to.put_snapshot(&bytes)?,
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "the snapshot was not copied (unreadable)"),
+    }
+    Ok(copied)
+}
+
 /// Assigns seqs to a batch: `lookup` finds an id already in the log. Seqs of new events
 /// start at `last_seq + 1`, in batch order.
 pub(crate) fn plan_batch<E>(
