@@ -10,8 +10,9 @@
 # snapshot in at most 10 s, full replay no slower per event than the baseline.
 #
 # The log is generated once with the genlog example (Storage::append in batches of
-# 16,384, as the group commit writes; built here in release) into WORKDIR/data/log, and
-# reused if it already holds EVENTS events. Then, for each binary in turn:
+# 16,384, as the group commit writes; built here in release) into WORKDIR/data/log, in
+# the engine GENLOG_ENGINE names (fjall, the default, or sled), and reused if it
+# already holds EVENTS events (each binary opens it with the engine that wrote it). Then, for each binary in turn:
 #   1. `tact replay` (full replay, no snapshot): events/s as it prints them, wall time
 #      of the whole command (open included) and its peak RSS;
 #   2. `tact serve` without a snapshot: time until its port accepts connections (the

@@ -1,15 +1,15 @@
-//! The event log: durable group-committed appends, replay and disk use, on sled with the
-//! in-memory backend as the same-run baseline.
+//! The event log: durable group-committed appends, replay and disk use, on fjall and
+//! sled, with the in-memory backend as the same-run baseline.
 //!
 //! - `log_append/<backend>`: `TASKS` concurrent appenders, each appending `ROUNDS`
-//!   batches of 1-10 events through [`Log`] (acknowledged only once durable); the sled
-//!   database's disk use after all of them is printed too.
+//!   batches of 1-10 events through [`Log`] (acknowledged only once durable); each disk
+//!   database's size after all of them is printed too.
 //! - `log_replay/<backend>`: [`Projection::rebuild`] of a log of `TACT_BENCH_LOG_EVENTS`
 //!   events (default 500,000).
-//! - disk use: printed after the sled replay log is written and flushed, as
-//!   `size_on_disk / raw bytes` where raw bytes is the sum of the events' bincode payloads.
-//! - open: printed after it, the time to reopen that sled log (its id and customer
-//!   indexes are on disk: the open reads the last chunk and the index's mark).
+//! - disk use: printed after each disk engine's replay log is written and flushed, as
+//!   bytes on disk / raw bytes, where raw bytes is the sum of the events' bincode payloads.
+//! - open: printed after it, the time to reopen that log (its id and customer indexes
+//!   are on disk: the open reads the last chunk and the index's mark).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tact_benches::customer_history;
 use tact_core::{Event, Retention};
-use tact_log::{GroupCommit, Log, MemoryStorage, Projection, SledStorage, Storage, codec};
+use tact_log::{
+    Engine, FjallStorage, GroupCommit, Log, MemoryStorage, Projection, SledStorage, Storage, codec,
+};
 
 /// Concurrent appenders.
 const TASKS: u64 = 256;
@@ -88,10 +90,16 @@ fn bench_append(c: &mut Criterion) {
     group.throughput(Throughput::Elements(per_iter));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let sled = Arc::new(SledStorage::open(dir.path().join("append")).expect("open sled"));
     let backends: Vec<(&str, Arc<dyn Storage>)> = vec![
         ("memory", Arc::new(MemoryStorage::new())),
-        ("sled", Arc::clone(&sled) as Arc<dyn Storage>),
+        (
+            "sled",
+            Arc::new(SledStorage::open(dir.path().join("append-sled")).expect("open sled")),
+        ),
+        (
+            "fjall",
+            Arc::new(FjallStorage::open(dir.path().join("append-fjall")).expect("open fjall")),
+        ),
     ];
     for (name, storage) in backends {
         let log = Arc::new({
@@ -138,11 +146,13 @@ fn bench_append(c: &mut Criterion) {
             recorded as f64 / groups.max(1) as f64,
             recorded as f64 / flushes.max(1) as f64,
         );
-        if name == "sled" {
-            let disk = sled.size_on_disk().expect("size on disk");
+        if name != "memory" {
+            drop(log);
+            drop(storage);
+            let disk = size_of_dir(&dir.path().join(format!("append-{name}")));
             let raw = raw.load(Ordering::Relaxed);
             eprintln!(
-                "log_disk/sled (group-committed appends): raw bincode payloads {raw} bytes, size_on_disk {disk} bytes = {:.2}x raw",
+                "log_disk/{name} (group-committed appends): raw bincode payloads {raw} bytes, on disk {disk} bytes = {:.2}x raw",
                 disk as f64 / raw.max(1) as f64
             );
         }
@@ -188,29 +198,40 @@ fn bench_replay(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let memory = MemoryStorage::new();
     fill(&memory, n);
-    let started = Instant::now();
-    let sled = SledStorage::open(dir.path().join("replay")).expect("open sled");
-    let (events, raw) = fill(&sled, n);
-    let written = started.elapsed();
-    let disk = sled.size_on_disk().expect("size on disk");
-    eprintln!(
-        "log_disk/sled: {events} events, raw bincode payloads {raw} bytes ({:.0} per event), size_on_disk {disk} bytes ({:.0} per event) = {:.2}x raw; written in {written:.1?} ({:.0} events/s in batches of 10,000, one flush)",
-        raw as f64 / events as f64,
-        disk as f64 / events as f64,
-        disk as f64 / raw as f64,
-        events as f64 / written.as_secs_f64(),
-    );
+    let mut disk_backends: Vec<(&str, Box<dyn Storage>)> = Vec::new();
+    for (name, engine) in [("sled", Engine::Sled), ("fjall", Engine::Fjall)] {
+        let path = dir.path().join(format!("replay-{name}"));
+        let open = |path: &std::path::Path| -> Box<dyn Storage> {
+            match engine {
+                Engine::Sled => Box::new(SledStorage::open(path).expect("open sled")),
+                Engine::Fjall => Box::new(FjallStorage::open(path).expect("open fjall")),
+            }
+        };
+        let started = Instant::now();
+        let storage = open(&path);
+        let (events, raw) = fill(storage.as_ref(), n);
+        let written = started.elapsed();
+        drop(storage);
+        let disk = size_of_dir(&path);
+        eprintln!(
+            "log_disk/{name}: {events} events, raw bincode payloads {raw} bytes ({:.0} per event), on disk {disk} bytes ({:.0} per event) = {:.2}x raw; written in {written:.1?} ({:.0} events/s in batches of 10,000, one flush)",
+            raw as f64 / events as f64,
+            disk as f64 / events as f64,
+            disk as f64 / raw as f64,
+            events as f64 / written.as_secs_f64(),
+        );
+        let started = Instant::now();
+        let storage = open(&path);
+        let opened = started.elapsed();
+        eprintln!(
+            "log_open/{name}: reopened {events} events in {opened:.1?} ({:.0} events/s)",
+            events as f64 / opened.as_secs_f64()
+        );
+        disk_backends.push((name, storage));
+    }
 
-    drop(sled);
-    let started = Instant::now();
-    let sled = SledStorage::open(dir.path().join("replay")).expect("reopen sled");
-    let opened = started.elapsed();
-    eprintln!(
-        "log_open/sled: reopened {events} events in {opened:.1?} ({:.0} events/s)",
-        events as f64 / opened.as_secs_f64()
-    );
-
-    let backends: [(&str, &dyn Storage); 2] = [("memory", &memory), ("sled", &sled)];
+    let mut backends: Vec<(&str, &dyn Storage)> = vec![("memory", &memory)];
+    backends.extend(disk_backends.iter().map(|(name, s)| (*name, s.as_ref())));
     for (name, storage) in backends {
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -221,6 +242,22 @@ fn bench_replay(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Bytes of the files under `dir`.
+fn size_of_dir(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => size_of_dir(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 criterion_group!(benches, bench_append, bench_replay);
