@@ -594,6 +594,33 @@ fn bench_populates_drives_and_reports() {
         assert!(client > 0.0 && client < 4.0, "{op}: client_cores {client}");
         let server_cpu = report["server_cpu_us_per_decision"].as_f64().expect("server CPU");
         assert!(server_cpu > 0.0, "{op}: server CPU {server_cpu}");
+        assert_eq!(n("requests"), n("latency_samples"), "{op}: {report}");
     }
+    // Without --server-pid (a client on another host), every call in the window is
+    // counted once: as many calls as latencies. (The counters used to be reset at every
+    // tick of the window without it, so only the calls of its last instant counted.)
+    let out = run(tact(cwd.path()).args([
+        "bench",
+        "--target",
+        &url,
+        "--customers",
+        "200",
+        "--op",
+        "decide",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "--quiet",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests > 2, "{report}");
+    assert_eq!(Some(requests), report["latency_samples"].as_u64(), "{report}");
+    assert_eq!(report["server_cores"], serde_json::Value::Null, "{report}");
     assert!(server.terminate().success());
 }

@@ -142,6 +142,9 @@ pub struct Report {
     pub requests_per_sec: f64,
     pub decisions_per_sec: f64,
     pub latency_us: Latency,
+    /// Latencies recorded: one for each call counted in `requests` (the window counts
+    /// a call and its latency together).
+    pub latency_samples: u64,
     pub allow: u64,
     pub deny: u64,
     pub defer: u64,
@@ -466,17 +469,19 @@ async fn drive(
         tasks.spawn(worker.run());
     }
     // The progress line, and the server's and our own CPU time at the window's edges.
+    let mut measuring = false;
     let mut cpu_start = None;
     let mut own_start = None;
     let mut last = (Instant::now(), 0u64);
     loop {
         let now = Instant::now();
-        if cpu_start.is_none() && now >= window.start {
+        // Once, when the window opens (counting what finished during the warm-up).
+        if !measuring && now >= window.start {
+            measuring = true;
             if let Some(pid) = args.server_pid {
                 cpu_start = Some(cpu_time(pid)?);
             }
             own_start = cpu_time(std::process::id()).ok();
-            counters_reset(&counters);
             last = (now, 0);
         }
         if now >= window.end {
@@ -566,6 +571,7 @@ async fn drive(
             p999: count(&hist, 0.999),
             max: if hist.is_empty() { 0 } else { hist.max() },
         },
+        latency_samples: hist.len(),
         allow: c.allow.load(Ordering::Relaxed),
         deny: c.deny.load(Ordering::Relaxed),
         defer: c.defer.load(Ordering::Relaxed),
@@ -576,21 +582,6 @@ async fn drive(
         client_cores: own.map(|d| d.as_secs_f64() / seconds),
         first_error: c.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     })
-}
-
-/// Counting starts with the measured window (the warm-up's counts are dropped).
-fn counters_reset(c: &Counters) {
-    for a in [
-        &c.requests,
-        &c.decisions,
-        &c.errors,
-        &c.shed,
-        &c.allow,
-        &c.deny,
-        &c.defer,
-    ] {
-        a.store(0, Ordering::Relaxed);
-    }
 }
 
 /// One call in flight (for a stream: one stream).
@@ -761,7 +752,10 @@ impl Worker {
                 }
                 Ok(None) => break,
                 Err(s) => {
-                    self.counters.error(&s);
+                    // Counted like the calls: only once the window is open.
+                    if Instant::now() >= self.window.start {
+                        self.counters.error(&s);
+                    }
                     break;
                 }
             }
