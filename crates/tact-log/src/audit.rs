@@ -701,6 +701,49 @@ fn encode_groups(
     Ok(true)
 }
 
+/// The record of `id` in the first of `groups` (key, value) that holds it.
+fn find_in_groups<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    groups: impl Iterator<Item = Result<(K, V), AuditError>>,
+    id: &DecisionId,
+) -> Result<Option<AuditRecord>, AuditError> {
+    for entry in groups {
+        let (k, v) = entry?;
+        if let Some(r) = find_in_group(k.as_ref(), v.as_ref(), id)? {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+/// Fills `out` (up to the query's limit) from customer-index `entries` (key, group key),
+/// newest first, reading each record with `read_in(group key, id)`.
+fn list_newest<K: AsRef<[u8]>, G: AsRef<[u8]>>(
+    q: &ListQuery,
+    entries: impl Iterator<Item = Result<(K, G), AuditError>>,
+    read_in: impl Fn(&[u8], &DecisionId) -> Result<Option<AuditRecord>, AuditError>,
+    out: &mut Vec<AuditRecord>,
+) -> Result<(), AuditError> {
+    let prefix_len = q.customer_id.len() + 1;
+    for entry in entries {
+        if out.len() >= q.limit {
+            break;
+        }
+        let (k, group) = entry?;
+        let Some(id) = k
+            .as_ref()
+            .get(prefix_len..)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        else {
+            continue;
+        };
+        // An entry whose group is gone (an interrupted prune) names nothing.
+        if let Some(r) = read_in(group.as_ref(), &DecisionId(id))? {
+            out.push(r);
+        }
+    }
+    Ok(())
+}
+
 /// The end key of a prune of the records answered before `before`; `None`: nothing to prune.
 fn prune_end(before: Timestamp) -> Option<Vec<u8>> {
     if before.0 <= 0 {
@@ -816,13 +859,8 @@ impl AuditStore for SledAudit {
             return Ok(None);
         };
         // The groups of the id's millisecond whose first id is not after it.
-        for entry in self.groups.range(&id.as_bytes()[..6]..=&id.as_bytes()[..]) {
-            let (k, v) = entry?;
-            if let Some(r) = find_in_group(&k, &v, &id)? {
-                return Ok(Some(r));
-            }
-        }
-        Ok(None)
+        let groups = self.groups.range(&id.as_bytes()[..6]..=&id.as_bytes()[..]);
+        find_in_groups(groups.map(|e| e.map_err(AuditError::from)), &id)
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
@@ -830,20 +868,13 @@ impl AuditStore for SledAudit {
         let Some((lo, hi)) = list_bounds(q) else {
             return Ok(out);
         };
-        let prefix_len = q.customer_id.len() + 1;
-        for entry in self.customers.range(lo..hi).rev() {
-            if out.len() >= q.limit {
-                break;
-            }
-            let (k, group) = entry?;
-            let Some(id) = k.get(prefix_len..).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
-                continue;
-            };
-            // An entry whose group is gone (an interrupted prune) names nothing.
-            if let Some(r) = self.read_in(&group, &DecisionId(id))? {
-                out.push(r);
-            }
-        }
+        let entries = self.customers.range(lo..hi).rev();
+        list_newest(
+            q,
+            entries.map(|e| e.map_err(AuditError::from)),
+            |group, id| self.read_in(group, id),
+            &mut out,
+        )?;
         Ok(out)
     }
 
@@ -982,13 +1013,8 @@ impl AuditStore for FjallAudit {
             return Ok(None);
         };
         // The groups of the id's millisecond whose first id is not after it.
-        for entry in self.groups.range(&id.as_bytes()[..6]..=&id.as_bytes()[..]) {
-            let (k, v) = entry.into_inner()?;
-            if let Some(r) = find_in_group(&k, &v, &id)? {
-                return Ok(Some(r));
-            }
-        }
-        Ok(None)
+        let groups = self.groups.range(&id.as_bytes()[..6]..=&id.as_bytes()[..]);
+        find_in_groups(groups.map(|g| g.into_inner().map_err(AuditError::from)), &id)
     }
 
     fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
@@ -996,20 +1022,13 @@ impl AuditStore for FjallAudit {
         let Some((lo, hi)) = list_bounds(q) else {
             return Ok(out);
         };
-        let prefix_len = q.customer_id.len() + 1;
-        for entry in self.customers.range(lo..hi).rev() {
-            if out.len() >= q.limit {
-                break;
-            }
-            let (k, group) = entry.into_inner()?;
-            let Some(id) = k.get(prefix_len..).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
-                continue;
-            };
-            // An entry whose group is gone (an interrupted prune) names nothing.
-            if let Some(r) = self.read_in(&group, &DecisionId(id))? {
-                out.push(r);
-            }
-        }
+        let entries = self.customers.range(lo..hi).rev();
+        list_newest(
+            q,
+            entries.map(|g| g.into_inner().map_err(AuditError::from)),
+            |group, id| self.read_in(group, id),
+            &mut out,
+        )?;
         Ok(out)
     }
 

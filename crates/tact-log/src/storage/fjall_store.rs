@@ -31,7 +31,7 @@ use super::sled_index::{self, IdCache};
 use super::sled_store::write_atomically;
 use super::{
     Appended, DEAD_LETTER_PREFIX, EventVisitor, MetaEntry, RawVisitor, SNAPSHOT_FILE, Storage,
-    StorageOptions, plan_batch,
+    StorageOptions, event_in_chunk, meta_under, plan_batch, read_snapshot_file, visit_chunk, visit_indexed,
 };
 use crate::codec;
 use crate::error::LogError;
@@ -280,17 +280,6 @@ impl FjallStorage {
     }
 }
 
-/// Visits the records of `chunk` with seq >= `from`; whether to go on.
-fn visit_chunk(chunk: &codec::Chunk<'_>, from: u64, visit: &mut RawVisitor<'_>) -> Result<bool, LogError> {
-    for record in chunk.records_from(from) {
-        let (seq, raw) = record?;
-        if !visit(seq, raw)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 impl Storage for FjallStorage {
     fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -358,13 +347,8 @@ impl Storage for FjallStorage {
     }
 
     fn get(&self, seq: u64) -> Result<Option<Event>, LogError> {
-        let Some((first, value)) = self.chunk_at_or_before(seq)? else {
-            return Ok(None);
-        };
-        match codec::parse_chunk(first, &value)?.record(seq)? {
-            Some(raw) => codec::decode_event(seq, raw).map(Some),
-            None => Ok(None),
-        }
+        let found = self.chunk_at_or_before(seq)?;
+        event_in_chunk(found.as_ref().map(|(first, v)| (*first, &v[..])), seq)
     }
 
     fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
@@ -381,30 +365,7 @@ impl Storage for FjallStorage {
                 seqs.push(seq);
             }
         }
-        // A customer's events often share a chunk: read each chunk once for all of them.
-        let mut i = 0;
-        while i < seqs.len() {
-            let value = self.chunk_at_or_before(seqs[i])?;
-            let chunk = value
-                .as_ref()
-                .map(|(first, value)| codec::parse_chunk(*first, value))
-                .transpose()?;
-            loop {
-                let seq = seqs[i];
-                let raw = match &chunk {
-                    Some(chunk) => chunk.record(seq)?,
-                    None => None,
-                };
-                if let Some(event) = codec::decode_indexed(sled_index::TREE, customer_id, seq, raw)? {
-                    visit(seq, event)?;
-                }
-                i += 1;
-                if i == seqs.len() || !chunk.as_ref().is_some_and(|c| c.contains(seqs[i])) {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        visit_indexed(customer_id, &seqs, |seq| self.chunk_at_or_before(seq), visit)
     }
 
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
@@ -434,23 +395,19 @@ impl Storage for FjallStorage {
     }
 
     fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError> {
-        if let Some(rest) = prefix.strip_prefix(DEAD_LETTER_PREFIX) {
-            return self.dead_letters_with_prefix(rest, usize::MAX);
-        }
-        let mut out: Vec<MetaEntry> = self
-            .meta
-            .prefix(prefix)
-            .map(|guard| {
-                let (k, v) = guard.into_inner()?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect::<Result<_, LogError>>()?;
-        if DEAD_LETTER_PREFIX.starts_with(prefix) {
-            // A shorter prefix (`b""`, `b"dead"`) covers the dead letters too.
-            out.extend(self.dead_letters_with_prefix(b"", usize::MAX)?);
-            out.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        Ok(out)
+        meta_under(
+            prefix,
+            || {
+                self.meta
+                    .prefix(prefix)
+                    .map(|guard| {
+                        let (k, v) = guard.into_inner()?;
+                        Ok((k.to_vec(), v.to_vec()))
+                    })
+                    .collect()
+            },
+            |rest| self.dead_letters_with_prefix(rest, usize::MAX),
+        )
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError> {
@@ -461,13 +418,6 @@ impl Storage for FjallStorage {
     }
 
     fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError> {
-        match std::fs::read(&self.snapshot_file) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LogError::SnapshotFile {
-                path: self.snapshot_file.display().to_string(),
-                source,
-            }),
-        }
+        read_snapshot_file(&self.snapshot_file)
     }
 }

@@ -382,6 +382,102 @@ pub fn copy_log(
     Ok(copied)
 }
 
+// What both disk backends do the same way over their sorted keys (see `sled_store` for
+// the layout they share).
+
+/// Visits the records of `chunk` with seq >= `from`; whether to go on.
+pub(super) fn visit_chunk(
+    chunk: &codec::Chunk<'_>,
+    from: u64,
+    visit: &mut RawVisitor<'_>,
+) -> Result<bool, LogError> {
+    for record in chunk.records_from(from) {
+        let (seq, raw) = record?;
+        if !visit(seq, raw)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The event at `seq` in `found`, the chunk under the greatest key `<= seq` (its first
+/// seq and value), if any.
+pub(super) fn event_in_chunk(found: Option<(u64, &[u8])>, seq: u64) -> Result<Option<Event>, LogError> {
+    let Some((first, value)) = found else {
+        return Ok(None);
+    };
+    match codec::parse_chunk(first, value)?.record(seq)? {
+        Some(raw) => codec::decode_event(seq, raw).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Visits one customer's events at `seqs` (ascending, from the customer index), reading
+/// each chunk once for all of its events; `chunk_at_or_before` finds the chunk under the
+/// greatest key `<= seq`. A seq the index names but the log does not hold is an error.
+pub(super) fn visit_indexed<V: AsRef<[u8]>>(
+    customer_id: &str,
+    seqs: &[u64],
+    mut chunk_at_or_before: impl FnMut(u64) -> Result<Option<(u64, V)>, LogError>,
+    visit: &mut EventVisitor<'_>,
+) -> Result<(), LogError> {
+    let mut i = 0;
+    while i < seqs.len() {
+        let value = chunk_at_or_before(seqs[i])?;
+        let chunk = value
+            .as_ref()
+            .map(|(first, value)| codec::parse_chunk(*first, value.as_ref()))
+            .transpose()?;
+        loop {
+            let seq = seqs[i];
+            let raw = match &chunk {
+                Some(chunk) => chunk.record(seq)?,
+                None => None,
+            };
+            if let Some(event) = codec::decode_indexed(sled_index::TREE, customer_id, seq, raw)? {
+                visit(seq, event)?;
+            }
+            i += 1;
+            if i == seqs.len() || !chunk.as_ref().is_some_and(|c| c.contains(seqs[i])) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The meta entries under `prefix`: `meta`'s, and the dead letters too when `prefix`
+/// covers them (`dead_letters` lists those under a prefix of their own keys, which are
+/// stored without [`DEAD_LETTER_PREFIX`]), in key order.
+pub(super) fn meta_under(
+    prefix: &[u8],
+    meta: impl FnOnce() -> Result<Vec<MetaEntry>, LogError>,
+    dead_letters: impl Fn(&[u8]) -> Result<Vec<MetaEntry>, LogError>,
+) -> Result<Vec<MetaEntry>, LogError> {
+    if let Some(rest) = prefix.strip_prefix(DEAD_LETTER_PREFIX) {
+        return dead_letters(rest);
+    }
+    let mut out = meta()?;
+    if DEAD_LETTER_PREFIX.starts_with(prefix) {
+        // A shorter prefix (`b""`, `b"dead"`) covers the dead letters too.
+        out.extend(dead_letters(b"")?);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    Ok(out)
+}
+
+/// The snapshot file's bytes; `None` if there is none.
+pub(super) fn read_snapshot_file(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LogError::SnapshotFile {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
 /// Assigns seqs to a batch: `lookup` finds an id already in the log. Seqs of new events
 /// start at `last_seq + 1`, in batch order.
 pub(crate) fn plan_batch<E>(

@@ -47,7 +47,7 @@ use tact_core::Event;
 use super::sled_index::{self, IdCache};
 use super::{
     Appended, DEAD_LETTER_PREFIX, EventVisitor, MetaEntry, RawVisitor, SNAPSHOT_FILE, Storage,
-    StorageOptions, plan_batch,
+    StorageOptions, event_in_chunk, meta_under, plan_batch, read_snapshot_file, visit_chunk, visit_indexed,
 };
 use crate::codec;
 use crate::error::LogError;
@@ -215,17 +215,6 @@ impl SledStorage {
     }
 }
 
-/// Visits the records of `chunk` with seq >= `from`; whether to go on.
-fn visit_chunk(chunk: &codec::Chunk<'_>, from: u64, visit: &mut RawVisitor<'_>) -> Result<bool, LogError> {
-    for record in chunk.records_from(from) {
-        let (seq, raw) = record?;
-        if !visit(seq, raw)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 impl Storage for SledStorage {
     fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,13 +299,8 @@ impl Storage for SledStorage {
     }
 
     fn get(&self, seq: u64) -> Result<Option<Event>, LogError> {
-        let Some((first, value)) = self.chunk_at_or_before(seq)? else {
-            return Ok(None);
-        };
-        match codec::parse_chunk(first, &value)?.record(seq)? {
-            Some(raw) => codec::decode_event(seq, raw).map(Some),
-            None => Ok(None),
-        }
+        let found = self.chunk_at_or_before(seq)?;
+        event_in_chunk(found.as_ref().map(|(first, v)| (*first, &v[..])), seq)
     }
 
     fn scan_raw(&self, from: u64, visit: &mut RawVisitor<'_>) -> Result<(), LogError> {
@@ -325,30 +309,7 @@ impl Storage for SledStorage {
 
     fn visit_customer_events(&self, customer_id: &str, visit: &mut EventVisitor<'_>) -> Result<(), LogError> {
         let seqs = sled_index::customer_seqs(&self.index, customer_id)?;
-        // A customer's events often share a chunk: read each chunk once for all of them.
-        let mut i = 0;
-        while i < seqs.len() {
-            let value = self.chunk_at_or_before(seqs[i])?;
-            let chunk = value
-                .as_ref()
-                .map(|(first, value)| codec::parse_chunk(*first, value))
-                .transpose()?;
-            loop {
-                let seq = seqs[i];
-                let raw = match &chunk {
-                    Some(chunk) => chunk.record(seq)?,
-                    None => None,
-                };
-                if let Some(event) = codec::decode_indexed(sled_index::TREE, customer_id, seq, raw)? {
-                    visit(seq, event)?;
-                }
-                i += 1;
-                if i == seqs.len() || !chunk.as_ref().is_some_and(|c| c.contains(seqs[i])) {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        visit_indexed(customer_id, &seqs, |seq| self.chunk_at_or_before(seq), visit)
     }
 
     fn seq_of(&self, event_id: &str) -> Result<Option<u64>, LogError> {
@@ -386,32 +347,27 @@ impl Storage for SledStorage {
     }
 
     fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, LogError> {
-        let dead_letters = |rest: &[u8]| -> Result<Vec<MetaEntry>, LogError> {
-            self.dead_letters
-                .scan_prefix(rest)
-                .map(|item| {
-                    let (k, v) = item?;
-                    Ok(([DEAD_LETTER_PREFIX, &k].concat(), v.to_vec()))
-                })
-                .collect()
-        };
-        if let Some(rest) = prefix.strip_prefix(DEAD_LETTER_PREFIX) {
-            return dead_letters(rest);
-        }
-        let mut out: Vec<MetaEntry> = self
-            .meta
-            .scan_prefix(prefix)
-            .map(|item| {
-                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(LogError::from)
-            })
-            .collect::<Result<_, _>>()?;
-        if DEAD_LETTER_PREFIX.starts_with(prefix) {
-            // A shorter prefix (`b""`, `b"dead"`) covers the dead letters too.
-            out.extend(dead_letters(b"")?);
-            out.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        Ok(out)
+        meta_under(
+            prefix,
+            || {
+                self.meta
+                    .scan_prefix(prefix)
+                    .map(|item| {
+                        item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                            .map_err(LogError::from)
+                    })
+                    .collect()
+            },
+            |rest| {
+                self.dead_letters
+                    .scan_prefix(rest)
+                    .map(|item| {
+                        let (k, v) = item?;
+                        Ok(([DEAD_LETTER_PREFIX, &k].concat(), v.to_vec()))
+                    })
+                    .collect()
+            },
+        )
     }
 
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError> {
@@ -438,14 +394,7 @@ impl Storage for SledStorage {
         let Some(path) = &self.snapshot_file else {
             return Ok(self.snapshots.get(SNAPSHOT_KEY)?.map(|v| v.to_vec()));
         };
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LogError::SnapshotFile {
-                path: path.display().to_string(),
-                source,
-            }),
-        }
+        read_snapshot_file(path)
     }
 }
 
