@@ -149,7 +149,7 @@ fn bench_append(c: &mut Criterion) {
         if name != "memory" {
             drop(log);
             drop(storage);
-            let disk = size_of_dir(&dir.path().join(format!("append-{name}")));
+            let disk = tact_log::size_of_dir(&dir.path().join(format!("append-{name}")));
             let raw = raw.load(Ordering::Relaxed);
             eprintln!(
                 "log_disk/{name} (group-committed appends): raw bincode payloads {raw} bytes, on disk {disk} bytes = {:.2}x raw",
@@ -212,7 +212,7 @@ fn bench_replay(c: &mut Criterion) {
         let (events, raw) = fill(storage.as_ref(), n);
         let written = started.elapsed();
         drop(storage);
-        let disk = size_of_dir(&path);
+        let disk = tact_log::size_of_dir(&path);
         eprintln!(
             "log_disk/{name}: {events} events, raw bincode payloads {raw} bytes ({:.0} per event), on disk {disk} bytes ({:.0} per event) = {:.2}x raw; written in {written:.1?} ({:.0} events/s in batches of 10,000, one flush)",
             raw as f64 / events as f64,
@@ -242,22 +242,6 @@ fn bench_replay(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// Bytes of the files under `dir`.
-fn size_of_dir(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => size_of_dir(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 criterion_group!(benches, bench_append, bench_replay);

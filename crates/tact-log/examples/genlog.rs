@@ -132,26 +132,11 @@ fn main() {
     let secs = started.elapsed().as_secs_f64();
     eprintln!();
     drop(storage);
-    let bytes = size_of_dir(std::path::Path::new(dir));
+    let bytes = tact_log::size_of_dir(std::path::Path::new(dir));
     println!(
         "generated {} events over {customers} customers in {secs:.1} s ({:.0} events/s) with {engine}; on disk: {bytes} bytes ({:.0} bytes/event)",
         events.saturating_sub(first),
         events.saturating_sub(first) as f64 / secs.max(1e-9),
         bytes as f64 / events.max(1) as f64
     );
-}
-
-/// Bytes of the files under `dir`.
-fn size_of_dir(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => size_of_dir(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

@@ -32,4 +32,5 @@ pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
     Appended, DEAD_LETTER_PREFIX, Engine, EventIter, EventVisitor, FjallStorage, MemoryStorage, MetaEntry,
     RawVisitor, SNAPSHOT_FILE, SledStorage, Storage, StorageOptions, copy_log, open as open_storage,
+    size_of_dir,
 };

@@ -478,6 +478,22 @@ pub(super) fn read_snapshot_file(path: &Path) -> Result<Option<Vec<u8>>, LogErro
     }
 }
 
+/// Bytes of the files under `dir` (a log's size on disk, whatever its engine); 0 if
+/// it cannot be read.
+pub fn size_of_dir(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => size_of_dir(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Assigns seqs to a batch: `lookup` finds an id already in the log. Seqs of new events
 /// start at `last_seq + 1`, in batch order.
 pub(crate) fn plan_batch<E>(
