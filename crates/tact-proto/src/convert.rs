@@ -138,7 +138,7 @@ pub fn span_from_pb(d: &PbDuration, field: &str) -> Result<Span, ConvertError> {
             "seconds and nanos must have the same sign",
         ));
     }
-    if d.seconds.abs() > MAX_PB_DURATION_SECONDS {
+    if d.seconds.unsigned_abs() > MAX_PB_DURATION_SECONDS.unsigned_abs() {
         return Err(ConvertError::new(
             field,
             format!(

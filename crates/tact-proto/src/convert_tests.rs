@@ -781,6 +781,22 @@ fn times_convert_at_the_edges() {
         )
         .is_err()
     );
+    // The extremes a hostile client can send are errors naming the field, never an
+    // overflow (`i64::MIN.abs()` panics in debug builds and wraps in release ones).
+    for seconds in [i64::MIN, i64::MIN + 1, -315_576_000_001, i64::MAX] {
+        let err = span_from_pb(&PbDuration { seconds, nanos: 0 }, "x").unwrap_err();
+        assert!(err.to_string().contains('x'), "{seconds}: {err}");
+    }
+    assert_eq!(
+        span_from_pb(
+            &PbDuration {
+                seconds: -315_576_000_000,
+                nanos: 0
+            },
+            "x"
+        ),
+        Ok(Span(-315_576_000_000_000))
+    );
 
     // Out-of-range instants clamp to what protobuf (and its JSON form) can hold.
     let max = timestamp_to_pb(Timestamp::MAX);
