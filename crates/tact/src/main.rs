@@ -47,7 +47,7 @@ struct Cli {
     /// Log format (logs go to stderr)
     #[arg(long, global = true, env = "TACT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
-    /// Log level or filter, e.g. `debug` or `info,tact_log=debug` [default: RUST_LOG, else info]
+    /// Log level or filter, e.g. `debug` or `info,tact_log=debug` [default: RUST_LOG, else info (fjall and lsm_tree: warn)]
     #[arg(long, global = true, env = "TACT_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
     #[command(flatten)]
@@ -200,7 +200,10 @@ fn init_tracing(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
             Ok(l) if !l.trim().is_empty() => {
                 EnvFilter::try_new(&l).map_err(|e| anyhow::anyhow!("invalid RUST_LOG `{l}`: {e}"))?
             }
-            _ => EnvFilter::new("info"),
+            // The storage engine's own progress lines (fjall, lsm-tree: "Creating
+            // database", "Finished ingestion writer") are not the operator's news;
+            // its warnings and errors are.
+            _ => EnvFilter::new("info,fjall=warn,lsm_tree=warn"),
         },
     };
     let builder = tracing_subscriber::fmt()
