@@ -937,22 +937,9 @@ impl FjallAudit {
     /// holds records of another format.
     pub fn open(path: impl AsRef<Path>) -> Result<FjallAudit, AuditError> {
         let path = path.as_ref();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            match fjall::Database::builder(path)
-                .cache_size(AUDIT_CACHE_BYTES)
-                // Each write reaches the OS (a crash of the process loses nothing
-                // written); the auditor syncs on `flush`.
-                .manual_journal_persist(false)
-                .open()
-            {
-                Ok(db) => break db,
-                Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        // Each write reaches the OS (a crash of the process loses nothing written); the
+        // auditor syncs on `flush`.
+        let db = crate::storage::open_fjall_database(path, AUDIT_CACHE_BYTES, false)?;
         let keyspace = |name: &str| {
             db.keyspace(name, || {
                 fjall::KeyspaceCreateOptions::default().max_memtable_size(AUDIT_MEMTABLE_BYTES)

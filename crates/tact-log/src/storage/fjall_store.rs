@@ -51,6 +51,30 @@ const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 const MEMTABLE_BYTES: u64 = 32 * 1024 * 1024;
 const META_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Opens (or creates) a fjall database in `path` with a block cache of `cache_bytes`;
+/// `manual_persist`: writes stay in the process until `persist` (else each write batch
+/// reaches the OS). A lock that another handle of this process is still releasing is
+/// retried for [`LOCK_RETRY`] before `fjall::Error::Locked` is returned.
+pub(crate) fn open_database(
+    path: &Path,
+    cache_bytes: u64,
+    manual_persist: bool,
+) -> Result<Database, fjall::Error> {
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        let opened = Database::builder(path)
+            .cache_size(cache_bytes)
+            .manual_journal_persist(manual_persist)
+            .open();
+        match opened {
+            Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The log in a fjall database. Cheap to share behind an `Arc`.
 pub struct FjallStorage {
     db: Database,
@@ -86,25 +110,12 @@ impl FjallStorage {
     /// fjall's block cache).
     pub fn open_with_options(path: impl AsRef<Path>, options: StorageOptions) -> Result<Self, LogError> {
         let path = path.as_ref();
-        let deadline = std::time::Instant::now() + LOCK_RETRY;
-        let db = loop {
-            let opened = Database::builder(path)
-                .cache_size(options.cache_bytes)
-                .manual_journal_persist(true)
-                .open();
-            match opened {
-                Ok(db) => break db,
-                Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(fjall::Error::Locked) => {
-                    return Err(LogError::Locked {
-                        path: path.display().to_string(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let db = open_database(path, options.cache_bytes, true).map_err(|e| match e {
+            fjall::Error::Locked => LogError::Locked {
+                path: path.display().to_string(),
+            },
+            e => e.into(),
+        })?;
         let keyspace = |name: &str, memtable: u64| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable)

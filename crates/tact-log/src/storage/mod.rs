@@ -22,6 +22,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use self::fjall_store::FjallStorage;
+pub(crate) use self::fjall_store::open_database as open_fjall_database;
 pub use self::memory::MemoryStorage;
 pub use self::sled_store::SledStorage;
 
