@@ -8,7 +8,10 @@
 //!
 //! Targets (ratios, not timed tests): unary Decide at 64 in flight >= 0.9x the no-op's
 //! throughput and p99 <= 1.2x; DecideBatch (1,000 a call, 4 in flight) and DecideStream
-//! at verdict-only >= 8x Redis + Lua's checks/s.
+//! at verdict-only >= 8x Redis + Lua's checks/s. Screening runs both ways: 1,000
+//! requests at DETAIL_VERDICT, and an audience (one marketing email proposed to 1,000
+//! customers, answered packed), each beside the no-op server answering the same
+//! messages.
 //!
 //! `scripts/bench-e2e` builds the release binary, installs redis-server if it can, and
 //! runs this. Directly: `cargo build --release -p tact && cargo bench -p tact-benches
@@ -483,6 +486,7 @@ fn main() {
     let unloaded = ["--op", "decide", "--concurrency", "1"];
     let batch = ["--op", "batch", "--concurrency", "4", "--batch-size", "1000"];
     let stream = ["--op", "stream", "--concurrency", "4", "--batch-size", "1000"];
+    let screen = ["--op", "screen", "--concurrency", "4", "--batch-size", "1000"];
     let mut summary = Vec::new();
     for round in 1..=rounds {
         println!("round {round}");
@@ -512,13 +516,19 @@ fn main() {
         line("tact DecideStream 4 x1000, verdict", &sv);
         let nb = run(&nu, noop.pid(), &[&batch[..], &["--detail", "verdict"]].concat());
         line("no-op DecideBatch 1000 x4, verdict", &nb);
-        summary.push((t64, n64, t1, n1, bf, bv, sf, sv));
+        let ns = run(&nu, noop.pid(), &[&stream[..], &["--detail", "verdict"]].concat());
+        line("no-op DecideStream 4 x1000, verdict", &ns);
+        let ta = run(&tu, server.pid(), &screen);
+        line("tact DecideBatch audience 1000 x4", &ta);
+        let na = run(&nu, noop.pid(), &screen);
+        line("no-op DecideBatch audience 1000 x4", &na);
+        summary.push((t64, n64, t1, n1, bf, bv, sf, sv, ta, na));
     }
     drop(server);
     drop(noop);
     let redis = redis_baseline(dir.path(), customers, secs, rounds);
     println!("\nsummary (each round: tact and its baseline back to back on the same cores)");
-    for (i, (t64, n64, t1, n1, bf, bv, sf, sv)) in summary.iter().enumerate() {
+    for (i, (t64, n64, t1, n1, bf, bv, sf, sv, ta, na)) in summary.iter().enumerate() {
         println!(
             "  round {}: unary 64 in flight {:.2}x the no-op's throughput (target >= 0.9), p99 {:.2}x (<= 1.2), server CPU per call {:.2}x; unloaded p99 {:.2}x",
             i + 1,
@@ -529,12 +539,18 @@ fn main() {
         );
         let per = |v: &Value| (f(v, "decisions_per_sec"), f(v, "server_cpu_us_per_decision"));
         let ((bfr, bfc), (bvr, bvc), (sfr, sfc), (svr, svc)) = (per(bf), per(bv), per(sf), per(sv));
+        let ((tar, tac), (nar, nac)) = (per(ta), per(na));
         println!(
             "           batch full {bfr:.0}/s {bfc:.2} µs, verdict {bvr:.0}/s {bvc:.2} µs; stream full {sfr:.0}/s {sfc:.2} µs, verdict {svr:.0}/s {svc:.2} µs (server CPU per decision)"
         );
+        println!(
+            "           audience {tar:.0}/s {tac:.2} µs, {:.2}x the no-op's {nar:.0}/s {nac:.2} µs",
+            tar / nar
+        );
         match redis.as_ref().and_then(|r| r.get(i)) {
             Some((checks, cpu)) => println!(
-                "           redis + lua {checks:.0} checks/s, {cpu:.2} µs per check: batch verdict {:.1}x, stream verdict {:.1}x, batch full {:.1}x (target >= 8x)",
+                "           redis + lua {checks:.0} checks/s, {cpu:.2} µs per check: audience {:.1}x, batch verdict {:.1}x, stream verdict {:.1}x, batch full {:.1}x (target >= 8x)",
+                tar / checks,
                 bvr / checks,
                 svr / checks,
                 bfr / checks

@@ -187,6 +187,70 @@ async fn every_item_of_a_batch_and_a_stream_is_audited() {
     server.stop().await;
 }
 
+/// Every customer of an audience gets a record under its own decision id (the
+/// screening's prefix and its index), readable like any other decision.
+#[tokio::test]
+async fn every_customer_of_an_audience_is_audited_under_its_id() {
+    let server = TestServer::start(None, wed_10am()).await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    let ids: Vec<String> = ["ann", "", "bob", "ann"].map(String::from).to_vec();
+    let screening = client
+        .decide_batch(pb::DecideBatchRequest {
+            audience: Some(pb::Audience {
+                channel: pb::Channel::Call as i32,
+                purpose: pb::Purpose::Sales as i32,
+                campaign_id: "spring".into(),
+                customer_ids: ids.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .screening
+        .unwrap();
+    assert_eq!(
+        screening.verdicts,
+        [
+            pb::Verdict::Defer,
+            pb::Verdict::Unspecified,
+            pb::Verdict::Deny,
+            pb::Verdict::Defer
+        ]
+        .map(|v| v as i32)
+    );
+    server.handle.auditor().sync().await;
+    let mut kept = std::collections::HashSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let decision_id = format!("{}{i:08x}", screening.decision_id_prefix);
+        let audited = get(&mut client, &decision_id).await;
+        if i == 1 {
+            assert_eq!(
+                audited.unwrap_err().code(),
+                Code::NotFound,
+                "a bad id is not a decision"
+            );
+            continue;
+        }
+        let audited = audited.unwrap();
+        let d = audited.decision.as_ref().unwrap();
+        assert_eq!(audited.method, "DecideBatch");
+        assert_eq!((&d.customer_id, &d.decision_id), (id, &decision_id));
+        assert_eq!(d.verdict, screening.verdicts[i]);
+        let nb = d
+            .not_before
+            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+        assert_eq!(nb, screening.not_before_unix_ms[i]);
+        assert!(d.reasons.is_empty(), "answered at verdict detail: {d:?}");
+        kept.insert(decision_id);
+    }
+    assert_eq!(kept.len(), 3);
+    assert_eq!(server.handle.auditor().store().count().unwrap(), 3);
+    server.stop().await;
+}
+
 async fn decide_everything(client: &mut Client) -> Vec<pb::Decision> {
     ann(client).await;
     let mut out = vec![
@@ -429,6 +493,7 @@ async fn a_decision_answered_with_less_detail_reads_back_the_same() {
         .decide_batch(pb::DecideBatchRequest {
             requests: vec![request("ann", Channel::Call, Purpose::Sales), rules],
             detail: pb::Detail::Verdict as i32,
+            audience: None,
         })
         .await
         .unwrap()

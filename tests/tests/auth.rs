@@ -177,6 +177,19 @@ async fn a_client_over_its_rate_is_told_when_to_retry_and_another_is_unaffected(
     let e = client.decide_batch(bearer(big, SLOW)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(e.message().contains("split"), "{}", e.message());
+    // An audience costs one decision per customer, like requests.
+    let audience = pb::DecideBatchRequest {
+        audience: Some(pb::Audience {
+            channel: pb::Channel::Email as i32,
+            purpose: pb::Purpose::Marketing as i32,
+            customer_ids: vec!["c1".into(); 3],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = client.decide_batch(bearer(audience, SLOW)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert!(e.message().contains("split"), "{}", e.message());
     server.stop().await;
 }
 

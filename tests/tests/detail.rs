@@ -144,6 +144,7 @@ async fn batch(client: &mut Client, requests: &[pb::DecideRequest], detail: pb::
         .decide_batch(pb::DecideBatchRequest {
             requests: requests.to_vec(),
             detail: detail as i32,
+            audience: None,
         })
         .await
         .expect("decide_batch")
@@ -238,6 +239,190 @@ async fn a_batch_answered_with_verdicts_only_agrees_with_the_full_answers() {
     }
 }
 
+/// An audience (one proposal, many customers) gets, for each customer, the verdict and
+/// not_before the same proposal gets as a request of its own, with bad ids named in
+/// place and every other customer answered.
+#[tokio::test]
+async fn an_audience_is_answered_like_its_requests_one_by_one() {
+    for seed in [11, 4242] {
+        let (server, requests) = population(seed, 400).await;
+        let mut client = server.client().await;
+        let mut ids: Vec<String> = requests.iter().map(|r| r.customer_id.clone()).collect();
+        // Bad ids in the middle (and a customer tact has never heard of, which is
+        // valid), and a repeat.
+        ids.insert(3, String::new());
+        ids.insert(100, "has space".to_owned());
+        ids.insert(200, "x".repeat(300));
+        ids.push("never-seen".to_owned());
+        ids.push(ids[10].clone());
+        let bad = [3usize, 100, 200];
+        let mut seen = std::collections::HashMap::new();
+        for (channel, purpose) in [
+            (Channel::Email, Purpose::Marketing),
+            (Channel::Call, Purpose::Sales),
+            (Channel::Sms, Purpose::Service),
+        ] {
+            for later in [None, Some(hours(13)), Some(days(3))] {
+                let at = later.map(|l| timestamp_to_pb(wed_10am().saturating_add(l)));
+                let screening = client
+                    .decide_batch(pb::DecideBatchRequest {
+                        audience: Some(pb::Audience {
+                            channel: pb::Channel::from(channel) as i32,
+                            purpose: pb::Purpose::from(purpose) as i32,
+                            campaign_id: "spring".to_owned(),
+                            requested_by: "screening-test".to_owned(),
+                            at,
+                            customer_ids: ids.clone(),
+                        }),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("an audience")
+                    .into_inner()
+                    .screening
+                    .expect("a screening");
+                assert_eq!(screening.verdicts.len(), ids.len());
+                assert_eq!(screening.not_before_unix_ms.len(), ids.len());
+                let named: Vec<(u64, String)> = screening
+                    .errors
+                    .iter()
+                    .map(|e| (e.index, e.field.clone()))
+                    .collect();
+                let expected: Vec<(u64, String)> = bad
+                    .iter()
+                    .map(|&i| (i as u64, format!("audience.customer_ids[{i}]")))
+                    .collect();
+                assert_eq!(named, expected);
+                let decided_at = screening.decided_at.expect("decided_at");
+                // Decided at the instant asked for (the server's clock stands still at
+                // wed_10am).
+                assert_eq!(decided_at, at.unwrap_or_else(|| timestamp_to_pb(wed_10am())));
+                assert_eq!(screening.decision_id_prefix.len(), 25);
+                // The same proposals one by one, at the instant the audience was decided.
+                let one_by_one: Vec<pb::DecideRequest> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !bad.contains(i))
+                    .map(|(_, id)| {
+                        let mut r = request(id, channel, purpose);
+                        r.campaign_id = "spring".to_owned();
+                        r.at = Some(decided_at);
+                        r
+                    })
+                    .collect();
+                let full = batch(&mut client, &one_by_one, pb::Detail::Full).await;
+                let mut full = full.iter();
+                for (i, id) in ids.iter().enumerate() {
+                    let v = screening.verdicts[i];
+                    let nb = screening.not_before_unix_ms[i];
+                    if bad.contains(&i) {
+                        assert_eq!((v, nb), (pb::Verdict::Unspecified as i32, 0), "item {i}");
+                        continue;
+                    }
+                    let f = full.next().expect("one answer per good id");
+                    assert_eq!(f.customer_id, *id);
+                    let expected_nb = f
+                        .not_before
+                        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+                    assert_eq!((v, nb), (f.verdict, expected_nb), "item {i} ({id}): full {f:?}");
+                    *seen.entry(verdict(f)).or_insert(0) += 1;
+                }
+            }
+        }
+        for v in [pb::Verdict::Allow, pb::Verdict::Deny, pb::Verdict::Defer] {
+            assert!(seen.get(&v).copied().unwrap_or(0) >= 10, "seed {seed}: {seen:?}");
+        }
+        server.stop().await;
+    }
+}
+
+/// What an audience must not be: mixed with requests, asked at a detail it does not
+/// give, over the batch limit, or without its proposal's channel.
+#[tokio::test]
+async fn a_malformed_audience_is_named() {
+    let server = TestServer::start(None, wed_10am()).await;
+    let mut client = server.client().await;
+    let audience = |ids: Vec<String>| pb::Audience {
+        channel: pb::Channel::Email as i32,
+        purpose: pb::Purpose::Marketing as i32,
+        customer_ids: ids,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            pb::DecideBatchRequest {
+                requests: vec![request("c1", Channel::Email, Purpose::Marketing)],
+                audience: Some(audience(vec!["c2".into()])),
+                ..Default::default()
+            },
+            "audience",
+        ),
+        (
+            pb::DecideBatchRequest {
+                detail: pb::Detail::Rules as i32,
+                audience: Some(audience(vec!["c2".into()])),
+                ..Default::default()
+            },
+            "detail",
+        ),
+        (
+            pb::DecideBatchRequest {
+                audience: Some(audience(vec!["c".into(); 10_001])),
+                ..Default::default()
+            },
+            "audience.customer_ids",
+        ),
+        (
+            pb::DecideBatchRequest {
+                audience: Some(pb::Audience {
+                    channel: 0,
+                    ..audience(vec!["c2".into()])
+                }),
+                ..Default::default()
+            },
+            "audience.channel",
+        ),
+        (
+            pb::DecideBatchRequest {
+                audience: Some(pb::Audience {
+                    purpose: 77,
+                    ..audience(vec!["c2".into()])
+                }),
+                ..Default::default()
+            },
+            "audience.purpose",
+        ),
+        (
+            pb::DecideBatchRequest {
+                audience: Some(pb::Audience {
+                    campaign_id: "c".repeat(100_000),
+                    ..audience(vec!["c2".into()])
+                }),
+                ..Default::default()
+            },
+            "audience.campaign_id",
+        ),
+    ];
+    for (req, field) in cases {
+        let e = client.decide_batch(req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e:?}");
+        assert!(e.message().starts_with(field), "{field}: {}", e.message());
+    }
+    // An empty audience is an empty answer, not an error.
+    let empty = client
+        .decide_batch(pb::DecideBatchRequest {
+            audience: Some(audience(Vec::new())),
+            ..Default::default()
+        })
+        .await
+        .expect("an empty audience")
+        .into_inner()
+        .screening
+        .expect("a screening");
+    assert!(empty.verdicts.is_empty() && empty.errors.is_empty());
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_unknown_detail_is_named() {
     let server = TestServer::start(None, wed_10am()).await;
@@ -246,6 +431,7 @@ async fn an_unknown_detail_is_named() {
         .decide_batch(pb::DecideBatchRequest {
             requests: vec![request("c1", Channel::Email, Purpose::Marketing)],
             detail: 42,
+            audience: None,
         })
         .await
         .unwrap_err();

@@ -540,8 +540,49 @@ pub fn validate_customer_id(id: &str) -> Result<(), InvalidEvent> {
             got: id.len(),
         });
     }
+    // Most ids are printable ASCII: one byte test each, no char decoding.
+    if id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(());
+    }
     if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(InvalidEvent::CustomerIdFormat(id.to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod customer_id_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The rule as documented, without the ASCII fast path.
+    fn by_the_rule(id: &str) -> bool {
+        !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
+
+    #[test]
+    fn every_ascii_byte_and_some_unicode_are_judged_by_the_rule() {
+        for b in 0u8..=127 {
+            let id = format!("a{}b", b as char);
+            assert_eq!(validate_customer_id(&id).is_ok(), by_the_rule(&id), "{b:#x}");
+        }
+        for id in [
+            "ok\u{00a0}no",
+            "e\u{301}t\u{e9}",
+            "x\u{2028}",
+            "\u{85}",
+            "日本-42",
+            "z\u{200b}",
+        ] {
+            assert_eq!(validate_customer_id(id).is_ok(), by_the_rule(id), "{id:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_never_changes_the_answer(id in "\\PC{0,8}|[ -~]{0,300}|.{0,4}") {
+            prop_assert_eq!(validate_customer_id(&id).is_ok(), by_the_rule(&id));
+        }
+    }
 }

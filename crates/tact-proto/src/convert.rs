@@ -749,6 +749,35 @@ pub fn proposal_from_pb_taken(
     Ok((proposal, at))
 }
 
+/// Checks and converts an audience's shared proposal (`DecideBatchRequest.audience`):
+/// the proposal with an empty `customer_id` (each customer's id is put in as it is
+/// decided), and the instant to decide at. Its strings are moved out of `audience`;
+/// errors name the field under `audience.`. The customer ids are not looked at: each
+/// is checked on its own (see [`audience_customer_error`]).
+pub fn audience_from_pb(audience: &mut pb::Audience) -> Result<(Proposal, Option<Timestamp>), ConvertError> {
+    let channel = channel_from_wire(audience.channel, "audience.channel")?;
+    let purpose = purpose_from_wire(audience.purpose, "audience.purpose")?;
+    let at = opt_timestamp_from_pb(audience.at.as_ref(), "audience.at")?;
+    let proposal = Proposal {
+        customer_id: String::new(),
+        channel,
+        purpose,
+        campaign_id: std::mem::take(&mut audience.campaign_id),
+        requested_by: std::mem::take(&mut audience.requested_by),
+    };
+    Ok((proposal, at))
+}
+
+/// Why item `index` of an audience cannot be decided, if it cannot: its customer id
+/// is not valid.
+pub fn audience_customer_error(index: usize, customer_id: &str) -> Option<pb::ItemError> {
+    validate_customer_id(customer_id).err().map(|e| pb::ItemError {
+        index: index as u64,
+        field: format!("audience.customer_ids[{index}]"),
+        message: invalid_event(&e).why,
+    })
+}
+
 /// Checks and converts a decide request: the proposal, and the instant to decide at
 /// (`None`: now, as the caller's clock says).
 pub fn proposal_from_pb(req: &pb::DecideRequest) -> Result<(Proposal, Option<Timestamp>), ConvertError> {

@@ -214,6 +214,68 @@ pub struct Decided {
 /// secure generator (see [`DecisionId`]). `Authorize` records its event under
 /// `tact-<decision id>`, so an id a caller could guess is an id a caller could claim
 /// first: 80 bits in each millisecond are not guessable.
+/// The DENY for a customer this instance cannot answer for, saying why.
+fn refusal_decision(refused: &Refused) -> Decision {
+    let (rule_id, detail) = match refused {
+        Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
+        Refused::NotReady { .. } => ("not-ready", Detail::NotReady),
+    };
+    Decision {
+        verdict: Verdict::Deny,
+        not_before: None,
+        reasons: vec![Reason {
+            rule_id: rule_id.into(),
+            effect: Effect::Deny,
+            detail,
+        }],
+        alternatives: Vec::new(),
+    }
+}
+
+/// How far behind the state may be for a decision at `at`: the feed's lag when it says
+/// the partition is stale and `at` falls inside that lag (events from then may be
+/// missing), else nothing. The policy's `stale_state` rules decide what that holds back
+/// (marketing and sales by default: fail closed).
+fn state_lag(access: &Access, at: Timestamp, now: Timestamp) -> Span {
+    match access {
+        Access::Owned { lag, stale: true, .. } => {
+            let lag = Span(lag.as_millis().min(i64::MAX as u128) as i64);
+            if at.0 >= now.0.saturating_sub(lag.0) {
+                lag
+            } else {
+                Span(0)
+            }
+        }
+        _ => Span(0),
+    }
+}
+
+/// The length of a screening's decision id prefix: `d`, the millisecond (12 hex
+/// digits) and 48 random bits (12); an item's id adds its index as 8 hex digits.
+pub const SCREEN_ID_PREFIX_LEN: usize = 25;
+
+/// Appends `n` as 8 lowercase hex digits.
+fn push_hex8(s: &mut String, n: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 8];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((n >> (28 - 4 * i)) & 15) as usize];
+    }
+    s.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
+}
+
+/// What a screening answered as a whole (see [`Engine::screen`]).
+#[derive(Clone, Debug)]
+pub struct Screened {
+    /// Item i's decision id is this and i as 8 lowercase hex digits.
+    pub decision_id_prefix: String,
+    /// The instant every customer was decided at.
+    pub at: Timestamp,
+    /// The log position the customers' state reflected (at least).
+    pub log_position: u64,
+    pub policy_version: Arc<str>,
+}
+
 fn decision_id(now: Timestamp) -> String {
     use rand::RngCore;
     // One copy out of the generator's buffer (`rand::random::<[u8; 10]>()` would draw a
@@ -463,21 +525,8 @@ impl Engine {
     fn refusal(&self, refused: &Refused, at: Option<Timestamp>, policy_version: &Arc<str>) -> Decided {
         let now = self.clock.now();
         let at = at.unwrap_or(now);
-        let (rule_id, detail) = match refused {
-            Refused::NotOwner { .. } => ("not-owner", Detail::NotOwner),
-            Refused::NotReady { .. } => ("not-ready", Detail::NotReady),
-        };
         Decided {
-            decision: Decision {
-                verdict: Verdict::Deny,
-                not_before: None,
-                reasons: vec![Reason {
-                    rule_id: rule_id.into(),
-                    effect: Effect::Deny,
-                    detail,
-                }],
-                alternatives: Vec::new(),
-            },
+            decision: refusal_decision(refused),
             decision_id: decision_id(now),
             at,
             log_position: self.position(),
@@ -524,22 +573,7 @@ impl Engine {
         explain: Explain,
     ) -> Decided {
         let at = at.unwrap_or(now);
-        // How far behind the state may be for this decision: the feed's lag when it
-        // says the partition is stale and `at` falls inside that lag (events from then
-        // may be missing), else nothing. The policy's `stale_state` rules decide what
-        // that holds back (marketing and sales by default: fail closed).
-        let lag = match access {
-            Access::Owned { lag, stale: true, .. } => {
-                let lag = Span(lag.as_millis().min(i64::MAX as u128) as i64);
-                if at.0 >= now.0.saturating_sub(lag.0) {
-                    lag
-                } else {
-                    Span(0)
-                }
-            }
-            _ => Span(0),
-        };
-        let decision = decide_explained(state, policy, proposal, at, lag, explain);
+        let decision = decide_explained(state, policy, proposal, at, state_lag(access, at, now), explain);
         Decided {
             decision,
             decision_id: decision_id(now),
@@ -547,6 +581,85 @@ impl Engine {
             log_position,
             policy_version: Arc::clone(policy.version()),
         }
+    }
+
+    /// Screens an audience: `proposal` (its `customer_id` left empty) for each of
+    /// `customers` (their index in the audience and their id), all at one instant (`at`,
+    /// default now), at [`Explain::Verdict`]. `each` gets every answer in order, as a
+    /// [`Decided`] reused from one call to the next (copy what you keep), with the
+    /// proposal as decided (the customer's id in it). A customer this instance cannot
+    /// answer for gets a DENY saying why, as in [`decide_many`](Engine::decide_many).
+    ///
+    /// Item `index`'s decision id is the returned prefix (see [`Screened`]) and `index`
+    /// as 8 hex digits: one random draw a call, not one a decision. These ids are
+    /// never event ids (only `Authorize` records one), so a caller who could guess
+    /// them could claim nothing.
+    pub fn screen(
+        &self,
+        proposal: &mut Proposal,
+        at: Option<Timestamp>,
+        customers: &[(u32, String)],
+        mut each: impl FnMut(u32, &Proposal, &Decided),
+    ) -> Screened {
+        use rand::RngCore;
+        let now = self.clock.now();
+        let at = at.unwrap_or(now);
+        let log_position = self.position();
+        let policy = self.policy.load();
+        let mut random = [0u8; 10];
+        rand::rng().fill_bytes(&mut random[..6]);
+        let mut id = DecisionId::new(now, random).to_id_string();
+        id.truncate(SCREEN_ID_PREFIX_LEN);
+        let screened = Screened {
+            decision_id_prefix: id.clone(),
+            at,
+            log_position,
+            policy_version: Arc::clone(policy.version()),
+        };
+        let mut decided = Decided {
+            decision: Decision {
+                verdict: Verdict::Deny,
+                not_before: None,
+                reasons: Vec::new(),
+                alternatives: Vec::new(),
+            },
+            decision_id: id,
+            at,
+            log_position,
+            policy_version: Arc::clone(policy.version()),
+        };
+        let mut ids: Vec<&str> = Vec::with_capacity(CHUNK);
+        for chunk in customers.chunks(CHUNK) {
+            let access: Vec<Result<Access, Refused>> =
+                chunk.iter().map(|(_, id)| self.check_access(id)).collect();
+            ids.clear();
+            ids.extend(
+                chunk
+                    .iter()
+                    .zip(&access)
+                    .filter(|(_, a)| a.is_ok())
+                    .map(|((_, id), _)| id.as_str()),
+            );
+            self.shards.with_many(&ids, |states| {
+                let mut states = states.iter();
+                for ((index, customer), access) in chunk.iter().zip(&access) {
+                    proposal.customer_id.clone_from(customer);
+                    decided.decision = match access {
+                        Ok(access) => {
+                            let state = states.next().expect("one state per owned customer");
+                            let lag = state_lag(access, at, now);
+                            decide_explained(state, &policy, proposal, at, lag, Explain::Verdict)
+                        }
+                        Err(refused) => refusal_decision(refused),
+                    };
+                    decided.decision_id.truncate(SCREEN_ID_PREFIX_LEN);
+                    push_hex8(&mut decided.decision_id, *index);
+                    each(*index, proposal, &decided);
+                }
+            });
+        }
+        proposal.customer_id.clear();
+        screened
     }
 
     /// Decides now and, on ALLOW, records an outreach-authorized event before
@@ -992,6 +1105,15 @@ impl Engine {
 
 #[cfg(test)]
 mod decision_id_tests {
+    #[test]
+    fn a_screening_id_is_its_prefix_and_the_index_in_8_hex_digits() {
+        for n in [0u32, 1, 42, 0xdead_beef, u32::MAX] {
+            let mut s = String::from("p");
+            super::push_hex8(&mut s, n);
+            assert_eq!(s, format!("p{n:08x}"));
+        }
+    }
+
     #[test]
     fn decision_ids_are_d_and_32_lowercase_hex_digits() {
         let now = tact_core::Timestamp(1_700_000_000_123);

@@ -143,6 +143,27 @@ fn count_decisions<'a>(decisions: impl IntoIterator<Item = &'a pb::Decision>) {
     }
 }
 
+/// [`count_decisions`] for an audience's packed verdicts (no rules: it is answered at
+/// verdict detail; items that were not valid are not decisions).
+fn count_screening(s: &pb::Screening) {
+    let mut n = [0u64; 4];
+    for &v in &s.verdicts {
+        if let Some(slot) = usize::try_from(v).ok().and_then(|v| n.get_mut(v)) {
+            *slot += 1;
+        }
+    }
+    for (v, verdict) in [
+        (pb::Verdict::Allow, "allow"),
+        (pb::Verdict::Deny, "deny"),
+        (pb::Verdict::Defer, "defer"),
+    ] {
+        let count = n[v as usize];
+        if count > 0 {
+            metrics::counter!("tact_decisions_total", "verdict" => verdict).increment(count);
+        }
+    }
+}
+
 /// Runs one unary call: admit, charge, call, observe.
 async fn unary<Req, Resp, F, Fut>(
     guard: &Guard,
@@ -244,7 +265,10 @@ where
             "DecideBatch",
             Scope::Decide,
             request,
-            |req| Some(Cost::Decisions(count(req.requests.len()))),
+            |req| {
+                let audience = req.audience.as_ref().map_or(0, |a| a.customer_ids.len());
+                Some(Cost::Decisions(count(req.requests.len() + audience)))
+            },
             no_stamp,
             |caller, r| {
                 let caller = caller.clone();
@@ -258,6 +282,9 @@ where
         .await;
         if let Ok(b) = &r {
             count_decisions(&b.get_ref().decisions);
+            if let Some(s) = &b.get_ref().screening {
+                count_screening(s);
+            }
         }
         r
     }

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tact_core::view::ConsentVia;
-use tact_core::{Admission, Event, Explain, Origin, Proposal, Timestamp};
+use tact_core::{Admission, Event, Explain, Origin, Proposal, Timestamp, Verdict};
 use tact_log::audit::AuditMethod;
 use tact_log::{Appended, LogError};
 use tact_proto::convert::{self, ConvertError, span_to_pb, timestamp_to_pb};
@@ -70,6 +70,55 @@ impl ContactPolicyService {
     /// The auditor, if `method`'s decisions are kept.
     fn auditing(&self, method: AuditMethod) -> Option<&Arc<Auditor>> {
         self.audit.as_ref().filter(|a| a.wants(method))
+    }
+
+    /// Answers an audience (`DecideBatchRequest.audience`): its proposal checked once,
+    /// each customer id on its own, the answers packed (see `tact.v1.Screening`).
+    fn screen(&self, mut audience: pb::Audience, client: Option<&str>) -> Result<pb::Screening, Status> {
+        let n = audience.customer_ids.len();
+        if n > self.limits.max_batch {
+            return Err(too_many("audience.customer_ids", self.limits.max_batch, n));
+        }
+        let (mut proposal, at) = convert::audience_from_pb(&mut audience)?;
+        self.engine.admission().admit_proposal(&proposal).map_err(|e| {
+            let e = convert::invalid_event(&e);
+            Status::from(ConvertError::new(format!("audience.{}", e.field), e.why))
+        })?;
+        let mut verdicts = vec![pb::Verdict::Unspecified as i32; n];
+        let mut not_before = vec![0i64; n];
+        let mut errors = Vec::new();
+        let mut customers = Vec::with_capacity(n);
+        for (i, id) in audience.customer_ids.into_iter().enumerate() {
+            match convert::audience_customer_error(i, &id) {
+                None => customers.push((i as u32, id)),
+                Some(e) => errors.push(e),
+            }
+        }
+        let mut recorder = self
+            .auditing(AuditMethod::DecideBatch)
+            .map(|a| a.recorder(AuditMethod::DecideBatch, customers.len()));
+        let screened = self.engine.screen(&mut proposal, at, &customers, |i, p, d| {
+            let i = i as usize;
+            verdicts[i] = pb::Verdict::from(d.decision.verdict) as i32;
+            if d.decision.verdict == Verdict::Defer {
+                not_before[i] = d.decision.not_before.map_or(0, |t| t.0);
+            }
+            if let Some(r) = recorder.as_mut() {
+                r.add(p, d, at.is_some(), client, Explain::Verdict);
+            }
+        });
+        if let Some(r) = recorder {
+            r.submit();
+        }
+        Ok(pb::Screening {
+            verdicts,
+            not_before_unix_ms: not_before,
+            errors,
+            decision_id_prefix: screened.decision_id_prefix,
+            policy_version: screened.policy_version.to_string(),
+            log_position: screened.log_position,
+            decided_at: Some(timestamp_to_pb(screened.at)),
+        })
     }
 
     fn auditor(&self) -> Result<&Arc<Auditor>, Status> {
@@ -356,6 +405,24 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
     ) -> Result<Response<pb::DecideBatchResponse>, Status> {
         let client = client_of(&request);
         let mut batch = request.into_inner();
+        if let Some(audience) = batch.audience.take() {
+            if !batch.requests.is_empty() {
+                return Err(Status::invalid_argument(
+                    "audience: send either requests or an audience, not both",
+                ));
+            }
+            if batch.detail != pb::Detail::Full as i32 && batch.detail != pb::Detail::Verdict as i32 {
+                return Err(Status::invalid_argument(format!(
+                    "detail: an audience is answered at DETAIL_VERDICT (got {}); ask Decide or requests for more",
+                    batch.detail
+                )));
+            }
+            let screening = self.screen(audience, client.as_deref())?;
+            return Ok(Response::new(pb::DecideBatchResponse {
+                decisions: Vec::new(),
+                screening: Some(screening),
+            }));
+        }
         let requests = &mut batch.requests;
         if requests.len() > self.limits.max_batch {
             return Err(too_many("requests", self.limits.max_batch, requests.len()));
@@ -366,7 +433,10 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             items.push(i as u64, r, self.engine.admission(), explain);
         }
         let decisions = items.answer(self, AuditMethod::DecideBatch, client.as_deref());
-        Ok(Response::new(pb::DecideBatchResponse { decisions }))
+        Ok(Response::new(pb::DecideBatchResponse {
+            decisions,
+            screening: None,
+        }))
     }
 
     type DecideStreamStream = DecisionStream;

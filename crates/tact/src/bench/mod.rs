@@ -36,6 +36,9 @@ pub enum Op {
     Authorize,
     /// DecideBatch with --batch-size proposals a call.
     Batch,
+    /// DecideBatch with an audience: one marketing email proposed to --batch-size
+    /// customers a call, answered packed at verdict detail (campaign screening).
+    Screen,
     /// DecideStream: --concurrency streams, each with up to --batch-size proposals in flight.
     Stream,
     /// RecordEvents with --batch-size new events a call.
@@ -185,9 +188,14 @@ struct Counters {
 
 impl Counters {
     fn verdicts(&self, decisions: &[pb::Decision]) {
+        self.tally(decisions.iter().map(|d| d.verdict));
+    }
+
+    /// Counts wire verdicts (an audience's answer is packed).
+    fn tally(&self, verdicts: impl IntoIterator<Item = i32>) {
         let (mut a, mut d, mut f) = (0, 0, 0);
-        for x in decisions {
-            match pb::Verdict::try_from(x.verdict) {
+        for v in verdicts {
+            match pb::Verdict::try_from(v) {
                 Ok(pb::Verdict::Allow) => a += 1,
                 Ok(pb::Verdict::Deny) => d += 1,
                 Ok(pb::Verdict::Defer) => f += 1,
@@ -626,11 +634,36 @@ impl Worker {
                         .decide_batch(pb::DecideBatchRequest {
                             requests,
                             detail: self.detail,
+                            audience: None,
                         })
                         .await
                         .map(|r| {
                             let d = r.into_inner().decisions;
                             (d.len() as u64, d)
+                        })
+                }
+                Op::Screen => {
+                    let ids = &self.audience.ids;
+                    let customer_ids = (0..self.batch)
+                        .map(|_| ids[self.rng.below(ids.len() as u64) as usize].clone())
+                        .collect();
+                    self.client
+                        .decide_batch(pb::DecideBatchRequest {
+                            audience: Some(pb::Audience {
+                                channel: pb::Channel::Email as i32,
+                                purpose: pb::Purpose::Marketing as i32,
+                                campaign_id: "bench".to_owned(),
+                                requested_by: "tact-bench".to_owned(),
+                                at: None,
+                                customer_ids,
+                            }),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| {
+                            let s = r.into_inner().screening.unwrap_or_default();
+                            self.counters.tally(s.verdicts.iter().copied());
+                            (s.verdicts.len() as u64, Vec::new())
                         })
                 }
                 Op::Record => {
@@ -768,6 +801,7 @@ fn render(r: &Report) -> String {
     let mut out = String::new();
     let what = match r.op {
         Op::Batch => format!(", {} per DecideBatch", r.batch_size),
+        Op::Screen => format!(", an audience of {} per DecideBatch", r.batch_size),
         Op::Stream => format!(", up to {} in flight per stream", r.batch_size),
         Op::Record => format!(", {} events per call", r.batch_size),
         _ => String::new(),

@@ -72,6 +72,24 @@ impl ContactPolicy for Noop {
         request: Request<pb::DecideBatchRequest>,
     ) -> Result<Response<pb::DecideBatchResponse>, Status> {
         let batch = request.get_ref();
+        if let Some(audience) = &batch.audience {
+            // An audience's answer as tact packs it: every customer ALLOW.
+            let n = audience.customer_ids.len();
+            return Ok(Response::new(pb::DecideBatchResponse {
+                decisions: Vec::new(),
+                screening: Some(pb::Screening {
+                    verdicts: vec![pb::Verdict::Allow as i32; n],
+                    not_before_unix_ms: vec![0; n],
+                    errors: Vec::new(),
+                    decision_id_prefix: "d0123456789abcdef01234567".to_owned(),
+                    policy_version: "default-2026-11".to_owned(),
+                    log_position: 2_000_000,
+                    decided_at: Some(tact_proto::convert::timestamp_to_pb(tact_core::Timestamp(
+                        1_800_000_000_000,
+                    ))),
+                }),
+            }));
+        }
         let decisions = batch
             .requests
             .iter()
@@ -82,7 +100,10 @@ impl ContactPolicy for Noop {
                 )
             })
             .collect();
-        Ok(Response::new(pb::DecideBatchResponse { decisions }))
+        Ok(Response::new(pb::DecideBatchResponse {
+            decisions,
+            screening: None,
+        }))
     }
 
     type DecideStreamStream = Answers;
