@@ -76,8 +76,10 @@ impl ContactPolicyService {
     /// each customer id on its own, the answers packed (see `tact.v1.Screening`).
     fn screen(&self, mut audience: pb::Audience, client: Option<&str>) -> Result<pb::Screening, Status> {
         let n = audience.customer_ids.len();
-        if n > self.limits.max_batch {
-            return Err(too_many("audience.customer_ids", self.limits.max_batch, n));
+        // Item ids carry the index in 8 hex digits, whatever max_batch is set to.
+        let max = self.limits.max_batch.min(u32::MAX as usize);
+        if n > max {
+            return Err(too_many("audience.customer_ids", max, n));
         }
         let (mut proposal, at) = convert::audience_from_pb(&mut audience)?;
         self.engine.admission().admit_proposal(&proposal).map_err(|e| {
