@@ -506,6 +506,26 @@ async fn two_instances_split_partitions_refuse_each_others_customers_and_take_ov
             .into_inner();
         assert_eq!(verdict(&batch.decisions[0]), pb::Verdict::Deny);
         assert_eq!(rules(&batch.decisions[0]), vec!["not-owner"]);
+        // So is it in an audience, beside the owner's ALLOW for the same customer.
+        let audience = |c: &str| pb::DecideBatchRequest {
+            audience: Some(pb::Audience {
+                channel: pb::Channel::Email as i32,
+                purpose: pb::Purpose::Marketing as i32,
+                customer_ids: vec![c.to_owned()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for (client, expected) in [(other, pb::Verdict::Deny), (owner, pb::Verdict::Allow)] {
+            let screening = client
+                .decide_batch(audience(c))
+                .await
+                .unwrap()
+                .into_inner()
+                .screening
+                .unwrap();
+            assert_eq!(screening.verdicts, vec![expected as i32], "{c} on partition {p}");
+        }
     }
 
     // B leaves: A takes over its partitions, rebuilds those customers from the topic,
