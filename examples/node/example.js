@@ -141,6 +141,31 @@ async function main() {
       const [c, ch, p] = audience[i];
       show(`Batch ${c} ${lower(ch)}/${lower(p)}`, d);
     });
+
+    console.log('== DecideBatch with an audience: one campaign email, many customers, packed answers');
+    const ids = [ann, ben, cara, dan, 'not valid'];
+    const { screening } = await call(client, 'DecideBatch', {
+      audience: {
+        channel: 'CHANNEL_EMAIL', purpose: 'PURPOSE_MARKETING', campaignId: 'spring',
+        requestedBy: 'example-node', customerIds: ids,
+      },
+    }, LONG);
+    const errors = new Map(screening.errors.map((e) => [Number(e.index), e]));
+    ids.forEach((c, i) => {
+      if (errors.has(i)) {
+        const e = errors.get(i);
+        console.log(`Audience '${c}': not decided: ${e.field}: ${e.message}`);
+        return;
+      }
+      const verdict = screening.verdicts[i].replace(/^VERDICT_/, '');
+      const ms = Number(screening.notBeforeUnixMs[i]);
+      const until = ms ? ` until ${new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')}` : '';
+      const id = screening.decisionIdPrefix + i.toString(16).padStart(8, '0');
+      console.log(`Audience ${c}: ${verdict}${until} (decision ${id})`);
+    });
+    if (screening.verdicts.length !== ids.length || errors.size !== 1 || !errors.has(4)) {
+      throw new Error(`unexpected screening: ${JSON.stringify(screening)}`);
+    }
   } catch (err) {
     if (err.code === undefined) throw err;
     console.error(`tact at ${addr}: ${explain(err)}`);

@@ -162,6 +162,22 @@ def main():
             answer = stub.DecideBatch(batch, timeout=LONG)
             for (c, ch, p), d in zip(audience, answer.decisions):
                 show(f"Batch {c} {name(ev.Channel, ch)}/{name(ev.Purpose, p)}", d)
+
+            print("== DecideBatch with an audience: one campaign email, many customers, packed answers")
+            ids = [ann, ben, cara, dan, "not valid"]
+            screening = stub.DecideBatch(cp.DecideBatchRequest(audience=cp.Audience(
+                channel=EMAIL, purpose=MARKETING, campaign_id="spring", requested_by="example-python",
+                customer_ids=ids)), timeout=LONG).screening
+            errors = {e.index: e for e in screening.errors}
+            for i, c in enumerate(ids):
+                if i in errors:
+                    print(f"Audience {c!r}: not decided: {errors[i].field}: {errors[i].message}")
+                    continue
+                verdict = cp.Verdict.Name(screening.verdicts[i]).removeprefix("VERDICT_")
+                ms = screening.not_before_unix_ms[i]
+                until = f" until {datetime.fromtimestamp(ms / 1000, timezone.utc):%Y-%m-%dT%H:%M:%SZ}" if ms else ""
+                print(f"Audience {c}: {verdict}{until} (decision {screening.decision_id_prefix}{i:08x})")
+            assert len(screening.verdicts) == len(ids) and list(errors) == [4], screening
         except grpc.RpcError as err:
             sys.exit(f"tact at {addr}: {explain(err)}")
 
