@@ -319,8 +319,9 @@ struct Visit<'p> {
     /// The current chunk's rules still to visit, as bits of their index less `base`.
     todo: u64,
     base: usize,
-    /// Policies of at most 64 rules: the second pass, while it is still to come.
-    second: Option<u64>,
+    /// Policies of at most 64 rules: the second pass, while it is still to come (0:
+    /// none, or already under way).
+    second: u64,
     /// More than 64 rules: chunk after chunk, pass after pass.
     large: bool,
     /// Large policies: whether the current pass is the exemptions'.
@@ -335,7 +336,7 @@ impl<'p> Visit<'p> {
             purpose,
             todo: 0,
             base: 0,
-            second: None,
+            second: 0,
             large: all.is_none(),
             exemptions: true,
         };
@@ -344,7 +345,7 @@ impl<'p> Visit<'p> {
             Some(set) => {
                 let mask = policy.exemptions(0);
                 visit.todo = set & mask;
-                visit.second = Some(set & !mask);
+                visit.second = set & !mask;
             }
             None => visit.todo = visit.chunk(0),
         }
@@ -357,6 +358,31 @@ impl<'p> Visit<'p> {
         let mask = self.policy.exemptions(base);
         if self.exemptions { set & mask } else { set & !mask }
     }
+
+    /// The current chunk is done: moves on to the next one with rules to visit; false if
+    /// there is none. A couple of times per evaluation, so kept out of `evaluate`'s loop.
+    #[inline(never)]
+    fn refill(&mut self) -> bool {
+        while self.todo == 0 {
+            if self.second != 0 {
+                self.todo = std::mem::take(&mut self.second);
+                continue;
+            }
+            if !self.large {
+                return false;
+            }
+            self.base += 64;
+            if self.base >= self.policy.rules().len() {
+                if !self.exemptions {
+                    return false;
+                }
+                self.exemptions = false;
+                self.base = 0;
+            }
+            self.todo = self.chunk(self.base);
+        }
+        true
+    }
 }
 
 impl Iterator for Visit<'_> {
@@ -365,23 +391,8 @@ impl Iterator for Visit<'_> {
     // Called once per rule visited: inlined into `evaluate`'s loop.
     #[inline(always)]
     fn next(&mut self) -> Option<usize> {
-        while self.todo == 0 {
-            if let Some(second) = self.second.take() {
-                self.todo = second;
-                continue;
-            }
-            if !self.large {
-                return None;
-            }
-            self.base += 64;
-            if self.base >= self.policy.rules().len() {
-                if !self.exemptions {
-                    return None;
-                }
-                self.exemptions = false;
-                self.base = 0;
-            }
-            self.todo = self.chunk(self.base);
+        if self.todo == 0 && !self.refill() {
+            return None;
         }
         let index = self.base + self.todo.trailing_zeros() as usize;
         self.todo &= self.todo - 1;
