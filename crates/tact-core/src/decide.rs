@@ -359,18 +359,12 @@ impl<'p> Visit<'p> {
         if self.exemptions { set & mask } else { set & !mask }
     }
 
-    /// The current chunk is done: moves on to the next one with rules to visit; false if
-    /// there is none. A couple of times per evaluation, so kept out of `evaluate`'s loop.
+    /// Large policies, the current chunk done: moves on to the next chunk with rules to
+    /// visit (in this pass, then in the next); false if there is none. Kept out of
+    /// `evaluate`'s loop.
     #[inline(never)]
-    fn refill(&mut self) -> bool {
+    fn next_chunk(&mut self) -> bool {
         while self.todo == 0 {
-            if self.second != 0 {
-                self.todo = std::mem::take(&mut self.second);
-                continue;
-            }
-            if !self.large {
-                return false;
-            }
             self.base += 64;
             if self.base >= self.policy.rules().len() {
                 if !self.exemptions {
@@ -391,8 +385,14 @@ impl Iterator for Visit<'_> {
     // Called once per rule visited: inlined into `evaluate`'s loop.
     #[inline(always)]
     fn next(&mut self) -> Option<usize> {
-        if self.todo == 0 && !self.refill() {
-            return None;
+        if self.todo == 0 {
+            // The first pass is done (or had no rules): the second, if it has rules;
+            // large policies: the next chunk.
+            if self.second != 0 {
+                self.todo = std::mem::take(&mut self.second);
+            } else if !(self.large && self.next_chunk()) {
+                return None;
+            }
         }
         let index = self.base + self.todo.trailing_zeros() as usize;
         self.todo &= self.todo - 1;
