@@ -319,8 +319,9 @@ struct Visit<'p> {
     /// The current chunk's rules still to visit, as bits of their index less `base`.
     todo: u64,
     base: usize,
-    /// Policies of at most 64 rules: the second pass, while it is still to come.
-    second: Option<u64>,
+    /// Policies of at most 64 rules: the second pass, while it is still to come (0:
+    /// none, or already under way).
+    second: u64,
     /// More than 64 rules: chunk after chunk, pass after pass.
     large: bool,
     /// Large policies: whether the current pass is the exemptions'.
@@ -335,7 +336,7 @@ impl<'p> Visit<'p> {
             purpose,
             todo: 0,
             base: 0,
-            second: None,
+            second: 0,
             large: all.is_none(),
             exemptions: true,
         };
@@ -344,7 +345,7 @@ impl<'p> Visit<'p> {
             Some(set) => {
                 let mask = policy.exemptions(0);
                 visit.todo = set & mask;
-                visit.second = Some(set & !mask);
+                visit.second = set & !mask;
             }
             None => visit.todo = visit.chunk(0),
         }
@@ -357,6 +358,25 @@ impl<'p> Visit<'p> {
         let mask = self.policy.exemptions(base);
         if self.exemptions { set & mask } else { set & !mask }
     }
+
+    /// Large policies, the current chunk done: moves on to the next chunk with rules to
+    /// visit (in this pass, then in the next); false if there is none. Kept out of
+    /// `evaluate`'s loop.
+    #[inline(never)]
+    fn next_chunk(&mut self) -> bool {
+        while self.todo == 0 {
+            self.base += 64;
+            if self.base >= self.policy.rules().len() {
+                if !self.exemptions {
+                    return false;
+                }
+                self.exemptions = false;
+                self.base = 0;
+            }
+            self.todo = self.chunk(self.base);
+        }
+        true
+    }
 }
 
 impl Iterator for Visit<'_> {
@@ -365,23 +385,14 @@ impl Iterator for Visit<'_> {
     // Called once per rule visited: inlined into `evaluate`'s loop.
     #[inline(always)]
     fn next(&mut self) -> Option<usize> {
-        while self.todo == 0 {
-            if let Some(second) = self.second.take() {
-                self.todo = second;
-                continue;
-            }
-            if !self.large {
+        if self.todo == 0 {
+            // The first pass is done (or had no rules): the second, if it has rules;
+            // large policies: the next chunk.
+            if self.second != 0 {
+                self.todo = std::mem::take(&mut self.second);
+            } else if !(self.large && self.next_chunk()) {
                 return None;
             }
-            self.base += 64;
-            if self.base >= self.policy.rules().len() {
-                if !self.exemptions {
-                    return None;
-                }
-                self.exemptions = false;
-                self.base = 0;
-            }
-            self.todo = self.chunk(self.base);
         }
         let index = self.base + self.todo.trailing_zeros() as usize;
         self.todo &= self.todo - 1;
@@ -403,7 +414,15 @@ fn evaluate(
     let v = facts.v;
     let at = v.at;
     let rules = policy.rules();
-    let all = policy.rule_set(channel, purpose);
+    // `stale_state` rules only deny on state that is behind: not visited otherwise
+    // (policies of at most 64 rules; larger ones visit them, to no effect).
+    let all = policy.rule_set(channel, purpose).map(|set| {
+        if facts.lag.0 > 0 {
+            set
+        } else {
+            set & !policy.stale_state_rules()
+        }
+    });
     let mut out = Outcome::new(explain, all, at, suggestions);
     // Two passes over the rules that apply (see `Visit`): first the exemptions
     // (transactional, service reply), then every other rule. Within a pass each rule's

@@ -39,6 +39,10 @@ pub struct Policy {
     rule_sets: RuleSets,
     /// [`exemption_mask`] of the first 64 rules.
     exemptions: u64,
+    /// The `stale_state` rules among the first 64, as a bit set of their indexes: a
+    /// decision on state that is not behind does not visit them (they only deny when it
+    /// is).
+    stale_state: u64,
     /// The text it was loaded from (recorded in the log when the policy takes effect).
     text: Arc<str>,
 }
@@ -459,6 +463,12 @@ impl Policy {
         let retention = Self::retention_for(&rules);
         let rule_sets = RuleSets::for_rules(&rules);
         let exemptions = exemption_mask(&rules, 0);
+        let stale_state = rules
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, r)| matches!(r.kind, RuleKind::StaleState))
+            .fold(0u64, |set, (i, _)| set | 1 << i);
         Ok(Policy {
             version: Arc::from(raw.version.as_str()),
             default_time_zone,
@@ -466,6 +476,7 @@ impl Policy {
             retention,
             rule_sets,
             exemptions,
+            stale_state,
             text: Arc::from(text),
         })
     }
@@ -497,6 +508,12 @@ impl Policy {
     /// The rules, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The `stale_state` rules among the first 64 (policies of at most 64 rules), as a
+    /// bit set of rule indexes.
+    pub(crate) fn stale_state_rules(&self) -> u64 {
+        self.stale_state
     }
 
     /// [`exemption_mask`] of `rules[base..base + 64]`.

@@ -108,19 +108,17 @@ impl Fatigue {
         } = *self;
         let at = v.at;
         let mut count = 0u32;
-        let mut newest: Option<Timestamp> = None;
         let mut from = Timestamp::MIN;
         // The oldest `OutreachUnanswered` on the channel seen so far (newer than the
         // touches still to come).
         let mut reported: Option<Timestamp> = None;
+        // The scan stops at the first entry older than `stop` (one comparison an entry,
+        // exact in i128). Until the run's newest touch: a pause for touches this old is
+        // over, and so is any older one (`e.at + reply_window + pause <= at`, saturating).
+        let mut stop = over_before(at, reply_window, pause);
         for e in v.recent() {
-            match newest {
-                // A pause for touches this old is over, and so is any older one.
-                None if e.at.saturating_add(reply_window).saturating_add(pause) <= at => break,
-                // Older than the run's newest touch by more than `within`: nothing
-                // older can join the run (a touch would end it here too).
-                Some(first) if first.since(e.at) > within => break,
-                _ => {}
+            if i128::from(e.at.0) < stop {
+                break;
             }
             match e.mark {
                 Mark::Engaged(c, _) if c == channel => break,
@@ -131,7 +129,13 @@ impl Fatigue {
                     decision,
                     authorized,
                 } if c == channel && purposes & p.bit() != 0 && counts(v, decision, authorized) => {
-                    newest.get_or_insert(e.at);
+                    if count == 0 {
+                        // The run's newest touch: from here the scan stops at entries
+                        // older than it by more than `within` (`first.since(e.at) >
+                        // within`, saturating): nothing older can join the run (a touch
+                        // would end it there too).
+                        stop = run_ends_before(e.at, within);
+                    }
                     let mut unanswered_at = e.at.saturating_add(reply_window);
                     if let Some(r) = reported {
                         unanswered_at = unanswered_at.min(r);
@@ -160,6 +164,30 @@ impl Fatigue {
             "{on}: after {unanswered} unanswered outreach in a row on a channel within {within} \
              (unanswered after {reply_window} without engagement), DEFER on that channel for {pause}"
         )
+    }
+}
+
+/// The earliest instant `t` at which `t.saturating_add(reply_window).saturating_add(pause) > at`,
+/// as an i128 (`i128::MAX`: none). The spans are positive (the policy loader checks), so
+/// the saturating sum is `min(t + reply_window + pause, i64::MAX)`.
+fn over_before(at: Timestamp, reply_window: Span, pause: Span) -> i128 {
+    debug_assert!(reply_window.0 >= 0 && pause.0 >= 0);
+    if at.0 == i64::MAX {
+        // Every sum, saturated or not, is at most `at`.
+        i128::MAX
+    } else {
+        i128::from(at.0) - i128::from(reply_window.0) - i128::from(pause.0) + 1
+    }
+}
+
+/// The earliest instant `t` at which `first.since(t) > within` is false, as an i128
+/// (`i128::MIN`: every instant). `first.since(t)` saturates, so it exceeds `within`
+/// exactly when `first - t` does, unless `within` is `i64::MAX`: then never.
+fn run_ends_before(first: Timestamp, within: Span) -> i128 {
+    if within.0 == i64::MAX {
+        i128::MIN
+    } else {
+        i128::from(first.0) - i128::from(within.0)
     }
 }
 

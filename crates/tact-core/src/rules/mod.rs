@@ -43,8 +43,9 @@ pub(crate) struct Facts<'a> {
     /// The policy's time zone, for customers who have not told us theirs.
     default_time_zone: Tz,
     prefs: Option<Prefs>,
-    /// Frequency caps counted so far: `(rule index, result)`.
-    caps: [Option<(usize, CapReached)>; 4],
+    /// Frequency caps counted so far: `(rule index, result)`, the first `caps_known`.
+    caps: [(usize, CapReached); 4],
+    caps_known: u8,
     /// The last `QuietHours::next_open` answers: `(rule index, zone, from, open)`.
     opens: [Option<(usize, Tz, Timestamp, Timestamp)>; 2],
 }
@@ -56,7 +57,8 @@ impl<'a> Facts<'a> {
             lag,
             default_time_zone,
             prefs: None,
-            caps: [None; 4],
+            caps: [(usize::MAX, None); 4],
+            caps_known: 0,
             opens: [None; 2],
         }
     }
@@ -79,12 +81,14 @@ impl<'a> Facts<'a> {
         max: u32,
         window: Span,
     ) -> Option<(u32, Timestamp)> {
-        if let Some((_, known)) = self.caps.iter().flatten().find(|(i, _)| *i == index) {
+        let counted = &self.caps[..usize::from(self.caps_known)];
+        if let Some((_, known)) = counted.iter().find(|(i, _)| *i == index) {
             return *known;
         }
         let known = cap(&self.v, channels, purposes, max, window);
-        if let Some(free) = self.caps.iter_mut().find(|c| c.is_none()) {
-            *free = Some((index, known));
+        if let Some(free) = self.caps.get_mut(usize::from(self.caps_known)) {
+            *free = (index, known);
+            self.caps_known += 1;
         }
         known
     }
