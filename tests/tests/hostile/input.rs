@@ -439,6 +439,21 @@ async fn oversized_requests_are_resource_exhausted() {
     }
     assert!(codes.contains(&tonic::Code::ResourceExhausted), "{codes:?}");
 
+    // An audience over the size limit, likewise.
+    let err = client
+        .decide_batch(pb::DecideBatchRequest {
+            audience: Some(pb::Audience {
+                channel: pb::Channel::Email as i32,
+                purpose: pb::Purpose::Marketing as i32,
+                customer_ids: (0..1000).map(|i| format!("customer-{i}")).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+
     // The server still serves.
     let d = client
         .decide(request("c1", Email, Marketing))
@@ -464,6 +479,30 @@ async fn deciding_at_the_ends_of_time_answers() {
             match client.decide(req).await {
                 Ok(d) => assert_ne!(verdict(&d.into_inner()), pb::Verdict::Unspecified),
                 Err(e) => assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}"),
+            }
+            // The same as an audience (with a customer tact has never heard of).
+            let audience = pb::DecideBatchRequest {
+                audience: Some(pb::Audience {
+                    channel: pb::Channel::from(c) as i32,
+                    purpose: pb::Purpose::from(p) as i32,
+                    at: Some(timestamp_to_pb(at)),
+                    customer_ids: vec!["c1".into(), "stranger".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match client.decide_batch(audience).await {
+                Ok(r) => {
+                    let s = r.into_inner().screening.expect("a screening");
+                    assert!(
+                        s.verdicts.iter().all(|&v| v != pb::Verdict::Unspecified as i32),
+                        "{s:?}"
+                    );
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+                    assert!(e.message().starts_with("audience.at"), "{}", e.message());
+                }
             }
         }
     }
