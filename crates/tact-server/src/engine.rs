@@ -491,34 +491,48 @@ impl Engine {
     ) -> Vec<Decided> {
         let mut out = Vec::with_capacity(proposals.len());
         for (c, chunk) in proposals.chunks(CHUNK).enumerate() {
-            let access: Vec<Result<Access, Refused>> = chunk
-                .iter()
-                .map(|(p, _)| self.check_access(&p.customer_id))
-                .collect();
-            let ids: Vec<&str> = chunk
-                .iter()
-                .zip(&access)
-                .filter(|(_, a)| a.is_ok())
-                .map(|((p, _), _)| p.customer_id.as_str())
-                .collect();
+            let ids: Vec<&str> = chunk.iter().map(|(p, _)| p.customer_id.as_str()).collect();
             let now = self.clock.now();
             let log_position = self.position();
             let policy = self.policy.load();
-            self.shards.with_many(&ids, |states| {
-                let mut states = states.iter();
-                for (i, ((proposal, at), access)) in chunk.iter().zip(&access).enumerate() {
-                    out.push(match access {
-                        Ok(access) => {
-                            let state = states.next().expect("one state per owned customer");
-                            let explain = explain(c * CHUNK + i);
-                            self.decide_on(&policy, state, proposal, *at, access, now, log_position, explain)
-                        }
-                        Err(refused) => self.refusal(refused, *at, policy.version()),
-                    });
-                }
+            self.with_chunk(&ids, |i, state| {
+                let (proposal, at) = &chunk[i];
+                out.push(match state {
+                    Ok((state, access)) => {
+                        let explain = explain(c * CHUNK + i);
+                        self.decide_on(&policy, state, proposal, *at, access, now, log_position, explain)
+                    }
+                    Err(refused) => self.refusal(refused, *at, policy.version()),
+                });
             });
         }
         out
+    }
+
+    /// Runs `f` on each of `ids` (at most a chunk), in order: its position, and its state
+    /// with who answers for it, or why this instance cannot answer for it. The owned
+    /// customers' states are looked up and warmed together (`Shards::with_many`).
+    fn with_chunk(
+        &self,
+        ids: &[&str],
+        mut f: impl FnMut(usize, Result<(&CustomerState, &Access), &Refused>),
+    ) {
+        let access: Vec<Result<Access, Refused>> = ids.iter().map(|id| self.check_access(id)).collect();
+        let owned: Vec<&str> = ids
+            .iter()
+            .zip(&access)
+            .filter(|(_, a)| a.is_ok())
+            .map(|(id, _)| *id)
+            .collect();
+        self.shards.with_many(&owned, |states| {
+            let mut states = states.iter();
+            for (i, access) in access.iter().enumerate() {
+                let state = access
+                    .as_ref()
+                    .map(|a| (*states.next().expect("one state per owned customer"), a));
+                f(i, state);
+            }
+        });
     }
 
     /// The DENY a batch gives for a customer this instance cannot answer for.
@@ -628,34 +642,21 @@ impl Engine {
             log_position,
             policy_version: Arc::clone(policy.version()),
         };
-        let mut ids: Vec<&str> = Vec::with_capacity(CHUNK);
         for chunk in customers.chunks(CHUNK) {
-            let access: Vec<Result<Access, Refused>> =
-                chunk.iter().map(|(_, id)| self.check_access(id)).collect();
-            ids.clear();
-            ids.extend(
-                chunk
-                    .iter()
-                    .zip(&access)
-                    .filter(|(_, a)| a.is_ok())
-                    .map(|((_, id), _)| id.as_str()),
-            );
-            self.shards.with_many(&ids, |states| {
-                let mut states = states.iter();
-                for ((index, customer), access) in chunk.iter().zip(&access) {
-                    proposal.customer_id.clone_from(customer);
-                    decided.decision = match access {
-                        Ok(access) => {
-                            let state = states.next().expect("one state per owned customer");
-                            let lag = state_lag(access, at, now);
-                            decide_explained(state, &policy, proposal, at, lag, Explain::Verdict)
-                        }
-                        Err(refused) => refusal_decision(refused),
-                    };
-                    decided.decision_id.truncate(SCREEN_ID_PREFIX_LEN);
-                    push_hex8(&mut decided.decision_id, *index);
-                    each(*index, proposal, &decided);
-                }
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| id.as_str()).collect();
+            self.with_chunk(&ids, |i, state| {
+                let (index, customer) = &chunk[i];
+                proposal.customer_id.clone_from(customer);
+                decided.decision = match state {
+                    Ok((state, access)) => {
+                        let lag = state_lag(access, at, now);
+                        decide_explained(state, &policy, proposal, at, lag, Explain::Verdict)
+                    }
+                    Err(refused) => refusal_decision(refused),
+                };
+                decided.decision_id.truncate(SCREEN_ID_PREFIX_LEN);
+                push_hex8(&mut decided.decision_id, *index);
+                each(*index, proposal, &decided);
             });
         }
         proposal.customer_id.clear();

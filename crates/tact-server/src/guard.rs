@@ -108,7 +108,12 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 fn verdict_name(d: &pb::Decision) -> &'static str {
-    match pb::Verdict::try_from(d.verdict) {
+    verdict_label(d.verdict)
+}
+
+/// A wire verdict's metrics label.
+fn verdict_label(verdict: i32) -> &'static str {
+    match pb::Verdict::try_from(verdict) {
         Ok(pb::Verdict::Allow) => "allow",
         Ok(pb::Verdict::Deny) => "deny",
         Ok(pb::Verdict::Defer) => "defer",
@@ -152,14 +157,10 @@ fn count_screening(s: &pb::Screening) {
             *slot += 1;
         }
     }
-    for (v, verdict) in [
-        (pb::Verdict::Allow, "allow"),
-        (pb::Verdict::Deny, "deny"),
-        (pb::Verdict::Defer, "defer"),
-    ] {
+    for v in [pb::Verdict::Allow, pb::Verdict::Deny, pb::Verdict::Defer] {
         let count = n[v as usize];
         if count > 0 {
-            metrics::counter!("tact_decisions_total", "verdict" => verdict).increment(count);
+            metrics::counter!("tact_decisions_total", "verdict" => verdict_label(v as i32)).increment(count);
         }
     }
 }
