@@ -10,7 +10,6 @@
 //! - count requests by method and status, latency by method, and decisions by verdict
 //!   and rule.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +22,7 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Caller, PeerIdentity, Scope};
 use crate::limits::{Cost, RateLimiters};
+use crate::meters::{self, Method};
 use crate::shed::{ShedOptions, Shedder};
 use crate::transport::ConnInfo;
 
@@ -74,14 +74,12 @@ fn count(n: usize) -> u32 {
 }
 
 /// Requests by method and status code, latency by method.
-fn observe<T>(method: &'static str, started: Instant, result: &Result<T, Status>) {
+fn observe<T>(method: &Method, started: Instant, result: &Result<T, Status>) {
     let code = match result {
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    metrics::counter!("tact_requests_total", "method" => method, "code" => code_name(code)).increment(1);
-    metrics::histogram!("tact_request_duration_seconds", "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    method.observe(code_name(code), started.elapsed());
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -107,68 +105,70 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-fn verdict_name(d: &pb::Decision) -> &'static str {
-    verdict_label(d.verdict)
-}
-
-/// A wire verdict's metrics label.
-fn verdict_label(verdict: i32) -> &'static str {
-    match pb::Verdict::try_from(verdict) {
-        Ok(pb::Verdict::Allow) => "allow",
-        Ok(pb::Verdict::Deny) => "deny",
-        Ok(pb::Verdict::Defer) => "defer",
-        _ => "unspecified",
+/// One decision by verdict and by the rules that fired.
+fn count_decision(d: &pb::Decision) {
+    let Some(slot) = meters::verdict_slot(d.verdict) else {
+        return;
+    };
+    let mut verdicts = [0u64; 4];
+    verdicts[slot] = 1;
+    meters::count_verdicts(&verdicts);
+    for r in &d.reasons {
+        meters::count_rules(slot, &r.rule_id, 1);
     }
+    trace_decision(d);
 }
 
-/// Decisions by verdict and by the rules that fired (a batch is tallied first, so a
-/// large one costs one counter update per distinct label set).
-fn count_decisions<'a>(decisions: impl IntoIterator<Item = &'a pb::Decision>) {
-    let mut verdicts: HashMap<&'static str, u64> = HashMap::new();
-    let mut rules: HashMap<(&'static str, &'a str), u64> = HashMap::new();
+/// Decisions by verdict and by the rules that fired; a batch is tallied first, so a
+/// large one costs one counter update per distinct label set. Items that were not
+/// valid (answered `VERDICT_UNSPECIFIED` with an error) are not decisions.
+fn count_decisions(decisions: &[pb::Decision]) {
+    let mut verdicts = [0u64; 4];
+    let mut rules: Vec<(usize, &str, u64)> = Vec::new();
     for d in decisions {
-        let verdict = verdict_name(d);
-        *verdicts.entry(verdict).or_default() += 1;
+        let Some(slot) = meters::verdict_slot(d.verdict) else {
+            continue;
+        };
+        verdicts[slot] += 1;
         for r in &d.reasons {
-            *rules.entry((verdict, r.rule_id.as_str())).or_default() += 1;
+            match rules.iter_mut().find(|(s, id, _)| *s == slot && *id == r.rule_id) {
+                Some(tally) => tally.2 += 1,
+                None => rules.push((slot, &r.rule_id, 1)),
+            }
         }
-        tracing::debug!(
-            decision_id = %d.decision_id,
-            verdict,
-            rules = ?d.reasons.iter().map(|r| r.rule_id.as_str()).collect::<Vec<_>>(),
-            "decided"
-        );
+        trace_decision(d);
     }
-    for (verdict, n) in verdicts {
-        metrics::counter!("tact_decisions_total", "verdict" => verdict).increment(n);
+    meters::count_verdicts(&verdicts);
+    for (slot, rule, n) in rules {
+        meters::count_rules(slot, rule, n);
     }
-    for ((verdict, rule), n) in rules {
-        metrics::counter!("tact_decision_rules_total", "verdict" => verdict, "rule" => rule.to_owned())
-            .increment(n);
-    }
+}
+
+fn trace_decision(d: &pb::Decision) {
+    tracing::debug!(
+        decision_id = %d.decision_id,
+        verdict = d.verdict,
+        rules = ?d.reasons.iter().map(|r| r.rule_id.as_str()).collect::<Vec<_>>(),
+        "decided"
+    );
 }
 
 /// [`count_decisions`] for an audience's packed verdicts (no rules: it is answered at
 /// verdict detail; items that were not valid are not decisions).
 fn count_screening(s: &pb::Screening) {
-    let mut n = [0u64; 4];
+    let mut verdicts = [0u64; 4];
     for &v in &s.verdicts {
-        if let Some(slot) = usize::try_from(v).ok().and_then(|v| n.get_mut(v)) {
-            *slot += 1;
+        if let Some(slot) = meters::verdict_slot(v) {
+            verdicts[slot] += 1;
         }
     }
-    for v in [pb::Verdict::Allow, pb::Verdict::Deny, pb::Verdict::Defer] {
-        let count = n[v as usize];
-        if count > 0 {
-            metrics::counter!("tact_decisions_total", "verdict" => verdict_label(v as i32)).increment(count);
-        }
-    }
+    meters::count_verdicts(&verdicts);
 }
 
 /// Runs one unary call: admit, charge, call, observe.
 async fn unary<Req, Resp, F, Fut>(
     guard: &Guard,
-    method: &'static str,
+    method: &'static Method,
     scope: Scope,
     mut request: Request<Req>,
     cost: impl FnOnce(&Req) -> Option<Cost>,
@@ -193,7 +193,7 @@ where
             }
             // Who asked, for the decision audit (`crate::audit::client_of`).
             request.extensions_mut().insert(caller.clone());
-            let span = tracing::debug_span!("call", method, client = %caller.id);
+            let span = tracing::debug_span!("call", method = method.name(), client = %caller.id);
             call(&caller, request).instrument(span).await
         }
         Err(status) => Err(status),
@@ -208,6 +208,21 @@ fn no_cost<T>(_: &T) -> Option<Cost> {
 
 fn no_stamp<T>(_: &Caller, _: &mut T) {}
 
+// One meter set per method (crate::meters).
+static DECIDE: Method = Method::new("Decide");
+static AUTHORIZE: Method = Method::new("Authorize");
+static DECIDE_BATCH: Method = Method::new("DecideBatch");
+static RECORD_EVENTS: Method = Method::new("RecordEvents");
+static GET_CUSTOMER: Method = Method::new("GetCustomer");
+static GET_STATUS: Method = Method::new("GetStatus");
+static LIST_DEAD_LETTERS: Method = Method::new("ListDeadLetters");
+static GET_DECISION: Method = Method::new("GetDecision");
+static LIST_DECISIONS: Method = Method::new("ListDecisions");
+static RELOAD_POLICY: Method = Method::new("ReloadPolicy");
+static POLICY_HISTORY: Method = Method::new("PolicyHistory");
+static BACKTEST: Method = Method::new("Backtest");
+static DECIDE_STREAM: Method = Method::new("DecideStream");
+
 type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -219,7 +234,7 @@ where
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
         let r = unary(
             &self.guard,
-            "Decide",
+            &DECIDE,
             Scope::Decide,
             request,
             |_| Some(Cost::Decisions(1)),
@@ -228,7 +243,7 @@ where
         )
         .await;
         if let Ok(d) = &r {
-            count_decisions([d.get_ref()]);
+            count_decision(d.get_ref());
         }
         r
     }
@@ -236,7 +251,7 @@ where
     async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
         let r = unary(
             &self.guard,
-            "Authorize",
+            &AUTHORIZE,
             Scope::Authorize,
             request,
             |_| Some(Cost::Decisions(1)),
@@ -252,7 +267,7 @@ where
         )
         .await;
         if let Ok(d) = &r {
-            count_decisions([d.get_ref()]);
+            count_decision(d.get_ref());
         }
         r
     }
@@ -263,7 +278,7 @@ where
     ) -> Result<Response<pb::DecideBatchResponse>, Status> {
         let r = unary(
             &self.guard,
-            "DecideBatch",
+            &DECIDE_BATCH,
             Scope::Decide,
             request,
             |req| {
@@ -308,14 +323,14 @@ where
             Ok(caller) => caller,
             Err(status) => {
                 let r = Err(status);
-                observe("DecideStream", started, &r);
+                observe(&DECIDE_STREAM, started, &r);
                 return r;
             }
         };
         let mut request = request;
         request.extensions_mut().insert(caller.clone());
         let result = self.inner.decide_stream(request).await;
-        observe("DecideStream", started, &result);
+        observe(&DECIDE_STREAM, started, &result);
         let (metadata, inner, extensions) = result?.into_parts();
         let guard = Arc::clone(&self.guard);
         let paced = caller.limits.decisions_per_second.is_some();
@@ -328,7 +343,7 @@ where
                     if paced {
                         guard.limiters.pace_decision(&caller).await;
                     }
-                    count_decisions([d]);
+                    count_decision(d);
                 }
                 if tx.send(item).await.is_err() {
                     return;
@@ -345,7 +360,7 @@ where
     ) -> Result<Response<pb::RecordEventsResponse>, Status> {
         unary(
             &self.guard,
-            "RecordEvents",
+            &RECORD_EVENTS,
             Scope::Record,
             request,
             |req| Some(Cost::Events(count(req.events.len()))),
@@ -367,7 +382,7 @@ where
     ) -> Result<Response<pb::CustomerView>, Status> {
         unary(
             &self.guard,
-            "GetCustomer",
+            &GET_CUSTOMER,
             Scope::Read,
             request,
             no_cost,
@@ -383,7 +398,7 @@ where
     ) -> Result<Response<pb::ServiceStatus>, Status> {
         unary(
             &self.guard,
-            "GetStatus",
+            &GET_STATUS,
             Scope::Read,
             request,
             no_cost,
@@ -399,7 +414,7 @@ where
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
         unary(
             &self.guard,
-            "ListDeadLetters",
+            &LIST_DEAD_LETTERS,
             Scope::Admin,
             request,
             no_cost,
@@ -417,7 +432,7 @@ where
     ) -> Result<Response<pb::AuditedDecision>, Status> {
         unary(
             &self.guard,
-            "GetDecision",
+            &GET_DECISION,
             Scope::Read,
             request,
             no_cost,
@@ -433,7 +448,7 @@ where
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
         unary(
             &self.guard,
-            "ListDecisions",
+            &LIST_DECISIONS,
             Scope::Read,
             request,
             no_cost,
@@ -459,7 +474,7 @@ where
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
         unary(
             &self.guard,
-            "ReloadPolicy",
+            &RELOAD_POLICY,
             Scope::Admin,
             request,
             no_cost,
@@ -478,7 +493,7 @@ where
     ) -> Result<Response<pb::PolicyHistoryResponse>, Status> {
         unary(
             &self.guard,
-            "PolicyHistory",
+            &POLICY_HISTORY,
             Scope::Admin,
             request,
             no_cost,
@@ -496,7 +511,7 @@ where
     ) -> Result<Response<Self::BacktestStream>, Status> {
         unary(
             &self.guard,
-            "Backtest",
+            &BACKTEST,
             Scope::Admin,
             request,
             no_cost,

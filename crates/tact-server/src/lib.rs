@@ -10,6 +10,7 @@ mod error;
 pub mod feed;
 pub mod guard;
 pub mod limits;
+mod meters;
 pub mod server;
 pub mod service;
 pub mod shed;

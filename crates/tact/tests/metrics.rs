@@ -50,13 +50,32 @@ fn metrics_without_kafka_show_requests_and_decisions_by_verdict_and_rule() {
         ]));
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
+    // A proposal that is not valid is a request (code invalid_argument), not a decision.
+    let out = run(tact(cwd.path()).args([
+        "check",
+        "--server",
+        &url,
+        "--customer",
+        "c1\u{7}",
+        "--channel",
+        "email",
+        "--purpose",
+        "marketing",
+    ]));
+    assert!(!out.status.success());
     let body = scrape(port);
     assert!(
-        body.contains("tact_decisions_total{verdict=\"deny\"} 3"),
+        body.contains("tact_decisions_total{verdict=\"deny\"} 3\n"),
         "{body}"
     );
-    assert!(body.contains("tact_decision_rules_total{"), "{body}");
-    assert!(body.contains("rule=\"consent\""), "{body}");
+    assert!(
+        body.contains("tact_decision_rules_total{verdict=\"deny\",rule=\"consent\"} 3\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("tact_requests_total{method=\"Decide\",code=\"invalid_argument\"} 1\n"),
+        "{body}"
+    );
     assert!(
         body.contains("tact_requests_total{method=\"Decide\",code=\"ok\"} 3"),
         "{body}"
