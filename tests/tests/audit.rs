@@ -683,3 +683,85 @@ async fn a_stuck_audit_drops_decide_records_but_never_delays_answers_or_loses_au
     assert_eq!(kept.decision.as_ref(), Some(&answer));
     server.stop().await;
 }
+
+/// A store that notes which thread writes, at what CPU priority, and panics on the
+/// write after `panic_next` is set.
+#[derive(Debug, Default)]
+struct Probed {
+    inner: MemoryAudit,
+    panic_next: std::sync::atomic::AtomicBool,
+    /// Each write's thread name and nice value (Linux; `None` elsewhere).
+    writers: Mutex<Vec<(Option<String>, Option<i32>)>>,
+}
+
+/// The calling thread's nice value, from `/proc/thread-self/stat` (field 19).
+fn own_nice() -> Option<i32> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(16)?.parse().ok()
+}
+
+impl AuditStore for Probed {
+    fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
+        self.writers
+            .lock()
+            .unwrap()
+            .push((std::thread::current().name().map(str::to_owned), own_nice()));
+        if self.panic_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("a store write panicked (test)");
+        }
+        self.inner.write(batches)
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+    fn get(&self, id: &str) -> Result<Option<AuditRecord>, AuditError> {
+        self.inner.get(id)
+    }
+    fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        self.inner.list(q)
+    }
+    fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError> {
+        self.inner.prune(before, max)
+    }
+    fn count(&self) -> Result<usize, AuditError> {
+        self.inner.count()
+    }
+}
+
+#[tokio::test]
+async fn the_audit_writes_on_a_low_priority_thread_that_outlives_a_panicking_write() {
+    let store = Arc::new(Probed::default());
+    let s: Arc<dyn AuditStore> = store.clone();
+    let server = TestServer::start_with(None, wed_10am(), move |o| {
+        o.audit.store = Some(s);
+    })
+    .await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    // A write that panics: the Authorize waiting for it is refused (fail-closed).
+    store.panic_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = client
+        .authorize(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    // The writer goes on: the next Authorize is kept and answered.
+    let answer = client
+        .authorize(request("ann", Channel::Sms, Purpose::Service))
+        .await
+        .unwrap()
+        .into_inner();
+    let kept = get(&mut client, &answer.decision_id).await.unwrap();
+    assert_eq!(kept.decision.as_ref(), Some(&answer));
+    let writers = store.writers.lock().unwrap().clone();
+    assert!(writers.len() >= 2, "{writers:?}");
+    for (name, nice) in &writers {
+        assert_eq!(name.as_deref(), Some("tact-audit"), "{writers:?}");
+        if cfg!(target_os = "linux") {
+            assert_eq!(*nice, Some(10), "{writers:?}");
+        }
+    }
+    server.stop().await;
+}

@@ -243,6 +243,10 @@ pub enum AuditError {
     Encode { decision_id: String, reason: String },
     #[error("corrupt audit group under key {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("the audit writer's thread could not start: {0}")]
+    WriterThread(#[source] std::io::Error),
+    #[error("the audit writer failed: a write or flush panicked")]
+    WriterPanicked,
     #[error(
         "the decision audit holds records in format {found}, which this version of tact does not read \
          (it reads and writes format {AUDIT_FORMAT_VERSION}): move the audit directory away to start a \

@@ -529,6 +529,55 @@ impl Taken {
     }
 }
 
+/// The CPU priority of the audit's writer thread (a nice value: 0 is the default,
+/// 19 the lowest), below the threads that answer calls.
+const WRITER_NICE: i32 = 10;
+
+/// The audit writer's own thread: store writes and flushes run there, not on tokio's
+/// blocking pool (which `Authorize`'s log reads share), and at a lower CPU priority
+/// than the threads answering calls ([`WRITER_NICE`], on Linux): a long group write
+/// yields the core to an arriving call instead of holding it for a scheduler slice.
+struct WriterThread {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl WriterThread {
+    fn start() -> std::io::Result<WriterThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("tact-audit".into())
+            .spawn(move || {
+                lower_priority();
+                // Ends when the writer drops its end. A job that panics loses only its
+                // answer (the caller sees the writer fail), not the thread.
+                while let Ok(job) = rx.recv() {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })?;
+        Ok(WriterThread { jobs })
+    }
+
+    /// Runs `f` on the thread; `None` if it panicked (or the thread is gone).
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(f());
+            }))
+            .ok()?;
+        answer.await.ok()
+    }
+}
+
+/// Lowers the calling thread's CPU priority to [`WRITER_NICE`] (Linux, where a nice
+/// value is a thread's own); elsewhere, and if refused, it stays as it is.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), WRITER_NICE) {
+        tracing::debug!(error = %e, "audit writer keeps its CPU priority");
+    }
+}
+
 /// The writer: takes every job already queued (up to [`MAX_GROUP`] records), writes
 /// them with one store call on the blocking pool, flushes if an `Authorize` record is
 /// among them (or [`FLUSH_EVERY`] has passed since the last flush, or the writer was
@@ -548,6 +597,31 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Job>,
     sink: Option<Arc<dyn AuditSink>>,
 ) {
+    let writer = match WriterThread::start() {
+        Ok(writer) => writer,
+        Err(e) => {
+            // Without its thread the audit cannot write: every job fails (Authorize
+            // answers UNAVAILABLE, fail-closed), and the queue's records are dropped.
+            tracing::error!(error = %e, "audit writer thread not started: decisions are not audited");
+            let e = Arc::new(AuditError::WriterThread(e));
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Records(..) => {}
+                    Job::Durable(_, _, ack) => {
+                        let _ = ack.send(Err(Arc::clone(&e)));
+                    }
+                    Job::Sync(done) => {
+                        let _ = done.send(());
+                    }
+                    Job::Close(done) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+            }
+            return;
+        }
+    };
     let mut taken = Taken::default();
     // Records written since the last flush, and when that was: nobody waits for them,
     // but they are made durable within [`FLUSH_EVERY`] (on the next write, or when the
@@ -562,10 +636,10 @@ async fn write_loop(
                     Ok(job) => job,
                     Err(_) => {
                         let store = Arc::clone(&store);
-                        match tokio::task::spawn_blocking(move || store.flush()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::error!(error = %e, "audit records not flushed"),
-                            Err(e) => tracing::error!(error = %e, "audit flush task failed"),
+                        match writer.run(move || store.flush()).await {
+                            Some(Ok(())) => {}
+                            Some(Err(e)) => tracing::error!(error = %e, "audit records not flushed"),
+                            None => tracing::error!("audit flush failed (the writer thread panicked)"),
                         }
                         unflushed = false;
                         flushed_at = Instant::now();
@@ -605,16 +679,17 @@ async fn write_loop(
         let started = Instant::now();
         let written = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || {
-                let r = if batches.is_empty() {
-                    Ok(())
-                } else {
-                    store.write(&batches)
-                };
-                let r = r.and_then(|()| if flush { store.flush() } else { Ok(()) });
-                (batches, r)
-            })
-            .await
+            writer
+                .run(move || {
+                    let r = if batches.is_empty() {
+                        Ok(())
+                    } else {
+                        store.write(&batches)
+                    };
+                    let r = r.and_then(|()| if flush { store.flush() } else { Ok(()) });
+                    (batches, r)
+                })
+                .await
         };
         let busy = started.elapsed();
         if flush {
@@ -632,14 +707,8 @@ async fn write_loop(
         }
         drop(permits);
         let (batches, result) = match written {
-            Ok((batches, r)) => (batches, r.map_err(Arc::new)),
-            Err(e) => (
-                Vec::new(),
-                Err(Arc::new(AuditError::Corrupt {
-                    key: String::new(),
-                    reason: format!("audit writer task failed: {e}"),
-                })),
-            ),
+            Some((batches, r)) => (batches, r.map_err(Arc::new)),
+            None => (Vec::new(), Err(Arc::new(AuditError::WriterPanicked))),
         };
         match &result {
             Ok(()) => {
