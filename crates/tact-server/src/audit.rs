@@ -756,8 +756,10 @@ async fn write_loop(
             }
         }
     }
-    if let Err(e) = store.flush() {
-        tracing::warn!(error = %e, "audit store not flushed at shutdown");
+    match writer.run(move || store.flush()).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::warn!(error = %e, "audit store not flushed at shutdown"),
+        None => tracing::warn!("audit store not flushed at shutdown (the writer thread panicked)"),
     }
 }
 
