@@ -599,12 +599,17 @@ async fn the_client_is_recorded_and_reading_needs_the_read_scope() {
     server.stop().await;
 }
 
-/// A store whose writes wait while the gate is closed (a slow disk).
+/// A store whose writes wait while the gate is closed (a slow disk), that notes which
+/// thread writes and at what CPU priority, and panics on the write after `panic_next`
+/// is set.
 #[derive(Debug, Default)]
 struct Gated {
     inner: MemoryAudit,
     closed: Mutex<bool>,
     opened: Condvar,
+    panic_next: std::sync::atomic::AtomicBool,
+    /// Each write's thread name and nice value (Linux; `None` elsewhere).
+    writers: Mutex<Vec<(Option<String>, Option<i32>)>>,
 }
 
 impl Gated {
@@ -616,6 +621,13 @@ impl Gated {
 
 impl AuditStore for Gated {
     fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
+        self.writers
+            .lock()
+            .unwrap()
+            .push((std::thread::current().name().map(str::to_owned), own_nice()));
+        if self.panic_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("a store write panicked (test)");
+        }
         let mut closed = self.closed.lock().unwrap();
         while *closed {
             closed = self.opened.wait(closed).unwrap();
@@ -684,16 +696,6 @@ async fn a_stuck_audit_drops_decide_records_but_never_delays_answers_or_loses_au
     server.stop().await;
 }
 
-/// A store that notes which thread writes, at what CPU priority, and panics on the
-/// write after `panic_next` is set.
-#[derive(Debug, Default)]
-struct Probed {
-    inner: MemoryAudit,
-    panic_next: std::sync::atomic::AtomicBool,
-    /// Each write's thread name and nice value (Linux; `None` elsewhere).
-    writers: Mutex<Vec<(Option<String>, Option<i32>)>>,
-}
-
 /// The calling thread's nice value, from `/proc/thread-self/stat` (field 19).
 fn own_nice() -> Option<i32> {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
@@ -702,37 +704,9 @@ fn own_nice() -> Option<i32> {
     after.split(' ').nth(16)?.parse().ok()
 }
 
-impl AuditStore for Probed {
-    fn write(&self, batches: &[RecordBatch]) -> Result<(), AuditError> {
-        self.writers
-            .lock()
-            .unwrap()
-            .push((std::thread::current().name().map(str::to_owned), own_nice()));
-        if self.panic_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            panic!("a store write panicked (test)");
-        }
-        self.inner.write(batches)
-    }
-    fn flush(&self) -> Result<(), AuditError> {
-        Ok(())
-    }
-    fn get(&self, id: &str) -> Result<Option<AuditRecord>, AuditError> {
-        self.inner.get(id)
-    }
-    fn list(&self, q: &ListQuery) -> Result<Vec<AuditRecord>, AuditError> {
-        self.inner.list(q)
-    }
-    fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError> {
-        self.inner.prune(before, max)
-    }
-    fn count(&self) -> Result<usize, AuditError> {
-        self.inner.count()
-    }
-}
-
 #[tokio::test]
 async fn the_audit_writes_on_a_low_priority_thread_that_outlives_a_panicking_write() {
-    let store = Arc::new(Probed::default());
+    let store = Arc::new(Gated::default());
     let s: Arc<dyn AuditStore> = store.clone();
     let server = TestServer::start_with(None, wed_10am(), move |o| {
         o.audit.store = Some(s);
