@@ -193,6 +193,33 @@ async fn a_client_over_its_rate_is_told_when_to_retry_and_another_is_unaffected(
     server.stop().await;
 }
 
+/// A stream is paced to its client's rate, not refused: `slow` (1 a second, burst 2)
+/// gets all 4 answers, the last two a second apart.
+#[tokio::test]
+async fn a_stream_over_its_clients_rate_is_paced_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = server(&dir).await;
+    let mut client = server.client().await;
+    let started = std::time::Instant::now();
+    let mut answers = client
+        .decide_stream(bearer(tokio_stream::iter(vec![decide_req(); 4]), SLOW))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(d) = answers.message().await.unwrap() {
+        got.push((d, started.elapsed()));
+    }
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got.iter().all(|(d, _)| d.error.is_none() && d.verdict != 0),
+        "{got:?}"
+    );
+    // Two from the burst, then one a second: the fourth at least ~2 s in.
+    assert!(got[3].1 >= std::time::Duration::from_millis(1_800), "{got:?}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn authorize_records_the_authenticated_client_and_events_get_it_as_source() {
     let dir = tempfile::tempdir().unwrap();

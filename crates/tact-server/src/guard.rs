@@ -332,25 +332,34 @@ where
         let result = self.inner.decide_stream(request).await;
         observe(&DECIDE_STREAM, started, &result);
         let (metadata, inner, extensions) = result?.into_parts();
-        let guard = Arc::clone(&self.guard);
-        let paced = caller.limits.decisions_per_second.is_some();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut inner = std::pin::pin!(inner);
-            while let Some(item) = inner.next().await {
-                if let Ok(d) = &item {
-                    if paced {
+        // The answers are counted (and paced) as the encoder takes them, in its own
+        // task: no task or channel of the guard's in between, so a chunk's answers that
+        // are ready together still leave together. The stream's slot is held until the
+        // stream is dropped.
+        let out: DecisionStream = if caller.limits.decisions_per_second.is_some() {
+            let guard = Arc::clone(&self.guard);
+            let caller = Arc::new(caller);
+            Box::pin(inner.then(move |item| {
+                let _held = &slot;
+                let guard = Arc::clone(&guard);
+                let caller = Arc::clone(&caller);
+                async move {
+                    if let Ok(d) = &item {
                         guard.limiters.pace_decision(&caller).await;
+                        count_decision(d);
                     }
+                    item
+                }
+            }))
+        } else {
+            Box::pin(inner.map(move |item| {
+                let _held = &slot;
+                if let Ok(d) = &item {
                     count_decision(d);
                 }
-                if tx.send(item).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let out: DecisionStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+                item
+            }))
+        };
         Ok(Response::from_parts(metadata, out, extensions))
     }
 
