@@ -147,7 +147,7 @@ fn count_decisions(decisions: &[pb::Decision]) {
 fn trace_decision(d: &pb::Decision) {
     tracing::debug!(
         decision_id = %d.decision_id,
-        verdict = d.verdict,
+        verdict = meters::verdict_label(d.verdict),
         rules = ?d.reasons.iter().map(|r| r.rule_id.as_str()).collect::<Vec<_>>(),
         "decided"
     );

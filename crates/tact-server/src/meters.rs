@@ -71,6 +71,11 @@ pub(crate) fn verdict_slot(verdict: i32) -> Option<usize> {
     }
 }
 
+/// A wire verdict's label (in metrics and logs).
+pub(crate) fn verdict_label(verdict: i32) -> &'static str {
+    verdict_slot(verdict).map_or(VERDICTS[0], |slot| VERDICTS[slot])
+}
+
 /// `tact_decisions_total{verdict}` += `n` for each slot of `counts` (by [`verdict_slot`]).
 pub(crate) fn count_verdicts(counts: &[u64; 4]) {
     static COUNTERS: [OnceLock<Counter>; 4] = [const { OnceLock::new() }; 4];
@@ -120,12 +125,14 @@ mod tests {
         assert_eq!(verdict_slot(pb::Verdict::Unspecified as i32), None);
         assert_eq!(verdict_slot(-1), None);
         assert_eq!(verdict_slot(99), None);
+        assert_eq!(verdict_label(0), "unspecified");
         for (verdict, label) in [
             (pb::Verdict::Allow, "allow"),
             (pb::Verdict::Deny, "deny"),
             (pb::Verdict::Defer, "defer"),
         ] {
             assert_eq!(verdict_slot(verdict as i32).map(|s| VERDICTS[s]), Some(label));
+            assert_eq!(verdict_label(verdict as i32), label);
         }
     }
 }
