@@ -610,6 +610,8 @@ struct Gated {
     panic_next: std::sync::atomic::AtomicBool,
     /// Each write's thread name and nice value (Linux; `None` elsewhere).
     writers: Mutex<Vec<(Option<String>, Option<i32>)>>,
+    /// When set, only the writes on the thread of this name wait at the gate.
+    gate_only: Mutex<Option<&'static str>>,
 }
 
 impl Gated {
@@ -628,8 +630,12 @@ impl AuditStore for Gated {
         if self.panic_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
             panic!("a store write panicked (test)");
         }
+        let gated = match *self.gate_only.lock().unwrap() {
+            Some(name) => std::thread::current().name() == Some(name),
+            None => true,
+        };
         let mut closed = self.closed.lock().unwrap();
-        while *closed {
+        while gated && *closed {
             closed = self.opened.wait(closed).unwrap();
         }
         drop(closed);
@@ -729,13 +735,72 @@ async fn the_audit_writes_on_a_low_priority_thread_that_outlives_a_panicking_wri
         .into_inner();
     let kept = get(&mut client, &answer.decision_id).await.unwrap();
     assert_eq!(kept.decision.as_ref(), Some(&answer));
+    // A Decide's record, which nobody waits for.
+    client
+        .decide(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap();
+    server.handle.auditor().sync().await;
     let writers = store.writers.lock().unwrap().clone();
-    assert!(writers.len() >= 2, "{writers:?}");
+    // Authorize's records are written at the priority of the threads answering calls,
+    // the others below it.
+    let ours = own_nice();
+    let on = |thread: &str| {
+        writers
+            .iter()
+            .filter(|(name, _)| name.as_deref() == Some(thread))
+            .count()
+    };
+    assert!(on("tact-audit-ack") >= 2 && on("tact-audit") >= 1, "{writers:?}");
     for (name, nice) in &writers {
-        assert_eq!(name.as_deref(), Some("tact-audit"), "{writers:?}");
-        if cfg!(target_os = "linux") {
-            assert_eq!(*nice, Some(10), "{writers:?}");
+        match name.as_deref() {
+            Some("tact-audit-ack") => assert_eq!(*nice, ours, "{writers:?}"),
+            Some("tact-audit") if cfg!(target_os = "linux") => assert_eq!(*nice, Some(10), "{writers:?}"),
+            Some("tact-audit") => {}
+            _ => panic!("a write on another thread: {writers:?}"),
         }
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_authorize_record_never_waits_behind_the_records_nobody_waits_for() {
+    // The writer of Decide's records is stuck (a slow disk, or a core it gets no time
+    // on) and its queue is full.
+    let store = Arc::new(Gated::default());
+    *store.gate_only.lock().unwrap() = Some("tact-audit");
+    store.set(true);
+    let s: Arc<dyn AuditStore> = store.clone();
+    let server = TestServer::start_with(None, wed_10am(), move |o| {
+        o.audit.store = Some(s);
+        o.audit.capacity = 4;
+    })
+    .await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    for _ in 0..20 {
+        client
+            .decide(request("ann", Channel::Email, Purpose::Marketing))
+            .await
+            .unwrap();
+    }
+    assert!(server.handle.auditor().dropped() >= 10, "the queue is full");
+    // Authorize is answered, its record kept, without waiting for that backlog.
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(4),
+        client.authorize(request("ann", Channel::Email, Purpose::Marketing)),
+    )
+    .await
+    .expect("Authorize waits for no Decide record")
+    .unwrap()
+    .into_inner();
+    assert_eq!(verdict(&answer), pb::Verdict::Allow);
+    let kept = get(&mut client, &answer.decision_id).await.unwrap();
+    assert_eq!(kept.decision.as_ref(), Some(&answer));
+    // The backlog is written once its writer moves again, and then the records are there.
+    store.set(false);
+    server.handle.auditor().sync().await;
+    let all = store.inner.count().unwrap();
+    assert!(all >= 5, "the Authorize record and the 4 queued: {all}");
     server.stop().await;
 }

@@ -8,12 +8,18 @@
 //!   (`tact_audit_dropped_total`, and a warning at most every 10 s): an interactive
 //!   decision is never slowed by the audit.
 //! - `Authorize`: its record is written with backpressure: the call waits for room in
-//!   the queue and then for the record to be written and flushed (grouped with the
-//!   others the writer has), and only then answers. If that fails or takes longer than
-//!   [`AUTHORIZE_AUDIT_TIMEOUT`], the call fails with UNAVAILABLE: tact answers no
-//!   authorization it could not account for.
+//!   its queue and then for the record to be written and flushed (grouped with the
+//!   other `Authorize` records waiting), and only then answers. If that fails or takes
+//!   longer than [`AUTHORIZE_AUDIT_TIMEOUT`], the call fails with UNAVAILABLE: tact
+//!   answers no authorization it could not account for.
 //!
-//! The queue is counted in records (a semaphore of `capacity` permits): a batch takes
+//! The two kinds go through two lanes, each a queue, a writer loop and a thread of its
+//! own ([`RECORDS`], [`DURABLE`]): the records nobody waits for are written at a low CPU
+//! priority and within a share of a core, so under a saturating load they are dropped,
+//! and an `Authorize` record never waits behind them (for room in the queue, for a
+//! group write, or for a thread that the scheduler starves).
+//!
+//! Each queue is counted in records (a semaphore of `capacity` permits): a batch takes
 //! one permit per decision, so a burst of large batches cannot grow memory without bound.
 //! Room is taken before a record is made: a record that will be dropped costs nothing
 //! to make. Records are encoded on the answering thread straight from the answer
@@ -103,8 +109,6 @@ const LINGER_BELOW: usize = 1_024;
 const LINGER: Duration = Duration::from_millis(10);
 /// Records written without anyone waiting are made durable at most this long after.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
-/// The most of one core the writer uses (see [`write_loop`]).
-const WRITER_SHARE: f64 = 0.15;
 /// Records removed per prune step (each step is one short blocking task).
 const PRUNE_STEP: usize = 10_000;
 
@@ -162,8 +166,12 @@ pub enum AuditWriteError {
 pub struct Auditor {
     mode: AuditMode,
     store: Arc<dyn AuditStore>,
+    /// The [`RECORDS`] lane's queue and its room.
     tx: mpsc::UnboundedSender<Job>,
     permits: Arc<Semaphore>,
+    /// The [`DURABLE`] lane's queue (`Authorize`) and its room.
+    durable_tx: mpsc::UnboundedSender<Job>,
+    durable_permits: Arc<Semaphore>,
     capacity: usize,
     clock: Arc<dyn Clock>,
     retention: Span,
@@ -198,11 +206,14 @@ impl Auditor {
     pub fn start(store: Arc<dyn AuditStore>, opts: &AuditOptions, clock: Arc<dyn Clock>) -> Arc<Auditor> {
         let capacity = opts.capacity.clamp(1, Semaphore::MAX_PERMITS);
         let (tx, rx) = mpsc::unbounded_channel();
+        let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let auditor = Arc::new(Auditor {
             mode: opts.mode,
             store: Arc::clone(&store),
             tx,
             permits: Arc::new(Semaphore::new(capacity)),
+            durable_tx,
+            durable_permits: Arc::new(Semaphore::new(capacity)),
             capacity,
             clock,
             retention: Span(opts.retention.as_millis().min(i64::MAX as u128) as i64),
@@ -210,7 +221,13 @@ impl Auditor {
             last_warn: AtomicI64::new(i64::MIN),
             started: Instant::now(),
         });
-        tokio::spawn(write_loop(store, rx, opts.sink.clone()));
+        tokio::spawn(write_loop(
+            Arc::clone(&store),
+            durable_rx,
+            opts.sink.clone(),
+            DURABLE,
+        ));
+        tokio::spawn(write_loop(store, rx, opts.sink.clone(), RECORDS));
         let weak = Arc::downgrade(&auditor);
         let every = opts.prune_every.max(Duration::from_millis(10));
         tokio::spawn(async move {
@@ -301,12 +318,12 @@ impl Auditor {
     pub async fn submit_durable(&self, batch: RecordBatch) -> Result<(), AuditWriteError> {
         let n = u32::try_from(batch.len().clamp(1, self.capacity)).unwrap_or(1);
         let keep = async {
-            let permit = Arc::clone(&self.permits)
+            let permit = Arc::clone(&self.durable_permits)
                 .acquire_many_owned(n)
                 .await
                 .map_err(|_| AuditWriteError::Closed)?;
             let (ack, done) = oneshot::channel();
-            self.tx
+            self.durable_tx
                 .send(Job::Durable(batch, permit, ack))
                 .map_err(|_| AuditWriteError::Closed)?;
             match done.await {
@@ -348,18 +365,26 @@ impl Auditor {
 
     /// Waits until everything queued so far is written and flushed (tests, shutdown).
     pub async fn sync(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Job::Sync(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.on_both_lanes(Job::Sync).await;
     }
 
-    /// Writes and flushes everything queued so far, then stops the writer: later
+    /// Writes and flushes everything queued so far, then stops both writers: later
     /// records are dropped. For shutdown.
     pub async fn close(&self) {
+        self.on_both_lanes(Job::Close).await;
+    }
+
+    /// Sends `job` to both lanes and waits until both have done it.
+    async fn on_both_lanes(&self, job: fn(oneshot::Sender<()>) -> Job) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Job::Close(tx)).is_ok() {
+        let (durable_tx, durable_rx) = oneshot::channel();
+        let sent = self.tx.send(job(tx)).is_ok();
+        let durable_sent = self.durable_tx.send(job(durable_tx)).is_ok();
+        if sent {
             let _ = rx.await;
+        }
+        if durable_sent {
+            let _ = durable_rx.await;
         }
     }
 
@@ -529,25 +554,52 @@ impl Taken {
     }
 }
 
-/// The CPU priority of the audit's writer thread (a nice value: 0 is the default,
-/// 19 the lowest), below the threads that answer calls.
-const WRITER_NICE: i32 = 10;
+/// A writer lane: a queue's writer loop, the thread its store calls run on, and how
+/// much of the CPU it may take.
+#[derive(Clone, Copy, Debug)]
+struct Lane {
+    thread: &'static str,
+    /// The thread's CPU priority (a nice value: 0 is the default, 19 the lowest);
+    /// `None`: the process's.
+    nice: Option<i32>,
+    /// The most of one core the writer uses (see [`write_loop`]); `None`: no bound.
+    share: Option<f64>,
+}
 
-/// The audit writer's own thread: store writes and flushes run there, not on tokio's
-/// blocking pool (which `Authorize`'s log reads share), and at a lower CPU priority
-/// than the threads answering calls ([`WRITER_NICE`], on Linux): a long group write
-/// yields the core to an arriving call instead of holding it for a scheduler slice.
+/// The records nobody waits for (`Decide`, `DecideBatch`, `DecideStream`): below the
+/// threads that answer calls in CPU priority, and within 15% of a core. A long group
+/// write yields the core to an arriving call instead of holding it for a scheduler
+/// slice; under a saturating load these records are dropped (counted).
+const RECORDS: Lane = Lane {
+    thread: "tact-audit",
+    nice: Some(10),
+    share: Some(0.15),
+};
+
+/// `Authorize`'s records, which a call waits for: at the priority of the threads
+/// answering calls, never behind [`RECORDS`]' backlog. Their volume is bounded by
+/// the callers waiting for them (and their rate limits).
+const DURABLE: Lane = Lane {
+    thread: "tact-audit-ack",
+    nice: None,
+    share: None,
+};
+
+/// A writer's own thread: store writes and flushes run there, not on tokio's blocking
+/// pool (which `Authorize`'s log reads share), at the lane's CPU priority (on Linux).
 struct WriterThread {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
 
 impl WriterThread {
-    fn start() -> std::io::Result<WriterThread> {
+    fn start(lane: Lane) -> std::io::Result<WriterThread> {
         let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
         std::thread::Builder::new()
-            .name("tact-audit".into())
+            .name(lane.thread.into())
             .spawn(move || {
-                lower_priority();
+                if let Some(nice) = lane.nice {
+                    lower_priority(nice);
+                }
                 // Ends when the writer drops its end. A job that panics loses only its
                 // answer (the caller sees the writer fail), not the thread.
                 while let Ok(job) = rx.recv() {
@@ -569,40 +621,42 @@ impl WriterThread {
     }
 }
 
-/// Lowers the calling thread's CPU priority to [`WRITER_NICE`] (Linux, where a nice
-/// value is a thread's own); elsewhere, and if refused, it stays as it is.
-fn lower_priority() {
+/// Lowers the calling thread's CPU priority to `nice` (Linux, where a nice value is a
+/// thread's own); elsewhere, and if refused, it stays as it is.
+fn lower_priority(nice: i32) {
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), WRITER_NICE) {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
         tracing::debug!(error = %e, "audit writer keeps its CPU priority");
     }
 }
 
-/// The writer: takes every job already queued (up to [`MAX_GROUP`] records), writes
-/// them with one store call on the blocking pool, flushes if an `Authorize` record is
-/// among them (or [`FLUSH_EVERY`] has passed since the last flush, or the writer was
-/// idle that long with records not flushed), answers those, then hands the group to
-/// the sink. A `Sync` (from
-/// [`Auditor::sync`]) flushes and answers once everything before it is written; the
-/// loop ends when the auditor is dropped.
+/// A lane's writer: takes every job already queued (up to [`MAX_GROUP`] records),
+/// writes them with one store call on the lane's thread, flushes if an `Authorize`
+/// record is among them (or [`FLUSH_EVERY`] has passed since the last flush, or the
+/// writer was idle that long with records not flushed), answers those, then hands the
+/// group to the sink. A `Sync` (from [`Auditor::sync`]) flushes and answers once
+/// everything before it is written; the loop ends when the auditor is dropped.
 ///
-/// The writer uses at most [`WRITER_SHARE`] of one core: after a write that took `t`,
-/// it rests `t * (1 / WRITER_SHARE - 1)` before the next (taking jobs meanwhile, and
-/// cutting the rest short for one somebody waits for). When deciding needs the CPU and
-/// records come faster than that share writes them, the queue fills and `Decide`
-/// records are dropped (counted): the audit never takes more than its share from
-/// answering.
+/// With a share (the [`RECORDS`] lane), the writer uses at most that much of one core:
+/// after a write that took `t`, it rests `t * (1 / share - 1)` before the next (taking
+/// jobs meanwhile, and cutting the rest short for a sync or close). When deciding
+/// needs the CPU and records come faster than that share writes them, the queue fills
+/// and `Decide` records are dropped (counted): the audit never takes more than its
+/// share from answering.
 async fn write_loop(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::UnboundedReceiver<Job>,
     sink: Option<Arc<dyn AuditSink>>,
+    lane: Lane,
 ) {
-    let writer = match WriterThread::start() {
+    let writer = match WriterThread::start(lane) {
         Ok(writer) => writer,
         Err(e) => {
             // Without its thread the audit cannot write: every job fails (Authorize
             // answers UNAVAILABLE, fail-closed), and the queue's records are dropped.
-            tracing::error!(error = %e, "audit writer thread not started: decisions are not audited");
+            tracing::error!(error = %e, thread = lane.thread, "audit writer thread not started: decisions are not audited");
             let e = Arc::new(AuditError::WriterThread(e));
             while let Some(job) = rx.recv().await {
                 match job {
@@ -738,7 +792,9 @@ async fn write_loop(
         }
         // Rest, to stay within the writer's share of a core (flushes are waiting on the
         // disk, not the CPU, and count too: a bound, not a measure).
-        let rest = busy.mul_f64(1.0 / WRITER_SHARE - 1.0);
+        let rest = lane
+            .share
+            .map_or(Duration::ZERO, |share| busy.mul_f64(1.0 / share - 1.0));
         if records > 0 && rest > Duration::ZERO {
             let until = tokio::time::Instant::now() + rest;
             loop {
