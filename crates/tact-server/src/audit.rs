@@ -640,11 +640,10 @@ fn lower_priority(nice: i32) {
 /// everything before it is written; the loop ends when the auditor is dropped.
 ///
 /// With a share (the [`RECORDS`] lane), the writer uses at most that much of one core:
-/// after a write that took `t`, it rests `t * (1 / share - 1)` before the next (taking
-/// jobs meanwhile, and cutting the rest short for a sync or close). When deciding
-/// needs the CPU and records come faster than that share writes them, the queue fills
-/// and `Decide` records are dropped (counted): the audit never takes more than its
-/// share from answering.
+/// after a write that took `t`, it rests `t * (1 / share - 1)` before the next (not
+/// reading the queue meanwhile). When deciding needs the CPU and records come faster
+/// than that share writes them, the queue fills and `Decide` records are dropped
+/// (counted): the audit never takes more than its share from answering.
 async fn write_loop(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::UnboundedReceiver<Job>,
@@ -791,25 +790,15 @@ async fn write_loop(
             return;
         }
         // Rest, to stay within the writer's share of a core (flushes are waiting on the
-        // disk, not the CPU, and count too: a bound, not a measure).
+        // disk, not the CPU, and count too: a bound, not a measure). The queue is not
+        // read meanwhile: a task woken for every record sent would cost every call a
+        // wake-up on the cores answering them. Jobs wait in the queue (bounded by its
+        // room); a sync or close waits for the rest to end.
         let rest = lane
             .share
             .map_or(Duration::ZERO, |share| busy.mul_f64(1.0 / share - 1.0));
         if records > 0 && rest > Duration::ZERO {
-            let until = tokio::time::Instant::now() + rest;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => break,
-                    job = rx.recv() => match job {
-                        Some(job) => {
-                            if taken.take(job) {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                }
-            }
+            tokio::time::sleep(rest).await;
         }
     }
     match writer.run(move || store.flush()).await {
