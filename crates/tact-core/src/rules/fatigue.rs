@@ -106,6 +106,10 @@ impl Fatigue {
             pause,
             reply_window,
         } = *self;
+        // Fewer such touches in the whole timeline than a pause needs: no pause.
+        if v.tally.touches(channel.bit(), purposes) < unanswered {
+            return None;
+        }
         let at = v.at;
         let mut count = 0u32;
         let mut from = Timestamp::MIN;
