@@ -246,20 +246,23 @@ impl Tally {
     /// holds; `u32::MAX` if a count it would use is saturated.
     #[inline]
     pub(crate) fn touches(self, channels: u8, purposes: u8) -> u32 {
-        let unknown = |n: u64, max: u64| if n == max { u32::MAX } else { n as u32 };
-        let mut n = 0u32;
-        if purposes & PURSUIT != 0 {
-            let mut bound = unknown(self.get((PURSUIT_SHIFT, TOTAL_MAX)), TOTAL_MAX);
-            if channels.count_ones() == 1 {
-                let field = (channels.trailing_zeros() * CHANNEL_FIELD.0, CHANNEL_FIELD.1);
-                bound = bound.min(unknown(self.get(field), CHANNEL_FIELD.1));
-            }
-            n = bound;
+        let read = |(shift, max): (u32, u64)| {
+            let n = (self.0 >> shift) & max;
+            if n == max { u32::MAX } else { n as u32 }
+        };
+        // Marketing and sales: one channel's count, or all channels'.
+        let pursuit = if purposes & PURSUIT == 0 {
+            0
+        } else if channels.is_power_of_two() {
+            read((channels.trailing_zeros() * CHANNEL_FIELD.0, CHANNEL_FIELD.1))
+        } else {
+            read((PURSUIT_SHIFT, TOTAL_MAX))
+        };
+        if purposes & !PURSUIT == 0 {
+            pursuit
+        } else {
+            pursuit.saturating_add(read((SERVICE_SHIFT, TOTAL_MAX)))
         }
-        if purposes & !PURSUIT != 0 {
-            n = n.saturating_add(unknown(self.get((SERVICE_SHIFT, TOTAL_MAX)), TOTAL_MAX));
-        }
-        n
     }
 
     /// At least as many inbound messages as the timeline holds (saturating, so never
