@@ -202,7 +202,7 @@ impl Tally {
         t
     }
 
-    /// The counts `mark` is in, as `(shift, saturation)`; the second is unused.
+    /// The counts `mark` is in (none, one or two), each as `(shift, saturation)`.
     fn fields(mark: Mark) -> [Option<(u32, u64)>; 2] {
         match mark {
             Mark::Touch { channel, purpose, .. } if purpose.bit() & PURSUIT != 0 => [
