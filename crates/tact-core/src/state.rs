@@ -136,21 +136,140 @@ pub enum Mark {
 }
 
 /// What pruning takes out of the timeline that the state must still account for.
-#[derive(Default)]
 struct Forgotten {
     purchase: Option<Timestamp>,
     complaint: Option<Timestamp>,
     authorized: u32,
+    /// The state's tally without the entries noted so far; `exact` false once one of
+    /// them was in a saturated count (then it is recounted).
+    tally: Tally,
+    exact: bool,
 }
 
 impl Forgotten {
+    fn new(tally: Tally) -> Self {
+        Forgotten {
+            purchase: None,
+            complaint: None,
+            authorized: 0,
+            tally,
+            exact: true,
+        }
+    }
+
     fn note(&mut self, e: &Entry) {
+        self.exact &= self.tally.remove(e.mark);
         match e.mark {
             Mark::Purchase => self.purchase = self.purchase.max(Some(e.at)),
             Mark::Complaint => self.complaint = self.complaint.max(Some(e.at)),
             Mark::Touch { authorized: true, .. } => self.authorized += 1,
             _ => {}
         }
+    }
+}
+
+/// Counts over the whole timeline that let a decision skip a walk that could find
+/// nothing: a frequency cap of 3 cannot be reached by a customer whose timeline holds
+/// two touches on the channel, nor a message be waiting for an answer from a customer
+/// who never wrote. Every count is of the *whole* timeline, so it bounds what any
+/// view as of an earlier instant (a prefix of the timeline) holds too: a decision may
+/// skip a walk on it only when the bound proves the walk would find nothing.
+///
+/// Derived from the timeline alone (kept up as entries come and go, recounted when a
+/// saturated count loses an entry, and after loading a snapshot, whose format does not
+/// carry it): equal timelines have equal tallies.
+///
+/// Layout: per channel, 5 bits of touches for marketing or sales (saturating at 31);
+/// then 8 bits each (saturating at 255) of all touches for marketing or sales, of all
+/// touches for service or transactional, and of inbound messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally(u64);
+
+/// Marketing and sales, the purposes counted per channel.
+const PURSUIT: u8 = (1 << Purpose::Marketing as u8) | (1 << Purpose::Sales as u8);
+const CHANNEL_FIELD: (u32, u64) = (5, 31);
+const PURSUIT_SHIFT: u32 = 40;
+const SERVICE_SHIFT: u32 = 48;
+const INBOUND_SHIFT: u32 = 56;
+const TOTAL_MAX: u64 = 255;
+
+impl Tally {
+    fn of(timeline: &[Entry]) -> Tally {
+        let mut t = Tally::default();
+        for e in timeline {
+            t.add(e.mark);
+        }
+        t
+    }
+
+    /// The counts `mark` is in (none, one or two), each as `(shift, saturation)`.
+    fn fields(mark: Mark) -> [Option<(u32, u64)>; 2] {
+        match mark {
+            Mark::Touch { channel, purpose, .. } if purpose.bit() & PURSUIT != 0 => [
+                Some((channel as u32 * CHANNEL_FIELD.0, CHANNEL_FIELD.1)),
+                Some((PURSUIT_SHIFT, TOTAL_MAX)),
+            ],
+            Mark::Touch { .. } => [Some((SERVICE_SHIFT, TOTAL_MAX)), None],
+            Mark::Inbound(_) => [Some((INBOUND_SHIFT, TOTAL_MAX)), None],
+            _ => [None, None],
+        }
+    }
+
+    fn get(self, (shift, max): (u32, u64)) -> u64 {
+        (self.0 >> shift) & max
+    }
+
+    fn add(&mut self, mark: Mark) {
+        for f in Tally::fields(mark).into_iter().flatten() {
+            if self.get(f) < f.1 {
+                self.0 += 1 << f.0;
+            }
+        }
+    }
+
+    /// Takes `mark` out; false if a count it is in is saturated (only a recount can
+    /// tell its new value).
+    #[must_use]
+    fn remove(&mut self, mark: Mark) -> bool {
+        let mut exact = true;
+        for f in Tally::fields(mark).into_iter().flatten() {
+            if self.get(f) == f.1 {
+                exact = false;
+            } else {
+                self.0 -= 1 << f.0;
+            }
+        }
+        exact
+    }
+
+    /// At least as many touches on `channels` for `purposes` (bit sets) as the timeline
+    /// holds; `u32::MAX` if a count it would use is saturated.
+    #[inline]
+    pub(crate) fn touches(self, channels: u8, purposes: u8) -> u32 {
+        let read = |(shift, max): (u32, u64)| {
+            let n = (self.0 >> shift) & max;
+            if n == max { u32::MAX } else { n as u32 }
+        };
+        // Marketing and sales: one channel's count, or all channels'.
+        let pursuit = if purposes & PURSUIT == 0 {
+            0
+        } else if channels.is_power_of_two() {
+            read((channels.trailing_zeros() * CHANNEL_FIELD.0, CHANNEL_FIELD.1))
+        } else {
+            read((PURSUIT_SHIFT, TOTAL_MAX))
+        };
+        if purposes & !PURSUIT == 0 {
+            pursuit
+        } else {
+            pursuit.saturating_add(read((SERVICE_SHIFT, TOTAL_MAX)))
+        }
+    }
+
+    /// At least as many inbound messages as the timeline holds (saturating, so never
+    /// 0 unless there are none).
+    #[inline]
+    pub(crate) fn inbound(self) -> u32 {
+        self.get((INBOUND_SHIFT, TOTAL_MAX)) as u32
     }
 }
 
@@ -313,6 +432,8 @@ pub struct CustomerState {
     /// How many timeline entries are touches authorized by tact (a fast path for
     /// de-duplicating "sent" reports of authorized outreach).
     authorized: u32,
+    /// Counts over the timeline that let decisions skip walks (see [`Tally`]).
+    tally: Tally,
 }
 
 /// The research signal a page category stands for, if any.
@@ -348,6 +469,8 @@ pub(crate) struct AsOf<'a> {
     /// All side records (the latest purchase may lie after `at`).
     all_side: &'a [Entry],
     pub authorized: u32,
+    /// Counts over the whole timeline (bounds for this view, a prefix of it).
+    pub tally: Tally,
     /// How far back decisions read the timeline (the policy's retention window).
     pub window: Span,
 }
@@ -500,6 +623,7 @@ impl CustomerState {
             side: &side[..upto(side, at)],
             all_side: side,
             authorized: self.authorized,
+            tally: self.tally,
             window: Span(i64::MAX),
         }
     }
@@ -609,6 +733,7 @@ impl CustomerState {
             self.remember(Entry { at, id, mark }, retention);
         }
         self.prune(retention);
+        debug_assert_eq!(self.tally, Tally::of(self.timeline()));
     }
 
     fn insert_side(&mut self, entry: Entry) {
@@ -645,8 +770,11 @@ impl CustomerState {
             return;
         }
         let end = self.slots.len() - self.side as usize;
-        if insert_sorted_by(&mut self.slots, 0..end, entry, |e| *e) && entry.is_authorized_touch() {
-            self.authorized += 1;
+        if insert_sorted_by(&mut self.slots, 0..end, entry, |e| *e) {
+            self.tally.add(entry.mark);
+            if entry.is_authorized_touch() {
+                self.authorized += 1;
+            }
         }
     }
 
@@ -723,7 +851,7 @@ impl CustomerState {
         if stale == 0 && !over {
             return;
         }
-        let mut gone = Forgotten::default();
+        let mut gone = Forgotten::new(self.tally);
         for e in &timeline[..stale] {
             gone.note(e);
         }
@@ -744,6 +872,11 @@ impl CustomerState {
             self.slots.drain(..stale);
         }
         self.authorized -= gone.authorized;
+        self.tally = if gone.exact {
+            gone.tally
+        } else {
+            Tally::of(self.timeline())
+        };
         if let Some(at) = gone.purchase {
             self.raise(Mark::PurchaseFloor, at);
         }
@@ -1023,6 +1156,7 @@ impl<'de> Deserialize<'de> for CustomerState {
         let mut s = CustomerState {
             latest: wire.latest,
             authorized: timeline.iter().filter(|e| e.is_authorized_touch()).count() as u32,
+            tally: Tally::of(&timeline),
             slots: timeline,
             side: 0,
         };
@@ -1100,7 +1234,7 @@ mod tests {
     #[test]
     fn timeline_entries_stay_small() {
         assert_eq!(std::mem::size_of::<Entry>(), 24);
-        assert_eq!(std::mem::size_of::<CustomerState>(), 40);
+        assert_eq!(std::mem::size_of::<CustomerState>(), 48);
     }
 
     #[test]
@@ -1119,6 +1253,77 @@ mod tests {
         CustomerState::warm(&[]);
         CustomerState::warm(&[&CustomerState::new(), &one, &big, &one]);
         assert_eq!((big, one), before);
+    }
+
+    #[test]
+    fn the_tally_is_the_timelines_through_saturation_and_pruning() {
+        use crate::time::MINUTE;
+        // A minute apart under a window of three days: more of each kind than
+        // `max_entries` keeps, so every count saturates and pruning drops entries of
+        // saturated counts, by number.
+        let retention = Retention {
+            window: Span(3 * DAY.0),
+            max_entries: 512,
+        };
+        let event = |i: i64, kind: EventKind| Event {
+            event_id: format!("e{i}"),
+            customer_id: "c".into(),
+            occurred_at: Timestamp(i * MINUTE.0),
+            source: "test".into(),
+            kind,
+        };
+        let mut s = CustomerState::new();
+        let check = |s: &CustomerState| {
+            assert_eq!(s.tally, Tally::of(s.timeline()));
+        };
+        for i in 0..3_000 {
+            let kind = match i % 4 {
+                0 => EventKind::OutreachSent {
+                    channel: Channel::Email,
+                    purpose: Purpose::Marketing,
+                    campaign: "x".into(),
+                    decision_id: None,
+                },
+                1 => EventKind::OutreachSent {
+                    channel: Channel::Sms,
+                    purpose: Purpose::Service,
+                    campaign: "x".into(),
+                    decision_id: None,
+                },
+                2 => EventKind::InboundMessage {
+                    channel: Channel::Email,
+                    topic: "q".into(),
+                },
+                _ => EventKind::OutreachSent {
+                    channel: Channel::ALL[(i / 4) as usize % Channel::ALL.len()],
+                    purpose: Purpose::Sales,
+                    campaign: "x".into(),
+                    decision_id: None,
+                },
+            };
+            s.apply(&event(i, kind), retention);
+            check(&s);
+        }
+        let full = s.tally;
+        assert_eq!(
+            full.touches(Channel::Email.bit(), Purpose::Marketing.bit()),
+            u32::MAX
+        );
+        assert_eq!(full.touches(u8::MAX, u8::MAX), u32::MAX);
+        assert_eq!(full.inbound(), 255);
+        // Much later: the old entries leave the timeline (two instants, so the later
+        // one becomes the pruning reference).
+        for i in [1_000_000, 1_000_001] {
+            let kind = EventKind::InboundMessage {
+                channel: Channel::Sms,
+                topic: "q".into(),
+            };
+            s.apply(&event(i, kind), retention);
+            check(&s);
+        }
+        assert_eq!(s.timeline().len(), 2);
+        assert_eq!(s.tally.inbound(), 2);
+        assert_eq!(s.tally.touches(u8::MAX, u8::MAX), 0);
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub(crate) fn cap(
     max: u32,
     window: Span,
 ) -> Option<(u32, Timestamp)> {
+    // Fewer touches in the whole timeline than `max`: nothing to count.
+    if v.tally.touches(channels, purposes) < max {
+        return None;
+    }
     let since = v.at.saturating_sub(window);
     let mut count = 0u32;
     let mut until = None;

@@ -62,6 +62,10 @@ pub(crate) fn message(channel: Channel, ago: Span) -> String {
 /// The customer's oldest message still waiting for an answer at `v.at`, if any:
 /// `(channel, when)`. Messages older than `open_for` do not count.
 pub(crate) fn open_inbound(v: &AsOf<'_>, open_for: Span) -> Option<(Channel, Timestamp)> {
+    // No message in the whole timeline: none to answer.
+    if v.tally.inbound() == 0 {
+        return None;
+    }
     let since = v.at.saturating_sub(open_for);
     let mut oldest = None;
     for e in v.recent().take_while(|e| e.at > since) {

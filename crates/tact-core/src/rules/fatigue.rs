@@ -106,18 +106,23 @@ impl Fatigue {
             pause,
             reply_window,
         } = *self;
+        // Fewer such touches in the whole timeline than a pause needs: no pause.
+        if v.tally.touches(channel.bit(), purposes) < unanswered {
+            return None;
+        }
         let at = v.at;
         let mut count = 0u32;
         let mut from = Timestamp::MIN;
         // The oldest `OutreachUnanswered` on the channel seen so far (newer than the
         // touches still to come).
         let mut reported: Option<Timestamp> = None;
-        // The scan stops at the first entry older than `stop` (one comparison an entry,
-        // exact in i128). Until the run's newest touch: a pause for touches this old is
-        // over, and so is any older one (`e.at + reply_window + pause <= at`, saturating).
-        let mut stop = over_before(at, reply_window, pause);
+        // The scan stops at the first entry older than `stop` (one comparison an entry).
+        // Until the run's newest touch: a pause for touches this old is over, and so is
+        // any older one (`e.at + reply_window + pause <= at`, saturating). None: every
+        // entry is that old.
+        let mut stop = over_before(at, reply_window, pause)?;
         for e in v.recent() {
-            if i128::from(e.at.0) < stop {
+            if e.at.0 < stop {
                 break;
             }
             match e.mark {
@@ -167,27 +172,28 @@ impl Fatigue {
     }
 }
 
-/// The earliest instant `t` at which `t.saturating_add(reply_window).saturating_add(pause) > at`,
-/// as an i128 (`i128::MAX`: none). The spans are positive (the policy loader checks), so
-/// the saturating sum is `min(t + reply_window + pause, i64::MAX)`.
-fn over_before(at: Timestamp, reply_window: Span, pause: Span) -> i128 {
+/// The earliest instant `t` at which `t.saturating_add(reply_window).saturating_add(pause) > at`
+/// (`i64::MIN` if every instant), `None` if there is none. The spans are positive (the
+/// policy loader checks), so the saturating sum is `min(t + reply_window + pause, i64::MAX)`.
+fn over_before(at: Timestamp, reply_window: Span, pause: Span) -> Option<i64> {
     debug_assert!(reply_window.0 >= 0 && pause.0 >= 0);
     if at.0 == i64::MAX {
         // Every sum, saturated or not, is at most `at`.
-        i128::MAX
+        None
     } else {
-        i128::from(at.0) - i128::from(reply_window.0) - i128::from(pause.0) + 1
+        let t = i128::from(at.0) - i128::from(reply_window.0) - i128::from(pause.0) + 1;
+        Some(t.max(i128::from(i64::MIN)) as i64)
     }
 }
 
-/// The earliest instant `t` at which `first.since(t) > within` is false, as an i128
-/// (`i128::MIN`: every instant). `first.since(t)` saturates, so it exceeds `within`
-/// exactly when `first - t` does, unless `within` is `i64::MAX`: then never.
-fn run_ends_before(first: Timestamp, within: Span) -> i128 {
+/// The earliest instant `t` at which `first.since(t) > within` is false (`i64::MIN`:
+/// every instant). `first.since(t)` saturates, so it exceeds `within` exactly when
+/// `first - t` does, unless `within` is `i64::MAX`: then never.
+fn run_ends_before(first: Timestamp, within: Span) -> i64 {
     if within.0 == i64::MAX {
-        i128::MIN
+        i64::MIN
     } else {
-        i128::from(first.0) - i128::from(within.0)
+        (i128::from(first.0) - i128::from(within.0)).max(i128::from(i64::MIN)) as i64
     }
 }
 
@@ -197,4 +203,42 @@ pub(crate) fn message(channel: Channel, unanswered: u32, until: Timestamp) -> St
          marketing there pauses until {until} or until the customer engages.",
         channel_noun(channel)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scan's stops are exact at the ends of time: an entry at `t` is past the stop
+    /// exactly when the saturating arithmetic they stand for says so.
+    #[test]
+    fn the_stops_are_the_saturating_comparisons_they_stand_for() {
+        let instants = [i64::MIN, i64::MIN + 1, -5, 0, 7, 1 << 40, i64::MAX - 1, i64::MAX];
+        let spans = [0, 1, 3, 1 << 40, i64::MAX - 1, i64::MAX];
+        for &at in &instants {
+            for &rw in &spans {
+                for &pause in &spans {
+                    let stop = over_before(Timestamp(at), Span(rw), Span(pause));
+                    for &t in &instants {
+                        let over = Timestamp(t).saturating_add(Span(rw)).saturating_add(Span(pause))
+                            <= Timestamp(at);
+                        assert_eq!(
+                            stop.is_none_or(|s| t < s),
+                            over,
+                            "at {at} rw {rw} pause {pause} t {t}"
+                        );
+                    }
+                }
+            }
+        }
+        for &first in &instants {
+            for &within in &spans {
+                let stop = run_ends_before(Timestamp(first), Span(within));
+                for &t in &instants {
+                    let ends = Timestamp(first).since(Timestamp(t)) > Span(within);
+                    assert_eq!(t < stop, ends, "first {first} within {within} t {t}");
+                }
+            }
+        }
+    }
 }
