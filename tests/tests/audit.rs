@@ -658,16 +658,21 @@ impl AuditStore for Gated {
     }
 }
 
+/// A server whose audit writes into `store`, with a queue of `capacity` records.
+async fn serve_audit_into(store: &Arc<Gated>, capacity: usize) -> TestServer {
+    let s: Arc<dyn AuditStore> = store.clone();
+    TestServer::start_with(None, wed_10am(), move |o| {
+        o.audit.store = Some(s);
+        o.audit.capacity = capacity;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_stuck_audit_drops_decide_records_but_never_delays_answers_or_loses_authorize() {
     let store = Arc::new(Gated::default());
     store.set(true);
-    let s: Arc<dyn AuditStore> = store.clone();
-    let server = TestServer::start_with(None, wed_10am(), move |o| {
-        o.audit.store = Some(s);
-        o.audit.capacity = 4;
-    })
-    .await;
+    let server = serve_audit_into(&store, 4).await;
     let mut client = server.client().await;
     ann(&mut client).await;
     let started = std::time::Instant::now();
@@ -770,12 +775,7 @@ async fn an_authorize_record_never_waits_behind_the_records_nobody_waits_for() {
     let store = Arc::new(Gated::default());
     *store.gate_only.lock().unwrap() = Some("tact-audit");
     store.set(true);
-    let s: Arc<dyn AuditStore> = store.clone();
-    let server = TestServer::start_with(None, wed_10am(), move |o| {
-        o.audit.store = Some(s);
-        o.audit.capacity = 4;
-    })
-    .await;
+    let server = serve_audit_into(&store, 4).await;
     let mut client = server.client().await;
     ann(&mut client).await;
     for _ in 0..20 {
