@@ -192,6 +192,9 @@ const PURSUIT_SHIFT: u32 = 40;
 const SERVICE_SHIFT: u32 = 48;
 const INBOUND_SHIFT: u32 = 56;
 const TOTAL_MAX: u64 = 255;
+// Every channel's field fits below the totals: a channel added past that would count
+// into another field, and a skipped walk could then let an outreach through.
+const _: () = assert!(Channel::ALL.len() as u32 * CHANNEL_FIELD.0 <= PURSUIT_SHIFT);
 
 impl Tally {
     fn of(timeline: &[Entry]) -> Tally {
