@@ -718,11 +718,7 @@ fn own_nice() -> Option<i32> {
 #[tokio::test]
 async fn the_audit_writes_on_a_low_priority_thread_that_outlives_a_panicking_write() {
     let store = Arc::new(Gated::default());
-    let s: Arc<dyn AuditStore> = store.clone();
-    let server = TestServer::start_with(None, wed_10am(), move |o| {
-        o.audit.store = Some(s);
-    })
-    .await;
+    let server = serve_audit_into(&store, tact_server::audit::DEFAULT_CAPACITY).await;
     let mut client = server.client().await;
     ann(&mut client).await;
     // A write that panics: the Authorize waiting for it is refused (fail-closed).
