@@ -25,7 +25,9 @@ pub use audit::{
     RecordBatch, RecordParts, SledAudit,
 };
 pub use error::LogError;
-pub use log::{DurableHook, GroupCommit, Log, LogHandle, LogStats, PendingAppend, SLOW_FLUSH};
+pub use log::{
+    DurableHook, GroupCommit, Log, LogHandle, LogStats, PendingAppend, SLOW_FLUSH, warn_while_stalled,
+};
 pub use policies::{PolicyRecord, policy_history, policy_in_force};
 pub use projection::{Projection, ReplayStats, fold, replay_progress};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};

@@ -35,6 +35,25 @@ use crate::storage::{Appended, MetaEntry, Storage};
 /// A flush that takes this long is logged as a warning (every write waits for it).
 pub const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Awaits `work` (a write or flush to disk that callers wait on) and, while it has not
+/// finished, warns every [`SLOW_FLUSH`] with how long it has run (`what` says which), so
+/// that a disk that holds a write for seconds shows in the log while it does, not only
+/// once (and if) it lets go.
+pub async fn warn_while_stalled<F: std::future::Future>(what: &'static str, work: F) -> F::Output {
+    let started = tokio::time::Instant::now();
+    let mut work = std::pin::pin!(work);
+    loop {
+        match tokio::time::timeout(SLOW_FLUSH, &mut work).await {
+            Ok(out) => return out,
+            Err(_) => tracing::warn!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                what,
+                "disk write still running: callers wait for it"
+            ),
+        }
+    }
+}
+
 /// Called by the syncer with the newly recorded events and their seqs, in seq order,
 /// after they are durable and before their appenders are answered. Duplicates are not
 /// passed. It runs on tokio's blocking pool, one call at a time; while it runs no
@@ -428,10 +447,13 @@ async fn writer(
             meta.extend(req.meta);
         }
         let store = Arc::clone(&storage);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let result = store.append(&events, &meta);
-            (events, result)
-        })
+        let outcome = warn_while_stalled(
+            "log append",
+            tokio::task::spawn_blocking(move || {
+                let result = store.append(&events, &meta);
+                (events, result)
+            }),
+        )
         .await;
         let (events, results) = match outcome {
             Ok((events, Ok(results))) => (events, results),
@@ -527,32 +549,35 @@ async fn syncer(
             continue;
         };
         let store = Arc::clone(&storage);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let flushed = store.flush();
-            let took = started.elapsed();
-            metrics::histogram!("tact_log_flush_seconds").record(took.as_secs_f64());
-            if took >= SLOW_FLUSH {
-                tracing::warn!(
-                    took_ms = took.as_millis() as u64,
-                    "log flush slow: writes wait for the disk"
-                );
-            }
-            if flushed.is_ok() {
-                let durable: Vec<(u64, &Event)> = groups
-                    .iter()
-                    .flat_map(|w| w.results.iter().zip(&w.events))
-                    .filter_map(|(r, e)| match r {
-                        Appended::Recorded { seq } => Some((*seq, e)),
-                        Appended::Duplicate { .. } => None,
-                    })
-                    .collect();
-                if !durable.is_empty() {
-                    h(&durable);
+        let outcome = warn_while_stalled(
+            "log flush",
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let flushed = store.flush();
+                let took = started.elapsed();
+                metrics::histogram!("tact_log_flush_seconds").record(took.as_secs_f64());
+                if took >= SLOW_FLUSH {
+                    tracing::warn!(
+                        took_ms = took.as_millis() as u64,
+                        "log flush slow: writes wait for the disk"
+                    );
                 }
-            }
-            (groups, h, flushed)
-        })
+                if flushed.is_ok() {
+                    let durable: Vec<(u64, &Event)> = groups
+                        .iter()
+                        .flat_map(|w| w.results.iter().zip(&w.events))
+                        .filter_map(|(r, e)| match r {
+                            Appended::Recorded { seq } => Some((*seq, e)),
+                            Appended::Duplicate { .. } => None,
+                        })
+                        .collect();
+                    if !durable.is_empty() {
+                        h(&durable);
+                    }
+                }
+                (groups, h, flushed)
+            }),
+        )
         .await;
         match outcome {
             Ok((groups, h, Ok(()))) => {
@@ -632,5 +657,28 @@ fn poisoned(err: &LogError) -> LogError {
     match err {
         LogError::Poisoned(cause) => LogError::Poisoned(Arc::clone(cause)),
         other => LogError::Writer(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The work a caller waits on runs to its end through the warnings: a stalled write
+    /// is reported, never abandoned (its caller still gets its outcome).
+    #[test]
+    fn a_stalled_write_is_waited_for_to_its_end() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        std::thread::spawn(move || {
+            // Past one warning period.
+            std::thread::sleep(SLOW_FLUSH + SLOW_FLUSH / 4);
+            let _ = tx.send(7);
+        });
+        let got = rt.block_on(warn_while_stalled("test write", rx));
+        assert_eq!(got.ok(), Some(7));
     }
 }

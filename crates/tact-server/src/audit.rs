@@ -732,17 +732,20 @@ async fn write_loop(
         let started = Instant::now();
         let written = {
             let store = Arc::clone(&store);
-            writer
-                .run(move || {
-                    let r = if batches.is_empty() {
-                        Ok(())
-                    } else {
-                        store.write(&batches)
-                    };
-                    let r = r.and_then(|()| if flush { store.flush() } else { Ok(()) });
-                    (batches, r)
-                })
-                .await
+            let work = writer.run(move || {
+                let r = if batches.is_empty() {
+                    Ok(())
+                } else {
+                    store.write(&batches)
+                };
+                let r = r.and_then(|()| if flush { store.flush() } else { Ok(()) });
+                (batches, r)
+            });
+            if acks.is_empty() {
+                work.await
+            } else {
+                tact_log::warn_while_stalled("audit write and flush (Authorize)", work).await
+            }
         };
         let busy = started.elapsed();
         if flush {
