@@ -330,7 +330,13 @@ impl Incoming {
                 peer,
             }),
             // Child tokens: each connection waits on its own notifier, not one shared by all.
-            killed: Box::pin(self.signals.kill.child_token().cancelled_owned()),
+            killed: {
+                let kill = self.signals.kill.child_token();
+                Killed {
+                    wait: Box::pin(kill.clone().cancelled_owned()),
+                    token: kill,
+                }
+            },
             closed: false,
         })
     }
@@ -391,9 +397,18 @@ pub(crate) struct Conn {
     info: ConnInfo,
     _slot: OwnedSemaphorePermit,
     handshake: Option<Handshake>,
-    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    killed: Killed,
     /// Closed by a signal or the handshake deadline: every later call fails.
     closed: bool,
+}
+
+/// The signal that closes a connection at the end of the shutdown grace. Each read or
+/// write checks the token (one atomic load); the wait, which registers the task to be
+/// woken (a lock), is polled only when the I/O would block: a busy connection reads on
+/// without it, and an idle one is woken by it.
+struct Killed {
+    token: CancellationToken,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -422,7 +437,7 @@ impl Conn {
         if self.closed {
             return Err(aborted("connection closed by the server"));
         }
-        if self.killed.as_mut().poll(cx).is_ready() {
+        if self.killed.token.is_cancelled() {
             self.closed = true;
             return Err(aborted("server stopping: shutdown grace is over"));
         }
@@ -433,6 +448,16 @@ impl Conn {
             return Err(aborted("server stopping: connection still in its handshake"));
         }
         Ok(())
+    }
+
+    /// The I/O would block: the task is registered to be woken by the kill signal, and
+    /// the handshake deadline is checked. An error if either has come.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if self.killed.wait.as_mut().poll(cx).is_ready() {
+            self.closed = true;
+            return Some(aborted("server stopping: shutdown grace is over"));
+        }
+        self.handshake_expired(cx)
     }
 
     /// The handshake deadline passed: the connection is closed (logged, rate-limited).
@@ -463,11 +488,12 @@ impl Conn {
         ))
     }
 
-    /// A write that cannot proceed (with TLS: the handshake waits for the client, and
-    /// hyper flushes its SETTINGS before it reads) also watches the handshake deadline.
+    /// A write that cannot proceed watches the kill signal, and the handshake deadline
+    /// (with TLS: the handshake waits for the client, and hyper flushes its SETTINGS
+    /// before it reads).
     fn pending_write<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match polled {
-            Poll::Pending => match self.handshake_expired(cx) {
+            Poll::Pending => match self.blocked(cx) {
                 Some(e) => Poll::Ready(Err(e)),
                 None => Poll::Pending,
             },
@@ -657,7 +683,7 @@ impl AsyncRead for Conn {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => match this.handshake_expired(cx) {
+            Poll::Pending => match this.blocked(cx) {
                 Some(e) => Poll::Ready(Err(e)),
                 None => Poll::Pending,
             },
