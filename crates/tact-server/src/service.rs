@@ -159,40 +159,17 @@ async fn next_ready<S: Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>
     .await
 }
 
-/// Converts and checks a proposal; errors name the field under `prefix` (e.g. `requests[3]`).
-fn proposal(
-    req: &pb::DecideRequest,
-    prefix: &str,
+/// The proposal of a `Decide` or `Authorize`, checked, and the level of detail asked
+/// for. The request's strings move into the proposal (no copy): `req` is left with
+/// empty ones if it is valid.
+fn unary_proposal(
+    req: &mut pb::DecideRequest,
     admission: &Admission,
-) -> Result<(Proposal, Option<Timestamp>), Status> {
-    checked_proposal(req, admission).map_err(|e| {
-        let field = if prefix.is_empty() {
-            e.field
-        } else {
-            format!("{prefix}.{}", e.field)
-        };
-        Status::from(ConvertError::new(field, e.why))
-    })
-}
-
-/// Converts and checks a proposal; errors name the field within the request.
-fn checked_proposal(
-    req: &pb::DecideRequest,
-    admission: &Admission,
-) -> Result<(Proposal, Option<Timestamp>), ConvertError> {
-    let (p, at) = convert::proposal_from_pb(req)?;
+) -> Result<(Proposal, Option<Timestamp>, Explain), Status> {
+    let (p, at) = convert::proposal_from_pb_taken(req)?;
     admission
         .admit_proposal(&p)
         .map_err(|e| convert::invalid_event(&e))?;
-    Ok((p, at))
-}
-
-/// [`proposal`] and the level of detail asked for, for Decide and Authorize.
-fn unary_proposal(
-    req: &pb::DecideRequest,
-    admission: &Admission,
-) -> Result<(Proposal, Option<Timestamp>, Explain), Status> {
-    let (p, at) = proposal(req, "", admission)?;
     let explain = explain_of(req, Explain::Full)?;
     Ok((p, at, explain))
 }
@@ -342,8 +319,11 @@ type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + 
 
 #[tonic::async_trait]
 impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
-    async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at, explain) = unary_proposal(request.get_ref(), self.engine.admission())?;
+    async fn decide(
+        &self,
+        mut request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
+        let (proposal, at, explain) = unary_proposal(request.get_mut(), self.engine.admission())?;
         let decided = self
             .engine
             .decide_explained(&proposal, at, explain)
@@ -363,8 +343,11 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
         Ok(Response::new(self.to_pb(decided, proposal.customer_id, explain)))
     }
 
-    async fn authorize(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
-        let (proposal, at, explain) = unary_proposal(request.get_ref(), self.engine.admission())?;
+    async fn authorize(
+        &self,
+        mut request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
+        let (proposal, at, explain) = unary_proposal(request.get_mut(), self.engine.admission())?;
         if at.is_some() {
             return Err(Status::invalid_argument(
                 "at: Authorize always decides now (use Decide to ask about another time)",
