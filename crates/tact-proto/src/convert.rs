@@ -781,17 +781,5 @@ pub fn audience_customer_error(index: usize, customer_id: &str) -> Option<pb::It
 /// Checks and converts a decide request: the proposal, and the instant to decide at
 /// (`None`: now, as the caller's clock says).
 pub fn proposal_from_pb(req: &pb::DecideRequest) -> Result<(Proposal, Option<Timestamp>), ConvertError> {
-    validate_customer_id(&req.customer_id).map_err(|e| ConvertError {
-        field: "customer_id".to_owned(),
-        why: invalid_event(&e).why,
-    })?;
-    let proposal = Proposal {
-        customer_id: req.customer_id.clone(),
-        channel: channel_from_wire(req.channel, "channel")?,
-        purpose: purpose_from_wire(req.purpose, "purpose")?,
-        campaign_id: req.campaign_id.clone(),
-        requested_by: req.requested_by.clone(),
-    };
-    let at = opt_timestamp_from_pb(req.at.as_ref(), "at")?;
-    Ok((proposal, at))
+    proposal_from_pb_taken(&mut req.clone())
 }
