@@ -1,4 +1,4 @@
-//! Shared helpers for tact's end-to-end tests (the tests live in `tests/tests/`):
+//! Shared helpers for tact's end-to-end tests (the tests live in `tests/tests/end_to_end/`):
 //! an in-process server on `127.0.0.1:0`, a client, and event builders.
 
 pub mod kafka;
