@@ -453,7 +453,7 @@ pub async fn run(
                     "shutdown grace is over: closing the remaining connections"
                 );
                 metrics::counter!("tact_connections_closed_at_shutdown_total").increment(open as u64);
-                signals.kill.cancel();
+                signals.kill();
                 // Closed connections end their tasks at once; do not wait on any that
                 // would not.
                 match tokio::time::timeout(CLOSE_WAIT, &mut served).await {

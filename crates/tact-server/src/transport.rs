@@ -20,6 +20,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -237,8 +238,21 @@ fn is_connection_error(e: &io::Error) -> bool {
 pub(crate) struct Signals {
     /// Shutdown started: connections still in their handshake close.
     pub(crate) stopping: CancellationToken,
-    /// The shutdown grace is over: every connection closes.
-    pub(crate) kill: CancellationToken,
+    /// The shutdown grace is over: every connection closes. Fired by [`Signals::kill`].
+    kill: CancellationToken,
+    /// Set by [`Signals::kill`] before it cancels `kill`: what each read and write
+    /// checks. A token's own `is_cancelled` takes its node's mutex, which every read
+    /// and write of every connection would then contend on.
+    killed: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Closes every connection: the ones busy at their next read or write, the idle
+    /// ones at once (they are woken).
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.cancel();
+    }
 }
 
 /// The accepted connections, as a stream for tonic's `serve_with_incoming_shutdown`.
@@ -333,8 +347,8 @@ impl Incoming {
             killed: {
                 let kill = self.signals.kill.child_token();
                 Killed {
-                    wait: Box::pin(kill.clone().cancelled_owned()),
-                    token: kill,
+                    wait: Box::pin(kill.cancelled_owned()),
+                    flag: Arc::clone(&self.signals.killed),
                 }
             },
             closed: false,
@@ -403,11 +417,11 @@ pub(crate) struct Conn {
 }
 
 /// The signal that closes a connection at the end of the shutdown grace. Each read or
-/// write checks the token (one atomic load); the wait, which registers the task to be
-/// woken (a lock), is polled only when the I/O would block: a busy connection reads on
-/// without it, and an idle one is woken by it.
+/// write checks the flag (one atomic load, no lock); the wait, which registers the task
+/// to be woken (a lock), is polled only when the I/O would block: a busy connection
+/// reads on without it, and an idle one is woken by it.
 struct Killed {
-    token: CancellationToken,
+    flag: Arc<AtomicBool>,
     wait: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
@@ -437,7 +451,7 @@ impl Conn {
         if self.closed {
             return Err(aborted("connection closed by the server"));
         }
-        if self.killed.token.is_cancelled() {
+        if self.killed.flag.load(Ordering::Acquire) {
             self.closed = true;
             return Err(aborted("server stopping: shutdown grace is over"));
         }
