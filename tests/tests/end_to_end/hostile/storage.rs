@@ -1,4 +1,4 @@
-//! A failing or corrupt store. See main.rs. The snapshot is corrupt (the server must
+//! A failing or corrupt store. See mod.rs. The snapshot is corrupt (the server must
 //! start from the log), or the disk fills up (writes fail) or hangs (a flush never
 //! returns): tact must say it is unhealthy and must still stop.
 

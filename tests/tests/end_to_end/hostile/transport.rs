@@ -1,4 +1,4 @@
-//! See main.rs. Connections that idle, flood or never finish, and shutdown deadlines.
+//! See mod.rs. Connections that idle, flood or never finish, and shutdown deadlines.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
