@@ -17,7 +17,11 @@ use crate::render;
 /// Events per RecordEvents call of `tact import`.
 pub const IMPORT_BATCH: usize = 1000;
 
-pub type Client = ContactPolicyClient<InterceptedService<Transport, ApiKey>>;
+pub type Client = ContactPolicyClient<Service>;
+
+/// A connection to the server with the api key on every call, for calls made without
+/// the generated client (`tact bench`'s stream load).
+pub type Service = InterceptedService<Transport, ApiKey>;
 
 /// Sends `authorization: Bearer <key>` with every call when `TACT_API_KEY` is set.
 #[derive(Clone, Debug)]
@@ -73,10 +77,12 @@ fn client_tls() -> anyhow::Result<tonic::transport::ClientTlsConfig> {
 /// Connects to the server at `url` (with the api key in `TACT_API_KEY`, if set; over
 /// TLS for `https://`).
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    Ok(
-        ContactPolicyClient::with_interceptor(channel(url).await?, ApiKey::from_env()?)
-            .max_decoding_message_size(64 << 20),
-    )
+    Ok(ContactPolicyClient::new(connect_service(url).await?).max_decoding_message_size(64 << 20))
+}
+
+/// Connects to the server at `url`, as [`connect`] does, without a generated client.
+pub async fn connect_service(url: &str) -> anyhow::Result<Service> {
+    Ok(InterceptedService::new(channel(url).await?, ApiKey::from_env()?))
 }
 
 /// A client of `tact.v1.TactAdmin` (policy reloads and history, live backtests).

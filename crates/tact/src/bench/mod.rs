@@ -9,6 +9,7 @@
 
 pub mod noop;
 pub mod population;
+mod stream;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tact_proto::pb;
 
-use crate::client::{Client, connect, now};
+use crate::client::{Client, Service, connect_service, now};
 use population::{PROPOSALS, Rng};
 
 /// The call `tact bench` drives.
@@ -275,10 +276,14 @@ pub async fn run(server: &str, args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if !(args.duration > 0.0 && args.warmup >= 0.0) {
         bail!("--duration must be positive and --warmup not negative");
     }
-    let mut clients = Vec::with_capacity(args.connections);
+    let mut services = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        clients.push(connect(&target).await?);
+        services.push(connect_service(&target).await?);
     }
+    let clients: Vec<Client> = services
+        .iter()
+        .map(|s| Client::new(s.clone()).max_decoding_message_size(64 << 20))
+        .collect();
     let audience = match &args.customers_file {
         Some(path) => Audience { ids: read_ids(path)? },
         None => {
@@ -296,7 +301,7 @@ pub async fn run(server: &str, args: &BenchArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let report = drive(&target, clients, Arc::new(audience), args).await?;
+    let report = drive(&target, clients, services, Arc::new(audience), args).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -451,9 +456,13 @@ fn clock_ticks() -> u64 {
 async fn drive(
     target: &str,
     clients: Vec<Client>,
+    services: Vec<Service>,
     audience: Arc<Audience>,
     args: &BenchArgs,
 ) -> anyhow::Result<Report> {
+    // The stream load's requests, encoded once (see `stream`).
+    let encoded =
+        (args.op == Op::Stream).then(|| Arc::new(stream::Encoded::new(&audience.ids, args.detail.wire())));
     let counters = Arc::new(Counters::default());
     let begin = Instant::now();
     let window = Window {
@@ -465,6 +474,8 @@ async fn drive(
         let client = clients[w % clients.len()].clone();
         let worker = Worker {
             client,
+            service: services[w % services.len()].clone(),
+            encoded: encoded.clone(),
             audience: Arc::clone(&audience),
             counters: Arc::clone(&counters),
             window,
@@ -595,6 +606,10 @@ async fn drive(
 /// One call in flight (for a stream: one stream).
 struct Worker {
     client: Client,
+    /// The same connection, for the stream load's own codec.
+    service: Service,
+    /// The stream load's requests.
+    encoded: Option<Arc<stream::Encoded>>,
     audience: Arc<Audience>,
     counters: Arc<Counters>,
     window: Window,
@@ -733,54 +748,62 @@ impl Worker {
         pb::InteractionEvent::from(&event)
     }
 
-    /// One DecideStream with up to `batch` proposals in flight until the window ends.
+    /// One DecideStream with up to `batch` proposals in flight until the window ends
+    /// (see [`stream`] for how the load keeps its own work small).
     async fn stream(&mut self, hist: &mut Histogram<u64>) {
-        let (tx, rx) = tokio::sync::mpsc::channel::<pb::DecideRequest>(self.batch);
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.batch));
-        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-        let answers = match self
-            .client
-            .decide_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-        {
+        let Some(encoded) = self.encoded.clone() else {
+            return;
+        };
+        let flight = stream::Flight::new(self.batch);
+        let requests = stream::Requests {
+            flight: Arc::clone(&flight),
+            encoded,
+            rng: self.rng.clone(),
+            end: self.window.end,
+            fresh: true,
+        };
+        let mut grpc = tonic::client::Grpc::new(self.service.clone());
+        let answers = match grpc.ready().await {
+            Ok(()) => {
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/tact.v1.ContactPolicy/DecideStream",
+                );
+                grpc.streaming(tonic::Request::new(requests), path, stream::LoadCodec)
+                    .await
+            }
+            Err(e) => Err(tonic::Status::unavailable(format!("not connected: {e}"))),
+        };
+        let mut answers = match answers {
             Ok(a) => a.into_inner(),
             Err(s) => {
                 self.counters.error(&s);
                 return;
             }
         };
-        let end = self.window.end;
-        let sender = {
-            let audience = Arc::clone(&self.audience);
-            let permits = Arc::clone(&permits);
-            let mut rng = self.rng.clone();
-            let detail = self.detail;
-            tokio::spawn(async move {
-                while Instant::now() < end {
-                    let Ok(permit) = permits.acquire().await else {
-                        return;
-                    };
-                    permit.forget();
-                    let _ = sent_tx.send(Instant::now());
-                    if tx.send(audience.request(&mut rng, detail)).await.is_err() {
-                        return;
-                    }
-                }
-                // Dropping `tx` ends the request stream: the server answers what it has.
-            })
+        // Counted here and added to the shared counters now and then (the progress line
+        // reads them).
+        let mut verdicts: Vec<i32> = Vec::with_capacity(FLUSH_EVERY);
+        let flush = |verdicts: &mut Vec<i32>| {
+            let n = verdicts.len() as u64;
+            self.counters.requests.fetch_add(n, Ordering::Relaxed);
+            self.counters.decisions.fetch_add(n, Ordering::Relaxed);
+            self.counters.tally(verdicts.drain(..));
         };
-        let mut answers = answers;
         loop {
             match answers.message().await {
-                Ok(Some(d)) => {
+                Ok(Some(answer)) => {
                     let t = Instant::now();
-                    permits.add_permits(1);
-                    let Some(sent) = sent_rx.recv().await else { break };
+                    let Some(sent) = flight.answered() else {
+                        self.counters
+                            .error(&tonic::Status::internal("more answers than requests"));
+                        break;
+                    };
                     if self.window.measures(sent) {
                         hist.record(micros(t - sent)).ok();
-                        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                        self.counters.decisions.fetch_add(1, Ordering::Relaxed);
-                        self.counters.verdicts(std::slice::from_ref(&d));
+                        verdicts.push(answer.verdict);
+                        if verdicts.len() == FLUSH_EVERY {
+                            flush(&mut verdicts);
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -793,9 +816,12 @@ impl Worker {
                 }
             }
         }
-        sender.abort();
+        flush(&mut verdicts);
     }
 }
+
+/// How many answers a stream counts before adding them to the shared counters.
+const FLUSH_EVERY: usize = 1024;
 
 fn render(r: &Report) -> String {
     let mut out = String::new();
