@@ -262,6 +262,11 @@ impl Items {
                 answers
             }
         };
+        if answers.len() == self.order.len() {
+            // Every request was valid (the usual case): the answers are in order already.
+            self.order.clear();
+            return answers;
+        }
         let mut answers = answers.into_iter();
         self.order
             .drain(..)
@@ -472,16 +477,9 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                 // of one small frame each (which a client's h2 counts against its flood
                 // budget while they wait to be read).
                 n += items.len() as u64;
-                let mut answers: Vec<Result<pb::Decision, Status>> = items
-                    .answer(&this, AuditMethod::DecideStream, client.as_deref())
-                    .into_iter()
-                    .map(Ok)
-                    .collect();
+                let answers = items.answer(&this, AuditMethod::DecideStream, client.as_deref());
                 let last = failed.is_some() || ended;
-                if let Some(status) = failed {
-                    answers.push(Err(status));
-                }
-                if tx.send(answers).await.is_err() || last {
+                if tx.send((answers, failed)).await.is_err() || last {
                     return;
                 }
             }
@@ -731,11 +729,14 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
 /// Answers in flight between a stream's decider and its encoder, in chunks.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
+/// A chunk of a stream's answers, and the error that ends the stream after them.
+type Chunk = (Vec<pb::Decision>, Option<Status>);
+
 /// Runs `produce` as a task feeding a bounded channel of chunks of answers, returned as
 /// a stream of the answers.
 fn async_stream<F, Fut>(produce: F) -> DecisionStream
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Vec<Result<pb::Decision, Status>>>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Chunk>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
@@ -743,29 +744,39 @@ where
     Box::pin(Chunks {
         rx,
         chunk: Vec::new().into_iter(),
+        error: None,
     })
 }
 
 /// The answers of a channel of chunks, one by one: a chunk's answers are all ready at
-/// once, so the encoder packs them together.
-struct Chunks<T> {
-    rx: tokio::sync::mpsc::Receiver<Vec<T>>,
-    chunk: std::vec::IntoIter<T>,
+/// once, so the encoder packs them together. Each answer is moved once, out of its
+/// chunk, into the item.
+struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<Chunk>,
+    chunk: std::vec::IntoIter<pb::Decision>,
+    /// The error that follows the current chunk's answers.
+    error: Option<Status>,
 }
 
-// Nothing in it is pinned in place.
-impl<T> Unpin for Chunks<T> {}
+impl Stream for Chunks {
+    type Item = Result<pb::Decision, Status>;
 
-impl<T> Stream for Chunks<T> {
-    type Item = T;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         loop {
             if let Some(item) = self.chunk.next() {
-                return std::task::Poll::Ready(Some(item));
+                return std::task::Poll::Ready(Some(Ok(item)));
+            }
+            if let Some(status) = self.error.take() {
+                return std::task::Poll::Ready(Some(Err(status)));
             }
             match std::task::ready!(self.rx.poll_recv(cx)) {
-                Some(chunk) => self.chunk = chunk.into_iter(),
+                Some((chunk, error)) => {
+                    self.chunk = chunk.into_iter();
+                    self.error = error;
+                }
                 None => return std::task::Poll::Ready(None),
             }
         }
