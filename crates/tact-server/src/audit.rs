@@ -623,6 +623,36 @@ impl WriterThread {
 
 /// Lowers the calling thread's CPU priority to `nice` (Linux, where a nice value is a
 /// thread's own); elsewhere, and if refused, it stays as it is.
+/// Runs `f` on a thread of its own at the CPU priority of the audit's writer (on
+/// Linux); the threads it starts keep that priority. The caller's priority is unchanged.
+pub fn at_background_priority<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let f = std::sync::Mutex::new(Some(f));
+    let take = || f.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let ran = std::thread::scope(|scope| {
+        let opener = std::thread::Builder::new()
+            .name("tact-audit-open".into())
+            .spawn_scoped(scope, || {
+                if let Some(nice) = RECORDS.nice {
+                    lower_priority(nice);
+                }
+                take().map(|f| f())
+            });
+        match opener {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no thread to spare: the audit store opens at the caller's priority");
+                None
+            }
+        }
+    });
+    match ran {
+        Some(r) => r,
+        None => take().expect("`f` runs once: on the thread, or here if it could not start")(),
+    }
+}
+
 fn lower_priority(nice: i32) {
     #[cfg(not(target_os = "linux"))]
     let _ = nice;

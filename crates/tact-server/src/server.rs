@@ -128,11 +128,19 @@ pub fn open_audit(data_dir: &Path, engine: tact_log::Engine) -> Result<Arc<dyn A
         path: path.display().to_string(),
         why: format!("decision audit: {e}"),
     };
-    let store: Arc<dyn AuditStore> = match tact_log::Engine::of_existing(&path).unwrap_or(engine) {
-        tact_log::Engine::Sled => Arc::new(SledAudit::open(&path).map_err(err)?),
-        tact_log::Engine::Fjall => Arc::new(FjallAudit::open(&path).map_err(err)?),
-    };
-    Ok(store)
+    let engine = tact_log::Engine::of_existing(&path).unwrap_or(engine);
+    // The store's own threads (fjall's flush and compaction workers, sled's flusher) are
+    // started as it opens and take the priority of the thread that opens it: the audit
+    // writer's, below the threads that answer calls, so that a compaction of the audit
+    // does not hold up a decision.
+    let opened =
+        crate::audit::at_background_priority(|| -> Result<Arc<dyn AuditStore>, tact_log::AuditError> {
+            Ok(match engine {
+                tact_log::Engine::Sled => Arc::new(SledAudit::open(&path)?),
+                tact_log::Engine::Fjall => Arc::new(FjallAudit::open(&path)?),
+            })
+        });
+    opened.map_err(err)
 }
 
 /// tonic answers a request message over `max_decoding_message_size` with OUT_OF_RANGE
@@ -492,4 +500,53 @@ pub async fn run(
         replay: stats,
         task,
     })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The ids and nice values of this process's threads named `name`.
+    fn threads_named(name: &str) -> Vec<(u64, i64)> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let dir = task.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+                continue;
+            };
+            // Fields after the command's closing parenthesis start at field 3; nice is 19.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i64 = after.split(' ').nth(19 - 3).unwrap().parse().unwrap();
+            let tid = task.file_name().to_string_lossy().parse().unwrap();
+            found.push((tid, nice));
+        }
+        found
+    }
+
+    /// The audit's compaction and flushes run below the threads that answer calls; the
+    /// thread that opened it keeps its priority.
+    #[test]
+    fn the_audit_store_works_at_the_writers_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let before: Vec<u64> = threads_named("fjall:worker")
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        let nice_before = rustix::process::getpriority_process(None).unwrap();
+        let store = open_audit(dir.path(), tact_log::Engine::Fjall).unwrap();
+        let new: Vec<(u64, i64)> = threads_named("fjall:worker")
+            .into_iter()
+            .filter(|(t, _)| !before.contains(t))
+            .collect();
+        assert!(
+            new.iter().any(|&(_, nice)| nice >= 10),
+            "the audit's workers: {new:?}"
+        );
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), nice_before);
+        drop(store);
+    }
 }
