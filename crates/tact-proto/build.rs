@@ -33,6 +33,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost messages, each decoded from one slice (see src/codec.rs).
+        .codec_path("crate::codec::Codec")
         .file_descriptor_set_path(&descriptor_path)
         // Well-known types come from pbjson-types (prost types with canonical JSON serde
         // impls) rather than prost-types; `compile_well_known_types` turns off prost's

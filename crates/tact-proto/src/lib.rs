@@ -5,6 +5,7 @@
 //! Only this crate knows wire types: everything else works with `tact_core` types
 //! and converts at the edge.
 
+pub mod codec;
 pub mod convert;
 
 /// Generated `tact.v1` messages, enums, and the `ContactPolicy` client and server.
