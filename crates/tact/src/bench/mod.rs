@@ -243,15 +243,27 @@ struct Audience {
 impl Audience {
     fn request(&self, rng: &mut Rng, detail: i32) -> pb::DecideRequest {
         let (channel, purpose) = rng.pick(&PROPOSALS);
-        pb::DecideRequest {
-            customer_id: self.ids[rng.below(self.ids.len() as u64) as usize].clone(),
-            channel: pb::Channel::from(channel) as i32,
-            purpose: pb::Purpose::from(purpose) as i32,
-            campaign_id: "bench".to_owned(),
-            requested_by: "tact-bench".to_owned(),
-            at: None,
-            detail,
-        }
+        let customer = self.ids[rng.below(self.ids.len() as u64) as usize].clone();
+        proposal(customer, channel, purpose, detail)
+    }
+}
+
+/// The load's request: `channel` and `purpose` for `customer_id`, now, from campaign
+/// `bench`.
+fn proposal(
+    customer_id: String,
+    channel: tact_core::Channel,
+    purpose: tact_core::Purpose,
+    detail: i32,
+) -> pb::DecideRequest {
+    pb::DecideRequest {
+        customer_id,
+        channel: pb::Channel::from(channel) as i32,
+        purpose: pb::Purpose::from(purpose) as i32,
+        campaign_id: "bench".to_owned(),
+        requested_by: "tact-bench".to_owned(),
+        at: None,
+        detail,
     }
 }
 

@@ -49,7 +49,10 @@ impl Encoded {
             .collect();
         let tails = PROPOSALS
             .iter()
-            .map(|&(channel, purpose)| Bytes::from(tail(channel, purpose, detail).encode_to_vec()))
+            // An empty id is not encoded: these are the other fields.
+            .map(|&(channel, purpose)| {
+                Bytes::from(super::proposal(String::new(), channel, purpose, detail).encode_to_vec())
+            })
             .collect();
         Encoded { ids, tails }
     }
@@ -63,19 +66,6 @@ impl Encoded {
             id: self.ids[customer].clone(),
             tail: self.tails[proposal].clone(),
         }
-    }
-}
-
-/// A request's fields other than the customer's id.
-fn tail(channel: tact_core::Channel, purpose: tact_core::Purpose, detail: i32) -> pb::DecideRequest {
-    pb::DecideRequest {
-        customer_id: String::new(),
-        channel: pb::Channel::from(channel) as i32,
-        purpose: pb::Purpose::from(purpose) as i32,
-        campaign_id: "bench".to_owned(),
-        requested_by: "tact-bench".to_owned(),
-        at: None,
-        detail,
     }
 }
 
