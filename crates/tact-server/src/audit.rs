@@ -621,8 +621,6 @@ impl WriterThread {
     }
 }
 
-/// Lowers the calling thread's CPU priority to `nice` (Linux, where a nice value is a
-/// thread's own); elsewhere, and if refused, it stays as it is.
 /// Runs `f` on a thread of its own at the CPU priority of the audit's writer (on
 /// Linux); the threads it starts keep that priority. The caller's priority is unchanged.
 pub fn at_background_priority<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -653,6 +651,8 @@ pub fn at_background_priority<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Lowers the calling thread's CPU priority to `nice` (Linux, where a nice value is a
+/// thread's own); elsewhere, and if refused, it stays as it is.
 fn lower_priority(nice: i32) {
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
