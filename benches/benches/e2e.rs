@@ -258,8 +258,7 @@ const NOW_MS: u64 = 1_800_000_000_000;
 
 /// Redis + Lua, populated and ready: `round` measures one round of checks.
 struct Redis {
-    _server: Proc,
-    pid: u32,
+    server: Proc,
     port: String,
     tool: String,
     sha: String,
@@ -302,7 +301,6 @@ fn redis_baseline(dir: &Path, customers: u64) -> Option<Redis> {
     Resp::encode(&mut buf, &[b"SCRIPT", b"LOAD", CHECK.as_bytes()]);
     c.send(&buf);
     let sha = c.reply().expect("script loads");
-    let now = NOW_MS;
     let mut x: u64 = 0x5eed;
     let mut rnd = |n: u64| {
         x ^= x << 13;
@@ -329,7 +327,7 @@ fn redis_baseline(dir: &Path, customers: u64) -> Option<Redis> {
                 replies += 1;
             }
             for _ in 0..5 + rnd(16) {
-                let at = (now - rnd(90 * DAY_MS)).to_string();
+                let at = (NOW_MS - rnd(90 * DAY_MS)).to_string();
                 let ch = CHANNELS[rnd(4) as usize];
                 let member = format!("{at}-{}", rnd(1 << 30));
                 Resp::encode(
@@ -392,8 +390,7 @@ fn redis_baseline(dir: &Path, customers: u64) -> Option<Redis> {
         return None;
     };
     Some(Redis {
-        pid: redis.pid(),
-        _server: redis,
+        server: redis,
         port: port_s,
         tool,
         sha,
@@ -428,7 +425,7 @@ impl Redis {
         let requests = (60_000 * secs).to_string();
         let keyspace = self.customers.to_string();
         let (hits0, misses0) = keyspace_stats(&mut self.client);
-        let cpu0 = cpu_us(self.pid);
+        let cpu0 = cpu_us(self.server.pid());
         let t0 = Instant::now();
         let args = check_args(&self.sha, "__rand_int__");
         let run = Command::new("taskset")
@@ -440,7 +437,7 @@ impl Redis {
             .output()
             .expect("run redis-benchmark");
         let wall = t0.elapsed().as_secs_f64();
-        let cpu = cpu_us(self.pid) - cpu0;
+        let cpu = cpu_us(self.server.pid()) - cpu0;
         let (hits, misses) = keyspace_stats(&mut self.client);
         let csv = String::from_utf8_lossy(&run.stdout);
         let rps: f64 = csv

@@ -767,13 +767,7 @@ impl Worker {
             return;
         };
         let flight = stream::Flight::new(self.batch);
-        let requests = stream::Requests {
-            flight: Arc::clone(&flight),
-            encoded,
-            rng: self.rng.clone(),
-            end: self.window.end,
-            fresh: true,
-        };
+        let requests = stream::Requests::new(Arc::clone(&flight), encoded, self.rng.clone(), self.window.end);
         let mut grpc = tonic::client::Grpc::new(self.service.clone());
         let answers = match grpc.ready().await {
             Ok(()) => {

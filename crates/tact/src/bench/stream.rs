@@ -186,12 +186,24 @@ impl Flight {
 /// The requests of one stream: random proposals, as many as `flight` allows, until
 /// `end`.
 pub struct Requests {
-    pub flight: Arc<Flight>,
-    pub encoded: Arc<Encoded>,
-    pub rng: Rng,
-    pub end: Instant,
+    flight: Arc<Flight>,
+    encoded: Arc<Encoded>,
+    rng: Rng,
+    end: Instant,
     /// Whether the next request starts a burst (reads the clock).
-    pub fresh: bool,
+    fresh: bool,
+}
+
+impl Requests {
+    pub fn new(flight: Arc<Flight>, encoded: Arc<Encoded>, rng: Rng, end: Instant) -> Requests {
+        Requests {
+            flight,
+            encoded,
+            rng,
+            end,
+            fresh: true,
+        }
+    }
 }
 
 impl Stream for Requests {
@@ -272,13 +284,12 @@ mod tests {
     fn the_flight_counts_bursts_and_holds_the_sender() {
         let ids: Vec<String> = (0..5).map(crate::bench::population::customer_id).collect();
         let flight = Flight::new(16);
-        let mut requests = Requests {
-            flight: Arc::clone(&flight),
-            encoded: Arc::new(Encoded::new(&ids, 0)),
-            rng: Rng::new(1),
-            end: Instant::now() + std::time::Duration::from_secs(3600),
-            fresh: true,
-        };
+        let mut requests = Requests::new(
+            Arc::clone(&flight),
+            Arc::new(Encoded::new(&ids, 0)),
+            Rng::new(1),
+            Instant::now() + std::time::Duration::from_secs(3600),
+        );
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut sent = 0;
