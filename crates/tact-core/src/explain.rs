@@ -1,5 +1,7 @@
 //! Plain-English sentences for reasons: what a sales rep reads.
 
+use std::fmt;
+
 use crate::decide::{Detail, Reason};
 use crate::event::{Channel, Purpose, Signal};
 use crate::rules::{
@@ -33,12 +35,29 @@ pub(crate) fn channel_name(c: Channel) -> &'static str {
     }
 }
 
-/// "marketing emails", "sales calls", "sales meetings" (not "sales sales meetings").
-pub(crate) fn consent_subject(channel: Channel, purpose: Purpose) -> String {
-    match (channel, purpose) {
-        (Channel::SalesMeeting, Purpose::Sales) => "sales meetings".to_owned(),
-        (Channel::SalesMeeting, p) => format!("meetings for {}", p.as_str()),
-        (c, p) => format!("{} {}", p.as_str(), channel_noun(c)),
+/// "marketing emails", "sales calls", "sales meetings" (not "sales sales meetings"):
+/// written straight into the sentence around it (no string of its own).
+pub(crate) fn consent_subject(channel: Channel, purpose: Purpose) -> ConsentSubject {
+    ConsentSubject(channel, purpose)
+}
+
+/// See [`consent_subject`].
+pub(crate) struct ConsentSubject(Channel, Purpose);
+
+impl fmt::Display for ConsentSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Channel::SalesMeeting, Purpose::Sales) => f.write_str("sales meetings"),
+            (Channel::SalesMeeting, p) => {
+                f.write_str("meetings for ")?;
+                f.write_str(p.as_str())
+            }
+            (c, p) => {
+                f.write_str(p.as_str())?;
+                f.write_str(" ")?;
+                f.write_str(channel_noun(c))
+            }
+        }
     }
 }
 

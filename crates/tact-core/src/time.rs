@@ -57,14 +57,70 @@ impl Timestamp {
     }
 }
 
+/// RFC 3339 in UTC, `2026-11-20T09:00:00Z` (`.123` when there are milliseconds): what
+/// chrono writes with `SecondsFormat::AutoSi` and `Z`, byte for byte. Years 0 to 9999
+/// are written here without chrono (a reason's sentence often holds one: rendering
+/// every answer's sentences is most of what a full answer costs beyond deciding it);
+/// others, by chrono.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}",
-            self.to_chrono()
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        )
+        match self.rfc3339() {
+            Some((text, len)) => f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?),
+            None => f.write_str(
+                &self
+                    .to_chrono()
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
+        }
+    }
+}
+
+impl Timestamp {
+    /// The RFC 3339 text of an instant in years 0 to 9999 and its length (see the
+    /// `Display` impl); `None` outside them.
+    fn rfc3339(self) -> Option<([u8; 24], usize)> {
+        const DAY_MS: i64 = 86_400_000;
+        // 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z.
+        const FIRST: i64 = -62_167_219_200_000;
+        const END: i64 = 253_402_300_800_000;
+        if !(FIRST..END).contains(&self.0) {
+            return None;
+        }
+        let days = self.0.div_euclid(DAY_MS);
+        let in_day = self.0.rem_euclid(DAY_MS);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`),
+        // in eras of 400 years from 0000-03-01 (January and February of year 0 are in
+        // era -1).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (secs, ms) = (in_day / 1_000, in_day % 1_000);
+        let mut t = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, n: i64, width: usize| {
+            let mut n = n;
+            for i in (at..at + width).rev() {
+                t[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, secs / 3_600, 2);
+        put(14, secs / 60 % 60, 2);
+        put(17, secs % 60, 2);
+        if ms == 0 {
+            t[19] = b'Z';
+            return Some((t, 20));
+        }
+        put(20, ms, 3);
+        Some((t, 24))
     }
 }
 
@@ -163,5 +219,43 @@ mod tests {
         let t = Timestamp::parse_rfc3339("2026-11-20T09:00:00Z").unwrap();
         assert_eq!(t.to_string(), "2026-11-20T09:00:00Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+    }
+
+    fn chrono_text(t: Timestamp) -> String {
+        t.to_chrono().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+
+    #[test]
+    fn instants_render_as_chrono_does_at_the_edges() {
+        for t in [
+            "0000-01-01T00:00:00Z",
+            "0000-02-29T23:59:59.999Z",
+            "1969-12-31T23:59:59.999Z",
+            "1970-01-01T00:00:00Z",
+            "1970-01-01T00:00:00.001Z",
+            "2000-02-29T12:00:00Z",
+            "2100-03-01T00:00:00Z",
+            "9999-12-31T23:59:59.999Z",
+        ] {
+            let at = Timestamp::parse_rfc3339(t).unwrap();
+            assert_eq!(at.to_string(), t);
+            assert_eq!(at.to_string(), chrono_text(at));
+        }
+        // Outside years 0 to 9999: chrono's text, whatever it is.
+        for ms in [-62_167_219_200_001, 253_402_300_800_000, i64::MIN, i64::MAX] {
+            let at = Timestamp(ms);
+            assert_eq!(at.to_string(), chrono_text(at));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn instants_render_as_chrono_does(
+            ms in -62_167_219_200_000i64..253_402_300_800_000,
+            whole_second in proptest::bool::ANY,
+        ) {
+            let at = Timestamp(if whole_second { ms - ms.rem_euclid(1_000) } else { ms });
+            proptest::prop_assert_eq!(at.to_string(), chrono_text(at));
+        }
     }
 }
