@@ -10,7 +10,8 @@
 //! - `tact_decisions_total{verdict}` and `tact_decision_rules_total{verdict,rule}`:
 //!   [`count_verdicts`] and [`count_rules`]. Rule ids come from the loaded policy (and
 //!   the engine's few built-in ids), never from a client, so the cache is bounded by
-//!   the policies loaded in the process's life.
+//!   the policies loaded in the process's life, and is hashed with FxHash rather than
+//!   SipHash: nobody outside can choose its keys to collide.
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
@@ -89,7 +90,7 @@ pub(crate) fn count_verdicts(counts: &[u64; 4]) {
 }
 
 /// One verdict's `tact_decision_rules_total` counters, by rule id.
-type RuleCounters = RwLock<HashMap<Box<str>, Counter>>;
+type RuleCounters = RwLock<HashMap<Box<str>, Counter, rustc_hash::FxBuildHasher>>;
 
 /// `tact_decision_rules_total{verdict,rule}` += `n`.
 pub(crate) fn count_rules(slot: usize, rule: &str, n: u64) {
