@@ -19,6 +19,12 @@
 //! `E2E_ROUNDS` (2), `TACT_BIN` (default: target/release/tact), `E2E_AUDIT` (the server's
 //! `--audit`: `all`, its default, or `authorize` or `off`; the decision audit's writer
 //! takes up to 15% of the server's core when batches saturate it).
+//!
+//! Each phase also prints the host's stolen time (`steal`, from `/proc/stat`: CPU time
+//! the hypervisor gave to other guests), and each round its worst phase. Above 5%, the
+//! round measured the VM's neighbours as much as tact. A slow period can also show
+//! without it (shared caches and memory): compare the no-op's figures between runs, or
+//! count instructions with `benches/instructions.sh`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -111,6 +117,7 @@ fn free_port() -> u16 {
 
 /// `tact bench ARGS --json` pinned to core 1: its report.
 fn bench(tact: &Path, target: &str, pid: u32, args: &[&str]) -> Value {
+    let before = host_ticks();
     let out = Command::new("taskset")
         .args(["-c", "1"])
         .arg(tact)
@@ -119,9 +126,13 @@ fn bench(tact: &Path, target: &str, pid: u32, args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("run tact bench");
+    let steal = steal_pct(before, host_ticks());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    match serde_json::from_str(stdout.trim()) {
-        Ok(v) => v,
+    match serde_json::from_str::<Value>(stdout.trim()) {
+        Ok(mut v) => {
+            v["host_steal_pct"] = steal.map_or(Value::Null, Value::from);
+            v
+        }
         Err(e) => panic!(
             "tact bench {args:?} gave no report ({e}): {stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
@@ -140,7 +151,7 @@ fn p99(v: &Value) -> f64 {
 fn line(label: &str, v: &Value) {
     let l = &v["latency_us"];
     println!(
-        "  {label:<34} {:>10.0}/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  server {:>6.2} µs/decision ({:.2} cores)  load generator {:.2} cores  errors {} shed {}",
+        "  {label:<34} {:>10.0}/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  server {:>6.2} µs/decision ({:.2} cores)  load generator {:.2} cores  errors {} shed {}  steal {:.0}%",
         f(v, "decisions_per_sec"),
         l["p50"],
         l["p99"],
@@ -150,6 +161,7 @@ fn line(label: &str, v: &Value) {
         f(v, "client_cores"),
         v["errors"],
         v["shed"],
+        f(v, "host_steal_pct"),
     );
 }
 
@@ -168,6 +180,31 @@ fn cpu_us(pid: u32) -> f64 {
         .unwrap_or(100.0);
     ticks as f64 * 1e6 / hz
 }
+
+/// The host's CPU time taken by the hypervisor (`steal`) and all CPU time so far, in
+/// ticks, from the `cpu` line of `/proc/stat`; `None` where there is none.
+fn host_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let steal = *fields.get(7)?;
+    Some((steal, fields.iter().take(8).sum()))
+}
+
+/// The share of the host's CPU time the hypervisor took between two readings, in %.
+fn steal_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (before?, after?);
+    (t1 > t0).then(|| (s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
+}
+
+/// Above this much stolen time, a phase measured the VM's neighbours as much as tact.
+const STEAL_NOTED_PCT: f64 = 5.0;
 
 /// A Redis connection speaking just enough RESP for the baseline.
 struct Resp {
@@ -420,12 +457,13 @@ fn check_args(sha: &str, id: &str) -> [Vec<u8>; 11] {
 impl Redis {
     /// One round: redis-benchmark (C, from redis-tools) on core 1, `EVALSHA` of the
     /// check pipelined 32 deep on 4 connections, each of a random customer, for about
-    /// `secs`; its checks/s and the server's CPU per check (µs).
-    fn round(&mut self, secs: u64) -> (f64, f64) {
+    /// `secs`; its checks/s, the server's CPU per check (µs) and the host's stolen time (%).
+    fn round(&mut self, secs: u64) -> (f64, f64, f64) {
         let requests = (60_000 * secs).to_string();
         let keyspace = self.customers.to_string();
         let (hits0, misses0) = keyspace_stats(&mut self.client);
         let cpu0 = cpu_us(self.server.pid());
+        let host0 = host_ticks();
         let t0 = Instant::now();
         let args = check_args(&self.sha, "__rand_int__");
         let run = Command::new("taskset")
@@ -438,6 +476,7 @@ impl Redis {
             .expect("run redis-benchmark");
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_us(self.server.pid()) - cpu0;
+        let steal = steal_pct(host0, host_ticks()).unwrap_or(f64::NAN);
         let (hits, misses) = keyspace_stats(&mut self.client);
         let csv = String::from_utf8_lossy(&run.stdout);
         let rps: f64 = csv
@@ -448,13 +487,13 @@ impl Redis {
             .unwrap_or_else(|| panic!("redis-benchmark gave no rate: {csv}"));
         let checks = requests.parse::<f64>().expect("number");
         println!(
-            "  redis + lua (redis-benchmark -c 4 -P 32)   {rps:>10.0}/s  server {:>6.2} µs/check ({:.2} cores); {} key reads hit, {} missed",
+            "  redis + lua (redis-benchmark -c 4 -P 32)   {rps:>10.0}/s  server {:>6.2} µs/check ({:.2} cores); {} key reads hit, {} missed  steal {steal:.0}%",
             cpu / checks,
             cpu / 1e6 / wall,
             hits - hits0,
             misses - misses0
         );
-        (rps, cpu / checks)
+        (rps, cpu / checks, steal)
     }
 }
 
@@ -633,7 +672,7 @@ fn main() {
             tar / nar
         );
         match rr {
-            Some((checks, cpu)) => {
+            Some((checks, cpu, _)) => {
                 println!(
                     "           redis + lua {checks:.0} checks/s, {cpu:.2} µs per check: audience {:.1}x, batch verdict {:.1}x, stream verdict {:.1}x, batch full {:.1}x its checks/s (target >= 8x)",
                     tar / checks,
@@ -654,6 +693,23 @@ fn main() {
             None => println!(
                 "           redis + lua: skipped (redis-server not installed: apt-get install -y redis-server)"
             ),
+        }
+        let phases = [t64, n64, t1, n1, bf, bv, sf, sv, ta, na];
+        let worst = phases
+            .iter()
+            .map(|v| f(v, "host_steal_pct"))
+            .chain(rr.map(|r| r.2))
+            .filter(|s| s.is_finite())
+            .reduce(f64::max);
+        if let Some(worst) = worst {
+            println!(
+                "           host steal: up to {worst:.0}% of a phase's CPU time{}",
+                if worst > STEAL_NOTED_PCT {
+                    " (above 5%: the VM's neighbours moved this round's figures; compare rounds with less)"
+                } else {
+                    ""
+                }
+            );
         }
     }
 }
