@@ -555,18 +555,31 @@ pub fn validate_customer_id(id: &str) -> Result<(), InvalidEvent> {
 fn all_ascii_graphic(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let w = u64::from_le_bytes(word.try_into().expect("chunks of 8"));
+    let graphic = |word: [u8; 8]| {
+        let w = u64::from_le_bytes(word);
         // A byte below 0x21 borrows into its high bit (exact for bounds up to 0x80); a
         // byte of 0x7f carries into its high bit, and one of 0x80 or more has it set.
         let below = w.wrapping_sub(0x21 * ONES) & !w;
         let above = w.wrapping_add(ONES) | w;
-        if (below | above) & HIGH != 0 {
-            return false;
-        }
+        (below | above) & HIGH == 0
+    };
+    let mut words = bytes.chunks_exact(8);
+    if !words.all(|w| graphic(w.try_into().expect("chunks of 8"))) {
+        return false;
     }
-    words.remainder().iter().all(u8::is_ascii_graphic)
+    // The last few bytes as one more word: padded with a graphic byte, or (in an id of 8
+    // bytes or more) the last 8 bytes, which the words above partly checked already.
+    let tail = words.remainder();
+    if tail.is_empty() {
+        return true;
+    }
+    let mut last = [b'!'; 8];
+    if bytes.len() >= 8 {
+        last.copy_from_slice(&bytes[bytes.len() - 8..]);
+    } else {
+        last[..tail.len()].copy_from_slice(tail);
+    }
+    graphic(last)
 }
 
 #[cfg(test)]
@@ -600,7 +613,7 @@ mod customer_id_tests {
 
     #[test]
     fn every_byte_in_every_place_of_a_word_is_judged_as_alone() {
-        for len in [8, 9, 16, 23] {
+        for len in [1, 5, 7, 8, 9, 14, 16, 23] {
             for place in 0..len {
                 for b in 0u8..=255 {
                     let mut bytes = vec![b'x'; len];
