@@ -144,6 +144,77 @@ fn count_decisions(decisions: &[pb::Decision]) {
     }
 }
 
+/// A stream's answers, counted as the encoder takes them (unpaced streams). Verdicts are
+/// tallied while answers keep coming and added to the meters when none is ready, when
+/// the stream ends or is dropped, or every [`TALLY_MAX`] answers: a chunk's answers cost
+/// one counter update, not one each. Holds the stream's slot (`_held`) until dropped.
+struct Counted<S, H> {
+    inner: S,
+    verdicts: [u64; 4],
+    tallied: u64,
+    _held: H,
+}
+
+/// The most answers [`Counted`] tallies before adding them to the meters.
+const TALLY_MAX: u64 = 1024;
+
+impl<S, H> Counted<S, H> {
+    fn flush(&mut self) {
+        if self.tallied > 0 {
+            meters::count_verdicts(&self.verdicts);
+            self.verdicts = [0; 4];
+            self.tallied = 0;
+        }
+    }
+}
+
+impl<S, H> Stream for Counted<S, H>
+where
+    S: Stream<Item = Result<pb::Decision, Status>> + Unpin,
+    H: Unpin,
+{
+    type Item = Result<pb::Decision, Status>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(d))) => {
+                if let Some(slot) = meters::verdict_slot(d.verdict) {
+                    this.verdicts[slot] += 1;
+                    this.tallied += 1;
+                    for r in &d.reasons {
+                        meters::count_rules(slot, &r.rule_id, 1);
+                    }
+                    trace_decision(&d);
+                    if this.tallied >= TALLY_MAX {
+                        this.flush();
+                    }
+                }
+                Poll::Ready(Some(Ok(d)))
+            }
+            Poll::Ready(None) => {
+                this.flush();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                this.flush();
+                Poll::Pending
+            }
+            error => error,
+        }
+    }
+}
+
+impl<S, H> Drop for Counted<S, H> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 fn trace_decision(d: &pb::Decision) {
     tracing::debug!(
         decision_id = %d.decision_id,
@@ -229,7 +300,7 @@ type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + 
 impl<S> ContactPolicy for Guarded<S>
 where
     S: ContactPolicy,
-    S::DecideStreamStream: Send + 'static,
+    S::DecideStreamStream: Send + Unpin + 'static,
 {
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Result<Response<pb::Decision>, Status> {
         let r = unary(
@@ -352,13 +423,12 @@ where
                 }
             }))
         } else {
-            Box::pin(inner.map(move |item| {
-                let _held = &slot;
-                if let Ok(d) = &item {
-                    count_decision(d);
-                }
-                item
-            }))
+            Box::pin(Counted {
+                inner,
+                verdicts: [0; 4],
+                tallied: 0,
+                _held: slot,
+            })
         };
         Ok(Response::from_parts(metadata, out, extensions))
     }
@@ -528,5 +598,95 @@ where
             |_, r| self.inner.backtest(r),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// A stream that answers with the polls it was given, in order.
+    struct Script(VecDeque<Poll<Option<Result<pb::Decision, Status>>>>);
+
+    impl Stream for Script {
+        type Item = Result<pb::Decision, Status>;
+
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0.pop_front().unwrap_or(Poll::Ready(None))
+        }
+    }
+
+    fn answer(verdict: pb::Verdict, id: &str) -> Poll<Option<Result<pb::Decision, Status>>> {
+        Poll::Ready(Some(Ok(pb::Decision {
+            verdict: verdict as i32,
+            decision_id: id.to_owned(),
+            ..pb::Decision::default()
+        })))
+    }
+
+    fn counted(script: Vec<Poll<Option<Result<pb::Decision, Status>>>>) -> Counted<Script, ()> {
+        Counted {
+            inner: Script(script.into()),
+            verdicts: [0; 4],
+            tallied: 0,
+            _held: (),
+        }
+    }
+
+    fn next(s: &mut Counted<Script, ()>) -> Poll<Option<Result<pb::Decision, Status>>> {
+        Pin::new(s).poll_next(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn answers_pass_through_and_are_tallied_until_none_is_ready() {
+        let mut s = counted(vec![
+            answer(pb::Verdict::Allow, "d1"),
+            answer(pb::Verdict::Deny, "d2"),
+            // An item error is not a decision.
+            Poll::Ready(Some(Ok(pb::Decision::default()))),
+            answer(pb::Verdict::Deny, "d3"),
+            Poll::Pending,
+            answer(pb::Verdict::Defer, "d4"),
+            Poll::Ready(Some(Err(Status::resource_exhausted("too large")))),
+        ]);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            match next(&mut s) {
+                Poll::Ready(Some(Ok(d))) => ids.push(d.decision_id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(ids, ["d1", "d2", "", "d3"]);
+        assert_eq!((s.verdicts, s.tallied), ([0, 1, 2, 0], 3));
+        // Nothing ready: the tally goes to the meters.
+        assert!(next(&mut s).is_pending());
+        assert_eq!((s.verdicts, s.tallied), ([0; 4], 0));
+        assert!(matches!(next(&mut s), Poll::Ready(Some(Ok(d))) if d.decision_id == "d4"));
+        assert_eq!((s.verdicts, s.tallied), ([0, 0, 0, 1], 1));
+        assert!(
+            matches!(next(&mut s), Poll::Ready(Some(Err(e))) if e.code() == tonic::Code::ResourceExhausted)
+        );
+        // The end: the tally goes to the meters.
+        assert!(matches!(next(&mut s), Poll::Ready(None)));
+        assert_eq!((s.verdicts, s.tallied), ([0; 4], 0));
+    }
+
+    #[test]
+    fn a_long_run_of_ready_answers_is_counted_every_tally_max() {
+        let n = TALLY_MAX as usize + 10;
+        let mut s = counted((0..n).map(|_| answer(pb::Verdict::Deny, "d")).collect());
+        for _ in 0..TALLY_MAX - 1 {
+            assert!(matches!(next(&mut s), Poll::Ready(Some(Ok(_)))));
+        }
+        assert_eq!(s.tallied, TALLY_MAX - 1);
+        assert!(matches!(next(&mut s), Poll::Ready(Some(Ok(_)))));
+        assert_eq!((s.verdicts, s.tallied), ([0; 4], 0));
+        for _ in 0..10 {
+            assert!(matches!(next(&mut s), Poll::Ready(Some(Ok(_)))));
+        }
+        assert_eq!((s.verdicts, s.tallied), ([0, 0, 10, 0], 10));
     }
 }

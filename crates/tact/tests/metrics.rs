@@ -84,5 +84,45 @@ fn metrics_without_kafka_show_requests_and_decisions_by_verdict_and_rule() {
         body.contains("tact_request_duration_seconds_bucket{method=\"Decide\",le=\"0.001\"}"),
         "{body}"
     );
+    // A stream's answers are counted as they leave (tallied a chunk at a time).
+    let out = run(tact(cwd.path()).args([
+        "bench",
+        "--target",
+        &url,
+        "--op",
+        "stream",
+        "--concurrency",
+        "2",
+        "--batch-size",
+        "100",
+        "--customers",
+        "50",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--quiet",
+        "--json",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let streamed = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["decisions"]
+        .as_u64()
+        .unwrap();
+    assert!(streamed > 0);
+    let body = scrape(port);
+    let counted: u64 = ["allow", "deny", "defer"]
+        .iter()
+        .filter_map(|v| {
+            let line = format!("tact_decisions_total{{verdict=\"{v}\"}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .map(|n| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    // Answers sent and not yet read when the load stopped are counted too.
+    assert!(
+        counted >= 3 + streamed,
+        "{counted} counted, 3 + {streamed} answered: {body}"
+    );
     assert!(server.terminate().success());
 }
