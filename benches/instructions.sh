@@ -99,6 +99,10 @@ echo "instructions per decision, ${load[*]}, $secs s counted:"
 noop=$(measure noop "$bin" bench-noop-server --listen "127.0.0.1:$port")
 echo "  no-op server        $noop"
 for audit in off all; do
+    # Each run starts with an empty audit: the records of earlier runs would otherwise
+    # grow it until fjall flushes and compacts it within the counted seconds (seen: 15x
+    # the instructions per decision, most of them fjall's workers).
+    rm -rf "$work/db/audit"
     n=$(measure "tact-audit-$audit" "${serve[@]}" "$audit")
     ratio=$(awk -v a="$n" -v b="$noop" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "?" }')
     printf '  tact, audit %-6s  %s  (%sx the no-op)\n' "$audit" "$n" "$ratio"
