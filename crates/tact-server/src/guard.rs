@@ -107,16 +107,24 @@ fn code_name(code: tonic::Code) -> &'static str {
 
 /// One decision by verdict and by the rules that fired.
 fn count_decision(d: &pb::Decision) {
-    let Some(slot) = meters::verdict_slot(d.verdict) else {
-        return;
-    };
     let mut verdicts = [0u64; 4];
-    verdicts[slot] = 1;
-    meters::count_verdicts(&verdicts);
+    if tally_decision(d, &mut verdicts) {
+        meters::count_verdicts(&verdicts);
+    }
+}
+
+/// Adds one decision to `verdicts` (by [`meters::verdict_slot`]) and counts its rules;
+/// false for an item that was not valid (no verdict), which is not a decision.
+fn tally_decision(d: &pb::Decision, verdicts: &mut [u64; 4]) -> bool {
+    let Some(slot) = meters::verdict_slot(d.verdict) else {
+        return false;
+    };
+    verdicts[slot] += 1;
     for r in &d.reasons {
         meters::count_rules(slot, &r.rule_id, 1);
     }
     trace_decision(d);
+    true
 }
 
 /// Decisions by verdict and by the rules that fired; a batch is tallied first, so a
@@ -183,13 +191,8 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(d))) => {
-                if let Some(slot) = meters::verdict_slot(d.verdict) {
-                    this.verdicts[slot] += 1;
+                if tally_decision(&d, &mut this.verdicts) {
                     this.tallied += 1;
-                    for r in &d.reasons {
-                        meters::count_rules(slot, &r.rule_id, 1);
-                    }
-                    trace_decision(&d);
                     if this.tallied >= TALLY_MAX {
                         this.flush();
                     }
