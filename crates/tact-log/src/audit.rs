@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use tact_core::{Channel, Decision, Explain, Proposal, Purpose, Timestamp};
 
 use crate::codec::decode_bounded;
+use crate::storage::WriteBuffers;
 
 /// The current audit format (of groups, and in the database's `audit_format` key).
 pub const AUDIT_FORMAT_VERSION: u8 = 2;
@@ -633,6 +634,12 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     fn prune(&self, before: Timestamp, max: usize) -> Result<usize, AuditError>;
     /// How many records are stored (counts them: for tests and tools).
     fn count(&self) -> Result<usize, AuditError>;
+    /// The writes held in memory, not yet flushed (see [`Storage::write_buffers`]).
+    ///
+    /// [`Storage::write_buffers`]: crate::Storage::write_buffers
+    fn write_buffers(&self) -> Option<WriteBuffers> {
+        None
+    }
 }
 
 fn customer_key(customer: &[u8], id: &DecisionId) -> Vec<u8> {
@@ -1062,6 +1069,14 @@ impl AuditStore for FjallAudit {
             n += group_entries(&k, &v)?.0;
         }
         Ok(n)
+    }
+
+    fn write_buffers(&self) -> Option<WriteBuffers> {
+        // Two keyspaces take the records; the meta keyspace holds one small value.
+        Some(WriteBuffers::bound_of_lsm(
+            self.db.write_buffer_size(),
+            3 * AUDIT_MEMTABLE_BYTES,
+        ))
     }
 }
 

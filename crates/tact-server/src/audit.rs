@@ -577,7 +577,7 @@ const RECORDS: Lane = Lane {
     thread: "tact-audit",
     nice: Some(10),
     share: Some(0.15),
-    slice: Some(128),
+    slice: Some(1024),
 };
 
 /// `Authorize`'s records, which a call waits for: at the priority of the threads
@@ -849,8 +849,12 @@ async fn write_loop(
 /// priority gets the core it keeps it for a scheduler slice (about a millisecond or
 /// more), during which a call that arrives on that core waits: the loaded `Decide`'s
 /// p99 grew by about that much with the audit on. Written in slices, the wait is one
-/// slice's write. Each store call is atomic on its own (its groups and their customer
-/// entries); on an error the slices before it stay written and the rest are not.
+/// slice's write (1,024 records: about half a millisecond). Slices are not smaller:
+/// each store call is a commit, and once a write buffer is full fjall queues a request
+/// to rotate it for every commit, on a queue that a busy background worker can let fill
+/// up (see README, "Limits, honestly"). Each store call is atomic on its own (its
+/// groups and their customer entries); on an error the slices before it stay written
+/// and the rest are not.
 fn write_in_slices(
     store: &dyn AuditStore,
     batches: &[RecordBatch],

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+mod buffers;
 pub mod clock;
 pub mod engine;
 mod error;

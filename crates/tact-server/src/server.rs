@@ -21,6 +21,7 @@ use tonic::codegen::http;
 use crate::admin::{AdminService, ReloadFailed, ReloadReport, reload_from_file};
 use crate::audit::{AuditOptions, Auditor};
 use crate::auth::{AuthOptions, Authenticator};
+use crate::buffers::BufferWatch;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::ServerError;
@@ -322,14 +323,20 @@ pub async fn run(
             set_not_serving(&health).await;
         })
     };
-    // Gauges sampled once a second: customers in memory, the log position, and the
-    // log's counters.
+    // Gauges sampled once a second: customers in memory, the log position, the log's
+    // counters, and the storage engines' write buffers (see `crate::buffers`).
     let gauges_task = {
         let engine = Arc::clone(&engine);
+        let audit_store = Arc::clone(auditor.store());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut log_buffers = BufferWatch::new("log");
+            let mut audit_buffers = BufferWatch::new("audit");
             loop {
                 tick.tick().await;
+                let now = std::time::Instant::now();
+                log_buffers.sample(engine.log().storage().write_buffers(), now);
+                audit_buffers.sample(audit_store.write_buffers(), now);
                 let stats = engine.log().stats();
                 let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                 metrics::gauge!("tact_customers_in_memory").set(engine.customers() as f64);

@@ -124,5 +124,18 @@ fn metrics_without_kafka_show_requests_and_decisions_by_verdict_and_rule() {
         counted >= 3 + streamed,
         "{counted} counted, 3 + {streamed} answered: {body}"
     );
+    // The storage engines' write buffers, sampled every second: there, and in bounds.
+    for store in ["log", "audit"] {
+        assert!(
+            body.contains(&format!(
+                "tact_storage_write_buffer_over_bound{{store=\"{store}\"}} 0\n"
+            )),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("tact_storage_write_buffer_bytes{{store=\"{store}\"}} ")),
+            "{body}"
+        );
+    }
     assert!(server.terminate().success());
 }

@@ -35,6 +35,7 @@ use super::{
 };
 use crate::codec;
 use crate::error::LogError;
+use crate::storage::WriteBuffers;
 
 /// The most events one chunk holds (as with sled).
 const CHUNK_MAX_EVENTS: usize = 1024;
@@ -430,5 +431,12 @@ impl Storage for FjallStorage {
 
     fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError> {
         read_snapshot_file(&self.snapshot_file)
+    }
+
+    fn write_buffers(&self) -> Option<WriteBuffers> {
+        Some(WriteBuffers::bound_of_lsm(
+            self.db.write_buffer_size(),
+            2 * MEMTABLE_BYTES + 2 * META_MEMTABLE_BYTES,
+        ))
     }
 }

@@ -26,6 +26,34 @@ pub(crate) use self::fjall_store::open_database as open_fjall_database;
 pub use self::memory::MemoryStorage;
 pub use self::sled_store::SledStorage;
 
+/// The writes a storage engine holds in memory, not yet flushed to its table files,
+/// and the most it holds while its background flushes keep up (see
+/// [`Storage::write_buffers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteBuffers {
+    pub bytes: u64,
+    /// Above this, flushing has fallen far behind or stopped: memory grows with every
+    /// write until it resumes (or the process restarts and replays its journal).
+    pub bound: u64,
+}
+
+impl WriteBuffers {
+    /// The bound of an LSM tree whose keyspaces have write buffers of `memtables` bytes
+    /// in total: fjall holds writes to a keyspace with four full buffers waiting to be
+    /// flushed, so while its workers keep up it holds about five of each; twice that is
+    /// past any burst.
+    pub fn bound_of_lsm(bytes: u64, memtables: u64) -> WriteBuffers {
+        WriteBuffers {
+            bytes,
+            bound: memtables.saturating_mul(10),
+        }
+    }
+
+    pub fn over_bound(&self) -> bool {
+        self.bytes > self.bound
+    }
+}
+
 /// The projection snapshot's file, in the database's directory.
 pub const SNAPSHOT_FILE: &str = "tact-snapshot";
 
@@ -255,6 +283,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn put_snapshot(&self, bytes: &[u8]) -> Result<(), LogError>;
 
     fn get_snapshot(&self) -> Result<Option<Vec<u8>>, LogError>;
+
+    /// The writes held in memory, not yet flushed, if the engine keeps such buffers
+    /// apart from its caches (fjall's memtables); `None` otherwise.
+    fn write_buffers(&self) -> Option<WriteBuffers> {
+        None
+    }
 }
 
 impl dyn Storage + '_ {
