@@ -8,12 +8,12 @@
 //!
 //! Pure, like the rest of the core: the caller reads the log and aggregates.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::decide::{Decision, Proposal, decide};
-use crate::event::{Event, EventKind};
+use crate::event::{Channel, Event, EventKind, Purpose};
 use crate::policy::Policy;
-use crate::state::{CustomerState, Retention, decision_hash};
+use crate::state::{CustomerState, Retention, decision_hash, id_hash};
 use crate::time::Timestamp;
 
 /// The instants whose outreach is re-decided (both ends included; `None`: open).
@@ -111,21 +111,17 @@ pub fn backtest_customer_as<'a>(
     mut visit: impl FnMut(Redecided<'a>),
 ) -> usize {
     events.sort_by_key(|(position, e)| (e.occurred_at, *position));
-    let authorized: HashSet<u32> = events
-        .iter()
-        .filter_map(|(_, e)| match &e.kind {
-            EventKind::OutreachAuthorized { decision_id, .. } => Some(decision_hash(decision_id)),
-            _ => None,
-        })
-        .collect();
+    let absorbed = absorbed_reports(events);
     let mut state = CustomerState::new();
     // Counterfactual: the candidate's own history, without what it would have blocked.
     let mut own = (reading == Reading::Counterfactual).then(CustomerState::new);
     let mut blocked: HashSet<u32> = HashSet::new();
-    for (_, event) in events.iter() {
+    for (i, (_, event)) in events.iter().enumerate() {
         let mut counts_for_candidate = true;
+        let report_of = absorbed.get(&i).copied();
         if period.contains(event.occurred_at)
-            && let Some(proposal) = outreach(event, &authorized)
+            && report_of.is_none()
+            && let Some(proposal) = outreach(event)
         {
             let at = event.occurred_at;
             let candidate = decide(own.as_ref().unwrap_or(&state), candidate, &proposal, at);
@@ -141,11 +137,8 @@ pub fn backtest_customer_as<'a>(
                 candidate,
                 proposal,
             });
-        } else if let EventKind::OutreachSent {
-            decision_id: Some(d), ..
-        } = &event.kind
-            && !blocked.is_empty()
-            && blocked.contains(&decision_hash(d))
+        } else if let Some(d) = report_of
+            && blocked.contains(&d)
         {
             counts_for_candidate = false;
         }
@@ -159,9 +152,49 @@ pub fn backtest_customer_as<'a>(
     events.len()
 }
 
-/// The proposal an outreach event stands for, unless it is the report of an outreach
-/// tact authorized (counted once, as the authorization).
-fn outreach(event: &Event, authorized: &HashSet<u32>) -> Option<Proposal> {
+/// The reports of outreach tact authorized that count as the authorization, not on
+/// their own (see `touch::counts`): for each authorization, the earliest report (by
+/// instant, then event id) quoting its decision with its channel and purpose. Their
+/// indexes in `events`, with the decision's hash.
+fn absorbed_reports(events: &[(u64, &Event)]) -> HashMap<usize, u32> {
+    let authorized: HashMap<u32, (Channel, Purpose)> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            EventKind::OutreachAuthorized {
+                decision_id,
+                channel,
+                purpose,
+                ..
+            } => Some((decision_hash(decision_id), (*channel, *purpose))),
+            _ => None,
+        })
+        .collect();
+    if authorized.is_empty() {
+        return HashMap::new();
+    }
+    let mut first: HashMap<u32, (Timestamp, u64, usize)> = HashMap::new();
+    for (i, (_, e)) in events.iter().enumerate() {
+        if let EventKind::OutreachSent {
+            channel,
+            purpose,
+            decision_id: Some(d),
+            ..
+        } = &e.kind
+            && !d.is_empty()
+        {
+            let d = decision_hash(d);
+            if authorized.get(&d) == Some(&(*channel, *purpose)) {
+                let key = (e.occurred_at, id_hash(&e.event_id), i);
+                first.entry(d).and_modify(|k| *k = (*k).min(key)).or_insert(key);
+            }
+        }
+    }
+    first.into_iter().map(|(d, (_, _, i))| (i, d)).collect()
+}
+
+/// The proposal an outreach event stands for (an authorization, or a report of an
+/// outreach sent that is not absorbed by an authorization).
+fn outreach(event: &Event) -> Option<Proposal> {
     let (channel, purpose, campaign, requested_by) = match &event.kind {
         EventKind::OutreachAuthorized {
             channel,
@@ -174,16 +207,8 @@ fn outreach(event: &Event, authorized: &HashSet<u32>) -> Option<Proposal> {
             channel,
             purpose,
             campaign,
-            decision_id,
-        } => {
-            if decision_id
-                .as_deref()
-                .is_some_and(|d| !d.is_empty() && authorized.contains(&decision_hash(d)))
-            {
-                return None;
-            }
-            (*channel, *purpose, campaign, event.source.as_str())
-        }
+            ..
+        } => (*channel, *purpose, campaign, event.source.as_str()),
         _ => return None,
     };
     Some(Proposal {
@@ -263,6 +288,8 @@ mod tests {
             ),
             // The report of the authorized outreach: the same outreach.
             sent("s3", day(2), Some("d3")),
+            // A second send quoting the same decision is an outreach of its own.
+            sent("s4", day(3), Some("d3")),
         ];
         let mut refs: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| (i as u64, e)).collect();
         refs.reverse(); // any order
@@ -276,13 +303,14 @@ mod tests {
             Period::default(),
             |r| seen.push((r.event.event_id.clone(), r.baseline.verdict, r.candidate.verdict)),
         );
-        assert_eq!(folded, 5);
+        assert_eq!(folded, 6);
         assert_eq!(
             seen,
             vec![
                 ("s1".to_owned(), Verdict::Allow, Verdict::Allow),
                 ("s2".to_owned(), Verdict::Allow, Verdict::Defer),
                 ("a3".to_owned(), Verdict::Allow, Verdict::Defer),
+                ("s4".to_owned(), Verdict::Defer, Verdict::Defer),
             ]
         );
         // A period keeps only the outreach inside it (but folds everything).

@@ -535,9 +535,18 @@ impl Policy {
         self.retention
     }
 
+    /// The longest window any rule reads, and enough entries of each kind that a count
+    /// reaches any rule's threshold: a cap of `max` touches needs the newest `max` of a
+    /// channel and purpose kept (the default, 512, unless a rule asks for more).
     fn retention_for(rules: &[Rule]) -> Retention {
         let mut window = Span(DAY.0);
+        let mut max_entries = Retention::default().max_entries;
         for r in rules {
+            match &r.kind {
+                RuleKind::FrequencyCap(c) => max_entries = max_entries.max(c.max),
+                RuleKind::Fatigue(f) => max_entries = max_entries.max(f.unanswered),
+                _ => {}
+            }
             let w = match &r.kind {
                 RuleKind::Consent(c) => c.retention(),
                 RuleKind::ServiceReply(s) => s.retention(),
@@ -556,16 +565,17 @@ impl Policy {
             };
             window = window.max(w);
         }
-        Retention {
-            window,
-            ..Retention::default()
-        }
+        Retention { window, max_entries }
     }
 
     pub fn rule(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| &*r.id == id)
     }
 }
+
+/// The most touches a frequency cap (`max`) or a fatigue rule (`unanswered`) may count:
+/// the policy's retention keeps that many entries of each kind per customer.
+pub const MAX_COUNT: u32 = 10_000;
 
 /// The id of the built-in `stale_state` rule a policy without one gets.
 pub const STALE_STATE_RULE: &str = "stale-state";
@@ -615,6 +625,14 @@ mod tests {
                 "rule `r`: field `unanswered`: must be at least 1",
             ),
             (
+                "type = \"frequency_cap\"\nmax = 10001\nwindow = \"7d\"",
+                "rule `r`: field `max`: must be at most 10000 (a customer's state keeps that many touches of a kind)",
+            ),
+            (
+                "type = \"fatigue\"\nunanswered = 10001\nwithin = \"7d\"\npause = \"30d\"",
+                "rule `r`: field `unanswered`: must be at most 10000 (a customer's state keeps that many touches of a kind)",
+            ),
+            (
                 "type = \"consent\"\n[rule.soft_opt_in]\nchannels = [\"email\"]",
                 "rule `r.soft_opt_in`: field `purchase_within`: is required",
             ),
@@ -633,5 +651,22 @@ mod tests {
             let err = Policy::from_toml_str(&text).unwrap_err();
             assert_eq!(err.to_string(), expected, "{rule}");
         }
+    }
+
+    #[test]
+    fn retention_keeps_enough_entries_of_a_kind_for_every_count() {
+        assert_eq!(Policy::default_policy().retention().max_entries, 512);
+        let text = |max: u32, unanswered: u32| {
+            format!(
+                "version = \"v\"\ndefault_time_zone = \"UTC\"\n\
+                 [[rule]]\nid = \"cap\"\ntype = \"frequency_cap\"\nmax = {max}\nwindow = \"7d\"\n\
+                 [[rule]]\nid = \"tired\"\ntype = \"fatigue\"\nunanswered = {unanswered}\nwithin = \"7d\"\npause = \"30d\"\n"
+            )
+        };
+        let retention = |max, unanswered| Policy::from_toml_str(&text(max, unanswered)).unwrap().retention();
+        assert_eq!(retention(3, 3).max_entries, 512);
+        assert_eq!(retention(600, 3).max_entries, 600);
+        assert_eq!(retention(3, 700).max_entries, 700);
+        assert_eq!(retention(MAX_COUNT, 3).max_entries, MAX_COUNT);
     }
 }

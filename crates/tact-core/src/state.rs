@@ -276,8 +276,13 @@ impl Tally {
     }
 }
 
-/// The kinds of timeline entry, each bounded on its own (see `prune_timeline`).
-pub const TIMELINE_KINDS: usize = 8;
+/// The kinds of timeline entry, each bounded on its own (see `prune_timeline`): one
+/// for each of research, contact requests, inbound messages, engagements, purchases
+/// and complaints; one per channel for unanswered outreach; and one per channel and
+/// purpose for outreach. Rules count outreach by channel and purpose (caps, fatigue,
+/// the customer's own limit), so a flood of one channel and purpose (push notices,
+/// transactional messages) must not push out another's.
+pub const TIMELINE_KINDS: usize = 6 + Channel::ALL.len() + Channel::ALL.len() * Purpose::ALL.len();
 
 /// How many kinds of side record [`CustomerState`] keeps at most one of when compacting:
 /// consent per channel and purpose (and its newest withdrawal), do-not-contact, the
@@ -287,16 +292,20 @@ const SIDE_CLASSES: usize = 2 * 8 * 4 + 1 + 3 + 4;
 impl Mark {
     /// The kind of a timeline entry, for the per-kind bound on entries.
     fn timeline_kind(self) -> usize {
+        const UNANSWERED: usize = 6;
+        const TOUCH: usize = UNANSWERED + Channel::ALL.len();
         match self {
             Mark::Research(_) => 0,
             Mark::ContactRequest(_) => 1,
             Mark::Inbound(_) => 2,
-            Mark::Touch { .. } => 3,
-            Mark::Engaged(..) => 4,
-            Mark::Unanswered(..) => 5,
-            Mark::Purchase => 6,
+            Mark::Engaged(..) => 3,
+            Mark::Purchase => 4,
+            Mark::Unanswered(channel, _) => UNANSWERED + channel as usize,
+            Mark::Touch { channel, purpose, .. } => {
+                TOUCH + channel as usize * Purpose::ALL.len() + purpose as usize
+            }
             // `Complaint`; side records never reach the timeline.
-            _ => 7,
+            _ => 5,
         }
     }
 
@@ -831,8 +840,11 @@ impl CustomerState {
 
     /// Drops timeline entries older than `boundary`, and beyond the newest
     /// `max_entries` of each kind of entry ([`Mark::timeline_kind`]): a flood of one kind
-    /// (page views, engagements, inbound messages) can only push out older entries of its
-    /// own kind, never the touches that caps count or the research a cool-down reads.
+    /// (page views, engagements, inbound messages, outreach on one channel for one
+    /// purpose) can only push out older entries of its own kind, never the touches of
+    /// another channel or purpose that caps count or the research a cool-down reads.
+    /// Within a kind, the newest `max_entries` stay: a count over them reaches any cap
+    /// of at most that many (see `Policy::retention`).
     /// Keeping the newest n of each kind is a function of the set of entries, so the
     /// result does not depend on arrival order.
     fn prune_timeline(&mut self, boundary: Timestamp, retention: Retention) {

@@ -6,35 +6,63 @@ use crate::event::{Channel, Purpose};
 use crate::state::{AsOf, Entry, Mark};
 use crate::time::{Span, Timestamp};
 
-/// Whether a touch counts: an outreach sent under a decision that tact recorded as
-/// authorized counts once, as the authorization.
-pub(crate) fn counts(v: &AsOf<'_>, decision: u32, authorized: bool) -> bool {
-    authorized || decision == 0 || v.authorized == 0 || !was_authorized(v, decision)
+/// Whether touch `e` counts. An outreach reported as sent under a decision that tact
+/// recorded as authorized counts once, as the authorization: the authorization absorbs
+/// one report, the earliest that quotes its decision with its channel and purpose.
+/// Every other report counts on its own: one on another channel or for another purpose
+/// (a different outreach), and the second and later sends quoting the same decision (a
+/// decision authorizes one outreach, not as many as a sender reports under its id).
+pub(crate) fn counts(v: &AsOf<'_>, e: &Entry) -> bool {
+    match e.mark {
+        Mark::Touch {
+            channel,
+            purpose,
+            decision,
+            authorized,
+        } => authorized || decision == 0 || v.authorized == 0 || !absorbed(v, e, channel, purpose, decision),
+        _ => false,
+    }
 }
 
 /// Newest-first touches that count, at or before `at`.
 pub(crate) fn touches<'a>(v: &AsOf<'a>) -> impl Iterator<Item = (&'a Entry, Channel, Purpose)> {
     let v = *v;
     v.recent().filter_map(move |e| match e.mark {
-        Mark::Touch {
-            channel,
-            purpose,
-            decision,
-            authorized,
-        } if counts(&v, decision, authorized) => Some((e, channel, purpose)),
+        Mark::Touch { channel, purpose, .. } if counts(&v, e) => Some((e, channel, purpose)),
         _ => None,
     })
 }
 
-/// Whether the decision's authorization is in the history decisions read: the policy's
-/// retention window before `at` (older entries may or may not still be held, and a
-/// decision must not depend on which). An authorization older than that counts in no
-/// window any more, so the report then counts on its own, which errs towards counting.
-fn was_authorized(v: &AsOf<'_>, decision: u32) -> bool {
+/// Whether report `e` is the one its authorization absorbs: the authorization of
+/// `decision` for `channel` and `purpose` is in the history decisions read (the
+/// policy's retention window before `at`: older entries may or may not still be held,
+/// and a decision must not depend on which), and no earlier report of that decision,
+/// channel and purpose is. Reports are ordered as the timeline is, by instant and then
+/// event id, so which one is absorbed is a function of the set of events, not of their
+/// arrival order. An authorization older than the window counts in no window any more,
+/// so its reports then count on their own, which errs towards counting.
+fn absorbed(v: &AsOf<'_>, e: &Entry, channel: Channel, purpose: Purpose, decision: u32) -> bool {
     let since = v.at.saturating_sub(v.window);
-    v.recent()
-        .take_while(|e| e.at >= since)
-        .any(|e| matches!(e.mark, Mark::Touch { decision: d, authorized: true, .. } if d == decision))
+    let mut authorization = false;
+    for x in v.recent().take_while(|x| x.at >= since) {
+        if let Mark::Touch {
+            channel: c,
+            purpose: p,
+            decision: d,
+            authorized,
+        } = x.mark
+            && d == decision
+            && c == channel
+            && p == purpose
+        {
+            if authorized {
+                authorization = true;
+            } else if (x.at, x.id) < (e.at, e.id) {
+                return false;
+            }
+        }
+    }
+    authorization
 }
 
 /// Counts touches on `channels` for `purposes` in `(at - window, at]`. If `max` is
@@ -61,12 +89,11 @@ pub(crate) fn cap(
         if let Mark::Touch {
             channel: c,
             purpose: p,
-            decision,
-            authorized,
+            ..
         } = e.mark
             && channels & c.bit() != 0
             && purposes & p.bit() != 0
-            && counts(v, decision, authorized)
+            && counts(v, e)
         {
             count += 1;
             if count == max {

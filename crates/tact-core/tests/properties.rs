@@ -102,6 +102,15 @@ fn kind() -> impl Strategy<Value = EventKind> {
     ]
 }
 
+/// Outreach that answers nothing, mostly of a kind no cap of the default policy counts.
+fn flood_purpose() -> impl Strategy<Value = Purpose> {
+    prop_oneof![
+        3 => Just(Purpose::Transactional),
+        1 => Just(Purpose::Marketing),
+        1 => Just(Purpose::Sales),
+    ]
+}
+
 /// Events spread over `span_days` before Wednesday 10:00, with unique ids.
 fn history(span_days: i64, max_len: usize) -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec((0..span_days * 24 * 60, kind()), 0..max_len).prop_map(|items| {
@@ -277,6 +286,46 @@ proptest! {
         };
         prop_assert_eq!(fired(&a), fired(&b), "order {:?}", order);
         prop_assert_eq!(&a.alternatives, &b.alternatives);
+    }
+
+    /// Outreach that answers nothing (marketing, sales, transactional) only ever adds to
+    /// what rules count: however much of it is added before an instant, a decision at
+    /// that instant that was not ALLOW stays not ALLOW. The retention keeps few entries
+    /// of each kind (8, the default policy's largest cap), so floods push entries out.
+    #[test]
+    fn more_outreach_never_turns_a_refusal_into_an_allow(
+        events in history(30, 60),
+        flood in prop::collection::vec((0..7i64 * 24 * 60, channel(), flood_purpose()), 0..60),
+        channel in channel(),
+        purpose in purpose(),
+    ) {
+        let policy = Policy::default_policy();
+        let retention = Retention { max_entries: 8, ..policy.retention() };
+        let before = fold_with(&events, retention);
+        let mut after = before.clone();
+        for (i, (minute, c, p)) in flood.into_iter().enumerate() {
+            after.apply(
+                &Event {
+                    event_id: format!("flood-{i}"),
+                    customer_id: "c1".into(),
+                    occurred_at: wed_10am().saturating_sub(mins(minute)),
+                    source: "prop".into(),
+                    kind: EventKind::OutreachSent {
+                        channel: c,
+                        purpose: p,
+                        campaign: "flood".into(),
+                        decision_id: None,
+                    },
+                },
+                retention,
+            );
+        }
+        let p = proposal(channel, purpose);
+        let a = decide(&before, &policy, &p, wed_10am());
+        let b = decide(&after, &policy, &p, wed_10am());
+        if a.verdict != Verdict::Allow {
+            prop_assert_ne!(b.verdict, Verdict::Allow, "before: {:?}\nafter: {:?}", a, b);
+        }
     }
 
     /// State stays bounded however long the history, side records included.
@@ -480,6 +529,65 @@ fn a_flood_of_one_kind_never_pushes_out_touches() {
         "{after:?}"
     );
     assert_ne!(after.verdict, Verdict::Allow);
+}
+
+/// Outreach that a cap does not count (transactional in-app notices) or counts
+/// elsewhere (marketing emails) cannot push out a sales call the call cap counts: each
+/// channel and purpose is its own kind of entry. (Found by probing a release build: 512
+/// in-app notices turned a call's DEFER into ALLOW.)
+#[test]
+fn a_flood_of_other_outreach_never_pushes_out_a_counted_touch() {
+    let policy = Policy::default_policy();
+    let now = wed_10am();
+    let call = proposal(Channel::Call, Purpose::Sales);
+    for (channel, purpose) in [
+        (Channel::InApp, Purpose::Transactional),
+        (Channel::Email, Purpose::Marketing),
+        (Channel::Call, Purpose::Service),
+    ] {
+        let h = History::new().opted_in(now.saturating_sub(days(300))).sent(
+            now.saturating_sub(days(2)),
+            Channel::Call,
+            Purpose::Sales,
+        );
+        let mut s = h.state(&policy);
+        let before = decide(&s, &policy, &call, now);
+        assert_eq!(before.verdict, Verdict::Defer, "{before:?}");
+        for i in 0..1_200i64 {
+            s.apply(
+                &Event {
+                    event_id: format!("flood-{i}"),
+                    customer_id: "c1".into(),
+                    occurred_at: now.saturating_sub(days(1)).saturating_add(Span(i * 60_000)),
+                    source: "app".into(),
+                    kind: EventKind::OutreachSent {
+                        channel,
+                        purpose,
+                        campaign: "notices".into(),
+                        decision_id: None,
+                    },
+                },
+                policy.retention(),
+            );
+        }
+        let after = decide(&s, &policy, &call, now);
+        assert!(
+            after.reasons.iter().any(|r| &*r.rule_id == "cap-call"),
+            "{channel} {purpose}: {after:?}"
+        );
+        assert_ne!(after.verdict, Verdict::Allow, "{channel} {purpose}");
+    }
+}
+
+#[test]
+fn timeline_kinds_follow_the_enums_discriminants() {
+    for (i, c) in Channel::ALL.iter().enumerate() {
+        assert_eq!(*c as usize, i);
+    }
+    for (i, p) in Purpose::ALL.iter().enumerate() {
+        assert_eq!(*p as usize, i);
+    }
+    assert_eq!(TIMELINE_KINDS, 6 + Channel::ALL.len() * (1 + Purpose::ALL.len()));
 }
 
 /// A flood of consent changes cannot grow a customer's state without bound, and the

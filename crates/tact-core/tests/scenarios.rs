@@ -704,6 +704,97 @@ fn an_authorized_outreach_reported_as_sent_counts_once() {
     assert_eq!(check(&h, Email, Marketing, now()).verdict, Verdict::Defer);
 }
 
+/// A history with one authorized marketing email (decision `d1`, 6 days ago), plus
+/// `reports`: outreach reported sent at the given times quoting `d1`.
+fn authorized_then_reported(reports: &[(Timestamp, Channel, Purpose)]) -> History {
+    let mut h = History::new().opted_in(ago(days(400))).at(
+        ago(days(6)),
+        EventKind::OutreachAuthorized {
+            decision_id: "d1".into(),
+            channel: Email,
+            purpose: Marketing,
+            campaign: "spring".into(),
+            requested_by: "crm".into(),
+        },
+    );
+    for &(at, channel, purpose) in reports {
+        h = h.at(
+            at,
+            EventKind::OutreachSent {
+                channel,
+                purpose,
+                campaign: "spring".into(),
+                decision_id: Some("d1".into()),
+            },
+        );
+    }
+    h
+}
+
+#[test]
+fn one_authorization_absorbs_one_report_not_every_send_quoting_its_id() {
+    // Email cap: 3 a week. The authorization and its report are one touch.
+    let one = authorized_then_reported(&[(ago(days(6)), Email, Marketing)]);
+    let d = check(&one, Email, Marketing, now());
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    // Three more sends quoting the same decision are three more touches: four in all.
+    let four = authorized_then_reported(&[
+        (ago(days(6)), Email, Marketing),
+        (ago(days(5)), Email, Marketing),
+        (ago(days(4)), Email, Marketing),
+        (ago(days(3)), Email, Marketing),
+    ]);
+    let d = check(&four, Email, Marketing, now());
+    assert_eq!(d.verdict, Verdict::Defer, "{d:?}");
+    assert_eq!(fired(&d, "cap-email"), Some(Effect::Defer), "{d:?}");
+}
+
+#[test]
+fn a_report_on_another_channel_or_purpose_is_not_absorbed_by_the_authorization() {
+    // Call cap: 1 a week. A sales call quoting an email's decision is a call all the same.
+    let h = authorized_then_reported(&[(ago(days(6)), Email, Marketing), (ago(days(2)), Call, Sales)]);
+    let d = check(&h, Call, Sales, now());
+    assert_eq!(d.verdict, Verdict::Defer, "{d:?}");
+    assert_eq!(fired(&d, "cap-call"), Some(Effect::Defer), "{d:?}");
+    // A call that is the only report of the email's decision counts too.
+    let h = authorized_then_reported(&[(ago(days(2)), Call, Sales)]);
+    let d = check(&h, Call, Sales, now());
+    assert_eq!(d.verdict, Verdict::Defer, "{d:?}");
+    // And so does a sales email quoting a marketing email's decision (a different
+    // outreach): with the authorization, two email touches; two more make four.
+    let h = authorized_then_reported(&[
+        (ago(days(5)), Email, Sales),
+        (ago(days(4)), Email, Marketing),
+        (ago(days(3)), Email, Marketing),
+    ]);
+    let d = check(&h, Email, Marketing, now());
+    assert_eq!(d.verdict, Verdict::Defer, "{d:?}");
+}
+
+#[test]
+fn which_report_an_authorization_absorbs_does_not_depend_on_arrival_order() {
+    let reports = [
+        (ago(days(6)), Email, Marketing),
+        (ago(days(5)), Email, Marketing),
+        (ago(days(5)), Call, Sales),
+    ];
+    let h = authorized_then_reported(&reports);
+    let policy = Policy::default_policy();
+    let forward = h.state(&policy);
+    let mut backward = CustomerState::new();
+    for e in h.events.iter().rev() {
+        backward.apply(e, policy.retention());
+    }
+    assert_eq!(forward, backward);
+    for at in [ago(days(5)), now()] {
+        for (channel, purpose) in [(Email, Marketing), (Call, Sales)] {
+            let a = decide(&forward, &policy, &proposal(channel, purpose), at);
+            let b = decide(&backward, &policy, &proposal(channel, purpose), at);
+            assert_eq!(a, b);
+        }
+    }
+}
+
 #[test]
 fn decisions_as_of_a_past_instant_ignore_later_events() {
     let h = History::new()

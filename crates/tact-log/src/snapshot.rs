@@ -19,7 +19,15 @@ use crate::error::LogError;
 use crate::projection::Projection;
 use crate::storage::Storage;
 
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// The snapshot's version: of its layout, and of the fold that made its states. A
+/// change to how `CustomerState::apply` keeps or prunes history changes it too (states
+/// folded by the old rule are not what a replay now gives), so a snapshot of another
+/// version is turned down and the log replayed in full.
+///
+/// - 1: the first layout.
+/// - 2: the timeline bounds outreach per channel and purpose, and unanswered outreach
+///   per channel (before: all outreach, and all unanswered outreach, together).
+pub const SNAPSHOT_VERSION: u8 = 2;
 const HEADER: usize = 5;
 
 /// What a snapshot covers.

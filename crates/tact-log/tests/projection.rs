@@ -122,6 +122,18 @@ fn unusable_snapshots_fall_back_to_full_replay() {
         assert_eq!((stats.snapshot, stats.events), (None, 400), "{}", b.name);
         assert_eq!(p, full);
 
+        // A snapshot of the version before: its states were folded by another rule.
+        let mut older = good.clone();
+        older[0] = snapshot::SNAPSHOT_VERSION - 1;
+        assert!(matches!(
+            snapshot::decode_snapshot(&older),
+            Err(snapshot::SnapshotError::Version(v)) if v == snapshot::SNAPSHOT_VERSION - 1
+        ));
+        s.put_snapshot(&older).unwrap();
+        let (p, stats) = Projection::load(s, retention).unwrap();
+        assert_eq!((stats.snapshot, stats.events), (None, 400), "{}", b.name);
+        assert_eq!(p, full);
+
         // Garbage and truncation.
         for junk in [
             &b"\x01\x00"[..],

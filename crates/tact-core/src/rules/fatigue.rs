@@ -44,6 +44,15 @@ impl Fatigue {
         if unanswered == 0 {
             return Err(r.err("unanswered", "must be at least 1"));
         }
+        if unanswered > crate::policy::MAX_COUNT {
+            return Err(r.err(
+                "unanswered",
+                format!(
+                    "must be at most {} (a customer's state keeps that many touches of a kind)",
+                    crate::policy::MAX_COUNT
+                ),
+            ));
+        }
         Ok(Fatigue {
             unanswered,
             within: r.span("within")?,
@@ -131,9 +140,8 @@ impl Fatigue {
                 Mark::Touch {
                     channel: c,
                     purpose: p,
-                    decision,
-                    authorized,
-                } if c == channel && purposes & p.bit() != 0 && counts(v, decision, authorized) => {
+                    ..
+                } if c == channel && purposes & p.bit() != 0 && counts(v, e) => {
                     if count == 0 {
                         // The run's newest touch: from here the scan stops at entries
                         // older than it by more than `within` (`first.since(e.at) >
