@@ -16,6 +16,7 @@ use tact_proto::pb::contact_policy_server::ContactPolicyServer;
 use tact_proto::pb::tact_admin_server::TactAdminServer;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 
 use crate::admin::{AdminService, ReloadFailed, ReloadReport, reload_from_file};
@@ -69,6 +70,10 @@ pub struct ServerOptions {
     pub audit: AuditOptions,
     /// The sled log's memory: its page cache and the cache of recent event ids.
     pub log_memory: StorageOptions,
+    /// Cancelled during shutdown: the grace ends at once, and the remaining connections
+    /// are closed (`tact serve` cancels it on a second SIGTERM or SIGINT). The log is
+    /// still flushed and the snapshot written.
+    pub end_grace: CancellationToken,
 }
 
 impl ServerOptions {
@@ -91,6 +96,7 @@ impl ServerOptions {
             shed: ShedOptions::default(),
             audit: AuditOptions::default(),
             log_memory: StorageOptions::default(),
+            end_grace: CancellationToken::new(),
         }
     }
 }
@@ -409,6 +415,7 @@ pub async fn run(
     );
 
     let snapshot = opts.snapshot_on_shutdown;
+    let end_grace = opts.end_grace.clone();
     let task_engine = Arc::clone(&engine);
     let task_auditor = Arc::clone(&auditor);
     let slots = Arc::new(Semaphore::new(transport.max_connections));
@@ -456,7 +463,12 @@ pub async fn run(
             if grace_starts.await.is_err() {
                 std::future::pending::<()>().await;
             }
-            tokio::time::sleep(transport.shutdown_grace).await;
+            tokio::select! {
+                () = tokio::time::sleep(transport.shutdown_grace) => {}
+                () = end_grace.cancelled() => {
+                    tracing::warn!("shutdown grace ended early (asked again to stop)");
+                }
+            }
         };
         let served = tokio::select! {
             served = &mut served => served,

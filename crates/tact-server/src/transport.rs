@@ -154,6 +154,15 @@ impl TransportOptions {
                 return bad(name, &format!("must be at most {MAX_WINDOW} (HTTP/2's limit)"));
             }
         }
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
+            return bad(
+                "shutdown_grace",
+                &format!(
+                    "must be at most {} s (a stream nobody ends would hold the shutdown that long)",
+                    MAX_SHUTDOWN_GRACE.as_secs()
+                ),
+            );
+        }
         if self.flush_timeout.is_zero() {
             return bad(
                 "flush_timeout",
@@ -190,6 +199,8 @@ impl TransportOptions {
 
 /// HTTP/2's largest flow-control window.
 const MAX_WINDOW: u32 = (1 << 31) - 1;
+/// The longest shutdown grace: ten minutes, well past any orchestrator's wait for a stop.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
 
 /// Allows one event of a kind per `every` and counts the ones it holds back.
 #[derive(Debug)]

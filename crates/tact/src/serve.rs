@@ -9,11 +9,18 @@ use anyhow::{Context, bail};
 use tact_core::Timestamp;
 use tact_log::{Projection, Storage};
 use tact_server::{ServerError, ServerOptions};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
+    shutdown_signals(None).await;
+}
+
+/// Resolves on SIGTERM or SIGINT; with `end_grace`, goes on listening and cancels it
+/// on a second one (the shutdown grace then ends at once).
+async fn shutdown_signals(end_grace: Option<(tokio::sync::oneshot::Sender<()>, CancellationToken)>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
@@ -23,11 +30,23 @@ pub async fn shutdown_signal() {
             return;
         }
     };
-    let name = tokio::select! {
-        _ = term.recv() => "sigterm",
-        _ = int.recv() => "sigint",
+    let mut next = async || {
+        tokio::select! {
+            _ = term.recv() => "sigterm",
+            _ = int.recv() => "sigint",
+        }
     };
+    let name = next().await;
     tracing::info!(signal = name, "shutdown requested");
+    if let Some((started, end_grace)) = end_grace {
+        let _ = started.send(());
+        let name = next().await;
+        tracing::warn!(
+            signal = name,
+            "shutdown requested again: closing the remaining connections now (the log is still flushed)"
+        );
+        end_grace.cancel();
+    }
 }
 
 /// `tact serve`: the engine and its gRPC API until SIGTERM or SIGINT.
@@ -80,12 +99,10 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
         opts.feed = Some(Arc::new(feed));
     }
 
-    // Installed before the (possibly long) replay, so an early SIGTERM is not lost.
+    // Installed before the (possibly long) replay, so an early SIGTERM is not lost. A
+    // second one ends the shutdown grace.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = tx.send(());
-    });
+    let signals = tokio::spawn(shutdown_signals(Some((tx, opts.end_grace.clone()))));
     let shutdown = async move {
         let _ = rx.await;
     };
@@ -131,6 +148,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     });
     let waited = handle.wait().await;
     reload.abort();
+    signals.abort();
     waited.context("the server failed")?;
     tracing::info!("server stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -114,6 +114,57 @@ async fn shutdown_finishes_within_grace_with_an_idle_connection_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_to_stop_ends_the_grace_at_once() {
+    let mut end_grace = None;
+    let server = start(|o| {
+        o.transport.shutdown_grace = Duration::from_secs(60);
+        end_grace = Some(o.end_grace.clone());
+    })
+    .await;
+    let end_grace = end_grace.expect("configured");
+    let mut client = server.client().await;
+    record(&mut client, opted_in("c1", wed_10am())).await;
+    // A stream its client never ends would hold the shutdown for the whole grace.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(request("c1", Email, Marketing)).await.unwrap();
+    let mut stream = client.decide_stream(Receiver(rx)).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+
+    let started = Instant::now();
+    let stopping = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopping.is_finished(), "the stream in flight got no grace");
+    end_grace.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), stopping).await;
+    stopped
+        .expect("shutdown still waiting for the grace")
+        .expect("task")
+        .expect("clean stop: the log flushed");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stream.message().await.is_err());
+    drop(tx);
+}
+
+#[test]
+fn a_shutdown_grace_over_ten_minutes_is_refused() {
+    let mut t = tact_server::TransportOptions {
+        shutdown_grace: Duration::from_secs(601),
+        ..Default::default()
+    };
+    let err = t.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("shutdown_grace") && err.contains("at most 600 s"),
+        "{err}"
+    );
+    t.shutdown_grace = Duration::from_secs(600);
+    t.validate().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_refused_and_the_server_still_serves() {
     let server = start(|o| {
         o.transport.max_connections = 3;
