@@ -74,6 +74,7 @@ fn reload_status(e: ReloadFailed) -> Status {
     let why = format!("policy not reloaded, the policy in force stays: {e}");
     match e {
         ReloadFailed::Engine(ReloadError::Busy) => Status::unavailable(why),
+        ReloadFailed::Engine(ReloadError::SameVersion { .. }) => Status::failed_precondition(why),
         ReloadFailed::Engine(ReloadError::Log(_)) => Status::unavailable(why),
         ReloadFailed::Engine(ReloadError::Rebuild(_)) => Status::internal(why),
         ReloadFailed::NoFile | ReloadFailed::Read { .. } | ReloadFailed::Invalid { .. } => {

@@ -896,6 +896,11 @@ pub enum Reloaded {
 pub enum ReloadError {
     #[error("a state rebuild for another policy is in progress; reload again once it has taken effect")]
     Busy,
+    #[error(
+        "version: the policy changed but its version `{version}` did not; give it a new version \
+         (decisions and the decision audit name a policy by its version)"
+    )]
+    SameVersion { version: String },
     #[error("cannot record the policy in the log: {0}")]
     Log(#[from] LogError),
     #[error("rebuilding state for the new policy failed: {0}")]
@@ -911,19 +916,27 @@ impl Engine {
     async fn record_policy_at_start(&self) -> Result<(), ServerError> {
         let storage = Arc::clone(self.log.storage());
         let last = tokio::task::spawn_blocking(move || {
-            storage.customer_events(POLICY_KEY).map(|events| {
-                events
-                    .iter()
-                    .rev()
-                    .find_map(|(seq, e)| policy_record(*seq, e))
-                    .map(|r| r.content_hash)
-            })
+            storage
+                .customer_events(POLICY_KEY)
+                .map(|events| events.iter().rev().find_map(|(seq, e)| policy_record(*seq, e)))
         })
         .await
         .map_err(|e| ServerError::Join(e.to_string()))??;
         let policy = self.policy.load_full();
-        if last.as_deref() == Some(content_hash(policy.text()).as_str()) {
-            return Ok(());
+        if let Some(last) = &last {
+            if last.content_hash == content_hash(policy.text()) {
+                return Ok(());
+            }
+            if last.version == **policy.version() {
+                // Refusing to start would stop the service over a name; the log keeps
+                // both policies apart by their content hash.
+                tracing::error!(
+                    version = %last.version,
+                    recorded_content_hash = %last.content_hash,
+                    "the policy changed but its version did not: decisions and the decision audit \
+                     now name two policies alike; give it a new version"
+                );
+            }
         }
         let record = self.record_policy(&policy).await?;
         tracing::info!(
@@ -971,6 +984,11 @@ impl Engine {
         if current.text() == policy.text() {
             return Ok(Reloaded::Unchanged {
                 version: Arc::clone(current.version()),
+            });
+        }
+        if current.version() == policy.version() {
+            return Err(ReloadError::SameVersion {
+                version: policy.version().to_string(),
             });
         }
         let kept = self.retention();

@@ -185,6 +185,17 @@ async fn a_bad_reload_changes_nothing_and_names_the_rule_and_field() {
     // So does SIGHUP's path.
     let hup = server.handle.reload_policy().await.unwrap_err();
     assert!(hup.to_string().contains("cap-email"), "{hup}");
+    // A changed policy under the version in force would make two policies one name
+    // in decisions and the audit.
+    std::fs::write(&file, DEFAULT.replacen("max = 3", "max = 5", 1)).unwrap();
+    let err = admin.reload_policy(pb::ReloadPolicyRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("version: the policy changed but its version `default-2026.11` did not"),
+        "{}",
+        err.message()
+    );
     // A file that is gone is no better.
     std::fs::remove_file(&file).unwrap();
     let err = admin.reload_policy(pb::ReloadPolicyRequest {}).await.unwrap_err();
