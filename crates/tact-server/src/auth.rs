@@ -445,14 +445,9 @@ impl Authenticator {
         }
         let clients = self.clients();
         if let Some(value) = metadata.get("authorization") {
-            let key = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                .map(str::trim)
-                .ok_or_else(|| {
-                    Status::unauthenticated("authorization metadata: `Bearer <api key>` expected")
-                })?;
+            let key = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+                Status::unauthenticated("authorization metadata: `Bearer <api key>` expected")
+            })?;
             return clients
                 .by_key(key)
                 .cloned()
@@ -478,6 +473,13 @@ impl Authenticator {
             "no api key: send `authorization: Bearer <api key>` metadata",
         ))
     }
+}
+
+/// The credentials of an `authorization` value of the `Bearer` scheme (its name in any
+/// case, as RFC 7235 has it), trimmed.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 #[cfg(test)]
@@ -557,6 +559,11 @@ events_per_second = 1000
             a.identify(&bearer("crm-key2"), None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("authorization", format!("{scheme} crm-key").parse().unwrap());
+            assert_eq!(&*a.identify(&m, None).unwrap().id, "crm", "{scheme}");
+        }
         let mut basic = tonic::metadata::MetadataMap::new();
         basic.insert("authorization", "Basic abc".parse().unwrap());
         assert_eq!(
