@@ -511,6 +511,25 @@ impl Admission {
         Ok(())
     }
 
+    /// When an admitted event takes effect, if not at its `occurred_at`: a consent
+    /// withdrawal or a do-not-contact request dated after `now` (the server's clock, or
+    /// the instant it was judged at) takes effect at `now`, when tact learns of it. A
+    /// source whose clock runs ahead, or that sends local time as UTC, must not keep a
+    /// customer reachable for hours after they asked to be left alone. Every other event
+    /// keeps its instant: moving a grant, a purchase, a touch, research or a complaint
+    /// earlier would also end earlier what it starts (a cap's window, a cool-down).
+    /// A do-not-contact's `until` stays, so the request only starts earlier.
+    ///
+    /// Called at the edge, before the event is logged: the log holds the event as it
+    /// takes effect, so replay and live agree.
+    pub fn takes_effect(&self, event: &Event, now: Timestamp) -> Option<Timestamp> {
+        let restricts = matches!(
+            event.kind,
+            EventKind::ConsentChanged { granted: false, .. } | EventKind::DoNotContact { .. }
+        );
+        (restricts && event.occurred_at > now).then_some(now)
+    }
+
     /// Checks a proposal's free-text fields (its customer id is checked on conversion).
     pub fn admit_proposal(&self, proposal: &crate::Proposal) -> Result<(), InvalidEvent> {
         for (field, text) in [
@@ -638,5 +657,59 @@ mod customer_id_tests {
         fn the_fast_path_never_changes_the_answer(id in "\\PC{0,8}|[ -~]{0,300}|.{0,4}") {
             prop_assert_eq!(validate_customer_id(&id).is_ok(), by_the_rule(&id));
         }
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    fn event(at: i64, kind: EventKind) -> Event {
+        Event {
+            event_id: "e1".into(),
+            customer_id: "c1".into(),
+            occurred_at: Timestamp(at),
+            source: "crm".into(),
+            kind,
+        }
+    }
+
+    fn consent(granted: bool) -> EventKind {
+        EventKind::ConsentChanged {
+            channel: Channel::Email,
+            purpose: Purpose::Marketing,
+            granted,
+            expires_at: None,
+            proof: "form".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_future_withdrawal_or_do_not_contact_takes_effect_on_arrival() {
+        let a = Admission::default();
+        let now = Timestamp(1_000_000);
+        let dnc = EventKind::DoNotContact {
+            reason: "asked".into(),
+            until: Some(Timestamp(9_000_000)),
+        };
+        assert_eq!(a.takes_effect(&event(1_500_000, consent(false)), now), Some(now));
+        assert_eq!(a.takes_effect(&event(1_000_001, dnc.clone()), now), Some(now));
+        // On time or late: as dated.
+        assert_eq!(a.takes_effect(&event(1_000_000, consent(false)), now), None);
+        assert_eq!(a.takes_effect(&event(900_000, dnc), now), None);
+        // A grant, a touch, a complaint: as dated, however far ahead.
+        assert_eq!(a.takes_effect(&event(1_500_000, consent(true)), now), None);
+        let sent = EventKind::OutreachSent {
+            channel: Channel::Call,
+            purpose: Purpose::Sales,
+            campaign: String::new(),
+            decision_id: None,
+        };
+        assert_eq!(a.takes_effect(&event(1_500_000, sent), now), None);
+        let complaint = EventKind::Complaint {
+            channel: None,
+            reason: "rude".into(),
+        };
+        assert_eq!(a.takes_effect(&event(1_500_000, complaint), now), None);
     }
 }

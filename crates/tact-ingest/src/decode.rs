@@ -44,7 +44,23 @@ pub fn decode_admitted(m: Envelope<'_>, rules: &MessageAdmission, now: Timestamp
         _ => now,
     };
     let why = match rules.admission.admit(&event, judged_at, Origin::Outside) {
-        Ok(()) => return Ok(event),
+        Ok(()) => {
+            let mut event = event;
+            // A withdrawal dated ahead of the clock takes effect when it arrived (see
+            // `Admission::takes_effect`), judged as the admission was: a rebuild from
+            // the topic moves it to the same instant.
+            if let Some(at) = rules.admission.takes_effect(&event, judged_at) {
+                tracing::debug!(
+                    event_id = %event.event_id,
+                    occurred_at = %event.occurred_at,
+                    in_effect = %at,
+                    "withdrawal dated ahead of the clock: in effect on arrival"
+                );
+                metrics::counter!("tact_events_in_effect_on_arrival_total").increment(1);
+                event.occurred_at = at;
+            }
+            return Ok(event);
+        }
         Err(e) => e.to_string(),
     };
     Err(if m.origin.is_some() {
@@ -246,6 +262,47 @@ mod tests {
         assert!(decode_admitted(at(Some(now.0 - 24 * 3_600_000)), &rules, now).is_err());
         // A timestamp ahead of the clock is not believed.
         assert!(decode_admitted(at(Some(now.0 + 48 * 3_600_000)), &rules, now).is_ok());
+    }
+
+    #[test]
+    fn a_withdrawal_dated_ahead_takes_effect_when_the_message_was_made() {
+        let rules = MessageAdmission::default();
+        let now = Timestamp(1_700_000_000_000);
+        let withdrawal = Event {
+            occurred_at: Timestamp(now.0 + 3_600_000),
+            kind: EventKind::ConsentChanged {
+                channel: Channel::Email,
+                purpose: Purpose::Marketing,
+                granted: false,
+                expires_at: None,
+                proof: "unsubscribe link".into(),
+            },
+            ..event()
+        };
+        let v = event_to_bytes(&withdrawal, WireFormat::Protobuf);
+        let at = |timestamp| Envelope {
+            key: Some(b"c1"),
+            value: Some(&v),
+            timestamp,
+            ..Envelope::default()
+        };
+        // Now, or the message's own time when earlier (as a rebuild would judge it).
+        assert_eq!(decode_admitted(at(None), &rules, now).unwrap().occurred_at, now);
+        let made = now.0 - 60_000;
+        assert_eq!(
+            decode_admitted(at(Some(made)), &rules, now).unwrap().occurred_at,
+            Timestamp(made)
+        );
+        // A purchase dated ahead keeps its instant.
+        let mut purchase = event();
+        purchase.occurred_at = Timestamp(now.0 + 3_600_000);
+        let v = event_to_bytes(&purchase, WireFormat::Protobuf);
+        let m = Envelope {
+            key: Some(b"c1"),
+            value: Some(&v),
+            ..Envelope::default()
+        };
+        assert_eq!(decode_admitted(m, &rules, now).unwrap(), purchase);
     }
 }
 

@@ -513,11 +513,23 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                     .map_err(|e| convert::invalid_event(&e))
             });
             match admitted {
-                Ok(event) => {
+                Ok(mut event) => {
+                    // A withdrawal dated ahead of the clock takes effect now (see
+                    // `Admission::takes_effect`); the answer says so.
+                    let mut reason = String::new();
+                    if let Some(at) = admission.takes_effect(&event, now) {
+                        reason = format!(
+                            "in effect from {at}, when it arrived: occurred_at {} is after the server's clock",
+                            event.occurred_at
+                        );
+                        metrics::counter!("tact_events_in_effect_on_arrival_total").increment(1);
+                        event.occurred_at = at;
+                    }
                     slots.push(i);
                     valid.push(event);
                     results.push(pb::EventResult {
                         event_id,
+                        reason,
                         ..Default::default()
                     });
                 }
@@ -541,6 +553,8 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                     Appended::Duplicate { existing_seq } => {
                         r.status = pb::RecordStatus::Duplicate as i32;
                         r.log_position = existing_seq;
+                        // The event already recorded stands as it was.
+                        r.reason.clear();
                     }
                 }
             }

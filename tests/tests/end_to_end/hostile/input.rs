@@ -83,6 +83,57 @@ async fn an_event_dated_beyond_the_clock_skew_is_rejected_naming_occurred_at() {
 /// already in the log (written before the edge check existed) costs memory, never caps:
 /// three emails this week still DEFER a fourth, and Authorize never allows it, also
 /// after a restart (rounds 2 and 3 start again from the same log).
+/// Found probing a release build: a withdrawal dated inside the skew (a source whose
+/// clock runs ahead) applied only from its date, and Authorize kept answering ALLOW
+/// until then. It now takes effect when it arrives, and the answer says so.
+#[tokio::test]
+async fn a_withdrawal_dated_ahead_of_the_clock_takes_effect_at_once() {
+    let now = wed_10am();
+    let server = TestServer::start(None, now).await;
+    let mut client = server.client().await;
+    for customer in ["c1", "c2"] {
+        record(&mut client, opted_in(customer, now.saturating_sub(days(30)))).await;
+    }
+    let withdrawal = event(
+        "w1",
+        "c1",
+        now.saturating_add(hours(5)),
+        consent(Email, Marketing, false),
+    );
+    let r = record_one(&mut client, withdrawal).await;
+    assert_eq!(status(&r), pb::RecordStatus::Recorded, "{}", r.reason);
+    assert!(r.reason.starts_with("in effect from "), "{}", r.reason);
+    let dnc = event(
+        "n1",
+        "c2",
+        now.saturating_add(hours(5)),
+        EventKind::DoNotContact {
+            reason: "asked on the phone".into(),
+            until: None,
+        },
+    );
+    let r = record_one(&mut client, dnc).await;
+    assert_eq!(status(&r), pb::RecordStatus::Recorded, "{}", r.reason);
+    for customer in ["c1", "c2"] {
+        let d = client
+            .authorize(request(customer, Email, Marketing))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(verdict(&d), pb::Verdict::Deny, "{customer}: {d:?}");
+    }
+    // A grant dated ahead keeps its date (moving it would open the door early).
+    let grant = event(
+        "g1",
+        "c3",
+        now.saturating_add(hours(5)),
+        consent(Email, Marketing, true),
+    );
+    let r = record_one(&mut client, grant).await;
+    assert_eq!((status(&r), r.reason.as_str()), (pb::RecordStatus::Recorded, ""));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_far_future_event_in_the_log_never_wipes_caps() {
     let now = wed_10am();
