@@ -1109,6 +1109,63 @@ fn fatigue_counts_reported_non_responses_at_once() {
     );
 }
 
+/// A reply logged in the same millisecond as the message answers it, whatever their
+/// event ids (found probing a release build: the answer depended on how the ids hashed).
+#[test]
+fn a_reply_at_the_instant_of_the_message_answers_it_whatever_the_ids() {
+    let at = ago(days(1));
+    let policy = Policy::default_policy();
+    for n in 0..16 {
+        let message = Event {
+            event_id: format!("in-{n}"),
+            customer_id: "c1".into(),
+            occurred_at: at,
+            source: "desk".into(),
+            kind: EventKind::InboundMessage {
+                channel: Email,
+                topic: "refund".into(),
+            },
+        };
+        let reply = Event {
+            event_id: format!("reply-{n}"),
+            kind: EventKind::OutreachSent {
+                channel: Email,
+                purpose: Service,
+                campaign: String::new(),
+                decision_id: None,
+            },
+            ..message.clone()
+        };
+        // An older message, answered too; and one two hours later, still open in half.
+        let mut h = History::new().opted_in(ago(days(400)));
+        h.events.extend([message, reply]);
+        let d = check(&h, Email, Marketing, now());
+        assert_eq!(fired(&d, "answer-first"), None, "{n}: {d:#?}");
+        let view = customer_view(&h.state(&policy), &policy, now(), 10);
+        assert!(view.open_inbound.is_empty(), "{n}: {:?}", view.open_inbound);
+        let later = h.clone_with(
+            at.saturating_add(hours(2)),
+            EventKind::InboundMessage {
+                channel: Sms,
+                topic: "and?".into(),
+            },
+        );
+        let d = check(&later, Email, Marketing, now());
+        assert_eq!(fired(&d, "answer-first"), Some(Effect::Deny), "{n}: {d:#?}");
+        let r = d.reasons.iter().find(|r| &*r.rule_id == "answer-first").unwrap();
+        assert_eq!(
+            r.detail,
+            Detail::AwaitingAnswer {
+                channel: Sms,
+                ago: hours(22)
+            },
+            "{n}"
+        );
+        let view = customer_view(&later.state(&policy), &policy, now(), 10);
+        assert_eq!(view.open_inbound.len(), 1, "{n}: {:?}", view.open_inbound);
+    }
+}
+
 /// `answer-first` (shipped on): the customer's own message waits for an answer before
 /// any marketing or sales; a service reply on any channel answers it.
 #[test]

@@ -12,7 +12,7 @@ use crate::decide::Detail;
 use crate::event::{Channel, Purpose};
 use crate::policy::{PolicyError, Rule, RuleReader};
 use crate::rules::Outcome;
-use crate::state::{AsOf, Mark};
+use crate::state::{AsOf, Entry, Mark};
 use crate::time::{Span, Timestamp};
 
 /// An `answer_first` rule's parameters.
@@ -67,15 +67,29 @@ pub(crate) fn open_inbound(v: &AsOf<'_>, open_for: Span) -> Option<(Channel, Tim
         return None;
     }
     let since = v.at.saturating_sub(open_for);
-    let mut oldest = None;
+    let mut oldest: Option<(Channel, Timestamp)> = None;
+    // The oldest message seen at an instant after `oldest`'s: what is left waiting if an
+    // answer comes at `oldest`'s instant.
+    let mut newer: Option<(Channel, Timestamp)> = None;
     for e in v.recent().take_while(|e| e.at > since) {
         match e.mark {
-            // An answer: everything before it is answered.
+            // An answer: everything before it is answered, and so is a message at the
+            // same instant (whatever the order of their ids within it).
             Mark::Touch {
                 purpose: Purpose::Service,
                 ..
-            } => break,
-            Mark::Inbound(channel) => oldest = Some((channel, e.at)),
+            } => {
+                if oldest.is_some_and(|(_, at)| at == e.at) {
+                    oldest = newer;
+                }
+                break;
+            }
+            Mark::Inbound(channel) => {
+                if oldest.is_some_and(|(_, at)| at != e.at) {
+                    newer = oldest;
+                }
+                oldest = Some((channel, e.at));
+            }
             _ => {}
         }
     }
@@ -88,17 +102,23 @@ pub(crate) fn open_messages<'a>(
     open_for: Span,
 ) -> impl Iterator<Item = (Channel, Timestamp)> + 'a {
     let since = v.at.saturating_sub(open_for);
-    v.recent()
+    let is_answer = |e: &Entry| {
+        matches!(
+            e.mark,
+            Mark::Touch {
+                purpose: Purpose::Service,
+                ..
+            }
+        )
+    };
+    // The latest answer: messages up to its instant are answered (see `open_inbound`).
+    let answered = v
+        .recent()
         .take_while(move |e| e.at > since)
-        .take_while(|e| {
-            !matches!(
-                e.mark,
-                Mark::Touch {
-                    purpose: Purpose::Service,
-                    ..
-                }
-            )
-        })
+        .find(|e| is_answer(e))
+        .map_or(since, |e| e.at);
+    v.recent()
+        .take_while(move |e| e.at > answered)
         .filter_map(|e| match e.mark {
             Mark::Inbound(channel) => Some((channel, e.at)),
             _ => None,
