@@ -44,15 +44,7 @@ impl Fatigue {
         if unanswered == 0 {
             return Err(r.err("unanswered", "must be at least 1"));
         }
-        if unanswered > crate::policy::MAX_COUNT {
-            return Err(r.err(
-                "unanswered",
-                format!(
-                    "must be at most {} (a customer's state keeps that many touches of a kind)",
-                    crate::policy::MAX_COUNT
-                ),
-            ));
-        }
+        r.at_most_max_count("unanswered", unanswered)?;
         Ok(Fatigue {
             unanswered,
             within: r.span("within")?,

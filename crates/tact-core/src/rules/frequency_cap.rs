@@ -26,15 +26,7 @@ impl FrequencyCap {
                 "must be at least 1 (use a consent or do-not-contact rule to block)",
             ));
         }
-        if max > crate::policy::MAX_COUNT {
-            return Err(r.err(
-                "max",
-                format!(
-                    "must be at most {} (a customer's state keeps that many touches of a kind)",
-                    crate::policy::MAX_COUNT
-                ),
-            ));
-        }
+        r.at_most_max_count("max", max)?;
         Ok(FrequencyCap {
             max,
             window: r.span("window")?,
