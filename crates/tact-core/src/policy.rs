@@ -239,14 +239,14 @@ impl RuleReader<'_> {
 
     /// Refuses a count of touches (a cap's `max`, fatigue's `unanswered`) over
     /// [`MAX_COUNT`]: the state keeps no more touches of a kind than the largest count.
-    pub(crate) fn at_most_max_count(&self, field: &str, count: u32) -> Result<u32, PolicyError> {
+    pub(crate) fn at_most_max_count(&self, field: &str, count: u32) -> Result<(), PolicyError> {
         if count > MAX_COUNT {
             return Err(self.err(
                 field,
                 format!("must be at most {MAX_COUNT} (a customer's state keeps that many touches of a kind)"),
             ));
         }
-        Ok(count)
+        Ok(())
     }
 
     pub(crate) fn get<T: for<'de> Deserialize<'de>>(
