@@ -530,6 +530,24 @@ impl Admission {
         (restricts && event.occurred_at > now).then_some(now)
     }
 
+    /// Whether `stored`, the event the log holds under `submitted`'s id, is `submitted`
+    /// as it was recorded: the same event, its instant moved to arrival if
+    /// [`takes_effect`](Admission::takes_effect) moved it (a retry arrives later, so
+    /// its instant may be moved less, or not at all). Otherwise the id was taken by
+    /// another event.
+    pub fn recorded_as(&self, submitted: &Event, stored: &Event) -> bool {
+        if submitted == stored {
+            return true;
+        }
+        stored.occurred_at < submitted.occurred_at
+            && self.takes_effect(submitted, stored.occurred_at).is_some()
+            && *stored
+                == Event {
+                    occurred_at: stored.occurred_at,
+                    ..submitted.clone()
+                }
+    }
+
     /// Checks a proposal's free-text fields (its customer id is checked on conversion).
     pub fn admit_proposal(&self, proposal: &crate::Proposal) -> Result<(), InvalidEvent> {
         for (field, text) in [
@@ -711,5 +729,24 @@ mod admission_tests {
             reason: "rude".into(),
         };
         assert_eq!(a.takes_effect(&event(1_500_000, complaint), now), None);
+    }
+
+    #[test]
+    fn a_retry_is_recorded_as_itself_another_event_under_its_id_is_not() {
+        let a = Admission::default();
+        let withdrawal = event(1_500_000, consent(false));
+        // Recorded at arrival (1_000_000); retried later, as dated or moved less.
+        let stored = event(1_000_000, consent(false));
+        assert!(a.recorded_as(&withdrawal, &stored));
+        assert!(a.recorded_as(&event(1_200_000, consent(false)), &stored));
+        assert!(a.recorded_as(&stored, &stored));
+        // Not the same event: a grant, another customer, or an instant the withdrawal
+        // could not have been moved to.
+        assert!(!a.recorded_as(&event(1_500_000, consent(true)), &event(1_000_000, consent(true))));
+        assert!(!a.recorded_as(&event(1_000_000, consent(true)), &stored));
+        let mut other = withdrawal.clone();
+        other.customer_id = "c2".into();
+        assert!(!a.recorded_as(&other, &stored));
+        assert!(!a.recorded_as(&event(900_000, consent(false)), &stored));
     }
 }

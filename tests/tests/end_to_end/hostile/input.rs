@@ -134,6 +134,56 @@ async fn a_withdrawal_dated_ahead_of_the_clock_takes_effect_at_once() {
     server.stop().await;
 }
 
+/// Found probing a release build: event ids are global, so a client could take the id
+/// another system's withdrawal will use, and that withdrawal then came back DUPLICATE
+/// (as if recorded) and never applied. Another event under a taken id is now rejected
+/// naming `event_id`, so its sender knows; a retry is still a duplicate of itself.
+#[tokio::test]
+async fn another_event_under_a_taken_id_is_rejected_not_reported_duplicate() {
+    let now = wed_10am();
+    let server = TestServer::start(None, now).await;
+    let mut client = server.client().await;
+    record(&mut client, opted_in("victim", now.saturating_sub(days(30)))).await;
+    // The squatter takes the id the unsubscribe system will use next.
+    let squat = pricing_view("unsub-1001", "squatter", now.saturating_sub(hours(1)));
+    let r = record_one(&mut client, squat.clone()).await;
+    assert_eq!(status(&r), pb::RecordStatus::Recorded);
+    let position = r.log_position;
+    let withdrawal = event("unsub-1001", "victim", now, consent(Email, Marketing, false));
+    let r = record_one(&mut client, withdrawal).await;
+    assert_eq!(status(&r), pb::RecordStatus::Rejected, "{r:?}");
+    assert!(
+        r.reason
+            .starts_with("events[0].event_id: `unsub-1001` is already recorded"),
+        "{}",
+        r.reason
+    );
+    // The squatter's retry is a duplicate of itself, at its position.
+    let r = record_one(&mut client, squat).await;
+    assert_eq!(
+        (status(&r), r.log_position),
+        (pb::RecordStatus::Duplicate, position)
+    );
+    // A withdrawal dated ahead, recorded at arrival, then sent again: a duplicate.
+    let ahead = event(
+        "unsub-1002",
+        "victim",
+        now.saturating_add(hours(3)),
+        consent(Email, Marketing, false),
+    );
+    let first = record_one(&mut client, ahead.clone()).await;
+    assert_eq!(status(&first), pb::RecordStatus::Recorded);
+    // Sent again an hour later: moved less (to the later arrival), the same event.
+    server.clock.set(now.saturating_add(hours(1)));
+    let again = record_one(&mut client, ahead).await;
+    assert_eq!(
+        (status(&again), again.log_position),
+        (pb::RecordStatus::Duplicate, first.log_position),
+        "{again:?}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_far_future_event_in_the_log_never_wipes_caps() {
     let now = wed_10am();
