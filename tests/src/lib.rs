@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tact_core::{Channel, Event, EventKind, Policy, Purpose, Timestamp};
-use tact_log::{Appended, LogError, MemoryStorage, MetaEntry, RawVisitor, Storage};
+use tact_log::{Appended, LogError, MemoryStorage, MetaEntry, OnTaken, RawVisitor, Storage};
 use tact_proto::pb;
 use tact_proto::pb::contact_policy_client::ContactPolicyClient;
 use tact_server::{ManualClock, ServerError, ServerHandle, ServerOptions};
@@ -111,9 +111,14 @@ impl FlakyStorage {
 }
 
 impl Storage for FlakyStorage {
-    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
+    fn append_checked(
+        &self,
+        events: &[Event],
+        meta: &[MetaEntry],
+        on_taken: &mut OnTaken<'_>,
+    ) -> Result<Vec<Appended>, LogError> {
         self.check()?;
-        self.inner.append(events, meta)
+        self.inner.append_checked(events, meta, on_taken)
     }
     fn flush(&self) -> Result<(), LogError> {
         self.flushes.fetch_add(1, Ordering::SeqCst);

@@ -536,16 +536,7 @@ impl Admission {
     /// its instant may be moved less, or not at all). Otherwise the id was taken by
     /// another event.
     pub fn recorded_as(&self, submitted: &Event, stored: &Event) -> bool {
-        if submitted == stored {
-            return true;
-        }
-        stored.occurred_at < submitted.occurred_at
-            && self.takes_effect(submitted, stored.occurred_at).is_some()
-            && *stored
-                == Event {
-                    occurred_at: stored.occurred_at,
-                    ..submitted.clone()
-                }
+        recorded_as(submitted, stored)
     }
 
     /// Checks a proposal's free-text fields (its customer id is checked on conversion).
@@ -564,6 +555,35 @@ impl Admission {
         }
         Ok(())
     }
+}
+
+/// Whether `stored`, the event the log holds under `submitted`'s id, is `submitted` as
+/// it was recorded (see [`Admission::recorded_as`]): the same event, or the same
+/// withdrawal or do-not-contact with its instant moved earlier, to when it took
+/// effect. Anything else under the id is another event: the id was taken. Both
+/// events are as the edge judged them (after [`Admission::takes_effect`]).
+pub fn recorded_as(submitted: &Event, stored: &Event) -> bool {
+    if submitted == stored {
+        return true;
+    }
+    // Every field but the instant (a new field must be added here: no `..`).
+    let Event {
+        event_id,
+        customer_id,
+        occurred_at,
+        source,
+        kind,
+    } = submitted;
+    let restricts = matches!(
+        kind,
+        EventKind::ConsentChanged { granted: false, .. } | EventKind::DoNotContact { .. }
+    );
+    restricts
+        && stored.occurred_at < *occurred_at
+        && stored.event_id == *event_id
+        && stored.customer_id == *customer_id
+        && stored.source == *source
+        && stored.kind == *kind
 }
 
 /// Customer ids are opaque, but printable: 1 to 256 bytes, no whitespace or control characters.

@@ -36,12 +36,20 @@ use crate::decode::{Envelope, MessageAdmission, decode_admitted, find_header};
 use crate::feed::Shared;
 use crate::offsets::{offset_entry, stored_offsets};
 use crate::origin::ORIGIN_HEADER;
+use crate::taken::{Letters, Source, dead_letter_on_taken};
 
 /// An append in flight and the offsets it makes durable.
 struct InFlight {
     pending: PendingAppend,
+    then: Then,
+}
+
+/// What an append makes true once it is durable.
+struct Then {
     offsets: BTreeMap<i32, i64>,
     events: usize,
+    /// Dead letters for taken ids, made while the append was written.
+    taken: Letters,
 }
 
 /// What the consumer's callbacks share with its loop (they run on the same thread,
@@ -188,7 +196,7 @@ impl IngestContext {
                 .pop_front();
             let Some(f) = next else { break };
             let result = self.runtime.block_on(f.pending);
-            self.finish(result.map(|_| ()), f.offsets, f.events);
+            self.finish(result.map(|_| ()), f.then);
         }
     }
 
@@ -207,18 +215,23 @@ impl IngestContext {
                     let f = q.pop_front().expect("front exists");
                     drop(q);
                     let r = self.runtime.block_on(f.pending);
-                    self.finish(r.map(|_| ()), f.offsets, f.events);
+                    self.finish(r.map(|_| ()), f.then);
                     continue;
                 }
                 Poll::Pending => return,
             };
             let f = q.pop_front().expect("front exists");
             drop(q);
-            self.finish(result.map(|_| ()), f.offsets, f.events);
+            self.finish(result.map(|_| ()), f.then);
         }
     }
 
-    fn finish(&self, result: Result<(), tact_log::LogError>, offsets: BTreeMap<i32, i64>, events: usize) {
+    fn finish(&self, result: Result<(), tact_log::LogError>, then: Then) {
+        let Then {
+            offsets,
+            events,
+            taken,
+        } = then;
         match result {
             Ok(()) => {
                 let now = Instant::now();
@@ -227,6 +240,12 @@ impl IngestContext {
                     tracker.applied(p, next, now);
                 }
                 drop(tracker);
+                // Written with the offsets that move past them: now durable.
+                let taken = std::mem::take(&mut *taken.lock().unwrap_or_else(|p| p.into_inner()));
+                if !taken.is_empty() {
+                    metrics::counter!("tact_events_id_taken_total").increment(taken.len() as u64);
+                    report_dead_letters(&self.shared, &taken);
+                }
                 self.shared
                     .counters
                     .events
@@ -258,6 +277,8 @@ struct Batch {
     meta: Vec<MetaEntry>,
     offsets: BTreeMap<i32, i64>,
     dead: Vec<DeadLetter>,
+    /// Where each of `events` came from.
+    sources: Vec<Source>,
     messages: usize,
 }
 
@@ -293,7 +314,10 @@ impl Batch {
             timestamp: m.timestamp().to_millis(),
         };
         match decode_admitted(message, admission, tact_core::Timestamp(now_millis())) {
-            Ok(event) => self.events.push(event),
+            Ok(event) => {
+                self.sources.push((p, offset));
+                self.events.push(event);
+            }
             Err(reason) => {
                 let payload = m.payload().unwrap_or_default();
                 self.dead.push(DeadLetter {
@@ -472,31 +496,56 @@ fn submit(ctx: &IngestContext, shared: &Shared, batch: Batch) {
         meta.push(offset_entry(topic, p, next));
     }
     if !batch.dead.is_empty() {
-        shared
-            .counters
-            .dead_letters
-            .fetch_add(batch.dead.len() as u64, Ordering::Relaxed);
-        metrics::counter!("tact_ingest_dead_letters_total").increment(batch.dead.len() as u64);
         for d in &batch.dead {
-            tracing::warn!(partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
             meta.push((d.key(), d.encode()));
         }
-        if let Some(dlt) = &shared.opts.dead_letter_topic {
-            shared.publisher.dead_letters(dlt, &batch.dead);
-        }
+        report_dead_letters(shared, &batch.dead);
     }
     let events = batch.events.len();
-    match ctx.runtime.block_on(ctx.log.submit(batch.events, meta)) {
+    let taken = Letters::default();
+    let on_taken = dead_letter_on_taken(
+        topic.to_owned(),
+        batch.sources,
+        Some(Arc::clone(&taken)),
+        now_millis,
+    );
+    let then = Then {
+        offsets: batch.offsets,
+        events,
+        taken,
+    };
+    match ctx
+        .runtime
+        .block_on(ctx.log.submit_checked(batch.events, meta, on_taken))
+    {
         Ok(pending) => ctx
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back(InFlight {
-                pending,
-                offsets: batch.offsets,
-                events,
-            }),
-        Err(e) => ctx.finish(Err(e), BTreeMap::new(), 0),
+            .push_back(InFlight { pending, then }),
+        Err(e) => ctx.finish(
+            Err(e),
+            Then {
+                offsets: BTreeMap::new(),
+                events: 0,
+                ..then
+            },
+        ),
+    }
+}
+
+/// Counts and logs dead letters, and copies them to the dead-letter topic if there is one.
+fn report_dead_letters(shared: &Shared, dead: &[DeadLetter]) {
+    shared
+        .counters
+        .dead_letters
+        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+    metrics::counter!("tact_ingest_dead_letters_total").increment(dead.len() as u64);
+    for d in dead {
+        tracing::warn!(partition = d.partition, offset = d.offset, reason = %d.reason, "dead letter");
+    }
+    if let Some(dlt) = &shared.opts.dead_letter_topic {
+        shared.publisher.dead_letters(dlt, dead);
     }
 }
 

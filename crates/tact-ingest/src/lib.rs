@@ -22,6 +22,7 @@ mod origin;
 pub mod partitioner;
 mod producer;
 mod rebuild;
+mod taken;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -14,6 +14,7 @@ use tokio::runtime::Handle;
 use crate::decode::{Envelope, decode_admitted, find_header};
 use crate::offsets::offset_entry;
 use crate::origin::ORIGIN_HEADER;
+use crate::taken::{Source, dead_letter_on_taken};
 use crate::{IngestError, KafkaOptions};
 
 fn now() -> tact_core::Timestamp {
@@ -102,6 +103,7 @@ pub fn rebuild_from_topic(
     // start of the last record batch, not after it.
     loop {
         let mut events = Vec::new();
+        let mut sources: Vec<Source> = Vec::new();
         let mut meta: Vec<MetaEntry> = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut next = consumer.poll(Duration::from_millis(200));
@@ -126,7 +128,10 @@ pub fn rebuild_from_topic(
             };
             // Judged as the live consumer judged it: against the message's timestamp.
             match decode_admitted(envelope, &opts.admission, now()) {
-                Ok(e) => events.push(e),
+                Ok(e) => {
+                    sources.push((p, m.offset()));
+                    events.push(e);
+                }
                 Err(reason) => {
                     stats.dead_letters += 1;
                     let payload = m.payload().unwrap_or_default();
@@ -167,7 +172,9 @@ pub fn rebuild_from_topic(
         for (p, next) in offsets {
             meta.push(offset_entry(&opts.topic, p, next));
         }
-        pending.push_back(runtime.block_on(log.submit(events, meta))?);
+        // A message with another event under a taken id: a dead letter, as live.
+        let on_taken = dead_letter_on_taken(opts.topic.clone(), sources, None, || 0);
+        pending.push_back(runtime.block_on(log.submit_checked(events, meta, on_taken))?);
         while pending.len() > opts.max_in_flight.max(1) {
             if let Some(f) = pending.pop_front() {
                 count(&mut stats, runtime.block_on(f)?);
@@ -186,6 +193,7 @@ fn count(stats: &mut RebuildStats, appended: Vec<Appended>) {
         match a {
             Appended::Recorded { .. } => stats.recorded += 1,
             Appended::Duplicate { .. } => stats.duplicates += 1,
+            Appended::Taken { .. } => stats.dead_letters += 1,
         }
     }
 }

@@ -33,6 +33,6 @@ pub use projection::{Projection, ReplayStats, fold, replay_progress};
 pub use snapshot::{SnapshotError, SnapshotTag, save_snapshot};
 pub use storage::{
     Appended, DEAD_LETTER_PREFIX, Engine, EventIter, EventVisitor, FjallStorage, MemoryStorage, MetaEntry,
-    RawVisitor, SNAPSHOT_FILE, SledStorage, Storage, StorageOptions, WriteBuffers, copy_log,
+    OnTaken, RawVisitor, SNAPSHOT_FILE, SledStorage, Storage, StorageOptions, WriteBuffers, copy_log,
     open as open_storage, size_of_dir,
 };

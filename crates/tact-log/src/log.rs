@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::LogError;
-use crate::storage::{Appended, MetaEntry, Storage};
+use crate::storage::{Appended, MetaEntry, OnTaken, Storage};
 
 /// A flush that takes this long is logged as a warning (every write waits for it).
 pub const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -104,6 +104,8 @@ type Reply = oneshot::Sender<Result<Vec<Appended>, LogError>>;
 struct Request {
     events: Vec<Event>,
     meta: Vec<MetaEntry>,
+    /// Meta entries for events whose id another event holds (see [`Log::submit_checked`]).
+    on_taken: Option<Box<OnTaken<'static>>>,
     reply: Reply,
 }
 
@@ -176,14 +178,20 @@ async fn submit(
     tx: &mpsc::Sender<Msg>,
     events: Vec<Event>,
     meta: Vec<MetaEntry>,
+    on_taken: Option<Box<OnTaken<'static>>>,
 ) -> Result<PendingAppend, LogError> {
     if events.is_empty() && meta.is_empty() {
         return Ok(PendingAppend { answer: None });
     }
     let (reply, answer) = oneshot::channel();
-    tx.send(Msg::Append(Request { events, meta, reply }))
-        .await
-        .map_err(|_| LogError::Closed)?;
+    tx.send(Msg::Append(Request {
+        events,
+        meta,
+        on_taken,
+        reply,
+    }))
+    .await
+    .map_err(|_| LogError::Closed)?;
     Ok(PendingAppend { answer: Some(answer) })
 }
 
@@ -206,7 +214,17 @@ impl fmt::Debug for LogHandle {
 impl LogHandle {
     /// [`Log::submit`].
     pub async fn submit(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<PendingAppend, LogError> {
-        submit(&self.tx, events, meta).await
+        submit(&self.tx, events, meta, None).await
+    }
+
+    /// [`Log::submit_checked`].
+    pub async fn submit_checked(
+        &self,
+        events: Vec<Event>,
+        meta: Vec<MetaEntry>,
+        on_taken: Box<OnTaken<'static>>,
+    ) -> Result<PendingAppend, LogError> {
+        submit(&self.tx, events, meta, Some(on_taken)).await
     }
 
     /// The storage under the log, for reads.
@@ -295,7 +313,21 @@ impl Log {
     /// one. Dropping the [`PendingAppend`] does not cancel the append, it only gives up
     /// hearing about it.
     pub async fn submit(&self, events: Vec<Event>, meta: Vec<MetaEntry>) -> Result<PendingAppend, LogError> {
-        submit(&self.tx, events, meta).await
+        submit(&self.tx, events, meta, None).await
+    }
+
+    /// [`submit`](Log::submit), and for each event whose id ANOTHER event already holds
+    /// ([`Appended::Taken`]), `on_taken(index in events, event, seq of the holder)` may
+    /// give a meta entry written atomically with the append (a feed's dead letter, with
+    /// the offset that moves past the message; see [`Storage::append_checked`]). It runs
+    /// on the writer's blocking thread, inside the storage write: keep it short.
+    pub async fn submit_checked(
+        &self,
+        events: Vec<Event>,
+        meta: Vec<MetaEntry>,
+        on_taken: Box<OnTaken<'static>>,
+    ) -> Result<PendingAppend, LogError> {
+        submit(&self.tx, events, meta, Some(on_taken)).await
     }
 
     /// A narrow handle for a feed: appends and reads of the storage, nothing else (it
@@ -441,7 +473,13 @@ async fn writer(
         let mut events = Vec::with_capacity(n);
         let mut meta = Vec::new();
         let mut replies = Vec::with_capacity(group.len());
+        // Each checked request's first event in the group, its event count, and its
+        // `on_taken`.
+        let mut takers: Vec<(usize, usize, Box<OnTaken<'static>>)> = Vec::new();
         for req in group {
+            if let Some(f) = req.on_taken {
+                takers.push((events.len(), req.events.len(), f));
+            }
             replies.push((req.reply, req.events.len()));
             events.extend(req.events);
             meta.extend(req.meta);
@@ -450,7 +488,24 @@ async fn writer(
         let outcome = warn_while_stalled(
             "log append",
             tokio::task::spawn_blocking(move || {
-                let result = store.append(&events, &meta);
+                let result = if takers.is_empty() {
+                    store.append(&events, &meta)
+                } else {
+                    store.append_checked(&events, &meta, &mut |i, event, holder| {
+                        // The request the event came from: the last that starts at or
+                        // before it (requests without `on_taken` get nothing).
+                        let at = takers
+                            .partition_point(|(start, _, _)| *start <= i)
+                            .checked_sub(1)?;
+                        let (start, len, f) = &mut takers[at];
+                        let local = i - *start;
+                        if local < *len {
+                            f(local, event, holder)
+                        } else {
+                            None
+                        }
+                    })
+                };
                 (events, result)
             }),
         )
@@ -568,7 +623,7 @@ async fn syncer(
                         .flat_map(|w| w.results.iter().zip(&w.events))
                         .filter_map(|(r, e)| match r {
                             Appended::Recorded { seq } => Some((*seq, e)),
-                            Appended::Duplicate { .. } => None,
+                            Appended::Duplicate { .. } | Appended::Taken { .. } => None,
                         })
                         .collect();
                     if !durable.is_empty() {

@@ -185,8 +185,13 @@ struct FailingFlush {
 }
 
 impl Storage for FailingFlush {
-    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
-        self.inner.append(events, meta)
+    fn append_checked(
+        &self,
+        events: &[Event],
+        meta: &[MetaEntry],
+        on_taken: &mut tact_log::OnTaken<'_>,
+    ) -> Result<Vec<Appended>, LogError> {
+        self.inner.append_checked(events, meta, on_taken)
     }
     fn flush(&self) -> Result<(), LogError> {
         self.flushes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -411,5 +416,97 @@ async fn a_dropped_pending_append_is_still_written() {
             log.submit(vec![ev("z", "c", T0)], vec![]).await,
             Err(LogError::Closed)
         ));
+    }
+}
+
+/// One `on_taken` call: the appender's name, the index, the customer, the holder's seq.
+type TakenCall = (&'static str, usize, String, u64);
+
+/// Appends grouped into one write each get `on_taken` calls for their own events only,
+/// with indexes into their own events, and the meta entries go in with the group.
+#[tokio::test]
+async fn checked_submits_in_one_group_hear_of_their_own_taken_ids() {
+    for b in backends() {
+        let log = Log::open(
+            Arc::clone(&b.storage),
+            GroupCommit {
+                max_wait: Duration::from_millis(300),
+                ..GroupCommit::default()
+            },
+            |_: &[(u64, &Event)]| {},
+        );
+        log.append(vec![ev("a", "c", T0)], vec![]).await.unwrap();
+        let calls: Arc<Mutex<Vec<TakenCall>>> = Arc::default();
+        let checker = |name: &'static str| -> Box<tact_log::OnTaken<'static>> {
+            let calls = Arc::clone(&calls);
+            Box::new(move |i, e, holder| {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push((name, i, e.customer_id.clone(), holder));
+                Some((
+                    [tact_log::DEAD_LETTER_PREFIX, format!("{name}/{i}").as_bytes()].concat(),
+                    Vec::new(),
+                ))
+            })
+        };
+        let groups = log.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
+        let plain = log.submit(vec![ev("a", "c2", T0)], vec![]).await.unwrap();
+        let first = log
+            .submit_checked(
+                vec![ev("n", "c", T0), ev("a", "c3", T0)],
+                vec![],
+                checker("first"),
+            )
+            .await
+            .unwrap();
+        let second = log
+            .submit_checked(
+                vec![ev("a", "c4", T0), ev("n", "c5", T0)],
+                vec![],
+                checker("second"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(plain.await.unwrap(), vec![Appended::Taken { existing_seq: 1 }]);
+        assert_eq!(
+            first.await.unwrap(),
+            vec![Appended::Recorded { seq: 2 }, Appended::Taken { existing_seq: 1 }]
+        );
+        assert_eq!(
+            second.await.unwrap(),
+            vec![
+                Appended::Taken { existing_seq: 1 },
+                Appended::Taken { existing_seq: 2 }
+            ]
+        );
+        assert_eq!(
+            log.stats().groups.load(std::sync::atomic::Ordering::Relaxed) - groups,
+            1,
+            "{}: the three went in one write",
+            b.name
+        );
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![
+                ("first", 1, "c3".to_owned(), 1),
+                ("second", 0, "c4".to_owned(), 1),
+                ("second", 1, "c5".to_owned(), 2),
+            ],
+            "{}",
+            b.name
+        );
+        let dead: Vec<Vec<u8>> = b
+            .storage
+            .meta_with_prefix(tact_log::DEAD_LETTER_PREFIX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k[tact_log::DEAD_LETTER_PREFIX.len()..].to_vec())
+            .collect();
+        assert_eq!(
+            dead,
+            vec![b"first/1".to_vec(), b"second/0".to_vec(), b"second/1".to_vec()]
+        );
+        log.shutdown().await.unwrap();
     }
 }

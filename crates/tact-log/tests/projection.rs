@@ -277,12 +277,13 @@ impl Unreadable {
 }
 
 impl Storage for Unreadable {
-    fn append(
+    fn append_checked(
         &self,
         events: &[tact_core::Event],
         meta: &[tact_log::MetaEntry],
+        on_taken: &mut tact_log::OnTaken<'_>,
     ) -> Result<Vec<tact_log::Appended>, tact_log::LogError> {
-        self.inner.append(events, meta)
+        self.inner.append_checked(events, meta, on_taken)
     }
     fn flush(&self) -> Result<(), tact_log::LogError> {
         self.inner.flush()

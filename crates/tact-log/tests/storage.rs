@@ -119,6 +119,94 @@ fn duplicates_get_no_new_seq_within_and_across_batches() {
     }
 }
 
+fn withdrawal(id: &str, customer: &str, at: i64) -> Event {
+    Event {
+        kind: tact_core::EventKind::ConsentChanged {
+            channel: tact_core::Channel::Email,
+            purpose: tact_core::Purpose::Marketing,
+            granted: false,
+            expires_at: None,
+            proof: "form".into(),
+        },
+        ..ev(id, customer, at)
+    }
+}
+
+/// An id names one event: another event under an id the log holds (or that an earlier
+/// event of the batch took) is `Taken`, not a duplicate, and the meta entry `on_taken`
+/// gives for it is written in the same append; a retry, a withdrawal recorded earlier
+/// than it was dated included, stays a duplicate.
+#[test]
+fn another_event_under_a_taken_id_is_taken_and_its_dead_letter_goes_with_the_append() {
+    for b in backends() {
+        let s = &b.storage;
+        let r = s
+            .append(&[ev("a", "c1", T0), withdrawal("w", "c1", T0 + 10)], &[])
+            .unwrap();
+        assert_eq!(r.iter().map(|a| a.seq()).collect::<Vec<_>>(), vec![1, 2]);
+        let mut calls = Vec::new();
+        let dead_key = |i: usize| [DEAD_LETTER_PREFIX, format!("t/{i}").as_bytes()].concat();
+        let r = s
+            .append_checked(
+                &[
+                    ev("a", "c2", T0),                 // another customer's event under `a`
+                    ev("a", "c1", T0),                 // a retry of `a`
+                    withdrawal("w", "c1", T0 + 5_000), // `w` dated later: a retry, moved less
+                    withdrawal("w", "c1", T0 + 1),     // `w` dated earlier: not what was recorded
+                    ev("x", "c1", T0 + 20),            // new
+                    ev("x", "c9", T0 + 20),            // takes `x` from the event before it
+                    ev("x", "c1", T0 + 20),            // a retry of `x` in the same batch
+                ],
+                &[(b"offset".to_vec(), b"8".to_vec())],
+                &mut |i, e, holder| {
+                    calls.push((i, e.customer_id.clone(), holder));
+                    Some((dead_key(i), holder.to_string().into_bytes()))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            r,
+            vec![
+                Appended::Taken { existing_seq: 1 },
+                Appended::Duplicate { existing_seq: 1 },
+                Appended::Duplicate { existing_seq: 2 },
+                Appended::Taken { existing_seq: 2 },
+                Appended::Recorded { seq: 3 },
+                Appended::Taken { existing_seq: 3 },
+                Appended::Duplicate { existing_seq: 3 },
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            calls,
+            vec![(0, "c2".into(), 1), (3, "c1".into(), 2), (5, "c9".into(), 3)],
+            "{}",
+            b.name
+        );
+        let dead = s.meta_with_prefix(DEAD_LETTER_PREFIX).unwrap();
+        assert_eq!(
+            dead,
+            vec![
+                (dead_key(0), b"1".to_vec()),
+                (dead_key(3), b"2".to_vec()),
+                (dead_key(5), b"3".to_vec()),
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(s.get_meta(b"offset").unwrap(), Some(b"8".to_vec()), "{}", b.name);
+        assert_eq!(s.last_seq().unwrap(), 3, "{}", b.name);
+        assert_eq!(s.get(1).unwrap(), Some(ev("a", "c1", T0)), "{}", b.name);
+        assert!(s.customer_events("c2").unwrap().is_empty(), "{}", b.name);
+        assert!(s.customer_events("c9").unwrap().is_empty(), "{}", b.name);
+        // Without a check, a taken id is still reported and nothing is written for it.
+        let r = s.append(&[ev("x", "c2", T0 + 20)], &[]).unwrap();
+        assert_eq!(r, vec![Appended::Taken { existing_seq: 3 }], "{}", b.name);
+        assert_eq!(s.last_seq().unwrap(), 3, "{}", b.name);
+    }
+}
+
 #[test]
 fn customer_index_returns_one_customers_history_in_order() {
     for b in backends() {

@@ -715,27 +715,18 @@ impl Engine {
                     requested_by: proposal.requested_by.clone(),
                 },
             };
-            let appended = self.record(vec![event.clone()]).await?;
+            let event_id = event.event_id.clone();
+            let appended = self.record(vec![event]).await?;
             // ALLOW only if this call's authorization is what the log holds: an id taken
             // before (it cannot be guessed, and callers cannot write `tact-` ids, but the
-            // check is cheap) would leave this outreach uncounted. In Kafka mode the
+            // log compares anyway) would leave this outreach uncounted. In Kafka mode the
             // event may come back through the consumer before the local append: then the
-            // log holds this very event, and that is fine.
+            // log holds this very event (a duplicate), and that is fine.
             decided.log_position = match appended.first() {
-                Some(Appended::Recorded { seq }) => *seq,
-                Some(Appended::Duplicate { existing_seq }) => {
-                    let seq = *existing_seq;
-                    let storage = Arc::clone(self.log.storage());
-                    let existing = tokio::task::spawn_blocking(move || storage.get(seq))
-                        .await
-                        .map_err(|e| WriteError::Log(LogError::Writer(e.to_string())))??;
-                    if existing.as_ref() != Some(&event) {
-                        tracing::error!(decision_id = %decided.decision_id, seq, "authorization id already taken by another event");
-                        return Err(WriteError::Claimed {
-                            event_id: event.event_id,
-                        });
-                    }
-                    seq
+                Some(Appended::Recorded { seq }) | Some(Appended::Duplicate { existing_seq: seq }) => *seq,
+                Some(Appended::Taken { existing_seq }) => {
+                    tracing::error!(decision_id = %decided.decision_id, seq = existing_seq, "authorization id already taken by another event");
+                    return Err(WriteError::Claimed { event_id });
                 }
                 None => {
                     return Err(WriteError::Log(LogError::Writer(
@@ -954,7 +945,13 @@ impl Engine {
         let event = policy_event(policy, self.clock.now());
         let appended = self.log.append(vec![event.clone()], Vec::new()).await?;
         let seq = match appended.first() {
-            Some(Appended::Recorded { seq }) | Some(Appended::Duplicate { existing_seq: seq }) => *seq,
+            // Taken: another policy under this version was recorded first (reload refuses
+            // that; a start only warns): the log's record of the version stands.
+            Some(
+                Appended::Recorded { seq }
+                | Appended::Duplicate { existing_seq: seq }
+                | Appended::Taken { existing_seq: seq },
+            ) => *seq,
             None => return Err(LogError::Writer("the append answered no result".into())),
         };
         Ok(policy_record(seq, &event).expect("a policy event"))

@@ -129,46 +129,6 @@ impl ContactPolicyService {
             .ok_or_else(|| Status::unavailable("the decision audit is not configured on this server"))
     }
 
-    /// Turns each duplicate whose id the log holds for another event into a rejection:
-    /// an event id names one event, and a sender whose event was not recorded must
-    /// hear so, not "duplicate" (a withdrawal sent under an id another event took would
-    /// otherwise be lost without a word). `duplicates`: (result slot, index in
-    /// `submitted`, the recorded event's position).
-    async fn refuse_taken_ids(
-        &self,
-        results: &mut [pb::EventResult],
-        submitted: &[Event],
-        duplicates: Vec<(usize, usize, u64)>,
-        admission: &Admission,
-    ) -> Result<(), Status> {
-        let storage = Arc::clone(self.engine.log().storage());
-        let seqs: Vec<u64> = duplicates.iter().map(|(_, _, seq)| *seq).collect();
-        let stored = tokio::task::spawn_blocking(move || {
-            seqs.into_iter()
-                .map(|seq| storage.get(seq))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| Status::internal(format!("reading recorded events: {e}")))?
-        .map_err(log_status)?;
-        for ((slot, k, seq), stored) in duplicates.into_iter().zip(stored) {
-            let Some(stored) = stored else { continue };
-            if admission.recorded_as(&submitted[k], &stored) {
-                continue;
-            }
-            metrics::counter!("tact_events_id_taken_total").increment(1);
-            let r = &mut results[slot];
-            r.status = pb::RecordStatus::Rejected as i32;
-            r.log_position = 0;
-            r.reason = format!(
-                "events[{slot}].event_id: `{}` is already recorded (log position {seq}) for another event; \
-                 an event id names one event: send this one under an id of its own",
-                stored.event_id
-            );
-        }
-        Ok(())
-    }
-
     fn to_pb(&self, decided: Decided, customer_id: String, explain: Explain) -> pb::Decision {
         convert::decision_to_pb_explained(
             &decided.decision,
@@ -582,12 +542,8 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
             }
         }
         if !valid.is_empty() {
-            // Kept to tell a retry (a duplicate of itself) from another event sent under
-            // an id already taken.
-            let submitted = valid.clone();
             let appended = self.engine.record(valid).await.map_err(write_status)?;
-            let mut duplicates = Vec::new();
-            for (k, (slot, a)) in slots.into_iter().zip(appended).enumerate() {
+            for (slot, a) in slots.into_iter().zip(appended) {
                 let r = &mut results[slot];
                 match a {
                     Appended::Recorded { seq } => {
@@ -599,13 +555,21 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                         r.log_position = existing_seq;
                         // The event already recorded stands as it was.
                         r.reason.clear();
-                        duplicates.push((slot, k, existing_seq));
+                    }
+                    Appended::Taken { existing_seq } => {
+                        // An event id names one event, and a sender whose event was not
+                        // recorded must hear so, not "duplicate" (a withdrawal sent under
+                        // an id another event took would otherwise be lost unseen).
+                        metrics::counter!("tact_events_id_taken_total").increment(1);
+                        r.status = pb::RecordStatus::Rejected as i32;
+                        r.log_position = 0;
+                        r.reason = format!(
+                            "events[{slot}].event_id: `{}` is already recorded (log position {existing_seq}) for another event; \
+                             an event id names one event: send this one under an id of its own",
+                            r.event_id
+                        );
                     }
                 }
-            }
-            if !duplicates.is_empty() {
-                self.refuse_taken_ids(&mut results, &submitted, duplicates, &admission)
-                    .await?;
             }
         }
         Ok(Response::new(pb::RecordEventsResponse { results }))

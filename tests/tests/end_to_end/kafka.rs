@@ -269,6 +269,105 @@ async fn bad_messages_become_dead_letters_and_the_partition_goes_on() {
     server.stop().await;
 }
 
+/// An event id names one event. A producer's retry of an event is a duplicate and
+/// passes silently; ANOTHER event under an id the log holds cannot be recorded, so it
+/// becomes a dead letter naming the id (here a withdrawal sent under the id of an
+/// earlier grant, which would otherwise vanish as if it were a retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_event_under_a_taken_id_is_a_dead_letter_and_a_retry_is_not() {
+    let broker = Broker::start();
+    let t = topic("taken");
+    broker.create_topic(&t, 1);
+    let opts = broker.options(&t);
+    let server = KafkaServer::start(opts.clone(), None).await;
+    server.wait_healthy(WAIT).await;
+    let mut client = server.client().await;
+    let email = request("t1", Channel::Email, Purpose::Marketing);
+    let sms = request("t1", Channel::Sms, Purpose::Marketing);
+    let t0 = Timestamp(now().0 - 60_000);
+    let grant = ev(
+        "t-grant",
+        "t1",
+        t0,
+        consent(Channel::Email, Purpose::Marketing, true),
+    );
+    let taker = ev(
+        "t-grant",
+        "t1",
+        Timestamp(t0.0 + 1_000),
+        consent(Channel::Email, Purpose::Marketing, false),
+    );
+    produce(
+        &opts,
+        vec![
+            grant.clone(),
+            taker.clone(),
+            grant,
+            ev("t-sms", "t1", t0, consent(Channel::Sms, Purpose::Marketing, true)),
+        ],
+    )
+    .await;
+    // The last message is applied: the partition went on past the dead letter.
+    decide_until(&mut client, &sms, WAIT, is_verdict(pb::Verdict::Allow)).await;
+    // The withdrawal under the grant's id was not recorded (its sender must resend it
+    // under an id of its own), and it did not vanish: it is a dead letter.
+    let r = client.decide(email.clone()).await.unwrap().into_inner();
+    assert_eq!(verdict(&r), pb::Verdict::Allow, "{r:?}");
+    let dead = client
+        .list_dead_letters(pb::ListDeadLettersRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(dead.len(), 1, "only the other event, not the retry: {dead:?}");
+    assert_eq!((dead[0].offset, dead[0].key.as_str()), (1, "t1"));
+    // The position of the grant (the policy tact records at its start is at 1).
+    assert!(
+        dead[0]
+            .reason
+            .starts_with("event_id: `t-grant` is already recorded (log position 2) for another event"),
+        "{}",
+        dead[0].reason
+    );
+    let payload = std::str::from_utf8(&dead[0].payload).unwrap();
+    assert_eq!(tact_proto::event_from_json(payload), Ok(taker));
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.dead_letters, 1);
+    // Authorize's event comes back through the consumer as the same event: no dead
+    // letter (the message after it is applied, so it was read).
+    let auth = client.authorize(sms.clone()).await.unwrap().into_inner();
+    assert_eq!(verdict(&auth), pb::Verdict::Allow, "{auth:?}");
+    produce(
+        &opts,
+        vec![ev(
+            "t-push",
+            "t1",
+            t0,
+            consent(Channel::Push, Purpose::Marketing, true),
+        )],
+    )
+    .await;
+    decide_until(
+        &mut client,
+        &request("t1", Channel::Push, Purpose::Marketing),
+        WAIT,
+        is_verdict(pb::Verdict::Allow),
+    )
+    .await;
+    let dead = client
+        .list_dead_letters(pb::ListDeadLettersRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_resumes_from_the_offsets_in_the_log_exactly_once() {
     let broker = Broker::start();

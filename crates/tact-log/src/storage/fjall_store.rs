@@ -30,8 +30,9 @@ use tact_core::Event;
 use super::sled_index::{self, IdCache};
 use super::sled_store::write_atomically;
 use super::{
-    Appended, DEAD_LETTER_PREFIX, EventVisitor, MetaEntry, RawVisitor, SNAPSHOT_FILE, Storage,
+    Appended, DEAD_LETTER_PREFIX, EventVisitor, MetaEntry, OnTaken, RawVisitor, SNAPSHOT_FILE, Storage,
     StorageOptions, event_in_chunk, meta_under, plan_batch, read_snapshot_file, visit_chunk, visit_indexed,
+    with_taken_meta,
 };
 use crate::codec;
 use crate::error::LogError;
@@ -293,10 +294,17 @@ impl FjallStorage {
 }
 
 impl Storage for FjallStorage {
-    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
+    fn append_checked(
+        &self,
+        events: &[Event],
+        meta: &[MetaEntry],
+        on_taken: &mut OnTaken<'_>,
+    ) -> Result<Vec<Appended>, LogError> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
         let last = self.last_seq.load(Ordering::Acquire);
-        let results = plan_batch(events, last, |id| self.lookup_id(id))?;
+        let results = plan_batch(events, last, |id| self.lookup_id(id), |seq| self.get(seq))?;
+        let meta = with_taken_meta(meta, events, &results, on_taken);
+        let meta = meta.as_ref();
         let recorded: Vec<&Event> = events
             .iter()
             .zip(&results)

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tact_core::Event;
 
-use super::{Appended, EventVisitor, MetaEntry, RawVisitor, Storage, plan_batch};
+use super::{Appended, EventVisitor, MetaEntry, OnTaken, RawVisitor, Storage, plan_batch, with_taken_meta};
 use crate::codec;
 use crate::error::LogError;
 
@@ -51,10 +51,28 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
+    fn append_checked(
+        &self,
+        events: &[Event],
+        meta: &[MetaEntry],
+        on_taken: &mut OnTaken<'_>,
+    ) -> Result<Vec<Appended>, LogError> {
         let mut inner = self.write();
         let last = inner.events.last_key_value().map_or(0, |(k, _)| *k);
-        let results = plan_batch(events, last, |id| Ok::<_, LogError>(inner.ids.get(id).copied()))?;
+        let results = plan_batch(
+            events,
+            last,
+            |id| Ok::<_, LogError>(inner.ids.get(id).copied()),
+            |seq| {
+                inner
+                    .events
+                    .get(&seq)
+                    .map(|raw| codec::decode_event(seq, raw))
+                    .transpose()
+            },
+        )?;
+        let meta = with_taken_meta(meta, events, &results, on_taken);
+        let meta = meta.as_ref();
         // Encode everything first: a failure leaves the log untouched.
         let mut records = Vec::with_capacity(events.len());
         for (event, result) in events.iter().zip(&results) {

@@ -172,22 +172,31 @@ pub type MetaEntry = (Vec<u8>, Vec<u8>);
 /// keys without the prefix) so that scanning ordinary meta never wades through them.
 pub const DEAD_LETTER_PREFIX: &[u8] = b"dead-letter/";
 
+/// What [`Storage::append_checked`] calls for an event whose id another event holds.
+pub type OnTaken<'a> = dyn FnMut(usize, &Event, u64) -> Option<MetaEntry> + Send + 'a;
+
 /// The outcome of appending one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Appended {
     /// The event is new and now lives at `seq`.
     Recorded { seq: u64 },
-    /// An event with the same `event_id` was already in the log (or earlier in the same
-    /// batch) at `existing_seq`; nothing was written for this one.
+    /// This very event was already in the log (or earlier in the same batch) at
+    /// `existing_seq` (a retry; see [`tact_core::event::recorded_as`]); nothing was
+    /// written for this one.
     Duplicate { existing_seq: u64 },
+    /// ANOTHER event holds this `event_id` at `existing_seq` (or earlier in the same
+    /// batch): an event id names one event, so this one was not written. Its sender must
+    /// hear so (a withdrawal sent under a taken id would otherwise be lost unseen).
+    Taken { existing_seq: u64 },
 }
 
 impl Appended {
     /// The seq of the event in the log, whether it was recorded now or before.
+    /// For [`Appended::Taken`], the seq of the other event that holds the id.
     pub fn seq(self) -> u64 {
         match self {
             Appended::Recorded { seq } => seq,
-            Appended::Duplicate { existing_seq } => existing_seq,
+            Appended::Duplicate { existing_seq } | Appended::Taken { existing_seq } => existing_seq,
         }
     }
 
@@ -206,7 +215,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Appends `events` and writes `meta` in one atomic step: after a crash either all
     /// of it is there or none. New events get consecutive seqs in batch order; an event
     /// whose `event_id` is already in the log, or earlier in `events`, is reported as
-    /// [`Appended::Duplicate`] and not written. The result has one entry per event.
+    /// [`Appended::Duplicate`] (the same event) or [`Appended::Taken`] (another event
+    /// under the id) and not written. The result has one entry per event.
     ///
     /// `meta` is written even if every event is a duplicate (a redelivered message's
     /// offset still advances). Its entries are applied in order, so a later one for the
@@ -214,7 +224,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ///
     /// The write is visible to readers on return but durable only after
     /// [`flush`](Storage::flush).
-    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError>;
+    fn append(&self, events: &[Event], meta: &[MetaEntry]) -> Result<Vec<Appended>, LogError> {
+        self.append_checked(events, meta, &mut |_, _, _| None)
+    }
+
+    /// [`append`](Storage::append), and for each event found [`Appended::Taken`],
+    /// `on_taken(index in events, event, seq of the event holding the id)` may give a
+    /// meta entry (a dead letter) to write in the same atomic step, after `meta`.
+    fn append_checked(
+        &self,
+        events: &[Event],
+        meta: &[MetaEntry],
+        on_taken: &mut OnTaken<'_>,
+    ) -> Result<Vec<Appended>, LogError>;
 
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), LogError>;
@@ -529,27 +551,65 @@ pub fn size_of_dir(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Assigns seqs to a batch: `lookup` finds an id already in the log. Seqs of new events
-/// start at `last_seq + 1`, in batch order.
+/// Assigns seqs to a batch: `lookup` finds an id already in the log and `stored` reads
+/// the event at a seq (only for ids found: retries and taken ids). Seqs of new events
+/// start at `last_seq + 1`, in batch order. An id already used is
+/// [`Appended::Duplicate`] if its event is this one as recorded, else
+/// [`Appended::Taken`] (an unreadable holder counts as this one, as before ids were
+/// compared).
 pub(crate) fn plan_batch<E>(
     events: &[Event],
     last_seq: u64,
     mut lookup: impl FnMut(&str) -> Result<Option<u64>, E>,
+    mut stored: impl FnMut(u64) -> Result<Option<Event>, E>,
 ) -> Result<Vec<Appended>, E> {
     let mut out = Vec::with_capacity(events.len());
-    let mut in_batch: HashMap<&str, u64> = HashMap::new();
+    let mut in_batch: HashMap<&str, (u64, usize)> = HashMap::new();
     let mut next = last_seq + 1;
-    for event in events {
+    for (i, event) in events.iter().enumerate() {
         let id = event.event_id.as_str();
-        if let Some(&existing_seq) = in_batch.get(id) {
-            out.push(Appended::Duplicate { existing_seq });
+        if let Some(&(existing_seq, j)) = in_batch.get(id) {
+            out.push(if tact_core::event::recorded_as(event, &events[j]) {
+                Appended::Duplicate { existing_seq }
+            } else {
+                Appended::Taken { existing_seq }
+            });
         } else if let Some(existing_seq) = lookup(id)? {
-            out.push(Appended::Duplicate { existing_seq });
+            let same = stored(existing_seq)?.is_none_or(|s| tact_core::event::recorded_as(event, &s));
+            out.push(if same {
+                Appended::Duplicate { existing_seq }
+            } else {
+                Appended::Taken { existing_seq }
+            });
         } else {
-            in_batch.insert(id, next);
+            in_batch.insert(id, (next, i));
             out.push(Appended::Recorded { seq: next });
             next += 1;
         }
     }
     Ok(out)
+}
+
+/// `meta`, then the entries `on_taken` gives for the taken ids of a planned batch.
+pub(crate) fn with_taken_meta<'m>(
+    meta: &'m [MetaEntry],
+    events: &[Event],
+    results: &[Appended],
+    on_taken: &mut OnTaken<'_>,
+) -> std::borrow::Cow<'m, [MetaEntry]> {
+    let mut extra = events
+        .iter()
+        .zip(results)
+        .enumerate()
+        .filter_map(|(i, (e, r))| match *r {
+            Appended::Taken { existing_seq } => on_taken(i, e, existing_seq),
+            _ => None,
+        })
+        .peekable();
+    if extra.peek().is_none() {
+        return std::borrow::Cow::Borrowed(meta);
+    }
+    let mut all = meta.to_vec();
+    all.extend(extra);
+    std::borrow::Cow::Owned(all)
 }
