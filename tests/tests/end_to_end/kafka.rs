@@ -366,6 +366,48 @@ async fn another_event_under_a_taken_id_is_a_dead_letter_and_a_retry_is_not() {
         .dead_letters;
     assert_eq!(dead.len(), 1, "{dead:?}");
     server.stop().await;
+
+    // A rebuild from the topic judges the same: one dead letter, at the same message.
+    let storage: std::sync::Arc<dyn tact_log::Storage> =
+        std::sync::Arc::new(tact_log::MemoryStorage::default());
+    let log = tact_log::Log::open(
+        std::sync::Arc::clone(&storage),
+        tact_log::GroupCommit::default(),
+        |_: &[(u64, &Event)]| {},
+    );
+    let runtime = tokio::runtime::Handle::current();
+    let (stats, log) =
+        tokio::task::spawn_blocking(move || (tact_ingest::rebuild_from_topic(&opts, &log, &runtime), log))
+            .await
+            .unwrap();
+    let stats = stats.unwrap();
+    log.shutdown().await.unwrap();
+    // The grant, its retry, the other event, the SMS grant, Authorize's event, the push grant.
+    assert_eq!(
+        (
+            stats.messages,
+            stats.recorded,
+            stats.duplicates,
+            stats.dead_letters
+        ),
+        (6, 4, 1, 1),
+        "{stats:?}"
+    );
+    let rebuilt: Vec<tact_log::feed::DeadLetter> = storage
+        .meta_with_prefix(tact_log::DEAD_LETTER_PREFIX)
+        .unwrap()
+        .iter()
+        .map(|(_, v)| tact_log::feed::DeadLetter::decode(v).unwrap())
+        .collect();
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_eq!(rebuilt[0].offset, 1);
+    assert!(
+        rebuilt[0]
+            .reason
+            .starts_with("event_id: `t-grant` is already recorded (log position 1) for another event"),
+        "{}",
+        rebuilt[0].reason
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
