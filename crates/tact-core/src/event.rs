@@ -477,7 +477,10 @@ impl Admission {
             });
         }
         let ahead = event.occurred_at.since(now);
-        if ahead > self.max_clock_skew {
+        // A withdrawal or do-not-contact is never refused for its date: whatever a
+        // source's clock says, the customer said stop, and it takes effect on arrival
+        // (see `takes_effect`).
+        if ahead > self.max_clock_skew && !restricts(event) {
             return Err(InvalidEvent::InFuture {
                 at: event.occurred_at,
                 now,
@@ -511,23 +514,21 @@ impl Admission {
         Ok(())
     }
 
-    /// When an admitted event takes effect, if not at its `occurred_at`: a consent
-    /// withdrawal or a do-not-contact request dated after `now` (the server's clock, or
-    /// the instant it was judged at) takes effect at `now`, when tact learns of it. A
-    /// source whose clock runs ahead, or that sends local time as UTC, must not keep a
-    /// customer reachable for hours after they asked to be left alone. Every other event
-    /// keeps its instant: moving a grant, a purchase, a touch, research or a complaint
-    /// earlier would also end earlier what it starts (a cap's window, a cool-down).
-    /// A do-not-contact's `until` stays, so the request only starts earlier.
+    /// When an admitted event takes effect, if not at its `occurred_at`: an event dated
+    /// after `now` (the server's clock, or the instant it was judged at) takes effect at
+    /// `now`, when tact learns of it. The server's clock is the reference: an event
+    /// dated ahead of it comes from a source whose clock runs ahead (or that sends local
+    /// time as UTC), and happened when it arrived. Kept at its date, a withdrawal would
+    /// leave a customer reachable for hours after they said stop, and a grant, a
+    /// preference or a touch dated ahead would sort after a withdrawal, a restriction or
+    /// a cap check that arrived after it (a grant stamped an hour ahead, then the
+    /// withdrawal that followed it: DENY now, ALLOW in an hour). A do-not-contact's
+    /// `until` and a consent's `expires_at` stay: they only start earlier.
     ///
     /// Called at the edge, before the event is logged: the log holds the event as it
     /// takes effect, so replay and live agree.
     pub fn takes_effect(&self, event: &Event, now: Timestamp) -> Option<Timestamp> {
-        let restricts = matches!(
-            event.kind,
-            EventKind::ConsentChanged { granted: false, .. } | EventKind::DoNotContact { .. }
-        );
-        (restricts && event.occurred_at > now).then_some(now)
+        (event.occurred_at > now).then_some(now)
     }
 
     /// Whether `stored`, the event the log holds under `submitted`'s id, is `submitted`
@@ -557,10 +558,18 @@ impl Admission {
     }
 }
 
+/// A consent withdrawal or a do-not-contact request: what a customer says to stop.
+fn restricts(event: &Event) -> bool {
+    matches!(
+        event.kind,
+        EventKind::ConsentChanged { granted: false, .. } | EventKind::DoNotContact { .. }
+    )
+}
+
 /// Whether `stored`, the event the log holds under `submitted`'s id, is `submitted` as
 /// it was recorded (see [`Admission::recorded_as`]): the same event, or the same
-/// withdrawal or do-not-contact with its instant moved earlier, to when it took
-/// effect. Anything else under the id is another event: the id was taken. Both
+/// event with its instant moved earlier, to when it took effect (a retry arrives
+/// later, so its instant is moved less, or not at all). Anything else under the id is another event: the id was taken. Both
 /// events are as the edge judged them (after [`Admission::takes_effect`]).
 pub fn recorded_as(submitted: &Event, stored: &Event) -> bool {
     if submitted == stored {
@@ -574,12 +583,7 @@ pub fn recorded_as(submitted: &Event, stored: &Event) -> bool {
         source,
         kind,
     } = submitted;
-    let restricts = matches!(
-        kind,
-        EventKind::ConsentChanged { granted: false, .. } | EventKind::DoNotContact { .. }
-    );
-    restricts
-        && stored.occurred_at < *occurred_at
+    stored.occurred_at < *occurred_at
         && stored.event_id == *event_id
         && stored.customer_id == *customer_id
         && stored.source == *source
@@ -723,7 +727,7 @@ mod admission_tests {
     }
 
     #[test]
-    fn only_a_future_withdrawal_or_do_not_contact_takes_effect_on_arrival() {
+    fn an_event_dated_ahead_takes_effect_on_arrival() {
         let a = Admission::default();
         let now = Timestamp(1_000_000);
         let dnc = EventKind::DoNotContact {
@@ -734,21 +738,38 @@ mod admission_tests {
         assert_eq!(a.takes_effect(&event(1_000_001, dnc.clone()), now), Some(now));
         // On time or late: as dated.
         assert_eq!(a.takes_effect(&event(1_000_000, consent(false)), now), None);
-        assert_eq!(a.takes_effect(&event(900_000, dnc), now), None);
-        // A grant, a touch, a complaint: as dated, however far ahead.
-        assert_eq!(a.takes_effect(&event(1_500_000, consent(true)), now), None);
+        assert_eq!(a.takes_effect(&event(900_000, dnc.clone()), now), None);
+        // A grant, a touch, a complaint dated ahead: on arrival too (a grant kept at its
+        // date would sort after the withdrawal that followed it).
+        assert_eq!(a.takes_effect(&event(1_500_000, consent(true)), now), Some(now));
         let sent = EventKind::OutreachSent {
             channel: Channel::Call,
             purpose: Purpose::Sales,
             campaign: String::new(),
             decision_id: None,
         };
-        assert_eq!(a.takes_effect(&event(1_500_000, sent), now), None);
+        assert_eq!(a.takes_effect(&event(1_500_000, sent), now), Some(now));
         let complaint = EventKind::Complaint {
             channel: None,
             reason: "rude".into(),
         };
-        assert_eq!(a.takes_effect(&event(1_500_000, complaint), now), None);
+        assert_eq!(
+            a.takes_effect(&event(1_500_000, complaint.clone()), now),
+            Some(now)
+        );
+        // Beyond the allowed skew: a withdrawal or do-not-contact is still admitted (it
+        // takes effect now); anything else is refused.
+        let far = now.0 + a.max_clock_skew.0 + 1;
+        assert_eq!(a.admit(&event(far, consent(false)), now, Origin::Outside), Ok(()));
+        assert_eq!(a.admit(&event(far, dnc), now, Origin::Outside), Ok(()));
+        assert!(matches!(
+            a.admit(&event(far, consent(true)), now, Origin::Outside),
+            Err(InvalidEvent::InFuture { .. })
+        ));
+        assert!(matches!(
+            a.admit(&event(far, complaint), now, Origin::Outside),
+            Err(InvalidEvent::InFuture { .. })
+        ));
     }
 
     #[test]
@@ -760,9 +781,10 @@ mod admission_tests {
         assert!(a.recorded_as(&withdrawal, &stored));
         assert!(a.recorded_as(&event(1_200_000, consent(false)), &stored));
         assert!(a.recorded_as(&stored, &stored));
-        // Not the same event: a grant, another customer, or an instant the withdrawal
-        // could not have been moved to.
-        assert!(!a.recorded_as(&event(1_500_000, consent(true)), &event(1_000_000, consent(true))));
+        // A grant moved the same way is itself too.
+        assert!(a.recorded_as(&event(1_500_000, consent(true)), &event(1_000_000, consent(true))));
+        // Not the same event: another kind, another customer, or an instant it could not
+        // have been moved to.
         assert!(!a.recorded_as(&event(1_000_000, consent(true)), &stored));
         let mut other = withdrawal.clone();
         other.customer_id = "c2".into();

@@ -382,6 +382,13 @@ pub struct DncRecord {
     pub until: Option<Timestamp>,
 }
 
+impl DncRecord {
+    /// How far it reaches: forever beyond any `until`; the newest of equals.
+    fn reach(&self) -> (bool, Option<Timestamp>, Timestamp) {
+        (self.until.is_none(), self.until, self.at)
+    }
+}
+
 /// Preferences in force at some instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Prefs {
@@ -533,13 +540,16 @@ impl<'a> AsOf<'a> {
         })
     }
 
-    /// The do-not-contact record in force, if any.
+    /// The do-not-contact record in force, if any: of the requests made by now that
+    /// have not ended, the one that ends last (forever, else the latest `until`). A
+    /// later request does not cut an earlier one short: "do not contact me for a day"
+    /// after "never contact me again" still leaves the customer alone.
     pub fn do_not_contact(&self) -> Option<DncRecord> {
         self.side
             .iter()
-            .rev()
-            .find_map(dnc_record)
+            .filter_map(dnc_record)
             .filter(|d| d.until.is_none_or(|u| u > self.at))
+            .max_by_key(DncRecord::reach)
     }
 
     /// The customer's preferences in force.
@@ -929,10 +939,21 @@ impl CustomerState {
         if cut < 2 {
             return;
         }
+        // Do-not-contact requests are all in force until they end, not only the
+        // newest: of those compacted, the one that reaches furthest answers for all.
+        let furthest = side[..cut]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| dnc_record(e).map(|d| (d.reach(), i)))
+            .max()
+            .map(|(_, i)| i);
         // Newest first: the first record of each class seen is the one to keep.
         let mut seen = 0u128;
         let mut keep = Vec::with_capacity(cut.min(SIDE_CLASSES));
-        for e in side[..cut].iter().rev() {
+        for (i, e) in side[..cut].iter().enumerate().rev() {
+            if dnc_record(e).is_some() && Some(i) != furthest {
+                continue;
+            }
             let (class, withdrawal) = e.mark.side_classes();
             let mut wanted = false;
             for c in [Some(class), withdrawal].into_iter().flatten() {

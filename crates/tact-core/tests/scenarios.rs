@@ -405,6 +405,37 @@ fn rules() {
             suggests: &[],
         },
         Case {
+            name: "do-not-contact: a later, shorter request does not lift one for good",
+            history: History::new()
+                .opted_in(long_ago)
+                .at(ago(days(10)), dnc(ago(days(10)), None))
+                .at(ago(days(9)), dnc(ago(days(9)), Some(ago(days(8))))),
+            channel: Email,
+            purpose: Marketing,
+            at: now(),
+            verdict: Verdict::Deny,
+            not_before: None,
+            fired: &[("do-not-contact", Effect::Deny)],
+            suggests: &[],
+        },
+        Case {
+            name: "do-not-contact: a later request ending sooner does not end a longer one",
+            history: History::new()
+                .opted_in(long_ago)
+                .at(
+                    ago(days(3)),
+                    dnc(ago(days(3)), Some(now().saturating_add(days(30)))),
+                )
+                .at(ago(hours(1)), dnc(ago(hours(1)), Some(ago(mins(29))))),
+            channel: Email,
+            purpose: Marketing,
+            at: now(),
+            verdict: Verdict::Deny,
+            not_before: None,
+            fired: &[("do-not-contact", Effect::Deny)],
+            suggests: &[],
+        },
+        Case {
             name: "do-not-contact: over once `until` has passed",
             history: History::new()
                 .opted_in(long_ago)
@@ -1318,4 +1349,35 @@ window = "7d"
         decide_with_lag(&s, &p, &proposal(Sms, Service), now(), lag).verdict,
         Verdict::Allow
     );
+}
+
+/// Compaction keeps the do-not-contact request that reaches furthest, not the newest:
+/// a flood of short requests after one for good leaves the customer alone.
+#[test]
+fn compacting_do_not_contact_keeps_the_one_that_reaches_furthest() {
+    let policy = Policy::default_policy();
+    let mut h = History::new().opted_in(ago(days(400))).at(
+        ago(days(300)),
+        EventKind::DoNotContact {
+            reason: "never again".into(),
+            until: None,
+        },
+    );
+    // Far more short requests than a customer's side records hold, each already over.
+    for i in 0..700 {
+        let at = ago(days(200)).saturating_add(mins(i));
+        h = h.at(
+            at,
+            EventKind::DoNotContact {
+                reason: "a day".into(),
+                until: Some(at.saturating_add(days(1))),
+            },
+        );
+    }
+    let state = h.state(&policy);
+    assert!(state.records() < 700, "compacted: {} records", state.records());
+    let d = decide(&state, &policy, &proposal(Email, Marketing), now());
+    assert_eq!(d.verdict, Verdict::Deny, "{d:#?}");
+    assert_eq!(fired(&d, "do-not-contact"), Some(Effect::Deny));
+    assert_eq!(state.do_not_contact(now()).map(|r| r.until), Some(None));
 }

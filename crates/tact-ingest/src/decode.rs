@@ -28,8 +28,9 @@ pub struct Envelope<'a> {
 /// Decodes a message ([`decode_message`]) and admits its event: a message signed by
 /// tact's own producer is tact's (its events were admitted at tact's edge already);
 /// any other must pass [`Admission::admit`] as an outside event, against `now` or the
-/// message's own timestamp if that is earlier (so a rebuild from the topic later judges
-/// every honest message as the live consumer did). The error is the dead-letter reason.
+/// message's own timestamp if that is earlier and plausible (so a rebuild from the topic
+/// later judges every honest message as the live consumer did). The error is the
+/// dead-letter reason.
 pub fn decode_admitted(m: Envelope<'_>, rules: &MessageAdmission, now: Timestamp) -> Result<Event, String> {
     let event = decode_message(m.key, m.value, m.content_type)?;
     let signed = match (&rules.origin_key, m.origin, m.value) {
@@ -39,22 +40,34 @@ pub fn decode_admitted(m: Envelope<'_>, rules: &MessageAdmission, now: Timestamp
     if signed {
         return Ok(event);
     }
+    // The message's timestamp, when it is earlier than the clock and the event is not
+    // dated further ahead of it than the allowed skew; else the clock. A producer
+    // whose clock is behind (or was never set: a timestamp near 1970) would otherwise
+    // get an honestly dated event refused as "ahead", or a withdrawal moved back to a
+    // bogus instant before the grant it follows.
     let judged_at = match m.timestamp {
-        Some(ts) if ts > 0 && ts < now.0 => Timestamp(ts),
+        Some(ts)
+            if ts > 0
+                && ts < now.0
+                && event.occurred_at.since(Timestamp(ts)) <= rules.admission.max_clock_skew =>
+        {
+            Timestamp(ts)
+        }
         _ => now,
     };
-    let why = match rules.admission.admit(&event, judged_at, Origin::Outside) {
+    let admitted = rules.admission.admit(&event, judged_at, Origin::Outside);
+    let why = match admitted {
         Ok(()) => {
             let mut event = event;
-            // A withdrawal dated ahead of the clock takes effect when it arrived (see
-            // `Admission::takes_effect`), judged as the admission was: a rebuild from
-            // the topic moves it to the same instant.
+            // An event dated ahead of the instant it was judged at takes effect then
+            // (see `Admission::takes_effect`): a rebuild from the topic moves an honest
+            // message to the same instant.
             if let Some(at) = rules.admission.takes_effect(&event, judged_at) {
                 tracing::debug!(
                     event_id = %event.event_id,
                     occurred_at = %event.occurred_at,
                     in_effect = %at,
-                    "withdrawal dated ahead of the clock: in effect on arrival"
+                    "event dated ahead of the clock: in effect on arrival"
                 );
                 metrics::counter!("tact_events_in_effect_on_arrival_total").increment(1);
                 event.occurred_at = at;
@@ -259,7 +272,16 @@ mod tests {
             ..Envelope::default()
         };
         assert!(decode_admitted(at(None), &rules, now).is_ok());
-        assert!(decode_admitted(at(Some(now.0 - 24 * 3_600_000)), &rules, now).is_err());
+        assert!(decode_admitted(at(Some(now.0 - 23 * 3_600_000 + 1)), &rules, now).is_ok());
+        // Further ahead of the message's timestamp than the skew allows, but not of the
+        // clock: the producer's clock is behind, not the event's. Judged against the
+        // clock (and in effect from it, being an hour ahead of it).
+        for behind in [now.0 - 24 * 3_600_000, 1] {
+            assert_eq!(
+                decode_admitted(at(Some(behind)), &rules, now).map(|e| e.occurred_at),
+                Ok(now)
+            );
+        }
         // A timestamp ahead of the clock is not believed.
         assert!(decode_admitted(at(Some(now.0 + 48 * 3_600_000)), &rules, now).is_ok());
     }
@@ -293,7 +315,7 @@ mod tests {
             decode_admitted(at(Some(made)), &rules, now).unwrap().occurred_at,
             Timestamp(made)
         );
-        // A purchase dated ahead keeps its instant.
+        // A purchase dated ahead takes effect on arrival too.
         let mut purchase = event();
         purchase.occurred_at = Timestamp(now.0 + 3_600_000);
         let v = event_to_bytes(&purchase, WireFormat::Protobuf);
@@ -302,7 +324,37 @@ mod tests {
             value: Some(&v),
             ..Envelope::default()
         };
-        assert_eq!(decode_admitted(m, &rules, now).unwrap(), purchase);
+        assert_eq!(decode_admitted(m, &rules, now).unwrap().occurred_at, now);
+        // A withdrawal dated a minute ago from a producer whose clock is a day behind
+        // (or unset) is neither refused as "ahead" nor moved back to the timestamp,
+        // before a grant that came before it: it keeps its date.
+        let honest = Event {
+            occurred_at: Timestamp(now.0 - 60_000),
+            ..withdrawal
+        };
+        let v = event_to_bytes(&honest, WireFormat::Protobuf);
+        for behind in [now.0 - 25 * 3_600_000, 1_000] {
+            let m = Envelope {
+                key: Some(b"c1"),
+                value: Some(&v),
+                timestamp: Some(behind),
+                ..Envelope::default()
+            };
+            assert_eq!(decode_admitted(m, &rules, now).as_ref(), Ok(&honest));
+        }
+        // Dated a year ahead: still admitted (a customer's "stop" is never refused for
+        // its date), in effect on arrival.
+        let far = Event {
+            occurred_at: Timestamp(now.0 + 365 * 86_400_000),
+            ..honest
+        };
+        let v = event_to_bytes(&far, WireFormat::Protobuf);
+        let m = Envelope {
+            key: Some(b"c1"),
+            value: Some(&v),
+            ..Envelope::default()
+        };
+        assert_eq!(decode_admitted(m, &rules, now).unwrap().occurred_at, now);
     }
 }
 

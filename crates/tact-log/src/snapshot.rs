@@ -27,7 +27,9 @@ use crate::storage::Storage;
 /// - 1: the first layout.
 /// - 2: the timeline bounds outreach per channel and purpose, and unanswered outreach
 ///   per channel (before: all outreach, and all unanswered outreach, together).
-pub const SNAPSHOT_VERSION: u8 = 2;
+/// - 3: compaction keeps the do-not-contact request that reaches furthest (before: the
+///   newest).
+pub const SNAPSHOT_VERSION: u8 = 3;
 const HEADER: usize = 5;
 
 /// What a snapshot covers.

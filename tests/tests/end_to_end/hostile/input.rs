@@ -122,15 +122,42 @@ async fn a_withdrawal_dated_ahead_of_the_clock_takes_effect_at_once() {
             .into_inner();
         assert_eq!(verdict(&d), pb::Verdict::Deny, "{customer}: {d:?}");
     }
-    // A grant dated ahead keeps its date (moving it would open the door early).
+    // Found probing again: a grant dated ahead kept its date, so from a source an hour
+    // or two ahead, a grant and then the withdrawal that followed it ended up in the
+    // wrong order once the withdrawal was moved to its arrival (DENY now, ALLOW from
+    // the grant's date on). Every event dated ahead takes effect on arrival now.
     let grant = event(
         "g1",
         "c3",
-        now.saturating_add(hours(5)),
+        now.saturating_add(hours(1)),
         consent(Email, Marketing, true),
     );
     let r = record_one(&mut client, grant).await;
-    assert_eq!((status(&r), r.reason.as_str()), (pb::RecordStatus::Recorded, ""));
+    assert_eq!(status(&r), pb::RecordStatus::Recorded, "{}", r.reason);
+    assert!(r.reason.starts_with("in effect from "), "{}", r.reason);
+    let withdrawal = event(
+        "w3",
+        "c3",
+        now.saturating_add(hours(2)),
+        consent(Email, Marketing, false),
+    );
+    let r = record_one(&mut client, withdrawal).await;
+    assert_eq!(status(&r), pb::RecordStatus::Recorded, "{}", r.reason);
+    for at in [
+        None,
+        Some(now.saturating_add(hours(3))),
+        Some(now.saturating_add(days(30))),
+    ] {
+        let d = client
+            .decide(pb::DecideRequest {
+                at: at.map(timestamp_to_pb),
+                ..request("c3", Email, Marketing)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(verdict(&d), pb::Verdict::Deny, "at {at:?}: {d:?}");
+    }
     server.stop().await;
 }
 
