@@ -7,10 +7,13 @@ use crate::state::{AsOf, Entry, Mark};
 use crate::time::{Span, Timestamp};
 
 /// Whether touch `e` counts. An outreach reported as sent under a decision that tact
-/// recorded as authorized counts once, as the authorization: the authorization absorbs
-/// one report, the earliest that quotes its decision with its channel and purpose.
-/// Every other report counts on its own: one on another channel or for another purpose
-/// (a different outreach), and the second and later sends quoting the same decision (a
+/// recorded as authorized counts once, with the authorization: the authorization
+/// absorbs one report, the earliest that quotes its decision with its channel and
+/// purpose, and the two count as one outreach at the later of their instants (an
+/// outreach made two hours after it was authorized fills a cap's window from when it
+/// was made; until it is reported, the authorization holds its place). Every other
+/// report counts on its own: one on another channel or for another purpose (a
+/// different outreach), and the second and later sends quoting the same decision (a
 /// decision authorizes one outreach, not as many as a sender reports under its id).
 pub(crate) fn counts(v: &AsOf<'_>, e: &Entry) -> bool {
     match e.mark {
@@ -19,7 +22,20 @@ pub(crate) fn counts(v: &AsOf<'_>, e: &Entry) -> bool {
             purpose,
             decision,
             authorized,
-        } => authorized || decision == 0 || v.authorized == 0 || !absorbed(v, e, channel, purpose, decision),
+        } => {
+            if decision == 0 || v.authorized == 0 {
+                return true;
+            }
+            let (authorization, report) = pair(v, channel, purpose, decision);
+            if authorized {
+                !report.is_some_and(|r| r.at > e.at)
+            } else {
+                match (authorization, report) {
+                    (Some(a), Some(r)) if (r.at, r.id) == (e.at, e.id) => e.at > a.at,
+                    _ => true,
+                }
+            }
+        }
         _ => false,
     }
 }
@@ -33,17 +49,22 @@ pub(crate) fn touches<'a>(v: &AsOf<'a>) -> impl Iterator<Item = (&'a Entry, Chan
     })
 }
 
-/// Whether report `e` is the one its authorization absorbs: the authorization of
-/// `decision` for `channel` and `purpose` is in the history decisions read (the
-/// policy's retention window before `at`: older entries may or may not still be held,
-/// and a decision must not depend on which), and no earlier report of that decision,
-/// channel and purpose is. Reports are ordered as the timeline is, by instant and then
-/// event id, so which one is absorbed is a function of the set of events, not of their
-/// arrival order. An authorization older than the window counts in no window any more,
-/// so its reports then count on their own, which errs towards counting.
-fn absorbed(v: &AsOf<'_>, e: &Entry, channel: Channel, purpose: Purpose, decision: u32) -> bool {
+/// The authorization of `decision` for `channel` and `purpose` and the report it
+/// absorbs, the earliest (by instant, then event id) that quotes it, each if it is in
+/// the history decisions read (the policy's retention window before `at`: older
+/// entries may or may not still be held, and a decision must not depend on which).
+/// Which report is absorbed is a function of the set of events, not of their arrival
+/// order. An authorization older than the window counts in no window any more, so its
+/// reports then count on their own, which errs towards counting.
+fn pair<'a>(
+    v: &AsOf<'a>,
+    channel: Channel,
+    purpose: Purpose,
+    decision: u32,
+) -> (Option<&'a Entry>, Option<&'a Entry>) {
     let since = v.at.saturating_sub(v.window);
-    let mut authorization = false;
+    let mut authorization = None;
+    let mut report: Option<&Entry> = None;
     for x in v.recent().take_while(|x| x.at >= since) {
         if let Mark::Touch {
             channel: c,
@@ -56,13 +77,13 @@ fn absorbed(v: &AsOf<'_>, e: &Entry, channel: Channel, purpose: Purpose, decisio
             && p == purpose
         {
             if authorized {
-                authorization = true;
-            } else if (x.at, x.id) < (e.at, e.id) {
-                return false;
+                authorization = Some(x);
+            } else if report.is_none_or(|r| (x.at, x.id) < (r.at, r.id)) {
+                report = Some(x);
             }
         }
     }
-    authorization
+    (authorization, authorization.and(report))
 }
 
 /// Counts touches on `channels` for `purposes` in `(at - window, at]`. If `max` is

@@ -23,7 +23,7 @@ pub fn days(n: i64) -> Span {
 }
 
 /// Builds one customer's events.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct History {
     pub events: Vec<Event>,
 }

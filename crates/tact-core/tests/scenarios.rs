@@ -802,6 +802,53 @@ fn a_report_on_another_channel_or_purpose_is_not_absorbed_by_the_authorization()
     assert_eq!(d.verdict, Verdict::Defer, "{d:?}");
 }
 
+/// Found probing a release build: a call made two hours after it was authorized, and
+/// reported quoting the decision, counted at the authorization's instant, so the
+/// "1 call a week" cap had room again two hours before a week had passed since the
+/// call (and without the decision id, the same report gave DEFER).
+#[test]
+fn an_authorized_outreach_made_later_counts_from_when_it_was_made() {
+    let authorized_at = ago(days(7)).saturating_sub(hours(1));
+    let made_at = ago(days(7)).saturating_add(hours(1));
+    let call = |decision_id: Option<&str>| EventKind::OutreachSent {
+        channel: Call,
+        purpose: Sales,
+        campaign: "spring".into(),
+        decision_id: decision_id.map(Into::into),
+    };
+    let base = History::new().consent(ago(days(400)), Call, Sales, true).at(
+        authorized_at,
+        EventKind::OutreachAuthorized {
+            decision_id: "d1".into(),
+            channel: Call,
+            purpose: Sales,
+            campaign: "spring".into(),
+            requested_by: "dialer".into(),
+        },
+    );
+    // Not reported (yet): the authorization holds its place, and its week is over.
+    assert_eq!(check(&base, Call, Sales, now()).verdict, Verdict::Allow);
+    for h in [
+        base.clone().at(made_at, call(Some("d1"))),
+        base.clone().at(made_at, call(None)),
+    ] {
+        let d = check(&h, Call, Sales, now());
+        assert_eq!(d.verdict, Verdict::Defer, "{d:?}");
+        assert_eq!(d.not_before, Some(made_at.saturating_add(days(7))), "{d:?}");
+    }
+    // Still one call: between the two instants (the authorization's week, as known
+    // then), and a week after the later one.
+    let h = base.at(made_at, call(Some("d1")));
+    let policy = Policy::default_policy();
+    let d = decide(&h.state(&policy), &policy, &proposal(Call, Sales), ago(days(7)));
+    assert_eq!(d.verdict, Verdict::Defer, "{d:?}");
+    assert_eq!(d.not_before, Some(authorized_at.saturating_add(days(7))), "{d:?}");
+    assert_eq!(
+        check(&h, Call, Sales, made_at.saturating_add(days(7))).verdict,
+        Verdict::Allow
+    );
+}
+
 #[test]
 fn which_report_an_authorization_absorbs_does_not_depend_on_arrival_order() {
     let reports = [
