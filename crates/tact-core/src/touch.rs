@@ -28,7 +28,7 @@ pub(crate) fn counts(v: &AsOf<'_>, e: &Entry) -> bool {
             }
             let (authorization, report) = pair(v, channel, purpose, decision);
             if authorized {
-                !report.is_some_and(|r| r.at > e.at)
+                report.is_none_or(|r| r.at <= e.at)
             } else {
                 match (authorization, report) {
                     (Some(a), Some(r)) if (r.at, r.id) == (e.at, e.id) => e.at > a.at,
