@@ -1529,7 +1529,20 @@ mod tests {
             store.write(&[RecordBatch::of(&r).unwrap()]).unwrap();
             store.flush().unwrap();
         }
-        let store = SledAudit::open(dir.path().join("a")).unwrap();
+        // sled's flusher thread may hold the dropped database (and its file lock) a
+        // moment longer on a busy machine: retry the reopen for a while.
+        let mut tries = 0;
+        let store = loop {
+            match SledAudit::open(dir.path().join("a")) {
+                Ok(store) => break store,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopening the audit: {e}"),
+            }
+        };
         assert_eq!(store.get(&r.decision_id).unwrap(), Some(r));
         drop(store);
 

@@ -355,6 +355,14 @@ impl Projection {
             );
             return Ok(None);
         }
+        let anchor = snapshot::anchor(storage, tag.position)?;
+        if tag.anchor != anchor {
+            tracing::warn!(
+                position = tag.position,
+                "snapshot is of another log (the event at its position differs): full replay"
+            );
+            return Ok(None);
+        }
         match snapshot::decode_snapshot(&bytes) {
             Ok((SnapshotTag { position, .. }, customers)) => Ok(Some(Projection {
                 customers,

@@ -28,7 +28,7 @@ use crate::storage::Storage;
 /// - 2: the timeline bounds outreach per channel and purpose, and unanswered outreach
 ///   per channel (before: all outreach, and all unanswered outreach, together).
 /// - 3: compaction keeps the do-not-contact request that reaches furthest (before: the
-///   newest).
+///   newest); the tag holds the anchor of the log it was taken of.
 pub const SNAPSHOT_VERSION: u8 = 3;
 const HEADER: usize = 5;
 
@@ -40,6 +40,31 @@ pub struct SnapshotTag {
     /// The retention the states were folded with; states of another retention differ.
     pub retention: Retention,
     pub customers: u64,
+    /// The log it was taken of: [`anchor`] of the event at `position`. A snapshot
+    /// copied from another data directory (or a log rebuilt since) has another, and is
+    /// not used: it would stand in for events this log does not hold (a withdrawal
+    /// replaced by another log's grant).
+    pub anchor: u64,
+}
+
+/// A fingerprint of the event at `position` of `storage` (0 for position 0): its id,
+/// customer and instant.
+pub fn anchor(storage: &dyn Storage, position: u64) -> Result<u64, LogError> {
+    if position == 0 {
+        return Ok(0);
+    }
+    let Some(e) = storage.get(position)? else {
+        return Ok(0);
+    };
+    let mut h = crc32fast::Hasher::new();
+    h.update(e.event_id.as_bytes());
+    h.update(&[0]);
+    h.update(e.customer_id.as_bytes());
+    let low = h.finalize();
+    let mut h = crc32fast::Hasher::new_with_initial(low);
+    h.update(&e.occurred_at.0.to_be_bytes());
+    h.update(e.event_id.as_bytes());
+    Ok((u64::from(h.finalize()) << 32) | u64::from(low))
 }
 
 /// Why a stored snapshot cannot be used.
@@ -63,12 +88,14 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Encodes `projection` as a snapshot.
-pub fn encode_snapshot(projection: &Projection) -> Result<Vec<u8>, LogError> {
+/// Encodes `projection` as a snapshot of the log whose [`anchor`] at its position is
+/// `anchor`.
+pub fn encode_snapshot(projection: &Projection, anchor: u64) -> Result<Vec<u8>, LogError> {
     let tag = SnapshotTag {
         position: projection.position,
         retention: projection.retention,
         customers: projection.customers.len() as u64,
+        anchor,
     };
     let mut buf = vec![SNAPSHOT_VERSION, 0, 0, 0, 0];
     bincode::serde::encode_into_std_write(tag, &mut buf, config())
@@ -142,7 +169,7 @@ pub fn save_snapshot(storage: &dyn Storage, projection: &Projection) -> Result<u
         )));
     }
     let started = std::time::Instant::now();
-    let bytes = encode_snapshot(projection)?;
+    let bytes = encode_snapshot(projection, anchor(storage, projection.position)?)?;
     storage.put_snapshot(&bytes)?;
     tracing::info!(
         position = projection.position,

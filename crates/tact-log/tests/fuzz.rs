@@ -159,7 +159,7 @@ fn check_snapshot(bytes: &[u8]) {
                 retention: tag.retention,
                 until: None,
             };
-            let again = snapshot::encode_snapshot(&projection).unwrap();
+            let again = snapshot::encode_snapshot(&projection, tag.anchor).unwrap();
             let (tag2, customers2) = snapshot::decode_snapshot(&again).unwrap();
             assert_eq!(tag2, tag);
             assert!(customers2 == projection.customers);
@@ -178,7 +178,8 @@ fn good_snapshot(until: usize) -> (MemoryStorage, Vec<u8>) {
     storage.append(&evs[..until], &[]).unwrap();
     let (projection, _) = Projection::rebuild(&storage, Retention::default()).unwrap();
     storage.append(&evs[until..], &[]).unwrap();
-    let bytes = snapshot::encode_snapshot(&projection).unwrap();
+    let anchor = snapshot::anchor(&storage, projection.position).unwrap();
+    let bytes = snapshot::encode_snapshot(&projection, anchor).unwrap();
     (storage, bytes)
 }
 

@@ -109,7 +109,8 @@ fn unusable_snapshots_fall_back_to_full_replay() {
         assert_eq!(p, full);
 
         // Corrupt body: crc mismatch.
-        let good = snapshot::encode_snapshot(&full).unwrap();
+        let anchor = snapshot::anchor(s, full.position).unwrap();
+        let good = snapshot::encode_snapshot(&full, anchor).unwrap();
         let mut bad = good.clone();
         let last = bad.len() - 1;
         bad[last] ^= 0x55;
@@ -158,10 +159,18 @@ fn unusable_snapshots_fall_back_to_full_replay() {
         let (_, stats) = Projection::load(s, retention).unwrap();
         assert_eq!(stats.snapshot, Some(400), "the good snapshot is used");
 
+        // Another log's snapshot (copied from another data directory): its anchor is
+        // not this log's event at its position.
+        s.put_snapshot(&snapshot::encode_snapshot(&full, anchor ^ 1).unwrap())
+            .unwrap();
+        let (p, stats) = Projection::load(s, retention).unwrap();
+        assert_eq!(stats.snapshot, None, "{}", b.name);
+        assert_eq!(p, full);
+
         // Beyond the log: a snapshot from a longer log.
         let mut ahead = full.clone();
         ahead.position = 10_000;
-        s.put_snapshot(&snapshot::encode_snapshot(&ahead).unwrap())
+        s.put_snapshot(&snapshot::encode_snapshot(&ahead, anchor).unwrap())
             .unwrap();
         let (p, stats) = Projection::load(s, retention).unwrap();
         assert_eq!(stats.snapshot, None, "{}", b.name);

@@ -188,20 +188,38 @@ mod corrupt_snapshot {
         let mut bad_body = good.clone();
         let last = bad_body.len() - 1;
         bad_body[last] ^= 1;
-        // Well-formed snapshots that do not fit: beyond the log, another retention.
-        let beyond = tact_log::snapshot::encode_snapshot(&Projection {
-            position: before.position + 1,
-            ..before.clone()
-        })
+        // Well-formed snapshots that do not fit: beyond the log, another retention,
+        // another log (a snapshot copied from another data directory: found probing a
+        // release build, it stood in for this log's events, a withdrawal included).
+        let anchor = {
+            let storage = tact_server::open_storage(dir.path()).unwrap();
+            tact_log::snapshot::anchor(&*storage, before.position).unwrap()
+        };
+        let beyond = tact_log::snapshot::encode_snapshot(
+            &Projection {
+                position: before.position + 1,
+                ..before.clone()
+            },
+            anchor,
+        )
         .unwrap();
         let mut retention = before.retention;
         retention.max_entries += 1;
-        let other_retention = tact_log::snapshot::encode_snapshot(&Projection {
-            retention,
-            ..before.clone()
-        })
+        let other_retention = tact_log::snapshot::encode_snapshot(
+            &Projection {
+                retention,
+                ..before.clone()
+            },
+            anchor,
+        )
         .unwrap();
-        let cases: [(&str, Vec<u8>); 8] = [
+        let other_log = tact_log::snapshot::encode_snapshot(&before, anchor ^ 1).unwrap();
+        // The control: the stored snapshot carries this log's anchor.
+        assert_eq!(
+            tact_log::snapshot::decode_snapshot_tag(&good).map(|t| t.anchor),
+            Ok(anchor)
+        );
+        let cases: [(&str, Vec<u8>); 9] = [
             ("empty", Vec::new()),
             ("header only", good[..5].to_vec()),
             ("truncated", good[..good.len() / 2].to_vec()),
@@ -210,6 +228,7 @@ mod corrupt_snapshot {
             ("body", bad_body),
             ("beyond the log", beyond),
             ("another retention", other_retention),
+            ("another log", other_log),
         ];
         for (what, bytes) in cases {
             {
