@@ -296,6 +296,9 @@ pub enum InvalidEvent {
 
 pub const MAX_ID_BYTES: usize = 256;
 
+/// The longest label of a proposal (`campaign_id`, `requested_by`).
+pub const MAX_LABEL_BYTES: usize = 256;
+
 impl Event {
     /// Checks what the type system cannot. Events that fail are dead-lettered or
     /// rejected at the edge; they never reach `apply`.
@@ -540,16 +543,20 @@ impl Admission {
         recorded_as(submitted, stored)
     }
 
-    /// Checks a proposal's free-text fields (its customer id is checked on conversion).
+    /// Checks a proposal's labels (its customer id is checked on conversion): at most
+    /// [`MAX_LABEL_BYTES`] (or `max_text_bytes`, if smaller). Every answered proposal
+    /// is kept in the decision audit, so a read-only caller's long labels would write
+    /// to disk at its request rate (kilobytes per decision).
     pub fn admit_proposal(&self, proposal: &crate::Proposal) -> Result<(), InvalidEvent> {
+        let max = self.max_text_bytes.min(MAX_LABEL_BYTES);
         for (field, text) in [
             ("campaign_id", &proposal.campaign_id),
             ("requested_by", &proposal.requested_by),
         ] {
-            if text.len() > self.max_text_bytes {
+            if text.len() > max {
                 return Err(InvalidEvent::TooLong {
                     field,
-                    max: self.max_text_bytes,
+                    max,
                     got: text.len(),
                 });
             }
