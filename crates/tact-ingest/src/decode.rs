@@ -113,6 +113,12 @@ pub fn decode_message(
         Some(v) if !v.is_empty() => v,
         _ => return Err("value: empty (expected a tact.v1.InteractionEvent)".into()),
     };
+    // JSON may start with a UTF-8 byte order mark (some producers write one); it is
+    // never the start of a protobuf message (0xEF is no valid field tag).
+    let value = match value.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) if format != Some(WireFormat::Protobuf) => rest,
+        _ => value,
+    };
     let event = event_from_bytes(value, format).map_err(|e| e.to_string())?;
     match key {
         None => Err(format!(
@@ -167,6 +173,11 @@ mod tests {
             assert_eq!(decode_message(Some(b"c1"), Some(&v), None).unwrap(), e);
             let ct = f.content_type().as_bytes();
             assert_eq!(decode_message(Some(b"c1"), Some(&v), Some(ct)).unwrap(), e);
+        }
+        // JSON after a UTF-8 byte order mark, with the JSON header or none.
+        let v = [&b"\xEF\xBB\xBF"[..], &event_to_bytes(&e, WireFormat::Json)].concat();
+        for ct in [None, Some(WireFormat::Json.content_type().as_bytes())] {
+            assert_eq!(decode_message(Some(b"c1"), Some(&v), ct), Ok(e.clone()));
         }
     }
 
