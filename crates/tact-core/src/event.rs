@@ -331,10 +331,14 @@ impl Event {
             EventKind::PreferencesChanged {
                 max_contacts: Some(l),
                 ..
-            } if l.max > 0 && l.window.0 <= 0 => {
+            } if l.window.0 < 0 || (l.max > 0 && l.window.0 == 0) => {
                 return Err(InvalidEvent::Field {
                     field: "preferences_changed.max_contacts.window",
-                    why: "must be positive".into(),
+                    why: if l.max > 0 {
+                        "must be positive".into()
+                    } else {
+                        "must not be negative (max 0 clears the limit; leave the window at 0)".into()
+                    },
                 });
             }
             EventKind::ConsentChanged {

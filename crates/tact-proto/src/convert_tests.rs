@@ -448,6 +448,20 @@ fn bad_events_name_the_field() {
             "preferences_changed.max_contacts.window",
         ),
         (
+            // Clearing the limit (max 0) with a negative window: refused, not ignored.
+            with_kind(Kind::PreferencesChanged(pb::PreferencesChanged {
+                max_contacts: Some(pb::ContactLimit {
+                    max: 0,
+                    window: Some(PbDuration {
+                        seconds: -5,
+                        nanos: 0,
+                    }),
+                }),
+                ..prefs()
+            })),
+            "preferences_changed.max_contacts.window",
+        ),
+        (
             with_kind(Kind::PreferencesChanged(pb::PreferencesChanged {
                 time_zone: Some("Mars/Olympus_Mons".into()),
                 ..prefs()

@@ -110,6 +110,16 @@ impl TransportOptions {
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout", "must be above 0 (no client could connect)");
         }
+        if self.handshake_timeout > MAX_HANDSHAKE_TIMEOUT {
+            return bad(
+                "handshake_timeout",
+                &format!(
+                    "must be at most {} s (a connection that never finishes its handshake holds one of \
+                     max_connections that long)",
+                    MAX_HANDSHAKE_TIMEOUT.as_secs()
+                ),
+            );
+        }
         if self.http2_keepalive_interval.is_zero() {
             return bad(
                 "http2_keepalive_interval",
@@ -201,6 +211,8 @@ impl TransportOptions {
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// The longest shutdown grace: ten minutes, well past any orchestrator's wait for a stop.
 pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
+/// The longest handshake timeout: five minutes.
+pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Allows one event of a kind per `every` and counts the ones it holds back.
 #[derive(Debug)]

@@ -81,5 +81,8 @@ pub(crate) fn channel_not_accepted(channel: Channel) -> String {
 }
 
 pub(crate) fn limit(count: u32, max: u32, window: Span, until: Timestamp) -> String {
-    format!("Customer asked for at most {max} contacts per {window} and got {count}; next one from {until}.")
+    let contacts = if max == 1 { "contact" } else { "contacts" };
+    format!(
+        "Customer asked for at most {max} {contacts} per {window} and got {count}; next one from {until}."
+    )
 }

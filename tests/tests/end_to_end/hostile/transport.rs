@@ -164,6 +164,24 @@ fn a_shutdown_grace_over_ten_minutes_is_refused() {
     t.validate().unwrap();
 }
 
+/// Found probing a release build: `--handshake-timeout-ms 99999999999999` was accepted,
+/// and connections that never finish their handshake would then hold every one of
+/// `max_connections` for good.
+#[test]
+fn a_handshake_timeout_over_five_minutes_is_refused() {
+    let mut t = tact_server::TransportOptions {
+        handshake_timeout: Duration::from_millis(99_999_999_999_999),
+        ..Default::default()
+    };
+    let err = t.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("handshake_timeout") && err.contains("at most 300 s"),
+        "{err}"
+    );
+    t.handshake_timeout = Duration::from_secs(300);
+    t.validate().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_refused_and_the_server_still_serves() {
     let server = start(|o| {
