@@ -179,7 +179,12 @@ pub struct Auditor {
     /// Milliseconds since `started` of the last "dropped" warning.
     last_warn: AtomicI64,
     started: Instant,
+    /// Why the last write failed, until one succeeds (see [`Auditor::failing`]).
+    failing: Failing,
 }
+
+/// The cause of the audit's last failed write, cleared by the next that succeeds.
+type Failing = Arc<std::sync::Mutex<Option<String>>>;
 
 impl fmt::Debug for Auditor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -220,14 +225,22 @@ impl Auditor {
             dropped: AtomicU64::new(0),
             last_warn: AtomicI64::new(i64::MIN),
             started: Instant::now(),
+            failing: Failing::default(),
         });
         tokio::spawn(write_loop(
             Arc::clone(&store),
             durable_rx,
             opts.sink.clone(),
             DURABLE,
+            Arc::clone(&auditor.failing),
         ));
-        tokio::spawn(write_loop(store, rx, opts.sink.clone(), RECORDS));
+        tokio::spawn(write_loop(
+            store,
+            rx,
+            opts.sink.clone(),
+            RECORDS,
+            Arc::clone(&auditor.failing),
+        ));
         let weak = Arc::downgrade(&auditor);
         let every = opts.prune_every.max(Duration::from_millis(10));
         tokio::spawn(async move {
@@ -250,6 +263,13 @@ impl Auditor {
 
     pub fn wants(&self, method: AuditMethod) -> bool {
         self.mode.wants(method)
+    }
+
+    /// Why the audit's last write failed, while no write has succeeded since: then
+    /// `Authorize` answers UNAVAILABLE (it never authorizes what it cannot record),
+    /// and `GetStatus` says so.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn store(&self) -> &Arc<dyn AuditStore> {
@@ -684,6 +704,7 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Job>,
     sink: Option<Arc<dyn AuditSink>>,
     lane: Lane,
+    failing: Failing,
 ) {
     let writer = match WriterThread::start(lane) {
         Ok(writer) => writer,
@@ -692,6 +713,7 @@ async fn write_loop(
             // answers UNAVAILABLE, fail-closed), and the queue's records are dropped.
             tracing::error!(error = %e, thread = lane.thread, "audit writer thread not started: decisions are not audited");
             let e = Arc::new(AuditError::WriterThread(e));
+            *failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             while let Some(job) = rx.recv().await {
                 match job {
                     Job::Records(..) => {}
@@ -800,10 +822,14 @@ async fn write_loop(
         match &result {
             Ok(()) => {
                 metrics::counter!("tact_audit_written_total").increment(records as u64);
+                if records > 0 || flush {
+                    *failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
             }
             Err(e) => {
                 metrics::counter!("tact_audit_write_errors_total").increment(1);
                 tracing::error!(error = %e, records, "audit records not written");
+                *failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }
         }
         for ack in acks {

@@ -663,6 +663,13 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                     "event stream: an owned partition is not caught up or is stale".to_owned();
             }
         }
+        if let Some(cause) = self.audit.as_ref().and_then(|a| a.failing()) {
+            status.healthy = false;
+            status.unhealthy_reason = format!(
+                "decision audit failing, so Authorize answers UNAVAILABLE until a write succeeds \
+                 (Decide still answers): {cause}"
+            );
+        }
         if let Some(cause) = engine.unhealthy() {
             status.healthy = false;
             status.unhealthy_reason =

@@ -608,6 +608,8 @@ struct Gated {
     closed: Mutex<bool>,
     opened: Condvar,
     panic_next: std::sync::atomic::AtomicBool,
+    /// While set, writes fail (a full disk).
+    failing: std::sync::atomic::AtomicBool,
     /// Each write's thread name and nice value (Linux; `None` elsewhere).
     writers: Mutex<Vec<(Option<String>, Option<i32>)>>,
     /// When set, only the writes on the thread of this name wait at the gate.
@@ -629,6 +631,12 @@ impl AuditStore for Gated {
             .push((std::thread::current().name().map(str::to_owned), own_nice()));
         if self.panic_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
             panic!("a store write panicked (test)");
+        }
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AuditError::Corrupt {
+                key: "-".into(),
+                reason: "No space left on device (test)".into(),
+            });
         }
         let gated = match *self.gate_only.lock().unwrap() {
             Some(name) => std::thread::current().name() == Some(name),
@@ -704,6 +712,61 @@ async fn a_stuck_audit_drops_decide_records_but_never_delays_answers_or_loses_au
     assert_eq!(verdict(&answer), pb::Verdict::Allow);
     let kept = get(&mut client, &answer.decision_id).await.unwrap();
     assert_eq!(kept.decision.as_ref(), Some(&answer));
+    server.stop().await;
+}
+
+/// Found probing a release build: with the audit failing to write (a full disk),
+/// `Authorize` answered UNAVAILABLE for everyone while `GetStatus` said healthy. It
+/// now says why, until a write succeeds again.
+#[tokio::test]
+async fn a_failing_audit_shows_in_get_status_until_it_writes_again() {
+    let store = Arc::new(Gated::default());
+    let server = serve_audit_into(&store, 64).await;
+    let mut client = server.client().await;
+    ann(&mut client).await;
+    let healthy = |s: &pb::ServiceStatus| (s.healthy, s.unhealthy_reason.clone());
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(healthy(&status), (true, String::new()));
+    store.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = client
+        .authorize(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.healthy);
+    assert!(
+        status.unhealthy_reason.starts_with("decision audit failing")
+            && status.unhealthy_reason.contains("No space left on device"),
+        "{}",
+        status.unhealthy_reason
+    );
+    // Decide still answers.
+    client
+        .decide(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap();
+    store.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let answer = client
+        .authorize(request("ann", Channel::Email, Purpose::Marketing))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict(&answer), pb::Verdict::Allow);
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(healthy(&status), (true, String::new()));
     server.stop().await;
 }
 
