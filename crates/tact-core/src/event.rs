@@ -538,15 +538,6 @@ impl Admission {
         (event.occurred_at > now).then_some(now)
     }
 
-    /// Whether `stored`, the event the log holds under `submitted`'s id, is `submitted`
-    /// as it was recorded: the same event, its instant moved to arrival if
-    /// [`takes_effect`](Admission::takes_effect) moved it (a retry arrives later, so
-    /// its instant may be moved less, or not at all). Otherwise the id was taken by
-    /// another event.
-    pub fn recorded_as(&self, submitted: &Event, stored: &Event) -> bool {
-        recorded_as(submitted, stored)
-    }
-
     /// Checks a proposal's labels (its customer id is checked on conversion): at most
     /// [`MAX_LABEL_BYTES`] (or `max_text_bytes`, if smaller). Every answered proposal
     /// is kept in the decision audit, so a read-only caller's long labels would write
@@ -578,10 +569,10 @@ fn restricts(event: &Event) -> bool {
 }
 
 /// Whether `stored`, the event the log holds under `submitted`'s id, is `submitted` as
-/// it was recorded (see [`Admission::recorded_as`]): the same event, or the same
-/// event with its instant moved earlier, to when it took effect (a retry arrives
-/// later, so its instant is moved less, or not at all). Anything else under the id is another event: the id was taken. Both
-/// events are as the edge judged them (after [`Admission::takes_effect`]).
+/// it was recorded: the same event, or the same event with its instant moved earlier,
+/// to when it took effect (a retry arrives later, so its instant is moved less by
+/// [`Admission::takes_effect`], or not at all). Anything else under the id is another
+/// event: the id was taken. Both events are as the edge judged them.
 pub fn recorded_as(submitted: &Event, stored: &Event) -> bool {
     if submitted == stored {
         return true;
@@ -785,21 +776,23 @@ mod admission_tests {
 
     #[test]
     fn a_retry_is_recorded_as_itself_another_event_under_its_id_is_not() {
-        let a = Admission::default();
         let withdrawal = event(1_500_000, consent(false));
         // Recorded at arrival (1_000_000); retried later, as dated or moved less.
         let stored = event(1_000_000, consent(false));
-        assert!(a.recorded_as(&withdrawal, &stored));
-        assert!(a.recorded_as(&event(1_200_000, consent(false)), &stored));
-        assert!(a.recorded_as(&stored, &stored));
+        assert!(recorded_as(&withdrawal, &stored));
+        assert!(recorded_as(&event(1_200_000, consent(false)), &stored));
+        assert!(recorded_as(&stored, &stored));
         // A grant moved the same way is itself too.
-        assert!(a.recorded_as(&event(1_500_000, consent(true)), &event(1_000_000, consent(true))));
+        assert!(recorded_as(
+            &event(1_500_000, consent(true)),
+            &event(1_000_000, consent(true))
+        ));
         // Not the same event: another kind, another customer, or an instant it could not
         // have been moved to.
-        assert!(!a.recorded_as(&event(1_000_000, consent(true)), &stored));
+        assert!(!recorded_as(&event(1_000_000, consent(true)), &stored));
         let mut other = withdrawal.clone();
         other.customer_id = "c2".into();
-        assert!(!a.recorded_as(&other, &stored));
-        assert!(!a.recorded_as(&event(900_000, consent(false)), &stored));
+        assert!(!recorded_as(&other, &stored));
+        assert!(!recorded_as(&event(900_000, consent(false)), &stored));
     }
 }

@@ -912,8 +912,10 @@ impl CustomerState {
 
     /// Bounds the side records in number, whatever a sender does: records older than
     /// `boundary`, and any beyond the newest `max` records, are compacted to the newest
-    /// record of each kind (per channel and purpose for consent, which also keeps its
-    /// newest withdrawal: a soft opt-in needs to know consent was ever withdrawn). Every
+    /// record of each kind (of do-not-contact requests, the one that reaches furthest,
+    /// as all are in force until they end; per channel and purpose for consent, which
+    /// also keeps its newest withdrawal: a soft opt-in needs to know consent was ever
+    /// withdrawn). Every
     /// question a decision asks about an instant at or after the compacted records gets
     /// the same answer; at most [`SIDE_CLASSES`] records survive compaction.
     ///

@@ -55,8 +55,7 @@ pub fn decode_admitted(m: Envelope<'_>, rules: &MessageAdmission, now: Timestamp
         }
         _ => now,
     };
-    let admitted = rules.admission.admit(&event, judged_at, Origin::Outside);
-    let why = match admitted {
+    let why = match rules.admission.admit(&event, judged_at, Origin::Outside) {
         Ok(()) => {
             let mut event = event;
             // An event dated ahead of the instant it was judged at takes effect then

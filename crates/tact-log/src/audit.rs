@@ -1535,9 +1535,8 @@ mod tests {
         let store = loop {
             match SledAudit::open(dir.path().join("a")) {
                 Ok(store) => break store,
-                Err(e) if tries < 100 => {
+                Err(_) if tries < 100 => {
                     tries += 1;
-                    let _ = e;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(e) => panic!("reopening the audit: {e}"),
