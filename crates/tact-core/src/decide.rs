@@ -161,6 +161,16 @@ pub enum Detail {
     /// Raised outside the core: this instance has not caught up with the customer's
     /// events since it took them over.
     NotReady,
+    /// The customer's own limit, asked over a window (`asked`) longer than the policy
+    /// counts (`window`, the rule's `max_window`). Last, as audit records name variants
+    /// by their index.
+    CustomerLimitCapped {
+        count: u32,
+        max: u32,
+        asked: Span,
+        window: Span,
+        until: Timestamp,
+    },
 }
 
 /// Something that would be welcome instead.

@@ -341,8 +341,12 @@ impl Event {
                     },
                 });
             }
+            // A withdrawal's `expires_at` means nothing (see [`Event::ignored`]): a
+            // withdrawal is never refused for it, as refusing would lose it.
             EventKind::ConsentChanged {
-                expires_at: Some(x), ..
+                granted: true,
+                expires_at: Some(x),
+                ..
             } if *x <= self.occurred_at => {
                 return Err(InvalidEvent::Field {
                     field: "consent_changed.expires_at",
@@ -364,6 +368,24 @@ impl Event {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A field of a valid event that tact records but that has no effect, with why, for
+    /// the sender to hear (`RecordEvents`' answer, a warning from a feed): a consent
+    /// withdrawal's `expires_at` (a withdrawal does not expire: it stands until a new
+    /// grant; a pause with an end is a do-not-contact with `until`).
+    pub fn ignored(&self) -> Option<&'static str> {
+        match self.kind {
+            EventKind::ConsentChanged {
+                granted: false,
+                expires_at: Some(_),
+                ..
+            } => Some(
+                "consent_changed.expires_at is ignored: a withdrawal does not expire, it stands until consent is granted again \
+                 (for a pause with an end, send do_not_contact with until)",
+            ),
+            _ => None,
+        }
     }
 
     /// The free-text fields of the event, named as on the wire, for size checks.

@@ -144,7 +144,14 @@ impl Reason {
                 max,
                 window,
                 until,
-            } => customer_preferences::limit(count, max, window, until),
+            } => customer_preferences::limit(count, max, window, None, until),
+            Detail::CustomerLimitCapped {
+                count,
+                max,
+                asked,
+                window,
+                until,
+            } => customer_preferences::limit(count, max, window, Some(asked), until),
             Detail::StaleState { lag } => stale_state::message(lag),
             Detail::NotOwner => "Another tact instance owns this customer; ask that one.".to_owned(),
             Detail::NotReady => {

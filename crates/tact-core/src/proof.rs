@@ -87,12 +87,16 @@ fn consent_key(e: &Event) -> (Timestamp, bool, bool, i64) {
     match &e.kind {
         EventKind::ConsentChanged {
             granted, expires_at, ..
-        } => (
-            e.occurred_at,
-            !granted,
-            expires_at.is_some(),
-            expires_at.map_or(0, |t| t.0),
-        ),
+        } => {
+            // A withdrawal keeps no expiry (see `Event::ignored`).
+            let expires_at = expires_at.filter(|_| *granted);
+            (
+                e.occurred_at,
+                !granted,
+                expires_at.is_some(),
+                expires_at.map_or(0, |t| t.0),
+            )
+        }
         _ => (e.occurred_at, false, false, 0),
     }
 }

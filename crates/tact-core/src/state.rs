@@ -703,8 +703,10 @@ impl CustomerState {
                 expires_at,
                 ..
             } => {
+                // A withdrawal does not expire (see `Event::ignored`).
+                let expires_at = expires_at.filter(|_| *granted);
                 self.insert_side(side(
-                    opt_millis(*expires_at),
+                    opt_millis(expires_at),
                     Mark::ConsentChange {
                         withdrawn: !granted,
                         channel: *channel,

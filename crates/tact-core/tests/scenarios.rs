@@ -1428,3 +1428,80 @@ fn compacting_do_not_contact_keeps_the_one_that_reaches_furthest() {
     assert_eq!(fired(&d, "do-not-contact"), Some(Effect::Deny));
     assert_eq!(state.do_not_contact(now()).map(|r| r.until), Some(None));
 }
+
+#[test]
+fn a_withdrawal_sent_with_an_expiry_never_expires_and_folds_as_one_without() {
+    let policy = Policy::default_policy();
+    let withdrawal = |expires_at| EventKind::ConsentChanged {
+        channel: Email,
+        purpose: Marketing,
+        granted: false,
+        expires_at,
+        proof: String::new(),
+    };
+    let base = History::new().opted_in(ago(days(30)));
+    let with_expiry = base.clone_with(ago(days(10)), withdrawal(Some(ago(days(12)))));
+    let without = base.clone_with(ago(days(10)), withdrawal(None));
+    // Valid, and said to be ignored; even an expiry before the withdrawal itself is
+    // not a reason to refuse (and lose) it.
+    let sent = with_expiry.events.last().unwrap();
+    assert!(sent.validate().is_ok(), "{sent:?}");
+    assert!(
+        sent.ignored().is_some_and(|n| n.contains("expires_at")),
+        "{sent:?}"
+    );
+    assert!(without.events.iter().all(|e| e.ignored().is_none()));
+    // The fold keeps no expiry: the same state as a withdrawal sent without one.
+    assert_eq!(with_expiry.state(&policy), without.state(&policy));
+    for at in [now(), now().saturating_add(days(365))] {
+        let d = check(&with_expiry, Email, Marketing, at);
+        assert_eq!(d.verdict, Verdict::Deny, "{d:#?}");
+    }
+    // A grant's expiry is still checked.
+    let bad_grant = Event {
+        kind: EventKind::ConsentChanged {
+            channel: Email,
+            purpose: Marketing,
+            granted: true,
+            expires_at: Some(ago(days(11))),
+            proof: String::new(),
+        },
+        ..sent.clone()
+    };
+    assert!(bad_grant.validate().is_err());
+    assert!(bad_grant.ignored().is_none());
+}
+
+#[test]
+fn a_customer_limit_longer_than_the_policy_counts_says_what_they_asked_and_what_is_counted() {
+    let limit = |window| EventKind::PreferencesChanged {
+        time_zone: None,
+        accepted_channels: None,
+        max_contacts: Some(ContactLimit { max: 1, window }),
+    };
+    let sent = ago(days(10));
+    for (window, asked_shown) in [(days(90), true), (days(30), false)] {
+        let h = History::new()
+            .opted_in(ago(days(400)))
+            .at(ago(days(20)), limit(window))
+            .sent(sent, Email, Marketing);
+        let d = check(&h, Email, Marketing, now());
+        assert_eq!(d.verdict, Verdict::Defer, "{d:#?}");
+        // The default policy counts a customer's limit over 30 days at most.
+        assert_eq!(d.not_before, Some(sent.saturating_add(days(30))));
+        let r = d
+            .reasons
+            .iter()
+            .find(|r| &*r.rule_id == "customer-preferences")
+            .unwrap();
+        let m = r.message();
+        if asked_shown {
+            assert!(
+                m.contains("per 90 days") && m.contains("over 30 days at most") && m.contains("max_window"),
+                "{m}"
+            );
+        } else {
+            assert!(m.contains("per 30 days") && !m.contains("max_window"), "{m}");
+        }
+    }
+}

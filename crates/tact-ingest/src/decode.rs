@@ -71,6 +71,10 @@ pub fn decode_admitted(m: Envelope<'_>, rules: &MessageAdmission, now: Timestamp
                 metrics::counter!("tact_events_in_effect_on_arrival_total").increment(1);
                 event.occurred_at = at;
             }
+            if let Some(note) = event.ignored() {
+                tracing::warn!(event_id = %event.event_id, "{note}");
+                metrics::counter!("tact_events_field_ignored_total").increment(1);
+            }
             return Ok(event);
         }
         Err(e) => e.to_string(),
@@ -294,6 +298,31 @@ mod tests {
         }
         // A timestamp ahead of the clock is not believed.
         assert!(decode_admitted(at(Some(now.0 + 48 * 3_600_000)), &rules, now).is_ok());
+    }
+
+    #[test]
+    fn a_withdrawal_with_a_meaningless_expiry_is_decoded_not_dead_lettered() {
+        let rules = MessageAdmission::default();
+        let now = Timestamp(1_700_000_000_000);
+        let withdrawal = Event {
+            occurred_at: Timestamp(now.0 - 60_000),
+            kind: EventKind::ConsentChanged {
+                channel: Channel::Email,
+                purpose: Purpose::Marketing,
+                granted: false,
+                // Before the withdrawal itself: nonsense, but no reason to lose it.
+                expires_at: Some(Timestamp(now.0 - 3_600_000)),
+                proof: "unsubscribe link".into(),
+            },
+            ..event()
+        };
+        let v = event_to_bytes(&withdrawal, WireFormat::Protobuf);
+        let m = Envelope {
+            key: Some(b"c1"),
+            value: Some(&v),
+            ..Envelope::default()
+        };
+        assert_eq!(decode_admitted(m, &rules, now), Ok(withdrawal));
     }
 
     #[test]

@@ -29,7 +29,9 @@ use crate::storage::Storage;
 ///   per channel (before: all outreach, and all unanswered outreach, together).
 /// - 3: compaction keeps the do-not-contact request that reaches furthest (before: the
 ///   newest); the tag holds the anchor of the log it was taken of.
-pub const SNAPSHOT_VERSION: u8 = 3;
+/// - 4: a consent withdrawal keeps no expiry (before: it kept the `expires_at` it was
+///   sent with, which changed no decision but showed in the consent history).
+pub const SNAPSHOT_VERSION: u8 = 4;
 const HEADER: usize = 5;
 
 /// What a snapshot covers.

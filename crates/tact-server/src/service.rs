@@ -525,6 +525,13 @@ impl pb::contact_policy_server::ContactPolicy for ContactPolicyService {
                         metrics::counter!("tact_events_in_effect_on_arrival_total").increment(1);
                         event.occurred_at = at;
                     }
+                    if let Some(note) = event.ignored() {
+                        metrics::counter!("tact_events_field_ignored_total").increment(1);
+                        if !reason.is_empty() {
+                            reason.push_str("; ");
+                        }
+                        reason.push_str(note);
+                    }
                     slots.push(i);
                     valid.push(event);
                     results.push(pb::EventResult {

@@ -51,16 +51,23 @@ impl CustomerPreferences {
             // Transactional messages never count.
             let counted = rule.purposes & !Purpose::Transactional.bit();
             if let Some((count, until)) = facts.cap(index, u8::MAX, counted, limit.max, window) {
-                out.defer(
-                    rule,
-                    until,
+                let detail = if limit.window > window {
+                    Detail::CustomerLimitCapped {
+                        count,
+                        max: limit.max,
+                        asked: limit.window,
+                        window,
+                        until,
+                    }
+                } else {
                     Detail::CustomerLimit {
                         count,
                         max: limit.max,
                         window,
                         until,
-                    },
-                );
+                    }
+                };
+                out.defer(rule, until, detail);
             }
         }
     }
@@ -80,9 +87,16 @@ pub(crate) fn channel_not_accepted(channel: Channel) -> String {
     )
 }
 
-pub(crate) fn limit(count: u32, max: u32, window: Span, until: Timestamp) -> String {
+/// `asked`: the customer's window, when longer than the `window` counted.
+pub(crate) fn limit(count: u32, max: u32, window: Span, asked: Option<Span>, until: Timestamp) -> String {
     let contacts = if max == 1 { "contact" } else { "contacts" };
-    format!(
-        "Customer asked for at most {max} {contacts} per {window} and got {count}; next one from {until}."
-    )
+    match asked {
+        None => format!(
+            "Customer asked for at most {max} {contacts} per {window} and got {count}; next one from {until}."
+        ),
+        Some(asked) => format!(
+            "Customer asked for at most {max} {contacts} per {asked}; this policy counts it over {window} at most \
+             (customer_preferences max_window), and they got {count} in that; next one from {until}."
+        ),
+    }
 }

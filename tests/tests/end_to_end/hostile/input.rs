@@ -161,6 +161,52 @@ async fn a_withdrawal_dated_ahead_of_the_clock_takes_effect_at_once() {
     server.stop().await;
 }
 
+/// Found probing a release build: a withdrawal sent with an `expires_at` (which means
+/// nothing for a withdrawal) before its `occurred_at` was rejected, so a careless
+/// sender's withdrawal was lost (from Kafka: dead-lettered). It is recorded now, its
+/// answer says the field is ignored, and it never expires.
+#[tokio::test]
+async fn a_withdrawal_with_an_expiry_is_recorded_and_never_expires() {
+    let now = wed_10am();
+    let server = TestServer::start(None, now).await;
+    let mut client = server.client().await;
+    for (customer, expires) in [("before", days(-1)), ("after", days(1))] {
+        record(&mut client, opted_in(customer, now.saturating_sub(days(30)))).await;
+        let withdrawal = event(
+            &format!("w-{customer}"),
+            customer,
+            now.saturating_sub(hours(1)),
+            EventKind::ConsentChanged {
+                channel: Email,
+                purpose: Marketing,
+                granted: false,
+                expires_at: Some(now.saturating_add(expires)),
+                proof: String::new(),
+            },
+        );
+        let r = record_one(&mut client, withdrawal).await;
+        assert_eq!(status(&r), pb::RecordStatus::Recorded, "{customer}: {}", r.reason);
+        assert!(
+            r.reason
+                .contains("expires_at is ignored: a withdrawal does not expire"),
+            "{customer}: {}",
+            r.reason
+        );
+        for at in [None, Some(now.saturating_add(days(2)))] {
+            let d = client
+                .decide(pb::DecideRequest {
+                    at: at.map(timestamp_to_pb),
+                    ..request(customer, Email, Marketing)
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(verdict(&d), pb::Verdict::Deny, "{customer} at {at:?}: {d:?}");
+        }
+    }
+    server.stop().await;
+}
+
 /// Found probing a release build: event ids are global, so a client could take the id
 /// another system's withdrawal will use, and that withdrawal then came back DUPLICATE
 /// (as if recorded) and never applied. Another event under a taken id is now rejected
