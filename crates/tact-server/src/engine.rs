@@ -303,6 +303,31 @@ fn decision_id(now: Timestamp) -> String {
     DecisionId::new(now, random).to_id_string()
 }
 
+/// The decision ids of a batch's chunk, made as a screening's are: one random draw
+/// for the chunk (`d`, the millisecond and 48 random bits), then each item's index in
+/// the batch as 8 hex digits. A batch's decisions change no state and their ids are
+/// never event ids (only `Authorize` records one), so this is as good as a draw each,
+/// at a fraction of the cost (the draw and the hex were 7% of a screened decision).
+struct ChunkIds {
+    prefix: String,
+}
+
+impl ChunkIds {
+    fn new(now: Timestamp) -> Self {
+        let mut prefix = decision_id(now);
+        prefix.truncate(SCREEN_ID_PREFIX_LEN);
+        ChunkIds { prefix }
+    }
+
+    /// The id of item `index` of the batch.
+    fn id(&self, index: usize) -> String {
+        let mut id = String::with_capacity(SCREEN_ID_PREFIX_LEN + 8);
+        id.push_str(&self.prefix);
+        push_hex8(&mut id, index as u32);
+        id
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     pub group_commit: GroupCommit,
@@ -513,14 +538,27 @@ impl Engine {
             let now = self.clock.now();
             let log_position = self.position();
             let policy = self.policy.load();
+            let chunk_ids = ChunkIds::new(now);
             self.with_chunk(&ids, |i, state| {
                 let (proposal, at) = &chunk[i];
+                let index = c * CHUNK + i;
+                let id = chunk_ids.id(index);
                 out.push(match state {
                     Ok((state, access)) => {
-                        let explain = explain(c * CHUNK + i);
-                        self.decide_on(&policy, state, proposal, *at, access, now, log_position, explain)
+                        let explain = explain(index);
+                        self.decide_on(
+                            &policy,
+                            state,
+                            proposal,
+                            *at,
+                            access,
+                            now,
+                            log_position,
+                            explain,
+                            id,
+                        )
                     }
-                    Err(refused) => self.refusal(refused, *at, policy.version()),
+                    Err(refused) => self.refusal(refused, *at, policy.version(), id),
                 });
             });
         }
@@ -554,12 +592,18 @@ impl Engine {
     }
 
     /// The DENY a batch gives for a customer this instance cannot answer for.
-    fn refusal(&self, refused: &Refused, at: Option<Timestamp>, policy_version: &Arc<str>) -> Decided {
+    fn refusal(
+        &self,
+        refused: &Refused,
+        at: Option<Timestamp>,
+        policy_version: &Arc<str>,
+        decision_id: String,
+    ) -> Decided {
         let now = self.clock.now();
         let at = at.unwrap_or(now);
         Decided {
             decision: refusal_decision(refused),
-            decision_id: decision_id(now),
+            decision_id,
             at,
             log_position: self.position(),
             policy_version: Arc::clone(policy_version),
@@ -588,7 +632,17 @@ impl Engine {
         let log_position = self.position();
         let policy = self.policy.load();
         self.shards.with(&proposal.customer_id, |s| {
-            self.decide_on(&policy, s, proposal, at, access, now, log_position, explain)
+            self.decide_on(
+                &policy,
+                s,
+                proposal,
+                at,
+                access,
+                now,
+                log_position,
+                explain,
+                decision_id(now),
+            )
         })
     }
 
@@ -603,12 +657,13 @@ impl Engine {
         now: Timestamp,
         log_position: u64,
         explain: Explain,
+        decision_id: String,
     ) -> Decided {
         let at = at.unwrap_or(now);
         let decision = decide_explained(state, policy, proposal, at, state_lag(access, at, now), explain);
         Decided {
             decision,
-            decision_id: decision_id(now),
+            decision_id,
             at,
             log_position,
             policy_version: Arc::clone(policy.version()),
@@ -1148,6 +1203,27 @@ mod decision_id_tests {
             super::push_hex8(&mut s, n);
             assert_eq!(s, format!("p{n:08x}"));
         }
+    }
+
+    #[test]
+    fn a_batch_chunks_ids_are_one_draw_and_the_items_index() {
+        let now = tact_core::Timestamp(1_700_000_000_123);
+        let (a, b) = (super::ChunkIds::new(now), super::ChunkIds::new(now));
+        assert_ne!(a.prefix, b.prefix, "a draw each chunk");
+        for (i, id) in [
+            (0usize, a.id(0)),
+            (65, a.id(65)),
+            (4_000_000_000, a.id(4_000_000_000)),
+        ] {
+            let parsed = tact_log::DecisionId::parse(&id).unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(parsed.made_at(), now);
+            assert!(id.starts_with(&a.prefix), "{id}");
+            assert_eq!(
+                u32::from_str_radix(&id[super::SCREEN_ID_PREFIX_LEN..], 16).unwrap() as usize,
+                i
+            );
+        }
+        assert_ne!(a.id(1), b.id(1));
     }
 
     #[test]
