@@ -157,7 +157,7 @@ mod tests {
         let old = Policy::default_policy();
         assert!(policy_diff(&old, &old).is_empty());
         let text = crate::policy::DEFAULT_POLICY
-            .replace("version = \"default-2026.11\"", "version = \"next\"")
+            .replace("version = \"default-2026.12\"", "version = \"next\"")
             .replace(
                 "id = \"cap-email\"\ntype = \"frequency_cap\"\nchannels = [\"email\"]\npurposes = [\"marketing\", \"sales\"]\nmax = 3",
                 "id = \"cap-email\"\ntype = \"frequency_cap\"\nchannels = [\"email\"]\npurposes = [\"marketing\", \"sales\"]\nmax = 2",
@@ -165,7 +165,7 @@ mod tests {
         let new = Policy::from_toml_str(&text).unwrap();
         let diff = policy_diff(&old, &new);
         assert!(
-            diff.iter().any(|l| l == "version: default-2026.11 -> next"),
+            diff.iter().any(|l| l == "version: default-2026.12 -> next"),
             "{diff:?}"
         );
         let changed = diff

@@ -271,7 +271,7 @@ pub enum InvalidEvent {
     MissingCustomerId,
     #[error("customer_id: at most {max} bytes (got {got})")]
     CustomerIdTooLong { max: usize, got: usize },
-    #[error("customer_id: must be printable without spaces (got {0:?})")]
+    #[error("customer_id: must be printable, without spaces, control or invisible characters (got {0:?})")]
     CustomerIdFormat(String),
     #[error("occurred_at: must be after 1970-01-01T00:00:00Z (got {0})")]
     TimeNotAfterEpoch(Timestamp),
@@ -577,6 +577,18 @@ impl Admission {
                     got: text.len(),
                 });
             }
+            // A newline or NUL in a label would forge lines in `tact decision` and logs.
+            let control = if text.is_ascii() {
+                text.bytes().any(|b| b.is_ascii_control())
+            } else {
+                text.chars().any(char::is_control)
+            };
+            if control {
+                return Err(InvalidEvent::Field {
+                    field,
+                    why: "must not hold control characters (a newline, a tab, NUL, ...)".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -629,10 +641,46 @@ pub fn validate_customer_id(id: &str) -> Result<(), InvalidEvent> {
     if all_ascii_graphic(id.as_bytes()) {
         return Ok(());
     }
-    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if id
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+    {
         return Err(InvalidEvent::CustomerIdFormat(id.to_owned()));
     }
     Ok(())
+}
+
+/// Unicode's invisible format characters (general category Cf: a byte order mark,
+/// zero-width spaces and joiners, direction marks, tags, ...) and variation selectors:
+/// an id holding one prints like the id without it, so a withdrawal sent under one
+/// would land on a customer no one asks about.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+            | 0xE0100..=0xE01EF
+    )
 }
 
 /// Whether every byte is printable ASCII other than space (`0x21..=0x7e`), a word at a
@@ -675,7 +723,34 @@ mod customer_id_tests {
 
     /// The rule as documented, without the ASCII fast path.
     fn by_the_rule(id: &str) -> bool {
-        !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+        !id.is_empty()
+            && id.len() <= MAX_ID_BYTES
+            && !id
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+    }
+
+    /// Found probing a release build: a withdrawal sent under `"\u{feff}cust-1"` was
+    /// recorded for a customer no one asks about, while `cust-1` stayed reachable.
+    #[test]
+    fn invisible_characters_are_refused_and_visible_unicode_is_not() {
+        for id in [
+            "\u{feff}cust-1",
+            "cust\u{200b}-1",
+            "cust-1\u{00ad}",
+            "cust-1\u{2060}",
+            "\u{202e}1-tsuc",
+            "cust\u{200c}-1",
+            "cust-1\u{fe0f}",
+            "cust-1\u{e0001}",
+            "cust\u{180e}-1",
+        ] {
+            let e = validate_customer_id(id).unwrap_err();
+            assert!(e.to_string().contains("invisible"), "{id:?}: {e}");
+        }
+        for id in ["cust-1-\u{e9}", "e\u{301}t\u{e9}", "日本-42", "Ωmega", "müller#7"] {
+            assert!(validate_customer_id(id).is_ok(), "{id:?}");
+        }
     }
 
     #[test]

@@ -552,6 +552,14 @@ impl<'a> AsOf<'a> {
             .max_by_key(DncRecord::reach)
     }
 
+    /// Whether a do-not-contact in force was made at or after `t`.
+    pub fn do_not_contact_made_since(&self, t: Timestamp) -> bool {
+        self.side
+            .iter()
+            .filter_map(dnc_record)
+            .any(|d| d.at >= t && d.until.is_none_or(|u| u > self.at))
+    }
+
     /// The customer's preferences in force.
     pub fn prefs(&self) -> Prefs {
         let mut p = Prefs::default();

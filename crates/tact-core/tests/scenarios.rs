@@ -1012,6 +1012,79 @@ window = "14d"
         decide(&state, &swapped, &proposal(Email, Service), now()).verdict,
         Verdict::Allow
     );
+    // Found probing a release build: a do-not-contact made after the customer's
+    // message (or at its instant) was overridden by the reply exemption for 14 days,
+    // on every channel. The later statement holds; a message after it exempts again.
+    let message = |h: History, at| {
+        h.at(
+            at,
+            EventKind::InboundMessage {
+                channel: Email,
+                topic: "refund".into(),
+            },
+        )
+    };
+    let dnc = |h: History, at| {
+        h.at(
+            at,
+            EventKind::DoNotContact {
+                reason: "leave me alone".into(),
+                until: None,
+            },
+        )
+    };
+    let cases = [
+        (
+            "message then do-not-contact",
+            dnc(message(History::new(), ago(days(2))), ago(days(1))),
+            Verdict::Deny,
+        ),
+        (
+            "both at one instant",
+            dnc(message(History::new(), ago(days(1))), ago(days(1))),
+            Verdict::Deny,
+        ),
+        (
+            "message, do-not-contact, message",
+            message(
+                dnc(message(History::new(), ago(days(3))), ago(days(2))),
+                ago(days(1)),
+            ),
+            Verdict::Allow,
+        ),
+        (
+            "an old do-not-contact, then a message, then a short one that ended",
+            History::new()
+                .at(
+                    ago(days(30)),
+                    EventKind::DoNotContact {
+                        reason: "asked".into(),
+                        until: None,
+                    },
+                )
+                .at(
+                    ago(days(3)),
+                    EventKind::InboundMessage {
+                        channel: Email,
+                        topic: "refund".into(),
+                    },
+                )
+                .at(
+                    ago(days(2)),
+                    EventKind::DoNotContact {
+                        reason: "a day".into(),
+                        until: Some(ago(days(1))),
+                    },
+                ),
+            Verdict::Allow,
+        ),
+    ];
+    for (name, h, verdict) in cases {
+        for policy in [&policy, &swapped] {
+            let d = decide(&h.state(policy), policy, &proposal(Call, Service), now());
+            assert_eq!(d.verdict, verdict, "{name}: {d:#?}");
+        }
+    }
 }
 
 /// Two quiet-hours rules on one channel: the DEFER is to the first minute open in both,
@@ -1312,6 +1385,36 @@ fn answer_first_holds_marketing_until_the_message_is_answered() {
     assert_eq!((open.channel, open.since, open.age), (Email, asked, days(2)));
     assert_eq!(open.holds_back.as_deref(), Some("answer-first"));
     let view = customer_view(&answered.state(&policy), &policy, now(), 10);
+    assert!(view.open_inbound.is_empty());
+    // Found probing a release build: an authorized service reply that was never sent
+    // answered the message, so marketing resumed while the customer's question stayed
+    // open. An authorization is not an answer; the report of the send is.
+    let authorized = h.clone_with(
+        ago(days(1)),
+        EventKind::OutreachAuthorized {
+            decision_id: "d1".into(),
+            channel: Email,
+            purpose: Service,
+            campaign: String::new(),
+            requested_by: String::new(),
+        },
+    );
+    let d = check(&authorized, Email, Marketing, now());
+    assert_eq!(d.verdict, Verdict::Deny, "{d:#?}");
+    assert_eq!(fired(&d, "answer-first"), Some(Effect::Deny));
+    let view = customer_view(&authorized.state(&policy), &policy, now(), 10);
+    assert_eq!(view.open_inbound.len(), 1, "{:?}", view.open_inbound);
+    let reported = authorized.clone_with(
+        ago(days(1)).saturating_add(mins(5)),
+        EventKind::OutreachSent {
+            channel: Email,
+            purpose: Service,
+            campaign: String::new(),
+            decision_id: Some("d1".into()),
+        },
+    );
+    assert_eq!(check(&reported, Email, Marketing, now()).verdict, Verdict::Allow);
+    let view = customer_view(&reported.state(&policy), &policy, now(), 10);
     assert!(view.open_inbound.is_empty());
 }
 

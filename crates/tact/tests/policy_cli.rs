@@ -16,7 +16,7 @@ fn default_policy() -> String {
 /// The shipped policy, renamed, with the email cap lowered from 3 to 2 a week.
 fn two_emails() -> String {
     let text = default_policy()
-        .replacen("version = \"default-2026.11\"", "version = \"two-emails\"", 1)
+        .replacen("version = \"default-2026.12\"", "version = \"two-emails\"", 1)
         .replacen("max = 3", "max = 2", 1);
     assert!(text.contains("two-emails"));
     text
@@ -43,7 +43,7 @@ fn check_prints_the_rules_in_plain_words_and_the_differences() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("version: default-2026.11 -> two-emails"),
+        stdout.contains("version: default-2026.12 -> two-emails"),
         "{stdout}"
     );
     assert!(stdout.contains("~ cap-email: was (frequency_cap)"), "{stdout}");
@@ -137,7 +137,7 @@ fn sighup_and_reload_put_a_new_policy_in_force_and_history_lists_them() {
     std::fs::write(&file, default_policy()).unwrap();
     let server = Server::start_with_policy(cwd.path(), &data, &file, &[]);
     let url = server.url();
-    assert_eq!(check_version(cwd.path(), &url), "default-2026.11");
+    assert_eq!(check_version(cwd.path(), &url), "default-2026.12");
 
     // A bad file on SIGHUP keeps the policy in force.
     std::fs::write(&file, default_policy().replacen("max = 3", "max = 0", 1)).unwrap();
@@ -150,7 +150,7 @@ fn sighup_and_reload_put_a_new_policy_in_force_and_history_lists_them() {
     };
     hup(server.child.id());
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(check_version(cwd.path(), &url), "default-2026.11");
+    assert_eq!(check_version(cwd.path(), &url), "default-2026.12");
 
     // A good one takes effect.
     std::fs::write(&file, two_emails()).unwrap();
@@ -163,10 +163,10 @@ fn sighup_and_reload_put_a_new_policy_in_force_and_history_lists_them() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
-        stdout.contains("policy default-2026.11 in force (was two-emails)"),
+        stdout.contains("policy default-2026.12 in force (was two-emails)"),
         "{stdout}"
     );
-    assert_eq!(check_version(cwd.path(), &url), "default-2026.11");
+    assert_eq!(check_version(cwd.path(), &url), "default-2026.12");
     let out = run(tact(cwd.path()).args(["policy", "history", "--live", "--server", &url]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 3, "{}", text(&out.stdout));
@@ -187,5 +187,5 @@ fn sighup_and_reload_put_a_new_policy_in_force_and_history_lists_them() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(versions, ["default-2026.11", "two-emails", "default-2026.11"]);
+    assert_eq!(versions, ["default-2026.12", "two-emails", "default-2026.12"]);
 }

@@ -182,7 +182,7 @@ async fn stories_end_to_end() {
             tact_core::Timestamp::parse_rfc3339("2026-11-19T13:00:00Z").unwrap()
         ))
     );
-    assert_eq!(d.policy_version, "default-2026.11");
+    assert_eq!(d.policy_version, "default-2026.12");
     server.stop().await;
 }
 

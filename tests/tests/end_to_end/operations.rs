@@ -67,7 +67,7 @@ async fn a_backtest_on_the_server_gives_the_offline_report() {
         record(&mut client, chunk.to_vec()).await;
     }
     let candidate = DEFAULT
-        .replacen("version = \"default-2026.11\"", "version = \"two-emails\"", 1)
+        .replacen("version = \"default-2026.12\"", "version = \"two-emails\"", 1)
         .replacen("max = 3", "max = 2", 1);
 
     let mut admin = TactAdminClient::connect(format!("http://{}", server.handle.local_addr()))
@@ -110,7 +110,7 @@ async fn a_backtest_on_the_server_gives_the_offline_report() {
         "{live}"
     );
     assert_eq!(live["transitions"].as_object().unwrap().len(), 1, "{live}");
-    assert_eq!(live["baseline_policy"], "default-2026.11");
+    assert_eq!(live["baseline_policy"], "default-2026.12");
     assert_eq!(live["candidate_policy"], "two-emails");
     assert_eq!(live["reading"], "as_happened");
 

@@ -19,7 +19,7 @@ const DEFAULT: &str = tact_core::policy::DEFAULT_POLICY;
 /// The shipped policy, renamed, with the email cap lowered from 3 to 2 a week.
 fn two_emails_a_week() -> String {
     let text = DEFAULT
-        .replacen("version = \"default-2026.11\"", "version = \"two-emails\"", 1)
+        .replacen("version = \"default-2026.12\"", "version = \"two-emails\"", 1)
         .replacen("max = 3", "max = 2", 1);
     assert!(text.contains("\"two-emails\"") && text != DEFAULT);
     text
@@ -78,14 +78,14 @@ async fn a_good_reload_changes_the_next_decision_and_is_recorded() {
     // The policy at start is in the log, under tact's own key.
     let history = policy_history(&*storage).unwrap();
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].version, "default-2026.11");
+    assert_eq!(history[0].version, "default-2026.12");
     assert_eq!(history[0].content_hash, content_hash(DEFAULT));
     assert_eq!(history[0].text, DEFAULT);
 
     let ask = || request("c1", Channel::Email, Purpose::Marketing);
     let before = client.decide(ask()).await.unwrap().into_inner();
     assert_eq!(verdict(&before), pb::Verdict::Allow, "{before:?}");
-    assert_eq!(before.policy_version, "default-2026.11");
+    assert_eq!(before.policy_version, "default-2026.12");
 
     // Reloading the same file changes nothing and records nothing.
     let same = admin
@@ -104,7 +104,7 @@ async fn a_good_reload_changes_the_next_decision_and_is_recorded() {
         .unwrap()
         .into_inner();
     assert_eq!(reloaded.outcome, "activated", "{reloaded:?}");
-    assert_eq!(reloaded.previous_version, "default-2026.11");
+    assert_eq!(reloaded.previous_version, "default-2026.12");
     assert_eq!(reloaded.version, "two-emails");
     assert_eq!(reloaded.content_hash, content_hash(&text));
     assert!(
@@ -151,7 +151,7 @@ async fn a_good_reload_changes_the_next_decision_and_is_recorded() {
         .unwrap()
         .into_inner();
     let versions: Vec<&str> = listed.policies.iter().map(|p| p.version.as_str()).collect();
-    assert_eq!(versions, ["default-2026.11", "two-emails"]);
+    assert_eq!(versions, ["default-2026.12", "two-emails"]);
     assert!(listed.policies.iter().all(|p| p.text.is_empty()));
     server.stop().await;
 }
@@ -192,7 +192,7 @@ async fn a_bad_reload_changes_nothing_and_names_the_rule_and_field() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message()
-            .contains("version: the policy changed but its version `default-2026.11` did not"),
+            .contains("version: the policy changed but its version `default-2026.12` did not"),
         "{}",
         err.message()
     );
@@ -207,7 +207,7 @@ async fn a_bad_reload_changes_nothing_and_names_the_rule_and_field() {
         .unwrap()
         .into_inner();
     assert_eq!(verdict(&d), pb::Verdict::Allow);
-    assert_eq!(d.policy_version, "default-2026.11");
+    assert_eq!(d.policy_version, "default-2026.12");
     assert_eq!(policy_history(&*storage).unwrap().len(), 1, "nothing recorded");
     server.stop().await;
 }
@@ -236,7 +236,7 @@ async fn the_start_records_the_policy_only_when_it_changed() {
         .into_iter()
         .map(|r| r.version)
         .collect();
-    assert_eq!(versions, ["default-2026.11", "two-emails"]);
+    assert_eq!(versions, ["default-2026.12", "two-emails"]);
 }
 
 #[tokio::test]
@@ -319,7 +319,7 @@ async fn a_policy_needing_more_history_takes_effect_after_a_rebuild() {
 
     // Three emails in any 120 days: needs 120 days of history.
     let text = DEFAULT
-        .replacen("version = \"default-2026.11\"", "version = \"long-cap\"", 1)
+        .replacen("version = \"default-2026.12\"", "version = \"long-cap\"", 1)
         .replacen("max = 3\nwindow = \"7d\"", "max = 3\nwindow = \"120d\"", 1);
     assert!(text.contains("120d"));
     std::fs::write(&file, &text).unwrap();
@@ -340,7 +340,7 @@ async fn a_policy_needing_more_history_takes_effect_after_a_rebuild() {
         if d.policy_version == "long-cap" {
             break d;
         }
-        assert_eq!(d.policy_version, "default-2026.11");
+        assert_eq!(d.policy_version, "default-2026.12");
         waited += 1;
         assert!(waited < 200, "the rebuilt policy never took effect");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,8 +1,10 @@
 //! `answer_first`: while the customer's own message waits for an answer, no outreach
 //! for the rule's purposes (marketing and sales in the shipped policy) on any channel.
 //!
-//! A message (`InboundMessage`) is open until an outreach for `service` is sent or
-//! authorized after it, on any channel; one older than `open_for` no longer holds
+//! A message (`InboundMessage`) is open until an outreach for `service` is reported
+//! sent after it, on any channel (an authorization alone is not an answer: one never
+//! acted on must not lift the hold; the report of the reply, quoting its decision or
+//! not, is); one older than `open_for` no longer holds
 //! anything back. The verdict is DENY, not DEFER: what lifts it is an answer, a new
 //! event, not the passing of time (a DEFER to the end of `open_for` would promise the
 //! wrong thing). Contact requests are not messages to answer: the customer asked to be
@@ -77,6 +79,7 @@ pub(crate) fn open_inbound(v: &AsOf<'_>, open_for: Span) -> Option<(Channel, Tim
             // same instant (whatever the order of their ids within it).
             Mark::Touch {
                 purpose: Purpose::Service,
+                authorized: false,
                 ..
             } => {
                 if oldest.is_some_and(|(_, at)| at == e.at) {
@@ -107,6 +110,7 @@ pub(crate) fn open_messages<'a>(
             e.mark,
             Mark::Touch {
                 purpose: Purpose::Service,
+                authorized: false,
                 ..
             }
         )

@@ -1,6 +1,8 @@
 //! `do_not_contact`: DENY for the rule's purposes while a do-not-contact is in force,
 //! unless a service-reply rule exempts the proposal (a reply to the customer's own
-//! message). No parameters.
+//! message) and no do-not-contact in force was made at or after that message: the
+//! customer who asked to be left alone and then wrote may be answered, but one who
+//! wrote and then asked to be left alone has said the later thing. No parameters.
 
 use crate::decide::Detail;
 use crate::policy::Rule;
@@ -10,10 +12,13 @@ use crate::time::{Span, Timestamp};
 
 #[inline]
 pub(crate) fn evaluate(rule: &Rule, v: &AsOf<'_>, out: &mut Outcome<'_, '_>) {
-    if out.service_reply {
-        return;
-    }
     if let Some(d) = v.do_not_contact() {
+        if out
+            .service_reply
+            .is_some_and(|message| !v.do_not_contact_made_since(message))
+        {
+            return;
+        }
         out.deny(
             rule,
             Detail::DoNotContact {

@@ -203,10 +203,11 @@ pub(crate) struct Outcome<'r, 's> {
     /// Fatigue pauses that start after the decision's instant (see
     /// [`fatigue::Fatigue::pause_on`]).
     pub pauses: Few<(&'r Rule, Pause)>,
-    /// Whether a service-reply rule exempts this proposal from do-not-contact. Known
-    /// before any other rule is looked at (exemptions are visited first): the answer
-    /// must not depend on rule order.
-    pub service_reply: bool,
+    /// The instant of the customer's message a service-reply rule found this proposal
+    /// answers, if any: it exempts the proposal from a do-not-contact made before that
+    /// message (see `do_not_contact`). Known before any other rule is looked at
+    /// (exemptions are visited first): the answer must not depend on rule order.
+    pub service_reply: Option<Timestamp>,
     /// Alternatives to evaluate (only for the full answer).
     pub suggestions: Option<&'s mut Suggestions>,
 }
@@ -231,7 +232,7 @@ impl<'r, 's> Outcome<'r, 's> {
             ok_from: at,
             quiet: Few::default(),
             pauses: Few::default(),
-            service_reply: false,
+            service_reply: None,
             suggestions,
         }
     }

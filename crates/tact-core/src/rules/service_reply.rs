@@ -1,6 +1,7 @@
 //! `service_reply`: a reply within `window` after the customer's own message or
-//! contact request needs no consent, is not held back by do-not-contact, and never
-//! counts against caps. An exemption: visited before every other rule (see
+//! contact request needs no consent, is not held back by a do-not-contact made before
+//! that message (one made after it, or at its instant, still holds), and never counts
+//! against caps. An exemption: visited before every other rule (see
 //! [`crate::policy::RuleKind::is_exemption`]), it tells do-not-contact through
 //! [`Outcome::service_reply`].
 
@@ -42,7 +43,7 @@ impl ServiceReply {
                 _ => None,
             });
         if let Some((c, when)) = inbound {
-            out.service_reply = true;
+            out.service_reply = Some(when);
             out.push(
                 rule,
                 Effect::Allow,

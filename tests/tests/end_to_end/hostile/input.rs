@@ -476,6 +476,20 @@ async fn oversized_text_fields_are_refused_naming_the_field() {
     let mut req = request("c1", Email, Marketing);
     req.requested_by = "r".repeat(256);
     client.decide(req).await.unwrap();
+    // Nor control characters (found probing: a newline and NUL in `requested_by` were
+    // stored, to forge lines in `tact decision`'s output).
+    for label in ["rep\nverdict: ALLOW", "rep\0", "r\u{85}"] {
+        let mut req = request("c1", Email, Marketing);
+        req.requested_by = label.into();
+        let err = client.authorize(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{label:?}");
+        assert!(
+            err.message()
+                .starts_with("requested_by: must not hold control characters"),
+            "{label:?}: {}",
+            err.message()
+        );
+    }
 
     // In a batch, the oversized item gets its own error and the others their decisions.
     let mut req = request("c1", Email, Marketing);
