@@ -12,6 +12,7 @@ mod clients;
 mod config;
 mod decisions;
 mod demo;
+mod metrics_http;
 mod policy;
 mod produce;
 mod progress;

@@ -61,6 +61,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     opts.log_memory = settings.log_memory();
     opts.admission = settings.admission();
     opts.transport = settings.transport()?;
+    opts.transport.max_connections = fit_descriptors(opts.transport.max_connections);
     opts.auth = settings.auth();
     opts.tls = settings.tls()?;
     if let Some(addr) = settings.metrics_listen {
@@ -69,15 +70,18 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
             0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             2.5, 10.0,
         ];
-        metrics_exporter_prometheus::PrometheusBuilder::new()
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
                 LATENCY_BUCKETS,
             )
             .context("latency buckets")?
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            .install_recorder()
+            .context("cannot install the metrics recorder")?;
+        crate::metrics_http::spawn(listener, handle);
         tracing::info!(addr = %addr, "serving prometheus metrics at /metrics");
     }
     opts.audit = settings.audit();
@@ -152,6 +156,49 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<ExitCode> {
     waited.context("the server failed")?;
     tracing::info!("server stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// File descriptors kept for everything but client connections: the event log's and
+/// the audit's files (at most `tact_log::MAX_CACHED_FILES` open per fjall database, a
+/// few for sled), their journals, Kafka's sockets, the metrics listener's connections,
+/// snapshots, standard streams.
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, and returns `max_connections`,
+/// lowered (with a warning) if it would leave fewer than [`RESERVED_DESCRIPTORS`] for
+/// the rest: connections that took the log's descriptors would fail its next flush,
+/// and every write after it, withdrawals included.
+fn fit_descriptors(max_connections: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit (RLIMIT_NOFILE)");
+            match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+                Ok((soft, _)) => soft,
+                Err(_) => return max_connections,
+            }
+        }
+    };
+    let fit = connections_within(limit);
+    if (max_connections as u64) > fit {
+        tracing::warn!(
+            max_connections,
+            lowered_to = fit,
+            open_file_limit = limit,
+            reserved = RESERVED_DESCRIPTORS.min(limit / 2),
+            "max_connections lowered to fit the open-file limit, keeping descriptors for the log, \
+             the audit and Kafka: raise the hard limit (LimitNOFILE=, --ulimit nofile=) to allow more"
+        );
+        fit as usize
+    } else {
+        max_connections
+    }
+}
+
+/// The most connections a process allowed `limit` open files can hold while keeping
+/// [`RESERVED_DESCRIPTORS`] (or half of a smaller limit) for the rest; at least 1.
+fn connections_within(limit: u64) -> u64 {
+    limit.saturating_sub(RESERVED_DESCRIPTORS.min(limit / 2)).max(1)
 }
 
 /// SIGHUP's policy reload: a file that does not read or validate keeps the policy in

@@ -139,3 +139,49 @@ fn metrics_without_kafka_show_requests_and_decisions_by_verdict_and_rule() {
     }
     assert!(server.terminate().success());
 }
+
+/// Found probing a release build: the metrics listener accepted any number of
+/// connections and never timed one out, so idle ones took every file descriptor (the
+/// event log then failed to flush and refused every write, withdrawals included), and
+/// it retried a failed accept at once, logging a million lines a second. Now at most
+/// 16 are served at once and each must send its request within 5 s.
+#[test]
+fn idle_connections_to_the_metrics_listener_are_bounded_and_timed_out() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let server = Server::start_with(
+        cwd.path(),
+        &cwd.path().join("data"),
+        &["--metrics-listen", &metrics],
+    );
+    let idle: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // A scrape behind them is answered once the first 16 are timed out.
+    let started = std::time::Instant::now();
+    let body = scrape(port);
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE"), "{body}");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    // The idle connections were closed by the server (end of stream, not a timeout).
+    for mut s in idle.into_iter().take(16) {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    // Anything but GET /metrics is told where the metrics are.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.contains(" 404 ") && out.contains("GET /metrics"), "{out}");
+    drop(server);
+}

@@ -57,6 +57,12 @@ const META_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// `manual_persist`: writes stay in the process until `persist` (else each write batch
 /// reaches the OS). A lock that another handle of this process is still releasing is
 /// retried for [`LOCK_RETRY`] before `fjall::Error::Locked` is returned.
+/// The most table files a fjall database keeps open (fjall's default is 900 a
+/// database: the log and the audit together could then hold 1,800 descriptors, past
+/// the common soft limit of 1,024, and a flush that cannot open its file fails the
+/// store). Files past it are reopened when read.
+pub const MAX_CACHED_FILES: usize = 128;
+
 pub(crate) fn open_database(
     path: &Path,
     cache_bytes: u64,
@@ -66,6 +72,7 @@ pub(crate) fn open_database(
     loop {
         let opened = Database::builder(path)
             .cache_size(cache_bytes)
+            .max_cached_files(Some(MAX_CACHED_FILES))
             .manual_journal_persist(manual_persist)
             .open();
         match opened {
