@@ -124,7 +124,7 @@ impl<'a> QuietHours<'a> {
     /// [`QuietHours::next_open`] for instants chrono cannot represent (they read as
     /// chrono's earliest instant).
     fn next_open_chrono(&self, t: Timestamp) -> Timestamp {
-        let local = t.to_chrono().with_timezone(&self.tz);
+        let local = chrono_safe(t).to_chrono().with_timezone(&self.tz);
         let date = local.date_naive();
         let weekday = date.weekday().num_days_from_monday();
         let minute = local.hour() * 60 + local.minute();
@@ -148,7 +148,7 @@ impl<'a> QuietHours<'a> {
         let (weekday, minute) = match self.local(t) {
             Some(l) => (l.weekday(), l.minute),
             None => {
-                let local = t.to_chrono().with_timezone(&self.tz);
+                let local = chrono_safe(t).to_chrono().with_timezone(&self.tz);
                 (
                     local.weekday().num_days_from_monday(),
                     local.hour() * 60 + local.minute(),
@@ -161,6 +161,17 @@ impl<'a> QuietHours<'a> {
             zone: self.tz,
         }
     }
+}
+
+/// `t`, brought inside the instants chrono can read a local clock at and step a week
+/// from: out there (±262,000 years, reached only by a policy's absurd span), chrono
+/// would panic on the local time or the step, and it would read an instant past its
+/// range as its earliest one. Quiet hours that far out answer as at the edge.
+fn chrono_safe(t: Timestamp) -> Timestamp {
+    const MARGIN: i64 = 10 * DAY.0;
+    let min = chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp_millis() + MARGIN;
+    let max = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_millis() - MARGIN;
+    Timestamp(t.0.clamp(min, max))
 }
 
 /// The offset of `tz` from UTC at `t`, in milliseconds; `None` where chrono cannot
@@ -293,6 +304,29 @@ mod tests {
     fn with_rule(f: impl FnOnce(&Rule)) {
         let policy = Policy::default_policy();
         f(&policy.rules()[0]);
+    }
+
+    /// Found by `fuzz_policy_value_mutations`: a research cooldown of 10,000,000,000 h put
+    /// the quiet-hours check a million years out, where chrono panicked reading the
+    /// local time (and read an instant past its range as its earliest).
+    #[test]
+    fn instants_beyond_chrono_answer_without_panicking() {
+        with_rule(|r| {
+            for tz in ["America/Los_Angeles", "Asia/Tokyo", "UTC"] {
+                let q = quiet(r, tz, 8 * 60, 21 * 60, 1 << 6);
+                for at in [
+                    i64::MAX,
+                    i64::MAX / 2,
+                    9_000_000_000_000_000,
+                    -9_000_000_000_000_000,
+                    i64::MIN,
+                ] {
+                    let open = q.next_open(Timestamp(at));
+                    assert!(open >= Timestamp(at), "{tz} {at}: {open:?}");
+                    let _ = q.local_clock(Timestamp(at));
+                }
+            }
+        });
     }
 
     #[test]
