@@ -343,6 +343,20 @@ impl Event {
             }
             // A withdrawal's `expires_at` means nothing (see [`Event::ignored`]): a
             // withdrawal is never refused for it, as refusing would lose it.
+            // "At most 0 contacts per 30 days" reads as "never", but max 0 clears the
+            // limit: refused, so that no sender clears a customer's limit meaning to stop
+            // contact (found probing a release build: it was recorded without a word).
+            EventKind::PreferencesChanged {
+                max_contacts: Some(l),
+                ..
+            } if l.max == 0 && l.window.0 > 0 => {
+                return Err(InvalidEvent::Field {
+                    field: "preferences_changed.max_contacts.max",
+                    why: "0 with a window would read as \"never\", but max 0 clears the limit: to stop contact, \
+                          send do_not_contact or withdraw consent; to clear the limit, leave the window at 0"
+                        .into(),
+                });
+            }
             EventKind::ConsentChanged {
                 granted: true,
                 expires_at: Some(x),

@@ -462,6 +462,20 @@ fn bad_events_name_the_field() {
             "preferences_changed.max_contacts.window",
         ),
         (
+            // "At most 0 per 30 days" reads as "never" but would clear the limit.
+            with_kind(Kind::PreferencesChanged(pb::PreferencesChanged {
+                max_contacts: Some(pb::ContactLimit {
+                    max: 0,
+                    window: Some(PbDuration {
+                        seconds: 30 * 86_400,
+                        nanos: 0,
+                    }),
+                }),
+                ..prefs()
+            })),
+            "preferences_changed.max_contacts.max",
+        ),
+        (
             with_kind(Kind::PreferencesChanged(pb::PreferencesChanged {
                 time_zone: Some("Mars/Olympus_Mons".into()),
                 ..prefs()

@@ -153,6 +153,9 @@ pub async fn import(server: &str, file: &Path) -> anyhow::Result<ExitCode> {
         let raw = raw.with_context(|| format!("reading {} at line {line_no}", file.display()))?;
         bar.inc(raw.len() as u64 + 1);
         let line = match std::str::from_utf8(&raw) {
+            // A file written on Windows may start with a UTF-8 byte order mark (as some
+            // Kafka producers' messages do: both are read the same).
+            Ok(s) if index == 0 => s.strip_prefix('\u{feff}').unwrap_or(s).trim(),
             Ok(s) => s.trim(),
             Err(e) => {
                 summary.rejected += 1;
