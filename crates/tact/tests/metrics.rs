@@ -25,16 +25,18 @@ fn scrape(port: u16) -> String {
     out
 }
 
+/// `tact serve` with `--metrics-listen` on a free port, and that port.
+fn serve_with_metrics(cwd: &std::path::Path) -> (Server, u16) {
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let server = Server::start_with(cwd, &cwd.join("data"), &["--metrics-listen", &metrics]);
+    (server, port)
+}
+
 #[test]
 fn metrics_without_kafka_show_requests_and_decisions_by_verdict_and_rule() {
     let cwd = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let metrics = format!("127.0.0.1:{port}");
-    let server = Server::start_with(
-        cwd.path(),
-        &cwd.path().join("data"),
-        &["--metrics-listen", &metrics],
-    );
+    let (server, port) = serve_with_metrics(cwd.path());
     let url = server.url();
     for channel in ["email", "call", "sms"] {
         let out = run(tact(cwd.path()).args([
@@ -148,13 +150,7 @@ fn metrics_without_kafka_show_requests_and_decisions_by_verdict_and_rule() {
 #[test]
 fn idle_connections_to_the_metrics_listener_are_bounded_and_timed_out() {
     let cwd = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let metrics = format!("127.0.0.1:{port}");
-    let server = Server::start_with(
-        cwd.path(),
-        &cwd.path().join("data"),
-        &["--metrics-listen", &metrics],
-    );
+    let (server, port) = serve_with_metrics(cwd.path());
     let idle: Vec<std::net::TcpStream> = (0..20)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
