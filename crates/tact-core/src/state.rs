@@ -545,19 +545,20 @@ impl<'a> AsOf<'a> {
     /// later request does not cut an earlier one short: "do not contact me for a day"
     /// after "never contact me again" still leaves the customer alone.
     pub fn do_not_contact(&self) -> Option<DncRecord> {
+        self.dncs_in_force().max_by_key(DncRecord::reach)
+    }
+
+    /// The do-not-contact requests made by now that have not ended.
+    fn dncs_in_force(&self) -> impl Iterator<Item = DncRecord> + '_ {
         self.side
             .iter()
             .filter_map(dnc_record)
             .filter(|d| d.until.is_none_or(|u| u > self.at))
-            .max_by_key(DncRecord::reach)
     }
 
     /// Whether a do-not-contact in force was made at or after `t`.
     pub fn do_not_contact_made_since(&self, t: Timestamp) -> bool {
-        self.side
-            .iter()
-            .filter_map(dnc_record)
-            .any(|d| d.at >= t && d.until.is_none_or(|u| u > self.at))
+        self.dncs_in_force().any(|d| d.at >= t)
     }
 
     /// The customer's preferences in force.
